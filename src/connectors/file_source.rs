@@ -1,0 +1,597 @@
+//! The file source: JSON lines, a JSON array or CSV, from a file, a directory or a glob,
+//! optionally following a growing file. Decodes with arrow-json/arrow-csv in batches; a record
+//! that does not decode is reported with file:line and skipped, and its neighbours still flow.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+
+use crate::error::{Result, VeloError};
+use crate::exec::event_time::{constant_millis, to_epoch_millis, EventTimeFormat};
+use crate::exec::processor::now_millis;
+use crate::sql::Properties;
+
+/// Rows per decoded batch.
+pub const DEFAULT_BATCH_SIZE: usize = 8192;
+/// Lines read to infer a schema.
+const INFER_LINES: usize = 1000;
+
+/// A file's format.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// One JSON array of objects.
+    Json,
+    /// Delimited text.
+    Csv { header: bool, delimiter: u8 },
+}
+
+impl FileFormat {
+    /// The format named by `format`, or guessed from the file extension.
+    pub fn from_name_or_path(name: Option<&str>, path: &str) -> Result<Self> {
+        let name = name.map(str::to_lowercase).unwrap_or_else(|| {
+            Path::new(path)
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or("jsonl")
+                .to_lowercase()
+        });
+        match name.as_str() {
+            "jsonl" | "ndjson" | "jsonlines" => Ok(FileFormat::Jsonl),
+            "json" => Ok(FileFormat::Json),
+            "csv" => Ok(FileFormat::Csv {
+                header: true,
+                delimiter: b',',
+            }),
+            "tsv" => Ok(FileFormat::Csv {
+                header: true,
+                delimiter: b'\t',
+            }),
+            other => Err(VeloError::Config(format!(
+                "unknown file format '{other}' for {path}: expected jsonl, json or csv"
+            ))),
+        }
+    }
+}
+
+/// What to do with a record that does not decode.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnError {
+    /// Report, count and skip it (default).
+    Skip,
+    /// Stop the job with the error.
+    Fail,
+}
+
+/// Settings of a file source (from `'<src>.*'` keys or a CLI binding).
+#[derive(Debug, Clone)]
+pub struct FileSourceConfig {
+    pub name: String,
+    pub path: String,
+    pub format: FileFormat,
+    pub watch: bool,
+    /// A declared schema (`CREATE STREAM name (cols)`); inferred from the data when None.
+    pub schema: Option<SchemaRef>,
+    pub event_time_field: Option<String>,
+    pub event_time_format: Option<EventTimeFormat>,
+    pub on_error: OnError,
+    /// Where bad records are written, one JSON object per record, when set.
+    pub dead_letter_path: Option<PathBuf>,
+    pub batch_size: usize,
+}
+
+impl FileSourceConfig {
+    /// Reads `'<name>.*'` keys.
+    pub fn from_properties(name: &str, props: &Properties, schema: Option<SchemaRef>) -> Result<Self> {
+        let path = props
+            .scoped(name, "path")
+            .ok_or_else(|| VeloError::Config(format!("source '{name}' needs '{name}.path' (or --source {name}=PATH)")))?;
+        let mut format = FileFormat::from_name_or_path(props.scoped(name, "format").as_deref(), &path)?;
+        if let FileFormat::Csv { header, delimiter } = &mut format {
+            if let Some(h) = props.scoped_bool(name, "header")? {
+                *header = h;
+            }
+            if let Some(d) = props.scoped(name, "delimiter") {
+                *delimiter = match d.as_str() {
+                    "\\t" | "tab" => b'\t',
+                    d => d.bytes().next().unwrap_or(b','),
+                };
+            }
+        }
+        let on_error = match props.scoped(name, "on_error").as_deref() {
+            None | Some("skip") | Some("continue") | Some("log") => OnError::Skip,
+            Some("fail") => OnError::Fail,
+            Some(other) => {
+                return Err(VeloError::Config(format!(
+                    "'{name}.on_error' = '{other}': expected skip or fail"
+                )))
+            }
+        };
+        let batch_size = match props.scoped(name, "batch.size") {
+            Some(b) => b
+                .parse()
+                .map_err(|_| VeloError::Config(format!("'{name}.batch.size' must be a number, got '{b}'")))?,
+            None => DEFAULT_BATCH_SIZE,
+        };
+        Ok(FileSourceConfig {
+            name: name.to_string(),
+            path,
+            format,
+            watch: props.scoped_bool(name, "watch")?.unwrap_or(false),
+            schema,
+            event_time_field: props.scoped(name, "event.time.field"),
+            event_time_format: EventTimeFormat::parse(props.scoped(name, "event.time.format").as_deref()),
+            on_error,
+            dead_letter_path: props
+                .scoped(name, "dlq.path")
+                .or_else(|| props.scoped(name, "dead_letter.path"))
+                .map(PathBuf::from),
+            batch_size: batch_size.max(1),
+        })
+    }
+}
+
+/// A record that did not decode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRecord {
+    /// `file:line` (or `file:[index]` for a JSON array).
+    pub location: String,
+    pub reason: String,
+    pub raw: String,
+}
+
+/// A decoded batch plus the records that failed in it.
+#[derive(Debug)]
+pub struct SourceBatch {
+    pub batch: RecordBatch,
+    pub bad_records: Vec<BadRecord>,
+    /// Bytes read for this batch (progress reporting).
+    pub bytes: u64,
+}
+
+/// The files a path names: the file itself, a directory's files (sorted) or a glob's matches.
+pub fn expand_paths(path: &str) -> Result<Vec<PathBuf>> {
+    let p = Path::new(path);
+    if p.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+            .map_err(|e| VeloError::io(format!("listing {path}"), e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        return Ok(files);
+    }
+    if path.contains(['*', '?', '[']) {
+        let mut files: Vec<PathBuf> = glob::glob(path)
+            .map_err(|e| VeloError::Config(format!("bad glob '{path}': {e}")))?
+            .filter_map(|p| p.ok())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(VeloError::Config(format!("no files match '{path}'")));
+        }
+        return Ok(files);
+    }
+    if !p.exists() {
+        return Err(VeloError::Config(format!("input file '{path}' does not exist")));
+    }
+    Ok(vec![p.to_path_buf()])
+}
+
+/// Reads the configured files in order, batch by batch.
+pub struct FileSource {
+    config: FileSourceConfig,
+    files: Vec<PathBuf>,
+    /// Full data schema (declared or inferred).
+    schema: SchemaRef,
+    /// The data columns the query needs (decoding skips the rest).
+    projection: SchemaRef,
+    /// System columns the query needs.
+    system_columns: Vec<String>,
+    current: Option<OpenFile>,
+    next_file: usize,
+    errors: u64,
+}
+
+struct OpenFile {
+    path: PathBuf,
+    index: usize,
+    reader: BufReader<File>,
+    /// Lines consumed so far (the next line's number is this + 1).
+    line: u64,
+    /// A trailing line without newline, kept while following a growing file.
+    partial: Vec<u8>,
+    /// For a JSON array file: the decoded elements not yet emitted.
+    json_values: Option<std::vec::IntoIter<serde_json::Value>>,
+}
+
+impl FileSource {
+    /// Opens the source: finds its files and infers or takes its schema.
+    pub fn open(config: FileSourceConfig) -> Result<Self> {
+        let files = expand_paths(&config.path)?;
+        let schema = match &config.schema {
+            Some(s) => Arc::clone(s),
+            None => Arc::new(infer_schema(&files, &config.format)?),
+        };
+        Ok(FileSource {
+            projection: Arc::clone(&schema),
+            schema,
+            files,
+            config,
+            system_columns: Vec::new(),
+            current: None,
+            next_file: 0,
+            errors: 0,
+        })
+    }
+
+    /// The full data schema of the files.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Decode only these columns (data or system) from now on.
+    pub fn set_projection(&mut self, wanted: &Schema) {
+        let data: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| {
+                wanted.field_with_name(f.name()).is_ok()
+                    || self.config.event_time_field.as_deref() == Some(f.name().as_str())
+            })
+            .map(|f| f.as_ref().clone())
+            .collect();
+        self.projection = Arc::new(Schema::new(data));
+        self.system_columns = wanted
+            .fields()
+            .iter()
+            .filter(|f| crate::sql::planner::is_system_column(f.name()))
+            .map(|f| f.name().clone())
+            .collect();
+    }
+
+    /// Records that failed to decode so far.
+    pub fn error_count(&self) -> u64 {
+        self.errors
+    }
+
+    /// Total size in bytes of the input files (for progress).
+    pub fn total_bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// The next batch; `None` at the end of a bounded input. A followed file (`watch`) never
+    /// ends: when no new data has arrived it returns an empty batch after a short wait.
+    pub fn next_batch(&mut self) -> Result<Option<SourceBatch>> {
+        loop {
+            if self.current.is_none() {
+                if self.next_file >= self.files.len() {
+                    return Ok(None);
+                }
+                let path = self.files[self.next_file].clone();
+                let file = File::open(&path).map_err(|e| VeloError::io(format!("opening {}", path.display()), e))?;
+                self.current = Some(OpenFile {
+                    path,
+                    index: self.next_file,
+                    reader: BufReader::with_capacity(1 << 20, file),
+                    line: 0,
+                    partial: Vec::new(),
+                    json_values: None,
+                });
+                self.next_file += 1;
+            }
+            let last_file = self.next_file >= self.files.len();
+            let follow = self.config.watch && last_file;
+            let Some(file) = self.current.as_mut() else {
+                continue;
+            };
+            let (lines, first_line, bytes, at_end) = match self.config.format {
+                FileFormat::Json => read_json_array(file, self.config.batch_size)?,
+                FileFormat::Csv { header, .. } => read_lines(file, self.config.batch_size, follow, header)?,
+                FileFormat::Jsonl => read_lines(file, self.config.batch_size, follow, false)?,
+            };
+            if lines.is_empty() {
+                if at_end && !follow {
+                    self.current = None;
+                    continue;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                let empty = RecordBatch::new_empty(self.output_schema());
+                return Ok(Some(SourceBatch {
+                    batch: empty,
+                    bad_records: Vec::new(),
+                    bytes: 0,
+                }));
+            }
+            let path = file.path.clone();
+            let file_index = file.index;
+            let (batch, lines_ok, bad) = self.decode(&lines, &path, first_line)?;
+            self.errors += bad.len() as u64;
+            if let (OnError::Fail, Some(b)) = (&self.config.on_error, bad.first()) {
+                return Err(VeloError::BadRecord {
+                    location: b.location.clone(),
+                    reason: b.reason.clone(),
+                });
+            }
+            let batch = self.add_system_columns(batch, &lines_ok, &path, file_index)?;
+            return Ok(Some(SourceBatch {
+                batch,
+                bad_records: bad,
+                bytes,
+            }));
+        }
+    }
+
+    /// Schema of emitted batches: projected data columns plus requested system columns.
+    pub fn output_schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self.projection.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for name in &self.system_columns {
+            let t = crate::sql::planner::SYSTEM_COLUMNS
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.clone())
+                .unwrap_or(DataType::Utf8);
+            fields.push(Field::new(name, t, true));
+        }
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Decodes lines; on failure, line by line to find and skip the bad ones.
+    /// Returns the batch, the line numbers of its rows, and the bad records.
+    fn decode(&self, lines: &[Vec<u8>], path: &Path, first_line: u64) -> Result<(RecordBatch, Vec<u64>, Vec<BadRecord>)> {
+        let all: Vec<u64> = (0..lines.len() as u64).map(|i| first_line + i).collect();
+        if let Ok(batch) = self.decode_chunk(lines) {
+            return Ok((batch, all, Vec::new()));
+        }
+        let mut batches = Vec::new();
+        let mut ok_lines = Vec::new();
+        let mut bad = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            match self.decode_chunk(std::slice::from_ref(line)) {
+                Ok(b) => {
+                    if b.num_rows() > 0 {
+                        ok_lines.push(all[i]);
+                    }
+                    batches.push(b);
+                }
+                Err(reason) => {
+                    let location = match self.config.format {
+                        FileFormat::Json => format!("{}:[{}]", path.display(), all[i] - 1),
+                        _ => format!("{}:{}", path.display(), all[i]),
+                    };
+                    let raw = String::from_utf8_lossy(line).trim_end().to_string();
+                    tracing::warn!(source = %self.config.name, %location, %reason, "skipping bad record");
+                    bad.push(BadRecord { location, reason, raw });
+                }
+            }
+        }
+        let batch = concat_batches(&self.projection, &batches)?;
+        Ok((batch, ok_lines, bad))
+    }
+
+    fn decode_chunk(&self, lines: &[Vec<u8>]) -> std::result::Result<RecordBatch, String> {
+        let n = lines.len().max(1);
+        match &self.config.format {
+            FileFormat::Csv { delimiter, .. } => {
+                let full = Arc::clone(&self.schema);
+                let projection: Vec<usize> = self
+                    .projection
+                    .fields()
+                    .iter()
+                    .filter_map(|f| full.index_of(f.name()).ok())
+                    .collect();
+                let mut decoder = arrow::csv::ReaderBuilder::new(full)
+                    .with_header(false)
+                    .with_delimiter(*delimiter)
+                    .with_batch_size(n)
+                    .with_projection(projection)
+                    .build_decoder();
+                for line in lines {
+                    let mut line = line.clone();
+                    if line.last() != Some(&b'\n') {
+                        line.push(b'\n');
+                    }
+                    decoder.decode(&line).map_err(|e| e.to_string())?;
+                }
+                let batch = decoder.flush().map_err(|e| e.to_string())?;
+                Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.projection))))
+            }
+            _ => {
+                let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(&self.projection))
+                    .with_batch_size(n)
+                    .build_decoder()
+                    .map_err(|e| e.to_string())?;
+                for line in lines {
+                    decoder.decode(line).map_err(|e| e.to_string())?;
+                    decoder.decode(b"\n").map_err(|e| e.to_string())?;
+                }
+                let batch = decoder.flush().map_err(|e| e.to_string())?;
+                Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.projection))))
+            }
+        }
+    }
+
+    fn add_system_columns(&self, batch: RecordBatch, lines: &[u64], path: &Path, file_index: usize) -> Result<RecordBatch> {
+        if self.system_columns.is_empty() {
+            return Ok(batch);
+        }
+        let n = batch.num_rows();
+        let now = now_millis();
+        let mut columns = batch.columns().to_vec();
+        for name in &self.system_columns {
+            let col: ArrayRef = match name.as_str() {
+                "_offset" => Arc::new(Int64Array::from_iter_values(lines.iter().map(|l| *l as i64))),
+                "_partition" => Arc::new(Int32Array::from_value(file_index as i32, n)),
+                "_topic" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                    path.display().to_string(),
+                    n,
+                ))),
+                "_event_time" => match &self.config.event_time_field {
+                    Some(field) => {
+                        // set_projection always decodes the event-time field.
+                        let array = batch.column_by_name(field).cloned().ok_or_else(|| {
+                            VeloError::Config(format!(
+                                "event-time field '{field}' is not a column of source '{}'",
+                                self.config.name
+                            ))
+                        })?;
+                        let millis = to_epoch_millis(&array, self.config.event_time_format.as_ref())?;
+                        let filled: Int64Array = millis.iter().map(|v| Some(v.unwrap_or(now))).collect();
+                        Arc::new(filled)
+                    }
+                    None => constant_millis(now, n),
+                },
+                "_timestamp" => constant_millis(now, n),
+                _ => arrow::array::new_null_array(&DataType::Utf8, n),
+            };
+            columns.push(col);
+        }
+        Ok(RecordBatch::try_new(self.output_schema(), columns)?)
+    }
+
+}
+
+/// Reads up to `max` lines; returns them, the number of the first, bytes read and end-of-file.
+fn read_lines(file: &mut OpenFile, max: usize, follow: bool, header: bool) -> Result<(Vec<Vec<u8>>, u64, u64, bool)> {
+    let mut lines = Vec::with_capacity(max.min(65_536));
+    let mut bytes = 0u64;
+    let mut first_line = file.line + 1;
+    let mut at_end = false;
+    while lines.len() < max {
+        let mut buf = std::mem::take(&mut file.partial);
+        let n = file
+            .reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| VeloError::io(format!("reading {}", file.path.display()), e))?;
+        bytes += n as u64;
+        if buf.is_empty() {
+            at_end = true;
+            break;
+        }
+        if buf.last() != Some(&b'\n') {
+            if follow {
+                // Wait for the writer to finish the line.
+                file.partial = buf;
+                at_end = true;
+                break;
+            }
+            at_end = true;
+        }
+        file.line += 1;
+        if buf.iter().all(|b| b.is_ascii_whitespace()) || (file.line == 1 && header) {
+            if lines.is_empty() {
+                first_line = file.line + 1;
+            } else {
+                lines.push(Vec::new());
+            }
+            if at_end {
+                break;
+            }
+            continue;
+        }
+        lines.push(buf);
+        if at_end {
+            break;
+        }
+    }
+    // Blank lines inside a chunk keep line numbering; decoders skip them.
+    Ok((lines, first_line, bytes, at_end))
+}
+
+/// Reads a JSON array file once, then hands out its elements as lines of JSON.
+fn read_json_array(file: &mut OpenFile, max: usize) -> Result<(Vec<Vec<u8>>, u64, u64, bool)> {
+    let mut bytes = 0;
+    if file.json_values.is_none() {
+        let mut text = String::new();
+        file.reader
+            .read_to_string(&mut text)
+            .map_err(|e| VeloError::io(format!("reading {}", file.path.display()), e))?;
+        bytes = text.len() as u64;
+        let values: Vec<serde_json::Value> = match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Array(items)) => items,
+            Ok(single @ serde_json::Value::Object(_)) => vec![single],
+            Ok(_) => {
+                return Err(VeloError::BadRecord {
+                    location: file.path.display().to_string(),
+                    reason: "a json file must hold an array of objects".into(),
+                })
+            }
+            Err(e) => {
+                return Err(VeloError::BadRecord {
+                    location: format!("{}:{}", file.path.display(), e.line()),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        file.json_values = Some(values.into_iter());
+        let _ = file.reader.stream_position();
+    }
+    let first = file.line + 1;
+    let mut lines = Vec::new();
+    if let Some(values) = file.json_values.as_mut() {
+        for v in values.by_ref().take(max) {
+            lines.push(v.to_string().into_bytes());
+        }
+    }
+    file.line += lines.len() as u64;
+    let at_end = lines.is_empty();
+    Ok((lines, first, bytes, at_end))
+}
+
+/// Infers a schema from the first lines of the first file.
+fn infer_schema(files: &[PathBuf], format: &FileFormat) -> Result<Schema> {
+    let Some(first) = files.first() else {
+        return Err(VeloError::Config("no input files".into()));
+    };
+    let open = || File::open(first).map_err(|e| VeloError::io(format!("opening {}", first.display()), e));
+    match format {
+        FileFormat::Csv { header, delimiter } => {
+            let (schema, _) = arrow::csv::reader::Format::default()
+                .with_header(*header)
+                .with_delimiter(*delimiter)
+                .infer_schema(BufReader::new(open()?), Some(INFER_LINES))?;
+            Ok(schema)
+        }
+        FileFormat::Jsonl => {
+            let reader = BufReader::new(open()?);
+            let values = reader
+                .lines()
+                .take(INFER_LINES)
+                .map_while(|l| l.ok())
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+                .filter(|v| v.is_object())
+                .map(Ok::<_, arrow::error::ArrowError>);
+            Ok(arrow::json::reader::infer_json_schema_from_iterator(values)?)
+        }
+        FileFormat::Json => {
+            let text = std::fs::read_to_string(first).map_err(|e| VeloError::io(format!("reading {}", first.display()), e))?;
+            let values: Vec<serde_json::Value> = match serde_json::from_str(&text) {
+                Ok(serde_json::Value::Array(items)) => items,
+                Ok(v) => vec![v],
+                Err(e) => {
+                    return Err(VeloError::BadRecord {
+                        location: format!("{}:{}", first.display(), e.line()),
+                        reason: e.to_string(),
+                    })
+                }
+            };
+            Ok(arrow::json::reader::infer_json_schema_from_iterator(
+                values.into_iter().take(INFER_LINES).map(Ok),
+            )?)
+        }
+    }
+}

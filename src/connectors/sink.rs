@@ -1,0 +1,77 @@
+//! The sink contract and sink configuration from WITH keys.
+
+use std::path::PathBuf;
+
+use arrow::record_batch::RecordBatch;
+
+use super::file_sink::{FileSink, StdoutSink};
+use crate::error::{Result, VeloError};
+use crate::sql::Properties;
+
+/// Where a query's output rows go. Delete batches (see `exec::change`) are written as deletes.
+pub trait Sink: Send {
+    /// Writes one output batch.
+    fn write_batch(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// Makes everything written so far durable/visible.
+    fn flush(&mut self) -> Result<()>;
+}
+
+/// A sink's settings, from `'<name>.type'` and friends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkConfig {
+    /// JSON lines on standard output.
+    Stdout,
+    /// A file in `jsonl` or `csv` format.
+    File { path: PathBuf, csv: bool, delimiter: u8 },
+}
+
+impl SinkConfig {
+    /// Reads the sink of `name` from properties; stdout when nothing is configured.
+    pub fn from_properties(name: &str, props: &Properties) -> Result<Self> {
+        let kind = props.scoped(name, "type");
+        match kind.as_deref() {
+            None | Some("stdout") => {
+                if kind.is_none() && props.scoped(name, "path").is_some() {
+                    return Self::file(name, props);
+                }
+                Ok(SinkConfig::Stdout)
+            }
+            Some("file_sink") => Self::file(name, props),
+            Some(other) => Err(VeloError::Config(format!(
+                "'{name}.type' = '{other}' is not a sink this build supports (stdout, file_sink)"
+            ))),
+        }
+    }
+
+    fn file(name: &str, props: &Properties) -> Result<Self> {
+        let path = props
+            .scoped(name, "path")
+            .ok_or_else(|| VeloError::Config(format!("file_sink '{name}' needs '{name}.path'")))?;
+        let format = props
+            .scoped(name, "format")
+            .unwrap_or_else(|| if path.ends_with(".csv") { "csv".into() } else { "jsonl".into() });
+        let csv = match format.as_str() {
+            "csv" => true,
+            "jsonl" | "json" => false,
+            other => {
+                return Err(VeloError::Config(format!(
+                    "'{name}.format' = '{other}': a file sink writes jsonl or csv"
+                )))
+            }
+        };
+        let delimiter = props.scoped(name, "delimiter").and_then(|d| d.bytes().next()).unwrap_or(b',');
+        Ok(SinkConfig::File {
+            path: PathBuf::from(path),
+            csv,
+            delimiter,
+        })
+    }
+}
+
+/// Opens the sink described by `config`.
+pub fn open_sink(config: &SinkConfig) -> Result<Box<dyn Sink>> {
+    Ok(match config {
+        SinkConfig::Stdout => Box::new(StdoutSink::new()),
+        SinkConfig::File { path, csv, delimiter } => Box::new(FileSink::create(path, *csv, *delimiter)?),
+    })
+}

@@ -1,0 +1,104 @@
+//! `StreamExecutionEngine`: holds deployed queries by id and runs them synchronously.
+
+use std::collections::HashMap;
+
+use arrow::record_batch::RecordBatch;
+use tokio::sync::mpsc;
+
+use super::processor::QueryProcessor;
+use super::record::{batch_to_records, records_to_batch, StreamRecord};
+use crate::error::{Result, VeloError};
+use crate::sql::PlannedQuery;
+
+/// Deployed queries, keyed by query id (never by source: two queries over one source keep
+/// separate state). Every entry point is synchronous except the thin channel wrapper.
+#[derive(Default)]
+pub struct StreamExecutionEngine {
+    queries: HashMap<String, QueryProcessor>,
+}
+
+impl StreamExecutionEngine {
+    /// An engine with no queries.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Deploys a planned query under its id; fails if the id is taken.
+    pub fn deploy(&mut self, plan: PlannedQuery) -> Result<String> {
+        let id = plan.id.clone();
+        if self.queries.contains_key(&id) {
+            return Err(VeloError::Config(format!("a query named '{id}' is already deployed")));
+        }
+        self.queries.insert(id.clone(), QueryProcessor::new(plan)?);
+        Ok(id)
+    }
+
+    /// Removes a deployed query and its state.
+    pub fn undeploy(&mut self, query_id: &str) -> Result<()> {
+        self.queries
+            .remove(query_id)
+            .map(|_| ())
+            .ok_or_else(|| VeloError::UnknownQuery(query_id.to_string()))
+    }
+
+    /// The deployed query ids.
+    pub fn query_ids(&self) -> impl Iterator<Item = &str> {
+        self.queries.keys().map(String::as_str)
+    }
+
+    /// The processor of a deployed query.
+    pub fn processor(&self, query_id: &str) -> Result<&QueryProcessor> {
+        self.queries
+            .get(query_id)
+            .ok_or_else(|| VeloError::UnknownQuery(query_id.to_string()))
+    }
+
+    fn processor_mut(&mut self, query_id: &str) -> Result<&mut QueryProcessor> {
+        self.queries
+            .get_mut(query_id)
+            .ok_or_else(|| VeloError::UnknownQuery(query_id.to_string()))
+    }
+
+    /// The hot path: runs one input batch through the query and returns its output.
+    pub fn execute_batch_sync(&mut self, query_id: &str, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        self.processor_mut(query_id)?.process_batch(batch)
+    }
+
+    /// Runs one record through the same code as a one-row batch.
+    pub fn execute_with_record_sync(&mut self, query_id: &str, record: &StreamRecord) -> Result<Vec<StreamRecord>> {
+        let processor = self.processor_mut(query_id)?;
+        let batch = records_to_batch(std::slice::from_ref(record), processor.input_schema())?;
+        let mut out = Vec::new();
+        for b in processor.process_batch(batch)? {
+            out.extend(batch_to_records(&b, record)?);
+        }
+        Ok(out)
+    }
+
+    /// Async convenience: runs the record synchronously, then sends each output into a
+    /// bounded channel (waiting for room), for callers consuming EMIT CHANGES as a stream.
+    pub async fn execute_with_record(
+        &mut self,
+        query_id: &str,
+        record: &StreamRecord,
+        output: &mpsc::Sender<StreamRecord>,
+    ) -> Result<()> {
+        for r in self.execute_with_record_sync(query_id, record)? {
+            output
+                .send(r)
+                .await
+                .map_err(|_| VeloError::Execution("the output channel was closed".into()))?;
+        }
+        Ok(())
+    }
+
+    /// A bounded output channel for `execute_with_record`.
+    pub fn output_channel(capacity: usize) -> (mpsc::Sender<StreamRecord>, mpsc::Receiver<StreamRecord>) {
+        mpsc::channel(capacity.max(1))
+    }
+
+    /// The query's bounded input ended: returns what that releases (EMIT FINAL groups).
+    pub fn end_of_input(&mut self, query_id: &str) -> Result<Vec<RecordBatch>> {
+        self.processor_mut(query_id)?.end_of_input()
+    }
+}

@@ -1,0 +1,11 @@
+//! Execution: operators that run a planned query over batches, their state, and the engine
+//! that holds deployed queries. Everything here is synchronous: input in, output returned.
+
+pub mod aggregate;
+pub mod change;
+pub mod engine;
+pub mod event_time;
+pub mod group_keys;
+pub mod operator;
+pub mod processor;
+pub mod record;

@@ -1,0 +1,218 @@
+//! The operator contract and the stateless operators (filter, project, sort) plus the small
+//! stateful ones (distinct, limit). Each hook returns its output by pushing onto `out`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray};
+use arrow::compute::{filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use arrow::row::{RowConverter, SortField};
+use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
+
+use super::change::keep_kind;
+use crate::error::{Result, VeloError};
+
+/// One step of a query pipeline. Hooks other than `process_batch` default to doing nothing.
+pub trait Operator: Send {
+    /// Handles one input batch.
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()>;
+
+    /// The bounded input has ended: release whatever is held (EMIT FINAL groups).
+    fn on_end_of_input(&mut self, _out: &mut Vec<RecordBatch>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Number of groups or windows held in state (0 for stateless operators).
+    fn state_size(&self) -> usize {
+        0
+    }
+}
+
+/// Evaluates a physical expression to an array of the batch's length.
+pub fn evaluate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
+    Ok(expr.evaluate(batch)?.into_array(batch.num_rows())?)
+}
+
+/// Evaluates a predicate to a boolean mask (NULL counts as false when filtering).
+pub fn evaluate_predicate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<BooleanArray> {
+    let array = evaluate(expr, batch)?;
+    array
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .cloned()
+        .ok_or_else(|| VeloError::Execution(format!("predicate returned {}, not BOOLEAN", array.data_type())))
+}
+
+/// WHERE: keeps rows whose predicate is true.
+pub struct FilterOperator {
+    predicate: Arc<dyn PhysicalExpr>,
+}
+
+impl FilterOperator {
+    /// A filter on `predicate`.
+    pub fn new(predicate: Arc<dyn PhysicalExpr>) -> Self {
+        FilterOperator { predicate }
+    }
+}
+
+impl Operator for FilterOperator {
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let mask = evaluate_predicate(&self.predicate, &batch)?;
+        let filtered = filter_record_batch(&batch, &mask)?;
+        if filtered.num_rows() > 0 {
+            out.push(filtered);
+        }
+        Ok(())
+    }
+}
+
+/// The SELECT list: computes output columns.
+pub struct ProjectOperator {
+    exprs: Vec<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
+}
+
+impl ProjectOperator {
+    /// A projection producing `schema` from `exprs`.
+    pub fn new(exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef) -> Self {
+        ProjectOperator { exprs, schema }
+    }
+}
+
+impl Operator for ProjectOperator {
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let columns = self
+            .exprs
+            .iter()
+            .map(|e| evaluate(e, &batch))
+            .collect::<Result<Vec<_>>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        let projected = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?;
+        out.push(keep_kind(&batch, projected));
+        Ok(())
+    }
+}
+
+/// ORDER BY: orders each emitted batch (for EMIT FINAL, the whole result).
+pub struct SortOperator {
+    exprs: Vec<PhysicalSortExpr>,
+}
+
+impl SortOperator {
+    /// A sort on `exprs`.
+    pub fn new(exprs: Vec<PhysicalSortExpr>) -> Self {
+        SortOperator { exprs }
+    }
+}
+
+impl Operator for SortOperator {
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let columns = self
+            .exprs
+            .iter()
+            .map(|s| {
+                Ok(SortColumn {
+                    values: evaluate(&s.expr, &batch)?,
+                    options: Some(s.options),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let indices = lexsort_to_indices(&columns, None)?;
+        out.push(keep_kind(&batch, take_record_batch(&batch, &indices)?));
+        Ok(())
+    }
+}
+
+/// SELECT DISTINCT: emits each distinct row the first time it is seen.
+pub struct DistinctOperator {
+    converter: Option<RowConverter>,
+    seen: HashSet<Box<[u8]>, ahash::RandomState>,
+}
+
+impl DistinctOperator {
+    /// An empty distinct set.
+    pub fn new() -> Self {
+        DistinctOperator {
+            converter: None,
+            seen: HashSet::default(),
+        }
+    }
+}
+
+impl Default for DistinctOperator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Operator for DistinctOperator {
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        if self.converter.is_none() {
+            let fields = batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect();
+            self.converter = Some(RowConverter::new(fields)?);
+        }
+        let Some(converter) = &self.converter else {
+            return Ok(());
+        };
+        let rows = converter.convert_columns(batch.columns())?;
+        let mask: BooleanArray = rows
+            .iter()
+            .map(|r| Some(self.seen.insert(r.as_ref().into())))
+            .collect();
+        let kept = filter_record_batch(&batch, &mask)?;
+        if kept.num_rows() > 0 {
+            out.push(kept);
+        }
+        Ok(())
+    }
+
+    fn state_size(&self) -> usize {
+        self.seen.len()
+    }
+}
+
+/// LIMIT/OFFSET over the stream: skips then passes rows, then nothing more.
+pub struct LimitOperator {
+    to_skip: usize,
+    remaining: Option<usize>,
+}
+
+impl LimitOperator {
+    /// Skip `skip` rows, then pass at most `fetch` (all when None).
+    pub fn new(skip: usize, fetch: Option<usize>) -> Self {
+        LimitOperator {
+            to_skip: skip,
+            remaining: fetch,
+        }
+    }
+}
+
+impl Operator for LimitOperator {
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let mut batch = batch;
+        if self.to_skip > 0 {
+            let skip = self.to_skip.min(batch.num_rows());
+            self.to_skip -= skip;
+            batch = batch.slice(skip, batch.num_rows() - skip);
+        }
+        let take = match self.remaining {
+            Some(r) => {
+                let t = r.min(batch.num_rows());
+                self.remaining = Some(r - t);
+                t
+            }
+            None => batch.num_rows(),
+        };
+        if take > 0 {
+            out.push(batch.slice(0, take));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,160 @@
+//! `QueryProcessor`: one deployed query — its operators and their state, owned outright.
+
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, ArrayRef, Int32Array, Int64Array, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+
+use super::aggregate::GroupByAggregator;
+use super::event_time::constant_millis;
+use super::operator::{DistinctOperator, FilterOperator, LimitOperator, Operator, ProjectOperator, SortOperator};
+use crate::error::Result;
+use crate::sql::{PlanStage, PlannedQuery};
+
+/// Runs one planned query over input batches; all state lives here, behind `&mut self`.
+pub struct QueryProcessor {
+    plan: PlannedQuery,
+    operators: Vec<Box<dyn Operator>>,
+    /// Records seen, used as `_offset` when the input carries none.
+    records_in: i64,
+}
+
+impl QueryProcessor {
+    /// Builds the operators of `plan`.
+    pub fn new(plan: PlannedQuery) -> Result<Self> {
+        let mut operators: Vec<Box<dyn Operator>> = Vec::new();
+        let mut schema = Arc::clone(&plan.input_schema);
+        for stage in &plan.stages {
+            let op: Box<dyn Operator> = match stage {
+                PlanStage::Filter { predicate } => Box::new(FilterOperator::new(Arc::clone(predicate))),
+                PlanStage::Project { exprs, schema: out } => {
+                    schema = Arc::clone(out);
+                    Box::new(ProjectOperator::new(exprs.clone(), Arc::clone(out)))
+                }
+                PlanStage::Aggregate(agg) => {
+                    let op = GroupByAggregator::new(agg, Arc::clone(&schema))?;
+                    schema = Arc::clone(&agg.output_schema);
+                    Box::new(op)
+                }
+                PlanStage::Distinct => Box::new(DistinctOperator::new()),
+                PlanStage::Sort { exprs } => Box::new(SortOperator::new(exprs.clone())),
+                PlanStage::Limit { skip, fetch } => Box::new(LimitOperator::new(*skip, *fetch)),
+            };
+            operators.push(op);
+        }
+        Ok(QueryProcessor {
+            plan,
+            operators,
+            records_in: 0,
+        })
+    }
+
+    /// The planned query.
+    pub fn plan(&self) -> &PlannedQuery {
+        &self.plan
+    }
+
+    /// The columns input batches should carry.
+    pub fn input_schema(&self) -> &SchemaRef {
+        &self.plan.input_schema
+    }
+
+    /// Groups/rows held in state across all operators.
+    pub fn state_size(&self) -> usize {
+        self.operators.iter().map(|o| o.state_size()).sum()
+    }
+
+    /// Processes one input batch and returns what it emits.
+    pub fn process_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        if batch.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        let batch = self.adapt_input(batch)?;
+        self.records_in += batch.num_rows() as i64;
+        self.run_from(0, vec![batch])
+    }
+
+    /// Bounded input ended: every operator releases what it holds, in pipeline order.
+    pub fn end_of_input(&mut self) -> Result<Vec<RecordBatch>> {
+        let mut released = Vec::new();
+        for i in 0..self.operators.len() {
+            let mut out = Vec::new();
+            self.operators[i].on_end_of_input(&mut out)?;
+            released.extend(self.run_from(i + 1, out)?);
+        }
+        Ok(released)
+    }
+
+    fn run_from(&mut self, start: usize, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        let mut current = batches;
+        for op in self.operators.iter_mut().skip(start) {
+            if current.is_empty() {
+                break;
+            }
+            let mut next = Vec::with_capacity(current.len());
+            for b in current {
+                if b.num_rows() > 0 {
+                    op.process_batch(b, &mut next)?;
+                }
+            }
+            current = next;
+        }
+        current.retain(|b| b.num_rows() > 0);
+        Ok(current)
+    }
+
+    /// Shapes an incoming batch to the input schema: columns by name (cast when the type
+    /// differs), NULL for absent data columns, and defaults for absent system columns.
+    fn adapt_input(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let target = &self.plan.input_schema;
+        if batch.schema().fields() == target.fields() {
+            return Ok(batch);
+        }
+        let n = batch.num_rows();
+        let now = now_millis();
+        let incoming = batch.schema();
+        let columns = target
+            .fields()
+            .iter()
+            .map(|f| {
+                if let Ok(i) = incoming.index_of(f.name()) {
+                    let col = batch.column(i);
+                    return Ok(if col.data_type() == f.data_type() {
+                        Arc::clone(col)
+                    } else {
+                        cast(col, f.data_type())?
+                    });
+                }
+                let col: ArrayRef = match f.name().as_str() {
+                    "_timestamp" => constant_millis(now, n),
+                    "_event_time" => match incoming.index_of("_timestamp") {
+                        Ok(i) => Arc::clone(batch.column(i)),
+                        Err(_) => constant_millis(now, n),
+                    },
+                    "_offset" => Arc::new(Int64Array::from_iter_values(
+                        (0..n as i64).map(|i| self.records_in + i),
+                    )),
+                    "_partition" => Arc::new(Int32Array::from_value(0, n)),
+                    "_topic" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                        self.plan.source.as_str(),
+                        n,
+                    ))),
+                    _ => new_null_array(f.data_type(), n),
+                };
+                Ok(col)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        Ok(RecordBatch::try_new_with_options(Arc::clone(target), columns, &options)?)
+    }
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,303 @@
+//! Runs a script's jobs over bounded (or followed) inputs: source → engine → sink.
+//! Every statement is planned before anything runs, so a bad later statement stops nothing
+//! half-way.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+
+use crate::connectors::file_source::{FileSource, FileSourceConfig};
+use crate::connectors::{open_sink, BadRecord, SinkConfig};
+use crate::error::{Result, VeloError};
+use crate::exec::engine::StreamExecutionEngine;
+use crate::sql::script::{parse_script, Statement, StatementKind};
+use crate::sql::{PlannedQuery, Properties, QueryPlanner};
+
+/// Options of a batch run (the CLI's flags).
+#[derive(Debug, Clone, Default)]
+pub struct JobOptions {
+    /// `--source NAME=PATH` bindings.
+    pub source_paths: BTreeMap<String, String>,
+    /// `--output PATH` for plain SELECTs (stdout when None).
+    pub output: Option<PathBuf>,
+    /// `--partitions N` (1 until partitioned execution lands).
+    pub partitions: usize,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// What one job did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobSummary {
+    pub job: String,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    /// Up to the first 100 bad records, for reporting.
+    pub bad_records: Vec<BadRecord>,
+}
+
+impl JobSummary {
+    /// Input records per second.
+    pub fn rate(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.records_in as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Where a job's input comes from.
+enum JobInput {
+    File(FileSourceConfig),
+    /// The output of an earlier statement of the script.
+    Upstream(String),
+}
+
+struct PlannedJob {
+    plan: PlannedQuery,
+    input: JobInput,
+    sink: SinkConfig,
+    /// Keep the output in memory for later statements.
+    retain_output: bool,
+}
+
+/// A script with every job planned, ready to run.
+pub struct PlannedScript {
+    jobs: Vec<PlannedJob>,
+}
+
+/// Parses and plans every statement of `sql`; nothing runs yet.
+pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
+    let script = parse_script(sql)?;
+    let mut planner = QueryPlanner::new();
+    let mut declared: BTreeMap<String, (Option<SchemaRef>, Properties)> = BTreeMap::new();
+    let mut upstream: BTreeMap<String, SchemaRef> = BTreeMap::new();
+    let mut jobs: Vec<PlannedJob> = Vec::new();
+    let mut generated = 0;
+    for stmt in &script.statements {
+        if let StatementKind::CreateSource { name, columns } = &stmt.kind {
+            let schema = (!columns.is_empty()).then(|| {
+                std::sync::Arc::new(arrow::datatypes::Schema::new(
+                    columns
+                        .iter()
+                        .map(|c| arrow::datatypes::Field::new(&c.name, c.data_type.clone(), true))
+                        .collect::<Vec<_>>(),
+                ))
+            });
+            declared.insert(name.clone(), (schema, stmt.properties.clone()));
+            continue;
+        }
+        let sources = planner.referenced_sources(stmt, &script.source)?;
+        let Some(source) = sources.first().cloned() else {
+            return Err(script.source.error(stmt.position.0, stmt.position.1, "the query reads no source (FROM is missing)"));
+        };
+        if sources.len() > 1 {
+            return Err(script.source.error(stmt.position.0, stmt.position.1, "joins are not supported yet: a query reads one source"));
+        }
+        let input = if let Some(schema) = upstream.get(&source) {
+            planner.register_source(&source, schema.clone())?;
+            JobInput::Upstream(source.clone())
+        } else {
+            let config = source_config(&source, stmt, &declared, options).map_err(|e| at_statement(&script, stmt, e))?;
+            let file = FileSource::open(config.clone()).map_err(|e| at_statement(&script, stmt, e))?;
+            planner.register_source(&source, file.schema().clone())?;
+            JobInput::File(config)
+        };
+        let id = match stmt.name() {
+            Some(n) => n.to_string(),
+            None => {
+                generated += 1;
+                format!("query_{generated}")
+            }
+        };
+        let plan = planner.plan(stmt, &script.source, &id)?;
+        if let JobInput::Upstream(name) = &input {
+            if let Some(j) = jobs.iter_mut().find(|j| j.plan.id == *name) {
+                j.retain_output = true;
+            }
+        }
+        let sink = match (&stmt.kind, &options.output) {
+            (StatementKind::Select, Some(path)) => SinkConfig::File {
+                path: path.clone(),
+                csv: path.extension().is_some_and(|e| e == "csv"),
+                delimiter: b',',
+            },
+            _ => SinkConfig::from_properties(&id, &stmt.properties).map_err(|e| at_statement(&script, stmt, e))?,
+        };
+        if matches!(stmt.kind, StatementKind::CreateStreamAs { .. } | StatementKind::CreateTableAs { .. }) {
+            upstream.insert(id.clone(), plan.output_schema.clone());
+        }
+        jobs.push(PlannedJob {
+            plan,
+            input,
+            sink,
+            retain_output: false,
+        });
+    }
+    Ok(PlannedScript { jobs })
+}
+
+fn at_statement(script: &crate::sql::Script, stmt: &Statement, e: VeloError) -> VeloError {
+    match e {
+        VeloError::Config(msg) => script.source.error(stmt.position.0, stmt.position.1, msg),
+        other => other,
+    }
+}
+
+/// The file source settings of `source`: its WITH keys (from the query or its declaration),
+/// or a `--source NAME=PATH` binding.
+fn source_config(
+    source: &str,
+    stmt: &Statement,
+    declared: &BTreeMap<String, (Option<SchemaRef>, Properties)>,
+    options: &JobOptions,
+) -> Result<FileSourceConfig> {
+    let mut props = stmt.properties.clone();
+    let mut schema = None;
+    if let Some((s, p)) = declared.get(source) {
+        props.merge_missing(p);
+        schema = s.clone();
+    }
+    if let Some(path) = options.source_paths.get(source) {
+        props.insert(format!("{source}.path"), path.clone());
+        if props.scoped(source, "type").is_none() {
+            props.insert(format!("{source}.type"), "file_source");
+        }
+    }
+    match props.scoped(source, "type").as_deref() {
+        Some("file_source") | None if props.scoped(source, "path").is_some() => {
+            FileSourceConfig::from_properties(source, &props, schema)
+        }
+        Some(other) if other != "file_source" => Err(VeloError::Config(format!(
+            "source '{source}' has type '{other}', which velo-sql-batch cannot read (file_source only)"
+        ))),
+        _ => Err(VeloError::Config(format!(
+            "unknown source '{source}': declare it with WITH ('{source}.type' = 'file_source', '{source}.path' = ...) \
+             or bind it with --source {source}=PATH"
+        ))),
+    }
+}
+
+impl PlannedScript {
+    /// The planned queries, in order.
+    pub fn queries(&self) -> impl Iterator<Item = &PlannedQuery> {
+        self.jobs.iter().map(|j| &j.plan)
+    }
+
+    /// Runs every job to completion, in order.
+    pub fn run(self, options: &JobOptions) -> Result<Vec<JobSummary>> {
+        let mut outputs: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
+        let mut summaries = Vec::new();
+        for job in self.jobs {
+            let (summary, retained) = run_job(job.plan.clone(), &job.input, &job.sink, job.retain_output, &outputs, options)?;
+            if let Some(batches) = retained {
+                outputs.insert(job.plan.id.clone(), batches);
+            }
+            summaries.push(summary);
+        }
+        Ok(summaries)
+    }
+}
+
+fn run_job(
+    plan: PlannedQuery,
+    input: &JobInput,
+    sink_config: &SinkConfig,
+    retain: bool,
+    outputs: &BTreeMap<String, Vec<RecordBatch>>,
+    options: &JobOptions,
+) -> Result<(JobSummary, Option<Vec<RecordBatch>>)> {
+    let started = Instant::now();
+    let id = plan.id.clone();
+    let input_schema = plan.input_schema.clone();
+    let mut engine = StreamExecutionEngine::new();
+    engine.deploy(plan)?;
+    let mut sink = open_sink(sink_config)?;
+    let mut summary = JobSummary {
+        job: id.clone(),
+        ..Default::default()
+    };
+    let mut retained = retain.then(Vec::new);
+    let mut emit = |batches: Vec<RecordBatch>, summary: &mut JobSummary| -> Result<()> {
+        for b in batches {
+            summary.records_out += b.num_rows() as u64;
+            sink.write_batch(&b)?;
+            if let Some(r) = retained.as_mut() {
+                r.push(b);
+            }
+        }
+        Ok(())
+    };
+    match input {
+        JobInput::Upstream(name) => {
+            for b in outputs.get(name).into_iter().flatten() {
+                summary.records_in += b.num_rows() as u64;
+                let out = engine.execute_batch_sync(&id, b.clone())?;
+                emit(out, &mut summary)?;
+            }
+        }
+        JobInput::File(config) => {
+            let mut source = FileSource::open(config.clone())?;
+            source.set_projection(&input_schema);
+            let progress = progress_bar(options.progress, source.total_bytes());
+            let mut dead_letter = match &config.dead_letter_path {
+                Some(p) => Some(std::io::BufWriter::new(
+                    std::fs::File::create(p).map_err(|e| VeloError::io(format!("creating {}", p.display()), e))?,
+                )),
+                None => None,
+            };
+            while let Some(chunk) = source.next_batch()? {
+                summary.records_in += chunk.batch.num_rows() as u64;
+                for bad in chunk.bad_records {
+                    summary.errors += 1;
+                    if let Some(w) = dead_letter.as_mut() {
+                        let line = serde_json::json!({
+                            "source": config.name, "location": bad.location, "reason": bad.reason, "record": bad.raw,
+                        });
+                        writeln!(w, "{line}").map_err(|e| VeloError::io("writing the dead-letter file", e))?;
+                    }
+                    if summary.bad_records.len() < 100 {
+                        summary.bad_records.push(bad);
+                    }
+                }
+                if let Some(p) = &progress {
+                    p.inc(chunk.bytes);
+                    p.set_message(format!("{} rows", summary.records_in));
+                }
+                let out = engine.execute_batch_sync(&id, chunk.batch)?;
+                emit(out, &mut summary)?;
+            }
+            if let Some(p) = progress {
+                p.finish_and_clear();
+            }
+            if let Some(mut w) = dead_letter {
+                w.flush().map_err(|e| VeloError::io("writing the dead-letter file", e))?;
+            }
+        }
+    }
+    let released = engine.end_of_input(&id)?;
+    emit(released, &mut summary)?;
+    sink.flush()?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok((summary, retained))
+}
+
+fn progress_bar(enabled: bool, total_bytes: u64) -> Option<indicatif::ProgressBar> {
+    if !enabled || total_bytes < (8 << 20) {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total_bytes);
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+    )
+    .ok()?;
+    bar.set_style(style);
+    Some(bar)
+}

@@ -1,0 +1,84 @@
+//! velostream's function catalogue on top of DataFusion's: aliases for names users know,
+//! argument-order rewrites, and the few functions DataFusion lacks.
+
+use std::ops::ControlFlow;
+
+use datafusion::execution::context::SessionContext;
+use datafusion::sql::sqlparser::ast::{self as sql_ast, visit_expressions_mut};
+
+/// Registers aliases and velostream-only functions on a DataFusion session.
+pub fn register_velostream_functions(ctx: &SessionContext) {
+    let state = ctx.state();
+    let scalar_aliases: [(&str, &[&'static str]); 5] = [
+        ("character_length", &["len"]),
+        ("ceil", &["ceiling"]),
+        ("regexp_like", &["regexp"]),
+        ("to_unixtime", &["unix_timestamp"]),
+        ("to_timestamp_seconds", &[]),
+    ];
+    for (name, aliases) in scalar_aliases {
+        if let Some(f) = state.scalar_functions().get(name) {
+            if !aliases.is_empty() {
+                ctx.register_udf(f.as_ref().clone().with_aliases(aliases.iter().copied()));
+            }
+        }
+    }
+    let aggregate_aliases: [(&str, &[&'static str]); 4] = [
+        ("first_value", &["first"]),
+        ("last_value", &["last"]),
+        ("string_agg", &["group_concat", "listagg"]),
+        ("approx_distinct", &["approx_count_distinct"]),
+    ];
+    for (name, aliases) in aggregate_aliases {
+        if let Some(f) = state.aggregate_functions().get(name) {
+            ctx.register_udaf(f.as_ref().clone().with_aliases(aliases.iter().copied()));
+        }
+    }
+    if let Some(var) = state.aggregate_functions().get("var_samp") {
+        ctx.register_udaf(var.as_ref().clone().with_aliases(["variance"]));
+    }
+}
+
+/// Rewrites calls whose velostream form differs from DataFusion's in shape, not just name:
+/// `COUNT_DISTINCT(x)` → `COUNT(DISTINCT x)`, `POSITION(sub, str)` → `STRPOS(str, sub)`,
+/// `MOD(a, b)` → `a % b`.
+pub fn rewrite_function_calls(ast: &mut sql_ast::Statement) {
+    let _ = visit_expressions_mut(ast, |e: &mut sql_ast::Expr| {
+        let sql_ast::Expr::Function(f) = e else {
+            return ControlFlow::<()>::Continue(());
+        };
+        let name = f.name.to_string().to_lowercase();
+        let sql_ast::FunctionArguments::List(list) = &mut f.args else {
+            return ControlFlow::Continue(());
+        };
+        match name.as_str() {
+            "count_distinct" => {
+                f.name = sql_ast::ObjectName::from(vec![sql_ast::Ident::new("count")]);
+                list.duplicate_treatment = Some(sql_ast::DuplicateTreatment::Distinct);
+            }
+            "position" if list.args.len() == 2 => {
+                list.args.swap(0, 1);
+                f.name = sql_ast::ObjectName::from(vec![sql_ast::Ident::new("strpos")]);
+            }
+            "mod" if list.args.len() == 2 => {
+                let args: Vec<sql_ast::Expr> = list
+                    .args
+                    .iter()
+                    .filter_map(|a| match a {
+                        sql_ast::FunctionArg::Unnamed(sql_ast::FunctionArgExpr::Expr(x)) => Some(x.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if let [a, b] = args.as_slice() {
+                    *e = sql_ast::Expr::Nested(Box::new(sql_ast::Expr::BinaryOp {
+                        left: Box::new(a.clone()),
+                        op: sql_ast::BinaryOperator::Modulo,
+                        right: Box::new(b.clone()),
+                    }));
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    });
+}

@@ -1,0 +1,12 @@
+//! The SQL front end: split a script into statements, pull out velostream's streaming clauses,
+//! and plan each query with DataFusion into the operators `exec` runs.
+
+pub mod functions;
+pub mod planner;
+pub mod properties;
+pub mod script;
+pub mod source_text;
+
+pub use planner::{AggregatePlan, PlanStage, PlannedQuery, QueryPlanner};
+pub use properties::Properties;
+pub use script::{parse_script, ColumnDef, EmitMode, Script, Statement, StatementKind, WindowKind, WindowSpec};

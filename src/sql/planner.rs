@@ -1,0 +1,497 @@
+//! Plans one query: DataFusion turns the SQL into a logical plan, which we lower into the
+//! chain of streaming stages that `exec` runs (filter, project, aggregate, distinct, sort, limit).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::empty::EmptyTable;
+use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{DFSchema, DataFusionError};
+use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::logical_expr::{Distinct, FetchType, LogicalPlan, SkipType};
+use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
+use datafusion::physical_expr::{create_physical_sort_exprs, PhysicalExpr, PhysicalSortExpr};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{self as sql_ast, visit_expressions_mut};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::functions::{register_velostream_functions, rewrite_function_calls};
+use super::properties::Properties;
+use super::script::{EmitMode, Statement, WindowSpec};
+use super::source_text::{nearest, position_in_message, SourceText};
+use crate::error::{Result, VeloError};
+
+/// Columns every source offers besides its data fields (filled from record metadata).
+pub const SYSTEM_COLUMNS: [(&str, DataType); 6] = [
+    ("_timestamp", DataType::Int64),
+    ("_event_time", DataType::Int64),
+    ("_offset", DataType::Int64),
+    ("_partition", DataType::Int32),
+    ("_topic", DataType::Utf8),
+    ("_key", DataType::Utf8),
+];
+
+/// True for the name of a system column.
+pub fn is_system_column(name: &str) -> bool {
+    SYSTEM_COLUMNS.iter().any(|(n, _)| *n == name)
+}
+
+/// One streaming stage of a planned query, in execution order.
+#[derive(Debug, Clone)]
+pub enum PlanStage {
+    /// Keep rows where the predicate is true (WHERE).
+    Filter { predicate: Arc<dyn PhysicalExpr> },
+    /// Compute the output columns (SELECT list).
+    Project {
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+    },
+    /// Continuous GROUP BY with incremental accumulators, HAVING folded in.
+    Aggregate(AggregatePlan),
+    /// Emit each distinct row once (SELECT DISTINCT).
+    Distinct,
+    /// Order each emitted batch (the whole result for EMIT FINAL).
+    Sort { exprs: Vec<PhysicalSortExpr> },
+    /// Skip `skip` rows, then pass at most `fetch`.
+    Limit { skip: usize, fetch: Option<usize> },
+}
+
+/// A GROUP BY: keys, aggregates and an optional HAVING over its output.
+#[derive(Debug, Clone)]
+pub struct AggregatePlan {
+    /// Group key expressions over the stage input.
+    pub group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    /// The aggregate functions, with their argument expressions.
+    pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// Per-aggregate `FILTER (WHERE ...)`.
+    pub filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// HAVING, evaluated over `output_schema`.
+    pub having: Option<Arc<dyn PhysicalExpr>>,
+    /// Group columns followed by aggregate columns.
+    pub output_schema: SchemaRef,
+    /// How results are emitted.
+    pub emit: EmitMode,
+}
+
+/// A query ready to deploy: what it reads, the stages, what it writes.
+#[derive(Debug, Clone)]
+pub struct PlannedQuery {
+    /// The query id: CSAS/CTAS name or a generated one.
+    pub id: String,
+    /// The source it reads (FROM).
+    pub source: String,
+    /// The columns a batch handed to the query must have (data fields it uses + system columns).
+    pub input_schema: SchemaRef,
+    /// The rows it emits.
+    pub output_schema: SchemaRef,
+    /// Stages in execution order.
+    pub stages: Vec<PlanStage>,
+    /// Output columns that key an upsert stream (the GROUP BY columns), empty for append streams.
+    pub key_columns: Vec<String>,
+    /// The WINDOW clause, if any.
+    pub window: Option<WindowSpec>,
+    /// WITH properties of the statement.
+    pub properties: Properties,
+}
+
+/// Plans queries against registered sources, with velostream's functions installed.
+pub struct QueryPlanner {
+    ctx: SessionContext,
+    sources: BTreeMap<String, SchemaRef>,
+}
+
+impl Default for QueryPlanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl QueryPlanner {
+    /// A planner with exact decimal literals and velostream's function aliases.
+    pub fn new() -> Self {
+        let mut config = SessionConfig::new();
+        let opts = config.options_mut();
+        opts.sql_parser.parse_float_as_decimal = true;
+        opts.sql_parser.map_string_types_to_utf8view = false;
+        opts.sql_parser.collect_spans = true;
+        let ctx = SessionContext::new_with_config(config);
+        register_velostream_functions(&ctx);
+        QueryPlanner {
+            ctx,
+            sources: BTreeMap::new(),
+        }
+    }
+
+    /// Registers a source by name with its data fields; system columns are added here.
+    pub fn register_source(&mut self, name: &str, data_schema: SchemaRef) -> Result<()> {
+        let mut fields: Vec<Field> = data_schema
+            .fields()
+            .iter()
+            .filter(|f| !is_system_column(f.name()))
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.extend(SYSTEM_COLUMNS.iter().map(|(n, t)| Field::new(*n, t.clone(), true)));
+        let schema = Arc::new(Schema::new(fields));
+        // Replacing a table of the same name is fine: a later declaration wins.
+        let _ = self.ctx.deregister_table(name)?;
+        self.ctx
+            .register_table(name, Arc::new(EmptyTable::new(Arc::clone(&schema))))?;
+        self.sources.insert(name.to_string(), data_schema);
+        Ok(())
+    }
+
+    /// The data schema a source was registered with.
+    pub fn source_schema(&self, name: &str) -> Option<&SchemaRef> {
+        self.sources.get(name)
+    }
+
+    /// The sources a statement's query reads (table names in FROM).
+    pub fn referenced_sources(&self, stmt: &Statement, source: &SourceText) -> Result<Vec<String>> {
+        let ast = parse_query(stmt, source)?;
+        let (refs, _) = datafusion::sql::resolve::resolve_table_references(
+            &DFStatement::Statement(Box::new(ast)),
+            true,
+        )
+        .map_err(|e| to_sql_error(source, stmt, e, &[]))?;
+        Ok(refs.iter().map(|r| r.table().to_string()).collect())
+    }
+
+    /// Plans a query statement (SELECT, CSAS or CTAS) into streaming stages.
+    pub fn plan(&self, stmt: &Statement, source: &SourceText, id: &str) -> Result<PlannedQuery> {
+        let mut ast = parse_query(stmt, source)?;
+        let source_columns: HashSet<String> = self
+            .sources
+            .values()
+            .flat_map(|s| s.fields().iter().map(|f| f.name().to_lowercase()))
+            .chain(SYSTEM_COLUMNS.iter().map(|(n, _)| n.to_string()))
+            .collect();
+        inline_lateral_aliases(&mut ast, &source_columns);
+        rewrite_function_calls(&mut ast);
+
+        let state = self.ctx.state();
+        let candidates: Vec<String> = source_columns.iter().cloned().collect();
+        let plan = futures::executor::block_on(
+            state.statement_to_plan(DFStatement::Statement(Box::new(ast))),
+        )
+        .map_err(|e| to_sql_error(source, stmt, e, &candidates))?;
+        let plan = state
+            .analyzer()
+            .execute_and_check(plan, state.config_options(), |_, _| {})
+            .map_err(|e| to_sql_error(source, stmt, e, &candidates))?;
+        lower_plan(&state, &plan, stmt, id).map_err(|e| match e {
+            VeloError::DataFusion(e) => to_sql_error(source, stmt, e, &candidates),
+            other => other,
+        })
+    }
+}
+
+fn parse_query(stmt: &Statement, source: &SourceText) -> Result<sql_ast::Statement> {
+    let mut parsed = Parser::parse_sql(&GenericDialect {}, &stmt.query_sql).map_err(|e| {
+        let msg = e.to_string();
+        let (line, column) = position_in_message(&msg).unwrap_or(stmt.position);
+        source.error(line, column, clean_message(&msg))
+    })?;
+    match parsed.len() {
+        1 => Ok(parsed.remove(0)),
+        _ => Err(source.error(stmt.position.0, stmt.position.1, "expected one query")),
+    }
+}
+
+/// Rewrites `price * qty AS notional, notional * 0.01 AS fee` so `fee` uses the expression:
+/// a later SELECT item may name an earlier item's alias when no source column has that name.
+fn inline_lateral_aliases(ast: &mut sql_ast::Statement, source_columns: &HashSet<String>) {
+    let sql_ast::Statement::Query(query) = ast else {
+        return;
+    };
+    let sql_ast::SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    let mut aliases: Vec<(String, sql_ast::Expr)> = Vec::new();
+    for item in select.projection.iter_mut() {
+        let (expr, alias) = match item {
+            sql_ast::SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.to_lowercase())),
+            sql_ast::SelectItem::UnnamedExpr(expr) => (expr, None),
+            _ => continue,
+        };
+        if !aliases.is_empty() {
+            let _ = visit_expressions_mut(expr, |e: &mut sql_ast::Expr| {
+                if let sql_ast::Expr::Identifier(id) = e {
+                    let name = id.value.to_lowercase();
+                    if !source_columns.contains(&name) {
+                        if let Some((_, aliased)) = aliases.iter().rev().find(|(a, _)| *a == name) {
+                            *e = sql_ast::Expr::Nested(Box::new(aliased.clone()));
+                        }
+                    }
+                }
+                std::ops::ControlFlow::<()>::Continue(())
+            });
+        }
+        if let Some(alias) = alias {
+            aliases.push((alias, expr.clone()));
+        }
+    }
+}
+
+fn clean_message(msg: &str) -> String {
+    let msg = msg
+        .trim_start_matches("SQL error: ")
+        .trim_start_matches("ParserError(\"")
+        .trim_start_matches("sql parser error: ")
+        .trim_start_matches("Error during planning: ")
+        .trim_start_matches("Schema error: ");
+    match msg.find(" at Line: ") {
+        Some(at) => msg[..at].to_string(),
+        None => msg.trim_end_matches("\")").to_string(),
+    }
+}
+
+/// Turns a DataFusion error into a SQL error at the best position we can find.
+fn to_sql_error(source: &SourceText, stmt: &Statement, e: DataFusionError, candidates: &[String]) -> VeloError {
+    let text = e.to_string();
+    let mut message = clean_message(&text);
+    let mut position = None;
+    if let Some(diag) = e.diagnostic() {
+        if let Some(span) = diag.span.filter(|s| s.start.line > 0) {
+            position = Some((span.start.line, span.start.column));
+        }
+    }
+    if let Some(rest) = message.strip_prefix("No field named ") {
+        let name = rest
+            .split(". Valid fields")
+            .next()
+            .unwrap_or(rest)
+            .trim_end_matches('.')
+            .to_string();
+        let bare = name.rsplit('.').next().unwrap_or(&name).trim_matches('"').to_string();
+        message = format!("unknown column '{bare}'");
+        if let Some(best) = nearest(&bare, candidates.iter().map(String::as_str)) {
+            message.push_str(&format!(" (did you mean '{best}'?)"));
+        }
+        if position.is_none() {
+            position = SourceText::new(&stmt.query_sql)
+                .find_word(&bare)
+                .map(|i| SourceText::new(&stmt.query_sql).position(i));
+        }
+    } else if let Some(rest) = message.strip_prefix("Invalid function '") {
+        let name = rest.split('\'').next().unwrap_or_default().to_string();
+        message = format!("unknown function '{name}'{}", rest.split_once('\'').map(|(_, r)| r.replace('\n', " ")).unwrap_or_default().trim_start_matches('.'));
+        if position.is_none() {
+            position = SourceText::new(&stmt.query_sql)
+                .find_word(&name)
+                .map(|i| SourceText::new(&stmt.query_sql).position(i));
+        }
+    } else if let Some(pos) = position_in_message(&text) {
+        position = position.or(Some(pos));
+    }
+    let (line, column) = position.unwrap_or(stmt.position);
+    source.error(line, column, message)
+}
+
+/// Lowers an analyzed logical plan to streaming stages.
+fn lower_plan(
+    state: &datafusion::execution::session_state::SessionState,
+    plan: &LogicalPlan,
+    stmt: &Statement,
+    id: &str,
+) -> Result<PlannedQuery> {
+    // Collect the chain from the root down to the scan.
+    let mut chain = Vec::new();
+    let mut node = plan;
+    loop {
+        chain.push(node);
+        let inputs = node.inputs();
+        match inputs.as_slice() {
+            [] => break,
+            [one] => node = one,
+            _ => return Err(unsupported(node)),
+        }
+    }
+    chain.reverse();
+    let LogicalPlan::TableScan(scan) = chain[0] else {
+        return Err(unsupported(chain[0]));
+    };
+    let source_name = scan.table_name.table().to_string();
+
+    // The input schema: only the columns the query uses, in table order.
+    let mut used = HashSet::new();
+    plan.apply(|n| {
+        for e in n.expressions() {
+            for c in e.column_refs() {
+                used.insert(c.name.clone());
+            }
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    })?;
+    let scan_schema = scan.projected_schema.as_ref();
+    let keep: Vec<usize> = (0..scan_schema.fields().len())
+        .filter(|&i| used.contains(scan_schema.field(i).name()))
+        .collect();
+    let input_schema = Arc::new(Schema::new(
+        keep.iter().map(|&i| scan_schema.field(i).as_ref().clone()).collect::<Vec<_>>(),
+    ));
+
+    let props = state.execution_props();
+    let mut stages: Vec<PlanStage> = Vec::new();
+    let mut group_count: Option<usize> = None;
+    let mut key_columns = Vec::new();
+    let emit = stmt.emit.unwrap_or(if stmt.window.is_some() {
+        EmitMode::Final
+    } else {
+        EmitMode::Changes
+    });
+    for (i, node) in chain.iter().enumerate().skip(1) {
+        let input = chain[i - 1];
+        let input_schema_df = stage_input_schema(input, &keep)?;
+        match node {
+            LogicalPlan::SubqueryAlias(_) if i == 1 => {}
+            LogicalPlan::Filter(filter) => {
+                let predicate = state.create_physical_expr(filter.predicate.clone(), &input_schema_df)?;
+                match stages.last_mut() {
+                    Some(PlanStage::Aggregate(agg)) if agg.having.is_none() => agg.having = Some(predicate),
+                    _ => stages.push(PlanStage::Filter { predicate }),
+                }
+            }
+            LogicalPlan::Projection(proj) => {
+                let exprs = proj
+                    .expr
+                    .iter()
+                    .map(|e| state.create_physical_expr(e.clone(), &input_schema_df))
+                    .collect::<datafusion::error::Result<Vec<_>>>()?;
+                let schema = Arc::new(proj.schema.as_arrow().clone());
+                if let Some(k) = group_count.take() {
+                    let group_names: Vec<&str> = input_schema_df
+                        .fields()
+                        .iter()
+                        .take(k)
+                        .map(|f| f.name().as_str())
+                        .collect();
+                    for (e, f) in proj.expr.iter().zip(schema.fields()) {
+                        let inner = match e {
+                            datafusion::logical_expr::Expr::Alias(a) => a.expr.as_ref(),
+                            other => other,
+                        };
+                        if let datafusion::logical_expr::Expr::Column(c) = inner {
+                            if group_names.contains(&c.name.as_str()) {
+                                key_columns.push(f.name().clone());
+                            }
+                        }
+                    }
+                }
+                stages.push(PlanStage::Project { exprs, schema });
+            }
+            LogicalPlan::Aggregate(agg) => {
+                let physical_input = input_schema_df.as_arrow().clone();
+                let group_exprs = agg
+                    .group_expr
+                    .iter()
+                    .map(|e| {
+                        if matches!(e, datafusion::logical_expr::Expr::GroupingSet(_)) {
+                            return Err(DataFusionError::Plan(
+                                "GROUPING SETS, CUBE and ROLLUP are not supported on streams".into(),
+                            ));
+                        }
+                        state.create_physical_expr(e.clone(), &input_schema_df)
+                    })
+                    .collect::<datafusion::error::Result<Vec<_>>>()?;
+                let mut aggregates = Vec::new();
+                let mut filters = Vec::new();
+                for e in &agg.aggr_expr {
+                    let planning_ctx = Default::default();
+                    let lowered =
+                        LoweredAggregateBuilder::new(e, &input_schema_df, &physical_input, props, &planning_ctx)
+                            .with_name(e.schema_name().to_string())
+                            .build()?;
+                    aggregates.push(lowered.aggregate);
+                    filters.push(lowered.filter);
+                }
+                group_count = Some(agg.group_expr.len());
+                stages.push(PlanStage::Aggregate(AggregatePlan {
+                    group_exprs,
+                    aggregates,
+                    filters,
+                    having: None,
+                    output_schema: Arc::new(agg.schema.as_arrow().clone()),
+                    emit,
+                }));
+            }
+            LogicalPlan::Distinct(Distinct::All(_)) => stages.push(PlanStage::Distinct),
+            LogicalPlan::Sort(sort) => {
+                let exprs = create_physical_sort_exprs(
+                    &sort.expr,
+                    &input_schema_df,
+                    props,
+                    &Default::default(),
+                )?;
+                stages.push(PlanStage::Sort { exprs });
+                if let Some(fetch) = sort.fetch {
+                    stages.push(PlanStage::Limit { skip: 0, fetch: Some(fetch) });
+                }
+            }
+            LogicalPlan::Limit(limit) => {
+                let skip = match limit.get_skip_type()? {
+                    SkipType::Literal(n) => n,
+                    SkipType::UnsupportedExpr => return Err(unsupported(node)),
+                };
+                let fetch = match limit.get_fetch_type()? {
+                    FetchType::Literal(n) => n,
+                    FetchType::UnsupportedExpr => return Err(unsupported(node)),
+                };
+                stages.push(PlanStage::Limit { skip, fetch });
+            }
+            other => return Err(unsupported(other)),
+        }
+    }
+    let output_schema = Arc::new(plan.schema().as_arrow().clone());
+    if stmt.window.is_some() {
+        return Err(VeloError::Config(
+            "WINDOW clauses are planned but not executed yet (see the windows issue)".into(),
+        ));
+    }
+    Ok(PlannedQuery {
+        id: id.to_string(),
+        source: source_name,
+        input_schema,
+        output_schema,
+        stages,
+        key_columns,
+        window: stmt.window.clone(),
+        properties: stmt.properties.clone(),
+    })
+}
+
+/// The DFSchema a stage's expressions bind to: the input node's schema, restricted to the used
+/// scan columns when the input is the scan itself (so column indices match the input batches).
+fn stage_input_schema(input: &LogicalPlan, keep: &[usize]) -> Result<DFSchema> {
+    let schema = input.schema();
+    let is_scan = matches!(input, LogicalPlan::TableScan(_))
+        || matches!(input, LogicalPlan::SubqueryAlias(a) if matches!(a.input.as_ref(), LogicalPlan::TableScan(_)));
+    if !is_scan {
+        return Ok(schema.as_ref().clone());
+    }
+    let fields = keep
+        .iter()
+        .map(|&i| {
+            let (q, f) = schema.qualified_field(i);
+            (q.cloned(), Arc::clone(f))
+        })
+        .collect::<Vec<_>>();
+    Ok(DFSchema::new_with_metadata(fields, schema.metadata().clone())?)
+}
+
+fn unsupported(node: &LogicalPlan) -> VeloError {
+    let what = match node {
+        LogicalPlan::Join(_) => "JOIN",
+        LogicalPlan::Window(_) => "window functions (OVER ...)",
+        LogicalPlan::Union(_) => "UNION",
+        LogicalPlan::EmptyRelation(_) => "a query without FROM",
+        LogicalPlan::Subquery(_) => "subqueries",
+        LogicalPlan::Distinct(_) => "DISTINCT ON",
+        LogicalPlan::Values(_) => "VALUES",
+        _ => "this kind of query",
+    };
+    VeloError::DataFusion(DataFusionError::Plan(format!(
+        "{what} is not supported on streams yet"
+    )))
+}
