@@ -28,10 +28,12 @@ pub struct JobOptions {
     pub partitions: usize,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Keep every job's output in memory (returned by `run`); plain SELECTs then write nowhere.
+    pub collect_output: bool,
 }
 
 /// What one job did.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct JobSummary {
     pub job: String,
     pub records_in: u64,
@@ -40,6 +42,8 @@ pub struct JobSummary {
     pub seconds: f64,
     /// Up to the first 100 bad records, for reporting.
     pub bad_records: Vec<BadRecord>,
+    /// The output batches, when the options asked to collect them.
+    pub output: Option<Vec<RecordBatch>>,
 }
 
 impl JobSummary {
@@ -63,7 +67,8 @@ enum JobInput {
 struct PlannedJob {
     plan: PlannedQuery,
     input: JobInput,
-    sink: SinkConfig,
+    /// None when the output is only collected.
+    sink: Option<SinkConfig>,
     /// Keep the output in memory for later statements.
     retain_output: bool,
 }
@@ -96,17 +101,27 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
         }
         let sources = planner.referenced_sources(stmt, &script.source)?;
         let Some(source) = sources.first().cloned() else {
-            return Err(script.source.error(stmt.position.0, stmt.position.1, "the query reads no source (FROM is missing)"));
+            return Err(script.source.error(
+                stmt.position.0,
+                stmt.position.1,
+                "the query reads no source (FROM is missing)",
+            ));
         };
         if sources.len() > 1 {
-            return Err(script.source.error(stmt.position.0, stmt.position.1, "joins are not supported yet: a query reads one source"));
+            return Err(script.source.error(
+                stmt.position.0,
+                stmt.position.1,
+                "joins are not supported yet: a query reads one source",
+            ));
         }
         let input = if let Some(schema) = upstream.get(&source) {
             planner.register_source(&source, schema.clone())?;
             JobInput::Upstream(source.clone())
         } else {
-            let config = source_config(&source, stmt, &declared, options).map_err(|e| at_statement(&script, stmt, e))?;
-            let file = FileSource::open(config.clone()).map_err(|e| at_statement(&script, stmt, e))?;
+            let config = source_config(&source, stmt, &declared, options)
+                .map_err(|e| at_statement(&script, stmt, e))?;
+            let file =
+                FileSource::open(config.clone()).map_err(|e| at_statement(&script, stmt, e))?;
             planner.register_source(&source, file.schema().clone())?;
             JobInput::File(config)
         };
@@ -124,21 +139,28 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
             }
         }
         let sink = match (&stmt.kind, &options.output) {
-            (StatementKind::Select, Some(path)) => SinkConfig::File {
+            (StatementKind::Select, _) if options.collect_output => None,
+            (StatementKind::Select, Some(path)) => Some(SinkConfig::File {
                 path: path.clone(),
                 csv: path.extension().is_some_and(|e| e == "csv"),
                 delimiter: b',',
-            },
-            _ => SinkConfig::from_properties(&id, &stmt.properties).map_err(|e| at_statement(&script, stmt, e))?,
+            }),
+            _ => Some(
+                SinkConfig::from_properties(&id, &stmt.properties)
+                    .map_err(|e| at_statement(&script, stmt, e))?,
+            ),
         };
-        if matches!(stmt.kind, StatementKind::CreateStreamAs { .. } | StatementKind::CreateTableAs { .. }) {
+        if matches!(
+            stmt.kind,
+            StatementKind::CreateStreamAs { .. } | StatementKind::CreateTableAs { .. }
+        ) {
             upstream.insert(id.clone(), plan.output_schema.clone());
         }
         jobs.push(PlannedJob {
             plan,
             input,
             sink,
-            retain_output: false,
+            retain_output: options.collect_output,
         });
     }
     Ok(PlannedScript { jobs })
@@ -196,8 +218,18 @@ impl PlannedScript {
         let mut outputs: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
         let mut summaries = Vec::new();
         for job in self.jobs {
-            let (summary, retained) = run_job(job.plan.clone(), &job.input, &job.sink, job.retain_output, &outputs, options)?;
+            let (mut summary, retained) = run_job(
+                job.plan.clone(),
+                &job.input,
+                job.sink.as_ref(),
+                job.retain_output,
+                &outputs,
+                options,
+            )?;
             if let Some(batches) = retained {
+                if options.collect_output {
+                    summary.output = Some(batches.clone());
+                }
                 outputs.insert(job.plan.id.clone(), batches);
             }
             summaries.push(summary);
@@ -209,7 +241,7 @@ impl PlannedScript {
 fn run_job(
     plan: PlannedQuery,
     input: &JobInput,
-    sink_config: &SinkConfig,
+    sink_config: Option<&SinkConfig>,
     retain: bool,
     outputs: &BTreeMap<String, Vec<RecordBatch>>,
     options: &JobOptions,
@@ -219,7 +251,7 @@ fn run_job(
     let input_schema = plan.input_schema.clone();
     let mut engine = StreamExecutionEngine::new();
     engine.deploy(plan)?;
-    let mut sink = open_sink(sink_config)?;
+    let mut sink = sink_config.map(open_sink).transpose()?;
     let mut summary = JobSummary {
         job: id.clone(),
         ..Default::default()
@@ -228,7 +260,9 @@ fn run_job(
     let mut emit = |batches: Vec<RecordBatch>, summary: &mut JobSummary| -> Result<()> {
         for b in batches {
             summary.records_out += b.num_rows() as u64;
-            sink.write_batch(&b)?;
+            if let Some(s) = sink.as_mut() {
+                s.write_batch(&b)?;
+            }
             if let Some(r) = retained.as_mut() {
                 r.push(b);
             }
@@ -249,7 +283,8 @@ fn run_job(
             let progress = progress_bar(options.progress, source.total_bytes());
             let mut dead_letter = match &config.dead_letter_path {
                 Some(p) => Some(std::io::BufWriter::new(
-                    std::fs::File::create(p).map_err(|e| VeloError::io(format!("creating {}", p.display()), e))?,
+                    std::fs::File::create(p)
+                        .map_err(|e| VeloError::io(format!("creating {}", p.display()), e))?,
                 )),
                 None => None,
             };
@@ -261,7 +296,8 @@ fn run_job(
                         let line = serde_json::json!({
                             "source": config.name, "location": bad.location, "reason": bad.reason, "record": bad.raw,
                         });
-                        writeln!(w, "{line}").map_err(|e| VeloError::io("writing the dead-letter file", e))?;
+                        writeln!(w, "{line}")
+                            .map_err(|e| VeloError::io("writing the dead-letter file", e))?;
                     }
                     if summary.bad_records.len() < 100 {
                         summary.bad_records.push(bad);
@@ -278,13 +314,17 @@ fn run_job(
                 p.finish_and_clear();
             }
             if let Some(mut w) = dead_letter {
-                w.flush().map_err(|e| VeloError::io("writing the dead-letter file", e))?;
+                w.flush()
+                    .map_err(|e| VeloError::io("writing the dead-letter file", e))?;
             }
         }
     }
     let released = engine.end_of_input(&id)?;
     emit(released, &mut summary)?;
-    sink.flush()?;
+    drop(emit);
+    if let Some(s) = sink.as_mut() {
+        s.flush()?;
+    }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok((summary, retained))
 }

@@ -57,9 +57,9 @@ fn run(args: Args) -> Result<(), VeloError> {
     };
     let mut source_paths = BTreeMap::new();
     for binding in &args.sources {
-        let (name, path) = binding
-            .split_once('=')
-            .ok_or_else(|| VeloError::Config(format!("--source expects NAME=PATH, got '{binding}'")))?;
+        let (name, path) = binding.split_once('=').ok_or_else(|| {
+            VeloError::Config(format!("--source expects NAME=PATH, got '{binding}'"))
+        })?;
         source_paths.insert(name.trim().to_lowercase(), path.trim().to_string());
     }
     if args.partitions == 0 {
@@ -70,6 +70,7 @@ fn run(args: Args) -> Result<(), VeloError> {
         output: args.output.clone(),
         partitions: args.partitions,
         progress: !args.no_progress && std::io::stderr().is_terminal(),
+        collect_output: false,
     };
     let planned = plan_script(&sql, &options)?;
     for summary in planned.run(&options)? {
@@ -77,7 +78,10 @@ fn run(args: Args) -> Result<(), VeloError> {
             eprintln!("bad record at {}: {}", bad.location, bad.reason);
         }
         if summary.errors > summary.bad_records.len() as u64 {
-            eprintln!("... and {} more bad records", summary.errors - summary.bad_records.len() as u64);
+            eprintln!(
+                "... and {} more bad records",
+                summary.errors - summary.bad_records.len() as u64
+            );
         }
         eprintln!(
             "{}: {} records in, {} out, {} errors, {:.3}s, {:.0} rec/s",

@@ -15,7 +15,11 @@ use crate::exec::change::is_delete;
 
 /// Writes batches as JSON lines to any writer.
 fn write_json_lines<W: Write>(out: &mut W, batch: &RecordBatch) -> Result<()> {
-    let batch = if is_delete(batch) { with_deleted_flag(batch)? } else { batch.clone() };
+    let batch = if is_delete(batch) {
+        with_deleted_flag(batch)?
+    } else {
+        batch.clone()
+    };
     let mut writer = arrow::json::LineDelimitedWriter::new(out);
     writer.write(&batch)?;
     writer.finish()?;
@@ -29,7 +33,10 @@ fn with_deleted_flag(batch: &RecordBatch) -> Result<RecordBatch> {
     fields.push(Field::new("_deleted", DataType::Boolean, false));
     let mut columns = batch.columns().to_vec();
     columns.push(Arc::new(BooleanArray::from(vec![true; batch.num_rows()])));
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 /// JSON lines on standard output.
@@ -58,7 +65,9 @@ impl Sink for StdoutSink {
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.out.flush().map_err(|e| VeloError::io("writing to stdout", e))
+        self.out
+            .flush()
+            .map_err(|e| VeloError::io("writing to stdout", e))
     }
 }
 
@@ -75,9 +84,11 @@ impl FileSink {
     /// Creates (truncates) the file at `path`, making parent directories.
     pub fn create(path: &Path, csv: bool, delimiter: u8) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| VeloError::io(format!("creating {}", dir.display()), e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| VeloError::io(format!("creating {}", dir.display()), e))?;
         }
-        let file = File::create(path).map_err(|e| VeloError::io(format!("creating {}", path.display()), e))?;
+        let file = File::create(path)
+            .map_err(|e| VeloError::io(format!("creating {}", path.display()), e))?;
         Ok(FileSink {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(1 << 20, file),
@@ -93,7 +104,11 @@ impl Sink for FileSink {
         if !self.csv {
             return write_json_lines(&mut self.out, batch);
         }
-        let batch = if is_delete(batch) { with_deleted_flag(batch)? } else { batch.clone() };
+        let batch = if is_delete(batch) {
+            with_deleted_flag(batch)?
+        } else {
+            batch.clone()
+        };
         let mut writer = arrow::csv::WriterBuilder::new()
             .with_header(!self.wrote_header)
             .with_delimiter(self.delimiter)

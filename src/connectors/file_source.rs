@@ -90,11 +90,18 @@ pub struct FileSourceConfig {
 
 impl FileSourceConfig {
     /// Reads `'<name>.*'` keys.
-    pub fn from_properties(name: &str, props: &Properties, schema: Option<SchemaRef>) -> Result<Self> {
-        let path = props
-            .scoped(name, "path")
-            .ok_or_else(|| VeloError::Config(format!("source '{name}' needs '{name}.path' (or --source {name}=PATH)")))?;
-        let mut format = FileFormat::from_name_or_path(props.scoped(name, "format").as_deref(), &path)?;
+    pub fn from_properties(
+        name: &str,
+        props: &Properties,
+        schema: Option<SchemaRef>,
+    ) -> Result<Self> {
+        let path = props.scoped(name, "path").ok_or_else(|| {
+            VeloError::Config(format!(
+                "source '{name}' needs '{name}.path' (or --source {name}=PATH)"
+            ))
+        })?;
+        let mut format =
+            FileFormat::from_name_or_path(props.scoped(name, "format").as_deref(), &path)?;
         if let FileFormat::Csv { header, delimiter } = &mut format {
             if let Some(h) = props.scoped_bool(name, "header")? {
                 *header = h;
@@ -116,9 +123,9 @@ impl FileSourceConfig {
             }
         };
         let batch_size = match props.scoped(name, "batch.size") {
-            Some(b) => b
-                .parse()
-                .map_err(|_| VeloError::Config(format!("'{name}.batch.size' must be a number, got '{b}'")))?,
+            Some(b) => b.parse().map_err(|_| {
+                VeloError::Config(format!("'{name}.batch.size' must be a number, got '{b}'"))
+            })?,
             None => DEFAULT_BATCH_SIZE,
         };
         Ok(FileSourceConfig {
@@ -128,7 +135,9 @@ impl FileSourceConfig {
             watch: props.scoped_bool(name, "watch")?.unwrap_or(false),
             schema,
             event_time_field: props.scoped(name, "event.time.field"),
-            event_time_format: EventTimeFormat::parse(props.scoped(name, "event.time.format").as_deref()),
+            event_time_format: EventTimeFormat::parse(
+                props.scoped(name, "event.time.format").as_deref(),
+            ),
             on_error,
             dead_letter_path: props
                 .scoped(name, "dlq.path")
@@ -182,7 +191,9 @@ pub fn expand_paths(path: &str) -> Result<Vec<PathBuf>> {
         return Ok(files);
     }
     if !p.exists() {
-        return Err(VeloError::Config(format!("input file '{path}' does not exist")));
+        return Err(VeloError::Config(format!(
+            "input file '{path}' does not exist"
+        )));
     }
     Ok(vec![p.to_path_buf()])
 }
@@ -283,7 +294,8 @@ impl FileSource {
                     return Ok(None);
                 }
                 let path = self.files[self.next_file].clone();
-                let file = File::open(&path).map_err(|e| VeloError::io(format!("opening {}", path.display()), e))?;
+                let file = File::open(&path)
+                    .map_err(|e| VeloError::io(format!("opening {}", path.display()), e))?;
                 self.current = Some(OpenFile {
                     path,
                     index: self.next_file,
@@ -301,7 +313,9 @@ impl FileSource {
             };
             let (lines, first_line, bytes, at_end) = match self.config.format {
                 FileFormat::Json => read_json_array(file, self.config.batch_size)?,
-                FileFormat::Csv { header, .. } => read_lines(file, self.config.batch_size, follow, header)?,
+                FileFormat::Csv { header, .. } => {
+                    read_lines(file, self.config.batch_size, follow, header)?
+                }
                 FileFormat::Jsonl => read_lines(file, self.config.batch_size, follow, false)?,
             };
             if lines.is_empty() {
@@ -338,7 +352,12 @@ impl FileSource {
 
     /// Schema of emitted batches: projected data columns plus requested system columns.
     pub fn output_schema(&self) -> SchemaRef {
-        let mut fields: Vec<Field> = self.projection.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<Field> = self
+            .projection
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         for name in &self.system_columns {
             let t = crate::sql::planner::SYSTEM_COLUMNS
                 .iter()
@@ -352,7 +371,12 @@ impl FileSource {
 
     /// Decodes lines; on failure, line by line to find and skip the bad ones.
     /// Returns the batch, the line numbers of its rows, and the bad records.
-    fn decode(&self, lines: &[Vec<u8>], path: &Path, first_line: u64) -> Result<(RecordBatch, Vec<u64>, Vec<BadRecord>)> {
+    fn decode(
+        &self,
+        lines: &[Vec<u8>],
+        path: &Path,
+        first_line: u64,
+    ) -> Result<(RecordBatch, Vec<u64>, Vec<BadRecord>)> {
         let all: Vec<u64> = (0..lines.len() as u64).map(|i| first_line + i).collect();
         if let Ok(batch) = self.decode_chunk(lines) {
             return Ok((batch, all, Vec::new()));
@@ -375,7 +399,11 @@ impl FileSource {
                     };
                     let raw = String::from_utf8_lossy(line).trim_end().to_string();
                     tracing::warn!(source = %self.config.name, %location, %reason, "skipping bad record");
-                    bad.push(BadRecord { location, reason, raw });
+                    bad.push(BadRecord {
+                        location,
+                        reason,
+                        raw,
+                    });
                 }
             }
         }
@@ -425,7 +453,13 @@ impl FileSource {
         }
     }
 
-    fn add_system_columns(&self, batch: RecordBatch, lines: &[u64], path: &Path, file_index: usize) -> Result<RecordBatch> {
+    fn add_system_columns(
+        &self,
+        batch: RecordBatch,
+        lines: &[u64],
+        path: &Path,
+        file_index: usize,
+    ) -> Result<RecordBatch> {
         if self.system_columns.is_empty() {
             return Ok(batch);
         }
@@ -434,7 +468,9 @@ impl FileSource {
         let mut columns = batch.columns().to_vec();
         for name in &self.system_columns {
             let col: ArrayRef = match name.as_str() {
-                "_offset" => Arc::new(Int64Array::from_iter_values(lines.iter().map(|l| *l as i64))),
+                "_offset" => Arc::new(Int64Array::from_iter_values(
+                    lines.iter().map(|l| *l as i64),
+                )),
                 "_partition" => Arc::new(Int32Array::from_value(file_index as i32, n)),
                 "_topic" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
                     path.display().to_string(),
@@ -449,8 +485,10 @@ impl FileSource {
                                 self.config.name
                             ))
                         })?;
-                        let millis = to_epoch_millis(&array, self.config.event_time_format.as_ref())?;
-                        let filled: Int64Array = millis.iter().map(|v| Some(v.unwrap_or(now))).collect();
+                        let millis =
+                            to_epoch_millis(&array, self.config.event_time_format.as_ref())?;
+                        let filled: Int64Array =
+                            millis.iter().map(|v| Some(v.unwrap_or(now))).collect();
                         Arc::new(filled)
                     }
                     None => constant_millis(now, n),
@@ -462,11 +500,15 @@ impl FileSource {
         }
         Ok(RecordBatch::try_new(self.output_schema(), columns)?)
     }
-
 }
 
 /// Reads up to `max` lines; returns them, the number of the first, bytes read and end-of-file.
-fn read_lines(file: &mut OpenFile, max: usize, follow: bool, header: bool) -> Result<(Vec<Vec<u8>>, u64, u64, bool)> {
+fn read_lines(
+    file: &mut OpenFile,
+    max: usize,
+    follow: bool,
+    header: bool,
+) -> Result<(Vec<Vec<u8>>, u64, u64, bool)> {
     let mut lines = Vec::with_capacity(max.min(65_536));
     let mut bytes = 0u64;
     let mut first_line = file.line + 1;
@@ -521,7 +563,8 @@ fn read_json_array(file: &mut OpenFile, max: usize) -> Result<(Vec<Vec<u8>>, u64
             .read_to_string(&mut text)
             .map_err(|e| VeloError::io(format!("reading {}", file.path.display()), e))?;
         bytes = text.len() as u64;
-        let values: Vec<serde_json::Value> = match serde_json::from_str::<serde_json::Value>(&text) {
+        let values: Vec<serde_json::Value> = match serde_json::from_str::<serde_json::Value>(&text)
+        {
             Ok(serde_json::Value::Array(items)) => items,
             Ok(single @ serde_json::Value::Object(_)) => vec![single],
             Ok(_) => {
@@ -557,7 +600,8 @@ fn infer_schema(files: &[PathBuf], format: &FileFormat) -> Result<Schema> {
     let Some(first) = files.first() else {
         return Err(VeloError::Config("no input files".into()));
     };
-    let open = || File::open(first).map_err(|e| VeloError::io(format!("opening {}", first.display()), e));
+    let open =
+        || File::open(first).map_err(|e| VeloError::io(format!("opening {}", first.display()), e));
     match format {
         FileFormat::Csv { header, delimiter } => {
             let (schema, _) = arrow::csv::reader::Format::default()
@@ -575,10 +619,13 @@ fn infer_schema(files: &[PathBuf], format: &FileFormat) -> Result<Schema> {
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
                 .filter(|v| v.is_object())
                 .map(Ok::<_, arrow::error::ArrowError>);
-            Ok(arrow::json::reader::infer_json_schema_from_iterator(values)?)
+            Ok(arrow::json::reader::infer_json_schema_from_iterator(
+                values,
+            )?)
         }
         FileFormat::Json => {
-            let text = std::fs::read_to_string(first).map_err(|e| VeloError::io(format!("reading {}", first.display()), e))?;
+            let text = std::fs::read_to_string(first)
+                .map_err(|e| VeloError::io(format!("reading {}", first.display()), e))?;
             let values: Vec<serde_json::Value> = match serde_json::from_str(&text) {
                 Ok(serde_json::Value::Array(items)) => items,
                 Ok(v) => vec![v],

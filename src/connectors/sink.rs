@@ -22,7 +22,11 @@ pub enum SinkConfig {
     /// JSON lines on standard output.
     Stdout,
     /// A file in `jsonl` or `csv` format.
-    File { path: PathBuf, csv: bool, delimiter: u8 },
+    File {
+        path: PathBuf,
+        csv: bool,
+        delimiter: u8,
+    },
 }
 
 impl SinkConfig {
@@ -47,9 +51,13 @@ impl SinkConfig {
         let path = props
             .scoped(name, "path")
             .ok_or_else(|| VeloError::Config(format!("file_sink '{name}' needs '{name}.path'")))?;
-        let format = props
-            .scoped(name, "format")
-            .unwrap_or_else(|| if path.ends_with(".csv") { "csv".into() } else { "jsonl".into() });
+        let format = props.scoped(name, "format").unwrap_or_else(|| {
+            if path.ends_with(".csv") {
+                "csv".into()
+            } else {
+                "jsonl".into()
+            }
+        });
         let csv = match format.as_str() {
             "csv" => true,
             "jsonl" | "json" => false,
@@ -59,7 +67,10 @@ impl SinkConfig {
                 )))
             }
         };
-        let delimiter = props.scoped(name, "delimiter").and_then(|d| d.bytes().next()).unwrap_or(b',');
+        let delimiter = props
+            .scoped(name, "delimiter")
+            .and_then(|d| d.bytes().next())
+            .unwrap_or(b',');
         Ok(SinkConfig::File {
             path: PathBuf::from(path),
             csv,
@@ -72,6 +83,10 @@ impl SinkConfig {
 pub fn open_sink(config: &SinkConfig) -> Result<Box<dyn Sink>> {
     Ok(match config {
         SinkConfig::Stdout => Box::new(StdoutSink::new()),
-        SinkConfig::File { path, csv, delimiter } => Box::new(FileSink::create(path, *csv, *delimiter)?),
+        SinkConfig::File {
+            path,
+            csv,
+            delimiter,
+        } => Box::new(FileSink::create(path, *csv, *delimiter)?),
     })
 }

@@ -83,11 +83,18 @@ impl GroupByAggregator {
         })
     }
 
-    fn evaluate_arguments(&self, batch: &RecordBatch) -> Result<(Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>)> {
+    fn evaluate_arguments(
+        &self,
+        batch: &RecordBatch,
+    ) -> Result<(Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>)> {
         let values = self
             .arguments
             .iter()
-            .map(|args| args.iter().map(|e| evaluate(e, batch)).collect::<Result<Vec<_>>>())
+            .map(|args| {
+                args.iter()
+                    .map(|e| evaluate(e, batch))
+                    .collect::<Result<Vec<_>>>()
+            })
             .collect::<Result<Vec<_>>>()?;
         let filters = self
             .filters
@@ -107,7 +114,12 @@ impl GroupByAggregator {
     }
 
     /// EMIT CHANGES: update each row's group in input order and emit its row as of that record.
-    fn process_changes(&mut self, batch: &RecordBatch, key_columns: Vec<ArrayRef>, out: &mut Vec<RecordBatch>) -> Result<()> {
+    fn process_changes(
+        &mut self,
+        batch: &RecordBatch,
+        key_columns: Vec<ArrayRef>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
         let (values, filters) = self.evaluate_arguments(batch)?;
         let GroupState::Changes(groups) = &mut self.state else {
             return Ok(());
@@ -120,10 +132,13 @@ impl GroupByAggregator {
                     .collect::<Result<Vec<_>>>()?,
             );
         }
-        let mut results: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(batch.num_rows()); self.aggregates.len()];
+        let mut results: Vec<Vec<ScalarValue>> =
+            vec![Vec::with_capacity(batch.num_rows()); self.aggregates.len()];
         for (row, &g) in self.group_indices.iter().enumerate() {
             for (a, acc) in groups[g].iter_mut().enumerate() {
-                let selected = filters[a].as_ref().is_none_or(|f| f.is_valid(row) && f.value(row));
+                let selected = filters[a]
+                    .as_ref()
+                    .is_none_or(|f| f.is_valid(row) && f.value(row));
                 if selected {
                     let slice: Vec<ArrayRef> = values[a].iter().map(|v| v.slice(row, 1)).collect();
                     acc.update_batch(&slice)?;
@@ -229,7 +244,9 @@ fn groups_accumulator(agg: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn Groups
         return Ok(agg.create_groups_accumulator()?);
     }
     let agg = Arc::clone(agg);
-    Ok(Box::new(GroupsAccumulatorAdapter::new(move || agg.create_accumulator())))
+    Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+        agg.create_accumulator()
+    })))
 }
 
 impl Operator for GroupByAggregator {
@@ -240,7 +257,8 @@ impl Operator for GroupByAggregator {
             .map(|e| evaluate(e, &batch))
             .collect::<Result<Vec<_>>>()?;
         let mut groups = std::mem::take(&mut self.group_indices);
-        self.keys.intern(&key_columns, batch.num_rows(), &mut groups)?;
+        self.keys
+            .intern(&key_columns, batch.num_rows(), &mut groups)?;
         self.group_indices = groups;
         match self.state {
             GroupState::Changes(_) => self.process_changes(&batch, key_columns, out),

@@ -13,7 +13,12 @@ pub const CHANGE_KEY: &str = "velostream.change";
 
 /// True when every row of `batch` is a delete of its key.
 pub fn is_delete(batch: &RecordBatch) -> bool {
-    batch.schema().metadata().get(CHANGE_KEY).map(String::as_str) == Some("delete")
+    batch
+        .schema()
+        .metadata()
+        .get(CHANGE_KEY)
+        .map(String::as_str)
+        == Some("delete")
 }
 
 /// The same rows, marked as deletes.
@@ -23,7 +28,8 @@ pub fn mark_delete(batch: RecordBatch) -> RecordBatch {
     metadata.insert(CHANGE_KEY.to_string(), "delete".to_string());
     let marked = Arc::new(Schema::new_with_metadata(schema.fields().clone(), metadata));
     let columns = batch.columns().to_vec();
-    let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    let options =
+        arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     RecordBatch::try_new_with_options(marked, columns, &options).unwrap_or(batch)
 }
 

@@ -27,7 +27,9 @@ impl StreamExecutionEngine {
     pub fn deploy(&mut self, plan: PlannedQuery) -> Result<String> {
         let id = plan.id.clone();
         if self.queries.contains_key(&id) {
-            return Err(VeloError::Config(format!("a query named '{id}' is already deployed")));
+            return Err(VeloError::Config(format!(
+                "a query named '{id}' is already deployed"
+            )));
         }
         self.queries.insert(id.clone(), QueryProcessor::new(plan)?);
         Ok(id)
@@ -60,12 +62,20 @@ impl StreamExecutionEngine {
     }
 
     /// The hot path: runs one input batch through the query and returns its output.
-    pub fn execute_batch_sync(&mut self, query_id: &str, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+    pub fn execute_batch_sync(
+        &mut self,
+        query_id: &str,
+        batch: RecordBatch,
+    ) -> Result<Vec<RecordBatch>> {
         self.processor_mut(query_id)?.process_batch(batch)
     }
 
     /// Runs one record through the same code as a one-row batch.
-    pub fn execute_with_record_sync(&mut self, query_id: &str, record: &StreamRecord) -> Result<Vec<StreamRecord>> {
+    pub fn execute_with_record_sync(
+        &mut self,
+        query_id: &str,
+        record: &StreamRecord,
+    ) -> Result<Vec<StreamRecord>> {
         let processor = self.processor_mut(query_id)?;
         let batch = records_to_batch(std::slice::from_ref(record), processor.input_schema())?;
         let mut out = Vec::new();
@@ -93,7 +103,9 @@ impl StreamExecutionEngine {
     }
 
     /// A bounded output channel for `execute_with_record`.
-    pub fn output_channel(capacity: usize) -> (mpsc::Sender<StreamRecord>, mpsc::Receiver<StreamRecord>) {
+    pub fn output_channel(
+        capacity: usize,
+    ) -> (mpsc::Sender<StreamRecord>, mpsc::Receiver<StreamRecord>) {
         mpsc::channel(capacity.max(1))
     }
 

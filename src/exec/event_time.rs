@@ -37,10 +37,15 @@ impl EventTimeFormat {
 pub fn to_epoch_millis(array: &ArrayRef, format: Option<&EventTimeFormat>) -> Result<Int64Array> {
     let millis = |a: &ArrayRef| -> Result<Int64Array> {
         let ts = cast(a, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
-        Ok(cast(&ts, &DataType::Int64)?.as_primitive::<Int64Type>().clone())
+        Ok(cast(&ts, &DataType::Int64)?
+            .as_primitive::<Int64Type>()
+            .clone())
     };
     match (array.data_type(), format) {
-        (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, Some(EventTimeFormat::Pattern(p))) => {
+        (
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View,
+            Some(EventTimeFormat::Pattern(p)),
+        ) => {
             let strings = cast(array, &DataType::Utf8)?;
             let strings = strings.as_string::<i32>();
             Ok(strings
@@ -58,14 +63,18 @@ pub fn to_epoch_millis(array: &ArrayRef, format: Option<&EventTimeFormat>) -> Re
                 &DataType::Timestamp(TimeUnit::Millisecond, None),
                 &options,
             )?;
-            Ok(cast(&ts, &DataType::Int64)?.as_primitive::<Int64Type>().clone())
+            Ok(cast(&ts, &DataType::Int64)?
+                .as_primitive::<Int64Type>()
+                .clone())
         }
         (DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64, _) => millis(array),
         (t, f) if t.is_numeric() => {
             let ints = cast(array, &DataType::Int64)?;
             let ints = ints.as_primitive::<Int64Type>();
             Ok(match f {
-                Some(EventTimeFormat::EpochSeconds) => ints.iter().map(|v| v.map(|v| v * 1000)).collect(),
+                Some(EventTimeFormat::EpochSeconds) => {
+                    ints.iter().map(|v| v.map(|v| v * 1000)).collect()
+                }
                 _ => ints.clone(),
             })
         }
@@ -100,14 +109,26 @@ mod tests {
 
     #[test]
     fn converts_formats() {
-        let iso: ArrayRef = Arc::new(StringArray::from(vec![Some("2024-01-01T00:00:01Z"), Some("junk"), None]));
+        let iso: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("2024-01-01T00:00:01Z"),
+            Some("junk"),
+            None,
+        ]));
         let m = to_epoch_millis(&iso, None).unwrap();
         assert_eq!(m.value(0), 1_704_067_201_000);
         assert!(m.is_null(1) && m.is_null(2));
         let secs: ArrayRef = Arc::new(Int64Array::from(vec![10]));
-        assert_eq!(to_epoch_millis(&secs, Some(&EventTimeFormat::EpochSeconds)).unwrap().value(0), 10_000);
+        assert_eq!(
+            to_epoch_millis(&secs, Some(&EventTimeFormat::EpochSeconds))
+                .unwrap()
+                .value(0),
+            10_000
+        );
         let pat: ArrayRef = Arc::new(StringArray::from(vec!["01/02/2024 10:00"]));
         let fmt = EventTimeFormat::Pattern("%d/%m/%Y %H:%M".into());
-        assert_eq!(to_epoch_millis(&pat, Some(&fmt)).unwrap().value(0), 1_706_781_600_000);
+        assert_eq!(
+            to_epoch_millis(&pat, Some(&fmt)).unwrap().value(0),
+            1_706_781_600_000
+        );
     }
 }

@@ -59,7 +59,12 @@ impl GroupKeys {
 
     /// Fills `groups` with the group index of each row of `key_columns` (`num_rows` rows),
     /// adding new groups as they appear.
-    pub fn intern(&mut self, key_columns: &[ArrayRef], num_rows: usize, groups: &mut Vec<usize>) -> Result<()> {
+    pub fn intern(
+        &mut self,
+        key_columns: &[ArrayRef],
+        num_rows: usize,
+        groups: &mut Vec<usize>,
+    ) -> Result<()> {
         groups.clear();
         let (Some(converter), Some(keys)) = (&self.converter, &mut self.keys) else {
             self.global_seen |= num_rows > 0;

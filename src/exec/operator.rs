@@ -36,13 +36,21 @@ pub fn evaluate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<Arr
 }
 
 /// Evaluates a predicate to a boolean mask (NULL counts as false when filtering).
-pub fn evaluate_predicate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<BooleanArray> {
+pub fn evaluate_predicate(
+    expr: &Arc<dyn PhysicalExpr>,
+    batch: &RecordBatch,
+) -> Result<BooleanArray> {
     let array = evaluate(expr, batch)?;
     array
         .as_any()
         .downcast_ref::<BooleanArray>()
         .cloned()
-        .ok_or_else(|| VeloError::Execution(format!("predicate returned {}, not BOOLEAN", array.data_type())))
+        .ok_or_else(|| {
+            VeloError::Execution(format!(
+                "predicate returned {}, not BOOLEAN",
+                array.data_type()
+            ))
+        })
 }
 
 /// WHERE: keeps rows whose predicate is true.
@@ -89,7 +97,8 @@ impl Operator for ProjectOperator {
             .map(|e| evaluate(e, &batch))
             .collect::<Result<Vec<_>>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        let projected = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?;
+        let projected =
+            RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?;
         out.push(keep_kind(&batch, projected));
         Ok(())
     }

@@ -9,7 +9,9 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use super::aggregate::GroupByAggregator;
 use super::event_time::constant_millis;
-use super::operator::{DistinctOperator, FilterOperator, LimitOperator, Operator, ProjectOperator, SortOperator};
+use super::operator::{
+    DistinctOperator, FilterOperator, LimitOperator, Operator, ProjectOperator, SortOperator,
+};
 use crate::error::Result;
 use crate::sql::{PlanStage, PlannedQuery};
 
@@ -28,7 +30,9 @@ impl QueryProcessor {
         let mut schema = Arc::clone(&plan.input_schema);
         for stage in &plan.stages {
             let op: Box<dyn Operator> = match stage {
-                PlanStage::Filter { predicate } => Box::new(FilterOperator::new(Arc::clone(predicate))),
+                PlanStage::Filter { predicate } => {
+                    Box::new(FilterOperator::new(Arc::clone(predicate)))
+                }
                 PlanStage::Project { exprs, schema: out } => {
                     schema = Arc::clone(out);
                     Box::new(ProjectOperator::new(exprs.clone(), Arc::clone(out)))
@@ -147,7 +151,11 @@ impl QueryProcessor {
             })
             .collect::<Result<Vec<_>>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(n));
-        Ok(RecordBatch::try_new_with_options(Arc::clone(target), columns, &options)?)
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(target),
+            columns,
+            &options,
+        )?)
     }
 }
 

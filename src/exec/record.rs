@@ -73,7 +73,10 @@ pub fn records_to_batch(records: &[StreamRecord], schema: &SchemaRef) -> Result<
         .fields()
         .iter()
         .map(|f| {
-            let values = records.iter().map(|r| r.column_value(f)).collect::<Result<Vec<_>>>()?;
+            let values = records
+                .iter()
+                .map(|r| r.column_value(f))
+                .collect::<Result<Vec<_>>>()?;
             if values.is_empty() {
                 return Ok(arrow::array::new_empty_array(f.data_type()));
             }

@@ -65,7 +65,9 @@ pub fn rewrite_function_calls(ast: &mut sql_ast::Statement) {
                     .args
                     .iter()
                     .filter_map(|a| match a {
-                        sql_ast::FunctionArg::Unnamed(sql_ast::FunctionArgExpr::Expr(x)) => Some(x.clone()),
+                        sql_ast::FunctionArg::Unnamed(sql_ast::FunctionArgExpr::Expr(x)) => {
+                            Some(x.clone())
+                        }
                         _ => None,
                     })
                     .collect();

@@ -9,4 +9,6 @@ pub mod source_text;
 
 pub use planner::{AggregatePlan, PlanStage, PlannedQuery, QueryPlanner};
 pub use properties::Properties;
-pub use script::{parse_script, ColumnDef, EmitMode, Script, Statement, StatementKind, WindowKind, WindowSpec};
+pub use script::{
+    parse_script, ColumnDef, EmitMode, Script, Statement, StatementKind, WindowKind, WindowSpec,
+};

@@ -132,7 +132,11 @@ impl QueryPlanner {
             .filter(|f| !is_system_column(f.name()))
             .map(|f| f.as_ref().clone())
             .collect();
-        fields.extend(SYSTEM_COLUMNS.iter().map(|(n, t)| Field::new(*n, t.clone(), true)));
+        fields.extend(
+            SYSTEM_COLUMNS
+                .iter()
+                .map(|(n, t)| Field::new(*n, t.clone(), true)),
+        );
         let schema = Arc::new(Schema::new(fields));
         // Replacing a table of the same name is fine: a later declaration wins.
         let _ = self.ctx.deregister_table(name)?;
@@ -172,10 +176,8 @@ impl QueryPlanner {
 
         let state = self.ctx.state();
         let candidates: Vec<String> = source_columns.iter().cloned().collect();
-        let plan = futures::executor::block_on(
-            state.statement_to_plan(DFStatement::Statement(Box::new(ast))),
-        )
-        .map_err(|e| to_sql_error(source, stmt, e, &candidates))?;
+        let plan = resolve_now(state.statement_to_plan(DFStatement::Statement(Box::new(ast))))?
+            .map_err(|e| to_sql_error(source, stmt, e, &candidates))?;
         let plan = state
             .analyzer()
             .execute_and_check(plan, state.config_options(), |_, _| {})
@@ -184,6 +186,19 @@ impl QueryPlanner {
             VeloError::DataFusion(e) => to_sql_error(source, stmt, e, &candidates),
             other => other,
         })
+    }
+}
+
+/// Runs a future that cannot wait on anything: DataFusion's planning is `async` only to look up
+/// tables, and ours are in memory. Polling once keeps the sync core free of an executor.
+fn resolve_now<F: std::future::Future>(future: F) -> Result<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Ok(out),
+        std::task::Poll::Pending => Err(VeloError::Execution(
+            "planning unexpectedly waited on I/O".into(),
+        )),
     }
 }
 
@@ -211,7 +226,9 @@ fn inline_lateral_aliases(ast: &mut sql_ast::Statement, source_columns: &HashSet
     let mut aliases: Vec<(String, sql_ast::Expr)> = Vec::new();
     for item in select.projection.iter_mut() {
         let (expr, alias) = match item {
-            sql_ast::SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.to_lowercase())),
+            sql_ast::SelectItem::ExprWithAlias { expr, alias } => {
+                (expr, Some(alias.value.to_lowercase()))
+            }
             sql_ast::SelectItem::UnnamedExpr(expr) => (expr, None),
             _ => continue,
         };
@@ -248,7 +265,12 @@ fn clean_message(msg: &str) -> String {
 }
 
 /// Turns a DataFusion error into a SQL error at the best position we can find.
-fn to_sql_error(source: &SourceText, stmt: &Statement, e: DataFusionError, candidates: &[String]) -> VeloError {
+fn to_sql_error(
+    source: &SourceText,
+    stmt: &Statement,
+    e: DataFusionError,
+    candidates: &[String],
+) -> VeloError {
     let text = e.to_string();
     let mut message = clean_message(&text);
     let mut position = None;
@@ -264,7 +286,12 @@ fn to_sql_error(source: &SourceText, stmt: &Statement, e: DataFusionError, candi
             .unwrap_or(rest)
             .trim_end_matches('.')
             .to_string();
-        let bare = name.rsplit('.').next().unwrap_or(&name).trim_matches('"').to_string();
+        let bare = name
+            .rsplit('.')
+            .next()
+            .unwrap_or(&name)
+            .trim_matches('"')
+            .to_string();
         message = format!("unknown column '{bare}'");
         if let Some(best) = nearest(&bare, candidates.iter().map(String::as_str)) {
             message.push_str(&format!(" (did you mean '{best}'?)"));
@@ -276,7 +303,13 @@ fn to_sql_error(source: &SourceText, stmt: &Statement, e: DataFusionError, candi
         }
     } else if let Some(rest) = message.strip_prefix("Invalid function '") {
         let name = rest.split('\'').next().unwrap_or_default().to_string();
-        message = format!("unknown function '{name}'{}", rest.split_once('\'').map(|(_, r)| r.replace('\n', " ")).unwrap_or_default().trim_start_matches('.'));
+        message = format!(
+            "unknown function '{name}'{}",
+            rest.split_once('\'')
+                .map(|(_, r)| r.replace('\n', " "))
+                .unwrap_or_default()
+                .trim_start_matches('.')
+        );
         if position.is_none() {
             position = SourceText::new(&stmt.query_sql)
                 .find_word(&name)
@@ -329,7 +362,9 @@ fn lower_plan(
         .filter(|&i| used.contains(scan_schema.field(i).name()))
         .collect();
     let input_schema = Arc::new(Schema::new(
-        keep.iter().map(|&i| scan_schema.field(i).as_ref().clone()).collect::<Vec<_>>(),
+        keep.iter()
+            .map(|&i| scan_schema.field(i).as_ref().clone())
+            .collect::<Vec<_>>(),
     ));
 
     let props = state.execution_props();
@@ -341,15 +376,25 @@ fn lower_plan(
     } else {
         EmitMode::Changes
     });
+    // Until the first projection or aggregate, rows still have the (restricted) scan columns.
+    let mut scan_level = true;
     for (i, node) in chain.iter().enumerate().skip(1) {
         let input = chain[i - 1];
-        let input_schema_df = stage_input_schema(input, &keep)?;
+        let input_schema_df = if scan_level {
+            restrict_schema(input.schema(), &keep)?
+        } else {
+            input.schema().as_ref().clone()
+        };
+        scan_level &= !matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_));
         match node {
             LogicalPlan::SubqueryAlias(_) if i == 1 => {}
             LogicalPlan::Filter(filter) => {
-                let predicate = state.create_physical_expr(filter.predicate.clone(), &input_schema_df)?;
+                let predicate =
+                    state.create_physical_expr(filter.predicate.clone(), &input_schema_df)?;
                 match stages.last_mut() {
-                    Some(PlanStage::Aggregate(agg)) if agg.having.is_none() => agg.having = Some(predicate),
+                    Some(PlanStage::Aggregate(agg)) if agg.having.is_none() => {
+                        agg.having = Some(predicate)
+                    }
                     _ => stages.push(PlanStage::Filter { predicate }),
                 }
             }
@@ -389,7 +434,8 @@ fn lower_plan(
                     .map(|e| {
                         if matches!(e, datafusion::logical_expr::Expr::GroupingSet(_)) {
                             return Err(DataFusionError::Plan(
-                                "GROUPING SETS, CUBE and ROLLUP are not supported on streams".into(),
+                                "GROUPING SETS, CUBE and ROLLUP are not supported on streams"
+                                    .into(),
                             ));
                         }
                         state.create_physical_expr(e.clone(), &input_schema_df)
@@ -399,10 +445,15 @@ fn lower_plan(
                 let mut filters = Vec::new();
                 for e in &agg.aggr_expr {
                     let planning_ctx = Default::default();
-                    let lowered =
-                        LoweredAggregateBuilder::new(e, &input_schema_df, &physical_input, props, &planning_ctx)
-                            .with_name(e.schema_name().to_string())
-                            .build()?;
+                    let lowered = LoweredAggregateBuilder::new(
+                        e,
+                        &input_schema_df,
+                        &physical_input,
+                        props,
+                        &planning_ctx,
+                    )
+                    .with_name(e.schema_name().to_string())
+                    .build()?;
                     aggregates.push(lowered.aggregate);
                     filters.push(lowered.filter);
                 }
@@ -426,7 +477,10 @@ fn lower_plan(
                 )?;
                 stages.push(PlanStage::Sort { exprs });
                 if let Some(fetch) = sort.fetch {
-                    stages.push(PlanStage::Limit { skip: 0, fetch: Some(fetch) });
+                    stages.push(PlanStage::Limit {
+                        skip: 0,
+                        fetch: Some(fetch),
+                    });
                 }
             }
             LogicalPlan::Limit(limit) => {
@@ -461,15 +515,9 @@ fn lower_plan(
     })
 }
 
-/// The DFSchema a stage's expressions bind to: the input node's schema, restricted to the used
-/// scan columns when the input is the scan itself (so column indices match the input batches).
-fn stage_input_schema(input: &LogicalPlan, keep: &[usize]) -> Result<DFSchema> {
-    let schema = input.schema();
-    let is_scan = matches!(input, LogicalPlan::TableScan(_))
-        || matches!(input, LogicalPlan::SubqueryAlias(a) if matches!(a.input.as_ref(), LogicalPlan::TableScan(_)));
-    if !is_scan {
-        return Ok(schema.as_ref().clone());
-    }
+/// A scan-level schema restricted to the used columns, so that column indices of physical
+/// expressions match the input batches (which carry only those columns).
+fn restrict_schema(schema: &DFSchema, keep: &[usize]) -> Result<DFSchema> {
     let fields = keep
         .iter()
         .map(|&i| {
@@ -477,7 +525,10 @@ fn stage_input_schema(input: &LogicalPlan, keep: &[usize]) -> Result<DFSchema> {
             (q.cloned(), Arc::clone(f))
         })
         .collect::<Vec<_>>();
-    Ok(DFSchema::new_with_metadata(fields, schema.metadata().clone())?)
+    Ok(DFSchema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )?)
 }
 
 fn unsupported(node: &LogicalPlan) -> VeloError {

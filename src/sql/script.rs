@@ -42,7 +42,10 @@ pub enum StatementKind {
     /// `CREATE TABLE name AS SELECT ...`.
     CreateTableAs { name: String },
     /// `CREATE STREAM name (col TYPE, ...) WITH (...)`: declares a source with its schema.
-    CreateSource { name: String, columns: Vec<ColumnDef> },
+    CreateSource {
+        name: String,
+        columns: Vec<ColumnDef>,
+    },
 }
 
 /// A declared column of a source.
@@ -170,7 +173,11 @@ fn matching_paren(source: &SourceText, sig: &[&TokenWithSpan], open: usize) -> R
             _ => {}
         }
     }
-    Err(error_at(source, sig[open], "unbalanced '(': expected a matching ')'"))
+    Err(error_at(
+        source,
+        sig[open],
+        "unbalanced '(': expected a matching ')'",
+    ))
 }
 
 /// Splits `sig[from..to]` at top-level commas.
@@ -213,56 +220,69 @@ fn parse_statement(source: &SourceText, tokens: &[TokenWithSpan]) -> Result<Opti
     let position = (first.span.start.line, first.span.start.column);
     let stmt_end = end_of(source, sig[sig.len() - 1]);
 
-    let (kind, query_at) = if word(first).as_deref() == Some("CREATE") {
-        let what = sig.get(1).and_then(|t| word(t));
-        let name_tok = sig
-            .get(2)
-            .ok_or_else(|| error_at(source, first, "expected CREATE STREAM name or CREATE TABLE name"))?;
-        let name = ident(name_tok)
-            .ok_or_else(|| error_at(source, name_tok, "expected a stream or table name"))?;
-        let next = sig.get(3).map(|t| &t.token);
-        match (what.as_deref(), next) {
-            (Some("STREAM"), Some(Token::LParen)) => {
-                let close = matching_paren(source, &sig, 3)?;
-                let columns = parse_columns(source, &sig[4..close])?;
-                let properties = match sig.get(close + 1) {
-                    Some(t) if word(t).as_deref() == Some("WITH") => {
-                        parse_with(source, &sig, close + 1)?.0
-                    }
-                    Some(t) => return Err(error_at(source, t, "expected WITH (...) or end of statement")),
-                    None => Properties::default(),
-                };
-                return Ok(Some(Statement {
-                    kind: StatementKind::CreateSource { name, columns },
-                    query_sql: String::new(),
-                    position,
-                    window: None,
-                    emit: None,
-                    properties,
-                    annotations,
-                }));
-            }
-            (Some("STREAM"), Some(Token::Word(w))) if w.value.eq_ignore_ascii_case("AS") => {
-                (StatementKind::CreateStreamAs { name }, 4)
-            }
-            (Some("TABLE"), Some(Token::Word(w))) if w.value.eq_ignore_ascii_case("AS") => {
-                (StatementKind::CreateTableAs { name }, 4)
-            }
-            _ => {
-                return Err(error_at(
+    let (kind, query_at) =
+        if word(first).as_deref() == Some("CREATE") {
+            let what = sig.get(1).and_then(|t| word(t));
+            let name_tok = sig.get(2).ok_or_else(|| {
+                error_at(
+                    source,
+                    first,
+                    "expected CREATE STREAM name or CREATE TABLE name",
+                )
+            })?;
+            let name = ident(name_tok)
+                .ok_or_else(|| error_at(source, name_tok, "expected a stream or table name"))?;
+            let next = sig.get(3).map(|t| &t.token);
+            match (what.as_deref(), next) {
+                (Some("STREAM"), Some(Token::LParen)) => {
+                    let close = matching_paren(source, &sig, 3)?;
+                    let columns = parse_columns(source, &sig[4..close])?;
+                    let properties = match sig.get(close + 1) {
+                        Some(t) if word(t).as_deref() == Some("WITH") => {
+                            parse_with(source, &sig, close + 1)?.0
+                        }
+                        Some(t) => {
+                            return Err(error_at(
+                                source,
+                                t,
+                                "expected WITH (...) or end of statement",
+                            ))
+                        }
+                        None => Properties::default(),
+                    };
+                    return Ok(Some(Statement {
+                        kind: StatementKind::CreateSource { name, columns },
+                        query_sql: String::new(),
+                        position,
+                        window: None,
+                        emit: None,
+                        properties,
+                        annotations,
+                    }));
+                }
+                (Some("STREAM"), Some(Token::Word(w))) if w.value.eq_ignore_ascii_case("AS") => {
+                    (StatementKind::CreateStreamAs { name }, 4)
+                }
+                (Some("TABLE"), Some(Token::Word(w))) if w.value.eq_ignore_ascii_case("AS") => {
+                    (StatementKind::CreateTableAs { name }, 4)
+                }
+                _ => return Err(error_at(
                     source,
                     sig.get(1).unwrap_or(first),
                     "expected CREATE STREAM name AS SELECT ..., CREATE TABLE name AS SELECT ... \
                      or CREATE STREAM name (columns) WITH (...)",
-                ))
+                )),
             }
-        }
-    } else {
-        (StatementKind::Select, 0)
-    };
+        } else {
+            (StatementKind::Select, 0)
+        };
 
     let Some(query_first) = sig.get(query_at) else {
-        return Err(error_at(source, sig[sig.len() - 1], "expected a SELECT query after AS"));
+        return Err(error_at(
+            source,
+            sig[sig.len() - 1],
+            "expected a SELECT query after AS",
+        ));
     };
     let query_start = start_of(source, query_first);
     let mut blanks = Vec::new();
@@ -286,7 +306,11 @@ fn parse_statement(source: &SourceText, tokens: &[TokenWithSpan]) -> Result<Opti
             {
                 let open = i + 2;
                 if sig.get(open).map(|t| &t.token) != Some(&Token::LParen) {
-                    return Err(error_at(source, sig[i + 1], "expected '(' after the window kind"));
+                    return Err(error_at(
+                        source,
+                        sig[i + 1],
+                        "expected '(' after the window kind",
+                    ));
                 }
                 let close = matching_paren(source, &sig, open)?;
                 window = Some(parse_window(source, &sig, i, open, close)?);
@@ -336,7 +360,11 @@ fn parse_statement(source: &SourceText, tokens: &[TokenWithSpan]) -> Result<Opti
 }
 
 /// Parses `WITH ( 'k' = 'v', ... )` starting at the WITH token; returns the `)` index too.
-fn parse_with(source: &SourceText, sig: &[&TokenWithSpan], with_at: usize) -> Result<(Properties, usize)> {
+fn parse_with(
+    source: &SourceText,
+    sig: &[&TokenWithSpan],
+    with_at: usize,
+) -> Result<(Properties, usize)> {
     let open = with_at + 1;
     if sig.get(open).map(|t| &t.token) != Some(&Token::LParen) {
         return Err(error_at(source, sig[with_at], "expected '(' after WITH"));
@@ -348,11 +376,19 @@ fn parse_with(source: &SourceText, sig: &[&TokenWithSpan], with_at: usize) -> Re
             [k, e, v] => (k, e, v),
             _ => {
                 let at = part.first().copied().unwrap_or(sig[open]);
-                return Err(error_at(source, at, "expected 'key' = 'value' in WITH (...)"));
+                return Err(error_at(
+                    source,
+                    at,
+                    "expected 'key' = 'value' in WITH (...)",
+                ));
             }
         };
         if eq.token != Token::Eq {
-            return Err(error_at(source, eq, "expected '=' between a WITH key and its value"));
+            return Err(error_at(
+                source,
+                eq,
+                "expected '=' between a WITH key and its value",
+            ));
         }
         props.insert(token_text(key), token_text(value));
     }
@@ -431,9 +467,14 @@ fn parse_columns(source: &SourceText, sig: &[&TokenWithSpan]) -> Result<Vec<Colu
         let Some((name_tok, type_toks)) = part.split_first() else {
             continue;
         };
-        let name = ident(name_tok).ok_or_else(|| error_at(source, name_tok, "expected a column name"))?;
+        let name =
+            ident(name_tok).ok_or_else(|| error_at(source, name_tok, "expected a column name"))?;
         let Some(type_tok) = type_toks.first() else {
-            return Err(error_at(source, name_tok, format!("expected a type after column '{name}'")));
+            return Err(error_at(
+                source,
+                name_tok,
+                format!("expected a type after column '{name}'"),
+            ));
         };
         let type_name = word(type_tok).unwrap_or_default();
         let numbers: Vec<u32> = type_toks
@@ -487,9 +528,15 @@ mod tests {
         let s = &script.statements[0];
         assert_eq!(s.kind, StatementKind::CreateStreamAs { name: "out".into() });
         assert_eq!(s.emit, Some(EmitMode::Final));
-        assert_eq!(s.window.as_ref().unwrap().kind, WindowKind::Tumbling { size_ms: 60_000 });
+        assert_eq!(
+            s.window.as_ref().unwrap().kind,
+            WindowKind::Tumbling { size_ms: 60_000 }
+        );
         assert_eq!(s.properties.get("out.type"), Some("stdout"));
-        assert_eq!(s.annotations.get("job_name").map(String::as_str), Some("t1"));
+        assert_eq!(
+            s.annotations.get("job_name").map(String::as_str),
+            Some("t1")
+        );
         assert!(!s.query_sql.contains("WINDOW"));
         assert!(!s.query_sql.contains("CREATE"));
         assert!(s.query_sql.contains("GROUP BY symbol"));
@@ -510,7 +557,9 @@ mod tests {
 
     #[test]
     fn reports_positions() {
-        let err = parse_script("SELECT a FROM t\nEMIT SOON").unwrap_err().to_string();
+        let err = parse_script("SELECT a FROM t\nEMIT SOON")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2, column 6"), "{err}");
     }
 }

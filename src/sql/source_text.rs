@@ -64,7 +64,8 @@ impl SourceText {
             .iter()
             .enumerate()
             .map(|(i, &c)| {
-                let kept = i >= keep.0 && i < keep.1 && !blank.iter().any(|&(a, b)| i >= a && i < b);
+                let kept =
+                    i >= keep.0 && i < keep.1 && !blank.iter().any(|&(a, b)| i >= a && i < b);
                 if kept || c == '\n' {
                     c
                 } else {
@@ -81,7 +82,11 @@ impl SourceText {
             return String::new();
         }
         let start = self.line_starts[l - 1];
-        let end = self.line_starts.get(l).map(|e| e - 1).unwrap_or(self.chars.len());
+        let end = self
+            .line_starts
+            .get(l)
+            .map(|e| e - 1)
+            .unwrap_or(self.chars.len());
         self.slice(start, end)
     }
 
@@ -107,7 +112,11 @@ impl SourceText {
 pub fn position_in_message(message: &str) -> Option<(u64, u64)> {
     let at = message.find("Line: ")?;
     let rest = &message[at + 6..];
-    let line: u64 = rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    let line: u64 = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
     let col_at = rest.find("Column: ")?;
     let column: u64 = rest[col_at + 8..]
         .split(|c: char| !c.is_ascii_digit())
@@ -152,7 +161,10 @@ mod tests {
         let t = SourceText::new("ab\ncdé\nf");
         assert_eq!(t.index(2, 3), 5);
         assert_eq!(t.blanked((3, 6), &[(4, 5)]), "  \nc é\n ");
-        assert_eq!(position_in_message("Expected x, found: y at Line: 3, Column: 14"), Some((3, 14)));
+        assert_eq!(
+            position_in_message("Expected x, found: y at Line: 3, Column: 14"),
+            Some((3, 14))
+        );
         assert_eq!(nearest("pricee", ["price", "symbol"]), Some("price"));
         assert_eq!(nearest("zzz", ["price", "symbol"]), None);
     }
