@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::empty::EmptyTable;
 use datafusion::common::tree_node::TreeNode;
-use datafusion::common::{DFSchema, DataFusionError};
+use datafusion::common::{DFSchema, DataFusionError, SchemaError};
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::logical_expr::{Distinct, FetchType, LogicalPlan, SkipType};
 use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
@@ -162,6 +162,16 @@ impl QueryPlanner {
         Ok(refs.iter().map(|r| r.table().to_string()).collect())
     }
 
+    /// Parses and plans one query given as SQL text; its id is the CSAS/CTAS name or `default_id`.
+    pub fn plan_sql(&self, sql: &str, default_id: &str) -> Result<PlannedQuery> {
+        let script = super::script::parse_script(sql)?;
+        let Some(stmt) = script.statements.first() else {
+            return Err(VeloError::Config("no statement to plan".into()));
+        };
+        let id = stmt.name().unwrap_or(default_id).to_string();
+        self.plan(stmt, &script.source, &id)
+    }
+
     /// Plans a query statement (SELECT, CSAS or CTAS) into streaming stages.
     pub fn plan(&self, stmt: &Statement, source: &SourceText, id: &str) -> Result<PlannedQuery> {
         let mut ast = parse_query(stmt, source)?;
@@ -189,6 +199,14 @@ impl QueryPlanner {
     }
 }
 
+/// The position just after the last non-blank char (where "found: EOF" errors point).
+fn end_of_text(sql: &str) -> (u64, u64) {
+    let text = SourceText::new(sql);
+    let last = sql.trim_end().chars().count();
+    let (line, column) = text.position(last.saturating_sub(1));
+    (line, column + 1)
+}
+
 /// Runs a future that cannot wait on anything: DataFusion's planning is `async` only to look up
 /// tables, and ours are in memory. Polling once keeps the sync core free of an executor.
 fn resolve_now<F: std::future::Future>(future: F) -> Result<F::Output> {
@@ -205,7 +223,8 @@ fn resolve_now<F: std::future::Future>(future: F) -> Result<F::Output> {
 fn parse_query(stmt: &Statement, source: &SourceText) -> Result<sql_ast::Statement> {
     let mut parsed = Parser::parse_sql(&GenericDialect {}, &stmt.query_sql).map_err(|e| {
         let msg = e.to_string();
-        let (line, column) = position_in_message(&msg).unwrap_or(stmt.position);
+        let (line, column) =
+            position_in_message(&msg).unwrap_or_else(|| end_of_text(&stmt.query_sql));
         source.error(line, column, clean_message(&msg))
     })?;
     match parsed.len() {
@@ -279,41 +298,46 @@ fn to_sql_error(
             position = Some((span.start.line, span.start.column));
         }
     }
-    if let Some(rest) = message.strip_prefix("No field named ") {
-        let name = rest
-            .split(". Valid fields")
-            .next()
-            .unwrap_or(rest)
-            .trim_end_matches('.')
-            .to_string();
-        let bare = name
-            .rsplit('.')
-            .next()
-            .unwrap_or(&name)
-            .trim_matches('"')
-            .to_string();
+    let not_found = match e.find_root() {
+        DataFusionError::SchemaError(se, _) => match se.as_ref() {
+            SchemaError::FieldNotFound {
+                field,
+                valid_fields,
+            } => Some((field.clone(), valid_fields.clone())),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some((field, valid_fields)) = not_found {
+        let bare = field.name.clone();
         message = format!("unknown column '{bare}'");
-        if let Some(best) = nearest(&bare, candidates.iter().map(String::as_str)) {
+        let valid: Vec<&str> = valid_fields.iter().map(|c| c.name.as_str()).collect();
+        if let Some(best) = nearest(
+            &bare,
+            valid
+                .iter()
+                .copied()
+                .chain(candidates.iter().map(String::as_str)),
+        ) {
             message.push_str(&format!(" (did you mean '{best}'?)"));
         }
         if position.is_none() {
-            position = SourceText::new(&stmt.query_sql)
-                .find_word(&bare)
-                .map(|i| SourceText::new(&stmt.query_sql).position(i));
+            let text = SourceText::new(&stmt.query_sql);
+            position = text.find_word(&bare).map(|i| text.position(i));
         }
-    } else if let Some(rest) = message.strip_prefix("Invalid function '") {
+    } else if let Some(rest) = message.clone().strip_prefix("Invalid function '") {
         let name = rest.split('\'').next().unwrap_or_default().to_string();
-        message = format!(
-            "unknown function '{name}'{}",
-            rest.split_once('\'')
-                .map(|(_, r)| r.replace('\n', " "))
-                .unwrap_or_default()
-                .trim_start_matches('.')
-        );
+        message = format!("unknown function '{name}'");
+        if let Some(best) = rest
+            .split("Did you mean '")
+            .nth(1)
+            .and_then(|r| r.split('\'').next())
+        {
+            message.push_str(&format!(" (did you mean '{best}'?)"));
+        }
         if position.is_none() {
-            position = SourceText::new(&stmt.query_sql)
-                .find_word(&name)
-                .map(|i| SourceText::new(&stmt.query_sql).position(i));
+            let text = SourceText::new(&stmt.query_sql);
+            position = text.find_word(&name).map(|i| text.position(i));
         }
     } else if let Some(pos) = position_in_message(&text) {
         position = position.or(Some(pos));

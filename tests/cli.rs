@@ -1,0 +1,170 @@
+//! velo-sql-batch end to end: files in, JSON lines out, bad records reported, exit codes.
+
+use std::io::Write;
+use std::process::Command;
+
+fn velo() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_velo-sql-batch"))
+}
+
+fn write_lines(path: &std::path::Path, lines: impl Iterator<Item = String>) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for l in lines {
+        writeln!(f, "{l}").unwrap();
+    }
+}
+
+#[test]
+fn one_malformed_line_in_100k_skips_only_that_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("orders.jsonl");
+    write_lines(
+        &input,
+        (1..=100_000).map(|i| {
+            if i == 50_000 {
+                r#"{"id": 50000, "amount": oops}"#.to_string()
+            } else {
+                format!(r#"{{"id": {i}, "amount": {}}}"#, i % 100)
+            }
+        }),
+    );
+    let output = dir.path().join("out.jsonl");
+    let result = velo()
+        .args(["-e", "SELECT id, amount FROM orders", "--source"])
+        .arg(format!("orders={}", input.display()))
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    let written = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(written.lines().count(), 99_999);
+    assert!(!written.contains(r#""id":50000,"#));
+    assert!(written.contains(r#"{"id":49999,"amount":99}"#));
+    assert!(written.contains(r#"{"id":50001,"amount":1}"#));
+    assert!(stderr.contains("orders.jsonl:50000"), "{stderr}");
+    assert!(
+        stderr.contains("99999 records in, 99999 out, 1 errors"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn on_error_fail_stops_with_the_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.jsonl");
+    write_lines(
+        &input,
+        ["{\"a\": 1}", "{\"a\": ", "{\"a\": 3}"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let sql = format!(
+        "SELECT a FROM t WITH ('t.type' = 'file_source', 't.path' = '{}', 't.on_error' = 'fail')",
+        input.display()
+    );
+    let result = velo().args(["-e", &sql]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("t.jsonl:2"), "{stderr}");
+}
+
+#[test]
+fn dead_letter_file_receives_bad_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.jsonl");
+    let dlq = dir.path().join("dlq.jsonl");
+    write_lines(
+        &input,
+        ["{\"a\": 1}", "not json", "{\"a\": 3}"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let sql = format!(
+        "SELECT a FROM t WITH ('t.path' = '{}', 't.dlq.path' = '{}')",
+        input.display(),
+        dlq.display()
+    );
+    let result = velo().args(["-e", &sql]).output().unwrap();
+    assert!(result.status.success());
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        vec![r#"{"a":1}"#, r#"{"a":3}"#]
+    );
+    let dead = std::fs::read_to_string(&dlq).unwrap();
+    assert!(
+        dead.contains("t.jsonl:2") && dead.contains("not json"),
+        "{dead}"
+    );
+}
+
+#[test]
+fn bad_sql_exits_2_with_line_and_column() {
+    let result = velo()
+        .args([
+            "-e",
+            "SELECT symbol,\n  pricee FROM trades",
+            "--source",
+            "trades=examples/data/trades.jsonl",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 2, column 3"), "{stderr}");
+    assert!(
+        stderr.contains("unknown column 'pricee' (did you mean 'price'?)"),
+        "{stderr}"
+    );
+
+    let result = velo().args(["-e", "SELECT FROM WHERE"]).output().unwrap();
+    assert_eq!(result.status.code(), Some(2));
+}
+
+#[test]
+fn csv_input_and_csv_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.csv");
+    write_lines(
+        &input,
+        ["sym,qty", "A,1", "B,2", "A,3"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let out = dir.path().join("o.csv");
+    let result = velo()
+        .args([
+            "-e",
+            "SELECT sym, SUM(qty) AS total FROM t GROUP BY sym EMIT FINAL",
+            "--source",
+        ])
+        .arg(format!("t={}", input.display()))
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "sym,total\nA,4\nB,2\n"
+    );
+}
+
+#[test]
+fn bundled_example_runs() {
+    let result = velo().arg("examples/trades.sql").output().unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert_eq!(stdout.lines().count(), 5, "{stdout}");
+    assert!(stdout.contains(r#""symbol":"AAPL""#), "{stdout}");
+}
