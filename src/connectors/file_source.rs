@@ -3,7 +3,7 @@
 //! that does not decode is reported with file:line and skipped, and its neighbours still flow.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -311,15 +311,15 @@ impl FileSource {
             let Some(file) = self.current.as_mut() else {
                 continue;
             };
-            let (lines, first_line, bytes, at_end) = match self.config.format {
+            let chunk = match self.config.format {
                 FileFormat::Json => read_json_array(file, self.config.batch_size)?,
                 FileFormat::Csv { header, .. } => {
                     read_lines(file, self.config.batch_size, follow, header)?
                 }
                 FileFormat::Jsonl => read_lines(file, self.config.batch_size, follow, false)?,
             };
-            if lines.is_empty() {
-                if at_end && !follow {
+            if chunk.is_empty() {
+                if chunk.at_end && !follow {
                     self.current = None;
                     continue;
                 }
@@ -333,7 +333,7 @@ impl FileSource {
             }
             let path = file.path.clone();
             let file_index = file.index;
-            let (batch, lines_ok, bad) = self.decode(&lines, &path, first_line)?;
+            let (batch, lines_ok, bad) = self.decode(&chunk, &path)?;
             self.errors += bad.len() as u64;
             if let (OnError::Fail, Some(b)) = (&self.config.on_error, bad.first()) {
                 return Err(VeloError::BadRecord {
@@ -345,7 +345,7 @@ impl FileSource {
             return Ok(Some(SourceBatch {
                 batch,
                 bad_records: bad,
-                bytes,
+                bytes: chunk.bytes,
             }));
         }
     }
@@ -369,33 +369,36 @@ impl FileSource {
         Arc::new(Schema::new(fields))
     }
 
-    /// Decodes lines; on failure, line by line to find and skip the bad ones.
+    /// Decodes a chunk in one go; if that fails, line by line to find and skip the bad ones.
     /// Returns the batch, the line numbers of its rows, and the bad records.
     fn decode(
         &self,
-        lines: &[Vec<u8>],
+        chunk: &LineChunk,
         path: &Path,
-        first_line: u64,
     ) -> Result<(RecordBatch, Vec<u64>, Vec<BadRecord>)> {
-        let all: Vec<u64> = (0..lines.len() as u64).map(|i| first_line + i).collect();
-        if let Ok(batch) = self.decode_chunk(lines) {
-            return Ok((batch, all, Vec::new()));
+        if let Ok(batch) = self.decode_bytes(&chunk.data, chunk.len()) {
+            if batch.num_rows() == chunk.len() {
+                return Ok((batch, chunk.numbers.clone(), Vec::new()));
+            }
         }
         let mut batches = Vec::new();
         let mut ok_lines = Vec::new();
         let mut bad = Vec::new();
-        for (i, line) in lines.iter().enumerate() {
-            match self.decode_chunk(std::slice::from_ref(line)) {
-                Ok(b) => {
-                    if b.num_rows() > 0 {
-                        ok_lines.push(all[i]);
-                    }
+        for (i, &number) in chunk.numbers.iter().enumerate() {
+            let line = chunk.line(i);
+            match self.decode_bytes(line, 1) {
+                Ok(b) if b.num_rows() == 1 => {
+                    ok_lines.push(number);
                     batches.push(b);
                 }
-                Err(reason) => {
+                result => {
+                    let reason = match result {
+                        Err(reason) => reason,
+                        Ok(_) => "not a record".to_string(),
+                    };
                     let location = match self.config.format {
-                        FileFormat::Json => format!("{}:[{}]", path.display(), all[i] - 1),
-                        _ => format!("{}:{}", path.display(), all[i]),
+                        FileFormat::Json => format!("{}:[{}]", path.display(), number - 1),
+                        _ => format!("{}:{}", path.display(), number),
                     };
                     let raw = String::from_utf8_lossy(line).trim_end().to_string();
                     tracing::warn!(source = %self.config.name, %location, %reason, "skipping bad record");
@@ -411,8 +414,10 @@ impl FileSource {
         Ok((batch, ok_lines, bad))
     }
 
-    fn decode_chunk(&self, lines: &[Vec<u8>]) -> std::result::Result<RecordBatch, String> {
-        let n = lines.len().max(1);
+    /// Decodes newline-separated records (`rows` of them) into one batch.
+    fn decode_bytes(&self, data: &[u8], rows: usize) -> std::result::Result<RecordBatch, String> {
+        let batch_size = rows.max(1);
+        let mut batches = Vec::new();
         match &self.config.format {
             FileFormat::Csv { delimiter, .. } => {
                 let full = Arc::clone(&self.schema);
@@ -425,31 +430,46 @@ impl FileSource {
                 let mut decoder = arrow::csv::ReaderBuilder::new(full)
                     .with_header(false)
                     .with_delimiter(*delimiter)
-                    .with_batch_size(n)
+                    .with_batch_size(batch_size)
                     .with_projection(projection)
                     .build_decoder();
-                for line in lines {
-                    let mut line = line.clone();
-                    if line.last() != Some(&b'\n') {
-                        line.push(b'\n');
+                let mut offset = 0;
+                loop {
+                    let read = decoder.decode(&data[offset..]).map_err(|e| e.to_string())?;
+                    offset += read;
+                    if read == 0 || offset >= data.len() {
+                        // Signal end of input so a last record without newline completes.
+                        decoder.decode(&[]).map_err(|e| e.to_string())?;
                     }
-                    decoder.decode(&line).map_err(|e| e.to_string())?;
+                    if let Some(b) = decoder.flush().map_err(|e| e.to_string())? {
+                        batches.push(b);
+                    }
+                    if read == 0 || offset >= data.len() {
+                        break;
+                    }
                 }
-                let batch = decoder.flush().map_err(|e| e.to_string())?;
-                Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.projection))))
             }
             _ => {
                 let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(&self.projection))
-                    .with_batch_size(n)
+                    .with_batch_size(batch_size)
                     .build_decoder()
                     .map_err(|e| e.to_string())?;
-                for line in lines {
-                    decoder.decode(line).map_err(|e| e.to_string())?;
-                    decoder.decode(b"\n").map_err(|e| e.to_string())?;
+                let mut offset = 0;
+                loop {
+                    let read = decoder.decode(&data[offset..]).map_err(|e| e.to_string())?;
+                    offset += read;
+                    if let Some(b) = decoder.flush().map_err(|e| e.to_string())? {
+                        batches.push(b);
+                    }
+                    if read == 0 || offset >= data.len() {
+                        break;
+                    }
                 }
-                let batch = decoder.flush().map_err(|e| e.to_string())?;
-                Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.projection))))
             }
+        }
+        match batches.len() {
+            1 => Ok(batches.remove(0)),
+            _ => concat_batches(&self.projection, &batches).map_err(|e| e.to_string()),
         }
     }
 
@@ -502,67 +522,87 @@ impl FileSource {
     }
 }
 
-/// Reads up to `max` lines; returns them, the number of the first, bytes read and end-of-file.
-fn read_lines(
-    file: &mut OpenFile,
-    max: usize,
-    follow: bool,
-    header: bool,
-) -> Result<(Vec<Vec<u8>>, u64, u64, bool)> {
-    let mut lines = Vec::with_capacity(max.min(65_536));
-    let mut bytes = 0u64;
-    let mut first_line = file.line + 1;
-    let mut at_end = false;
-    while lines.len() < max {
-        let mut buf = std::mem::take(&mut file.partial);
-        let n = file
-            .reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| VeloError::io(format!("reading {}", file.path.display()), e))?;
-        bytes += n as u64;
-        if buf.is_empty() {
-            at_end = true;
-            break;
-        }
-        if buf.last() != Some(&b'\n') {
-            if follow {
-                // Wait for the writer to finish the line.
-                file.partial = buf;
-                at_end = true;
-                break;
-            }
-            at_end = true;
-        }
-        file.line += 1;
-        if buf.iter().all(|b| b.is_ascii_whitespace()) || (file.line == 1 && header) {
-            if lines.is_empty() {
-                first_line = file.line + 1;
-            } else {
-                lines.push(Vec::new());
-            }
-            if at_end {
-                break;
-            }
-            continue;
-        }
-        lines.push(buf);
-        if at_end {
-            break;
+/// Lines read from a file: one buffer, where each line ends, and each line's number.
+struct LineChunk {
+    data: Vec<u8>,
+    /// Exclusive end offset of each line in `data` (newline included).
+    ends: Vec<usize>,
+    /// 1-based line number (or array index + 1) of each line.
+    numbers: Vec<u64>,
+    bytes: u64,
+    at_end: bool,
+}
+
+impl LineChunk {
+    fn new(capacity: usize) -> Self {
+        LineChunk {
+            data: Vec::with_capacity(capacity * 64),
+            ends: Vec::with_capacity(capacity),
+            numbers: Vec::with_capacity(capacity),
+            bytes: 0,
+            at_end: false,
         }
     }
-    // Blank lines inside a chunk keep line numbering; decoders skip them.
-    Ok((lines, first_line, bytes, at_end))
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn line(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.data[start..self.ends[i]]
+    }
+}
+
+/// Reads up to `max` non-blank lines (skipping a CSV header on line 1).
+fn read_lines(file: &mut OpenFile, max: usize, follow: bool, header: bool) -> Result<LineChunk> {
+    let mut chunk = LineChunk::new(max.min(65_536));
+    while chunk.len() < max {
+        let start = chunk.data.len();
+        chunk.data.append(&mut file.partial);
+        let n = file
+            .reader
+            .read_until(b'\n', &mut chunk.data)
+            .map_err(|e| VeloError::io(format!("reading {}", file.path.display()), e))?;
+        chunk.bytes += n as u64;
+        if chunk.data.len() == start {
+            chunk.at_end = true;
+            break;
+        }
+        if chunk.data.last() != Some(&b'\n') {
+            if follow {
+                // The writer has not finished this line yet: keep it for the next read.
+                file.partial = chunk.data.split_off(start);
+                chunk.at_end = true;
+                break;
+            }
+            chunk.data.push(b'\n');
+        }
+        file.line += 1;
+        let blank = chunk.data[start..].iter().all(|b| b.is_ascii_whitespace());
+        if blank || (header && file.line == 1) {
+            chunk.data.truncate(start);
+            continue;
+        }
+        chunk.ends.push(chunk.data.len());
+        chunk.numbers.push(file.line);
+    }
+    Ok(chunk)
 }
 
 /// Reads a JSON array file once, then hands out its elements as lines of JSON.
-fn read_json_array(file: &mut OpenFile, max: usize) -> Result<(Vec<Vec<u8>>, u64, u64, bool)> {
-    let mut bytes = 0;
+fn read_json_array(file: &mut OpenFile, max: usize) -> Result<LineChunk> {
+    let mut chunk = LineChunk::new(max.min(65_536));
     if file.json_values.is_none() {
         let mut text = String::new();
         file.reader
             .read_to_string(&mut text)
             .map_err(|e| VeloError::io(format!("reading {}", file.path.display()), e))?;
-        bytes = text.len() as u64;
+        chunk.bytes = text.len() as u64;
         let values: Vec<serde_json::Value> = match serde_json::from_str::<serde_json::Value>(&text)
         {
             Ok(serde_json::Value::Array(items)) => items,
@@ -581,18 +621,18 @@ fn read_json_array(file: &mut OpenFile, max: usize) -> Result<(Vec<Vec<u8>>, u64
             }
         };
         file.json_values = Some(values.into_iter());
-        let _ = file.reader.stream_position();
     }
-    let first = file.line + 1;
-    let mut lines = Vec::new();
     if let Some(values) = file.json_values.as_mut() {
         for v in values.by_ref().take(max) {
-            lines.push(v.to_string().into_bytes());
+            file.line += 1;
+            chunk.data.extend_from_slice(v.to_string().as_bytes());
+            chunk.data.push(b'\n');
+            chunk.ends.push(chunk.data.len());
+            chunk.numbers.push(file.line);
         }
     }
-    file.line += lines.len() as u64;
-    let at_end = lines.is_empty();
-    Ok((lines, first, bytes, at_end))
+    chunk.at_end = chunk.is_empty();
+    Ok(chunk)
 }
 
 /// Infers a schema from the first lines of the first file.
