@@ -251,30 +251,20 @@ fn run_job(
     let input_schema = plan.input_schema.clone();
     let mut engine = StreamExecutionEngine::new();
     engine.deploy(plan)?;
-    let mut sink = sink_config.map(open_sink).transpose()?;
+    let mut output = JobOutput {
+        sink: sink_config.map(open_sink).transpose()?,
+        retained: retain.then(Vec::new),
+    };
     let mut summary = JobSummary {
         job: id.clone(),
         ..Default::default()
-    };
-    let mut retained = retain.then(Vec::new);
-    let mut emit = |batches: Vec<RecordBatch>, summary: &mut JobSummary| -> Result<()> {
-        for b in batches {
-            summary.records_out += b.num_rows() as u64;
-            if let Some(s) = sink.as_mut() {
-                s.write_batch(&b)?;
-            }
-            if let Some(r) = retained.as_mut() {
-                r.push(b);
-            }
-        }
-        Ok(())
     };
     match input {
         JobInput::Upstream(name) => {
             for b in outputs.get(name).into_iter().flatten() {
                 summary.records_in += b.num_rows() as u64;
                 let out = engine.execute_batch_sync(&id, b.clone())?;
-                emit(out, &mut summary)?;
+                output.write(out, &mut summary)?;
             }
         }
         JobInput::File(config) => {
@@ -307,8 +297,13 @@ fn run_job(
                     p.inc(chunk.bytes);
                     p.set_message(format!("{} rows", summary.records_in));
                 }
+                if chunk.batch.num_rows() == 0 {
+                    // A followed file is idle: make what was written so far visible.
+                    output.flush()?;
+                    continue;
+                }
                 let out = engine.execute_batch_sync(&id, chunk.batch)?;
-                emit(out, &mut summary)?;
+                output.write(out, &mut summary)?;
             }
             if let Some(p) = progress {
                 p.finish_and_clear();
@@ -320,13 +315,38 @@ fn run_job(
         }
     }
     let released = engine.end_of_input(&id)?;
-    emit(released, &mut summary)?;
-    drop(emit);
-    if let Some(s) = sink.as_mut() {
-        s.flush()?;
-    }
+    output.write(released, &mut summary)?;
+    output.flush()?;
     summary.seconds = started.elapsed().as_secs_f64();
-    Ok((summary, retained))
+    Ok((summary, output.retained))
+}
+
+/// A job's output: its sink, and a copy kept for later statements or the caller.
+struct JobOutput {
+    sink: Option<Box<dyn crate::connectors::Sink>>,
+    retained: Option<Vec<RecordBatch>>,
+}
+
+impl JobOutput {
+    fn write(&mut self, batches: Vec<RecordBatch>, summary: &mut JobSummary) -> Result<()> {
+        for b in batches {
+            summary.records_out += b.num_rows() as u64;
+            if let Some(s) = self.sink.as_mut() {
+                s.write_batch(&b)?;
+            }
+            if let Some(r) = self.retained.as_mut() {
+                r.push(b);
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        match self.sink.as_mut() {
+            Some(s) => s.flush(),
+            None => Ok(()),
+        }
+    }
 }
 
 fn progress_bar(enabled: bool, total_bytes: u64) -> Option<indicatif::ProgressBar> {

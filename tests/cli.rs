@@ -168,3 +168,67 @@ fn bundled_example_runs() {
     assert_eq!(stdout.lines().count(), 5, "{stdout}");
     assert!(stdout.contains(r#""symbol":"AAPL""#), "{stdout}");
 }
+
+#[test]
+fn json_array_files_and_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("in");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(
+        data.join("a.json"),
+        r#"[{"k": "x", "v": 1}, {"k": "y", "v": 2}]"#,
+    )
+    .unwrap();
+    std::fs::write(data.join("b.json"), r#"[{"k": "x", "v": 10}]"#).unwrap();
+    let sql = format!(
+        "SELECT k, SUM(v) AS total FROM t GROUP BY k EMIT FINAL WITH ('t.path' = '{}', 't.format' = 'json')",
+        data.display()
+    );
+    let result = velo().args(["-e", &sql]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "{\"k\":\"x\",\"total\":11}\n{\"k\":\"y\",\"total\":2}\n"
+    );
+}
+
+#[test]
+fn watch_follows_a_growing_file() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("live.jsonl");
+    std::fs::write(&input, "{\"n\": 1}\n").unwrap();
+    let sql = format!(
+        "SELECT n * 10 AS m FROM t WITH ('t.path' = '{}', 't.watch' = 'true', 't.batch.size' = '1')",
+        input.display()
+    );
+    let mut child = velo()
+        .args(["-e", &sql])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Append a record in two writes: the half-written line must wait for its newline.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap();
+    write!(f, "{{\"n\": 2}}").unwrap();
+    f.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    writeln!(f).unwrap();
+    f.flush().unwrap();
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(
+        (first.as_str(), second.as_str()),
+        (r#"{"m":10}"#, r#"{"m":20}"#)
+    );
+}
