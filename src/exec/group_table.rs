@@ -1,0 +1,318 @@
+//! `GroupTable`: the keys and accumulators of a set of groups — the state unit of every
+//! aggregation (one per GROUP BY, one per window or pane, merged for sliding windows).
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
+use datafusion::scalar::ScalarValue;
+
+use super::group_keys::GroupKeys;
+use super::operator::{evaluate, evaluate_predicate};
+use crate::error::Result;
+
+/// The aggregate functions of a query, shared by all its group tables.
+pub struct Aggregates {
+    functions: Vec<Arc<AggregateFunctionExpr>>,
+    arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+    filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// Schema of the group keys.
+    pub key_schema: SchemaRef,
+}
+
+/// Evaluated aggregate inputs of a batch: argument arrays and FILTER masks per aggregate.
+pub struct AggregateInputs {
+    pub values: Vec<Vec<ArrayRef>>,
+    pub filters: Vec<Option<BooleanArray>>,
+}
+
+impl AggregateInputs {
+    /// The inputs of the given rows only.
+    pub fn take(&self, indices: &arrow::array::UInt32Array) -> Result<AggregateInputs> {
+        let values = self
+            .values
+            .iter()
+            .map(|vs| {
+                vs.iter()
+                    .map(|v| Ok(arrow::compute::take(v.as_ref(), indices, None)?))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let filters = self
+            .filters
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .map(|f| -> Result<BooleanArray> {
+                        let taken = arrow::compute::take(f, indices, None)?;
+                        Ok(taken
+                            .as_any()
+                            .downcast_ref::<BooleanArray>()
+                            .cloned()
+                            .unwrap_or_else(|| BooleanArray::from(vec![false; indices.len()])))
+                    })
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AggregateInputs { values, filters })
+    }
+}
+
+impl Aggregates {
+    /// The aggregates with their argument and FILTER expressions.
+    pub fn new(
+        functions: Vec<Arc<AggregateFunctionExpr>>,
+        filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+        key_schema: SchemaRef,
+    ) -> Self {
+        Aggregates {
+            arguments: functions.iter().map(|a| a.expressions()).collect(),
+            functions,
+            filters,
+            key_schema,
+        }
+    }
+
+    /// Number of aggregate functions.
+    pub fn len(&self) -> usize {
+        self.functions.len()
+    }
+
+    /// True when there are no aggregate functions (e.g. `SELECT DISTINCT`-like GROUP BY).
+    pub fn is_empty(&self) -> bool {
+        self.functions.is_empty()
+    }
+
+    /// Evaluates every aggregate's arguments and filter over `batch`.
+    pub fn inputs(&self, batch: &RecordBatch) -> Result<AggregateInputs> {
+        let values = self
+            .arguments
+            .iter()
+            .map(|args| {
+                args.iter()
+                    .map(|e| evaluate(e, batch))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let filters = self
+            .filters
+            .iter()
+            .map(|f| f.as_ref().map(|f| evaluate_predicate(f, batch)).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AggregateInputs { values, filters })
+    }
+
+    fn groups_accumulators(&self) -> Result<Vec<Box<dyn GroupsAccumulator>>> {
+        self.functions
+            .iter()
+            .map(|agg| -> Result<Box<dyn GroupsAccumulator>> {
+                if agg.groups_accumulator_supported() {
+                    return Ok(agg.create_groups_accumulator()?);
+                }
+                let agg = Arc::clone(agg);
+                Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+                    agg.create_accumulator()
+                })))
+            })
+            .collect()
+    }
+
+    fn row_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
+        self.functions
+            .iter()
+            .map(|a| Ok(a.create_accumulator()?))
+            .collect()
+    }
+
+    /// Empty argument arrays (for giving a global aggregate its one row over no input).
+    fn empty_inputs(&self, input_schema: &SchemaRef) -> Result<AggregateInputs> {
+        self.inputs(&RecordBatch::new_empty(Arc::clone(input_schema)))
+    }
+}
+
+/// The frozen state of a group table: key columns and each aggregate's state columns.
+/// Merging it into another table adds its groups there (sliding windows combine panes this way).
+#[derive(Debug, Clone)]
+pub struct FrozenGroups {
+    pub keys: Vec<ArrayRef>,
+    pub states: Vec<Vec<ArrayRef>>,
+    pub num_groups: usize,
+}
+
+/// How a table keeps its accumulators.
+enum Accumulators {
+    /// Vectorized, for results emitted when the group closes (EMIT FINAL).
+    Vectorized(Vec<Box<dyn GroupsAccumulator>>),
+    /// One per (group, aggregate), readable after every record (EMIT CHANGES).
+    PerGroup(Vec<Vec<Box<dyn Accumulator>>>),
+}
+
+/// Keys and accumulators of a set of groups.
+pub struct GroupTable {
+    keys: GroupKeys,
+    accumulators: Accumulators,
+    group_indices: Vec<usize>,
+}
+
+impl GroupTable {
+    /// An empty table; `per_record` keeps per-group accumulators readable after each record.
+    pub fn new(aggregates: &Aggregates, per_record: bool) -> Result<Self> {
+        Ok(GroupTable {
+            keys: GroupKeys::new(&aggregates.key_schema)?,
+            accumulators: if per_record {
+                Accumulators::PerGroup(Vec::new())
+            } else {
+                Accumulators::Vectorized(aggregates.groups_accumulators()?)
+            },
+            group_indices: Vec::new(),
+        })
+    }
+
+    /// Number of groups.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when the table has no group.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Group index of each row of the last update.
+    pub fn group_indices(&self) -> &[usize] {
+        &self.group_indices
+    }
+
+    /// Adds rows.
+    pub fn update(
+        &mut self,
+        key_columns: &[ArrayRef],
+        num_rows: usize,
+        inputs: &AggregateInputs,
+        aggregates: &Aggregates,
+    ) -> Result<()> {
+        self.keys
+            .intern(key_columns, num_rows, &mut self.group_indices)?;
+        let num_groups = self.keys.len();
+        match &mut self.accumulators {
+            Accumulators::Vectorized(accs) => {
+                for ((acc, values), filter) in
+                    accs.iter_mut().zip(&inputs.values).zip(&inputs.filters)
+                {
+                    acc.update_batch(values, &self.group_indices, filter.as_ref(), num_groups)?;
+                }
+                Ok(())
+            }
+            Accumulators::PerGroup(_) => {
+                self.update_per_record(key_columns, num_rows, inputs, aggregates)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds rows one at a time and returns, per aggregate, its value after each row
+    /// (per-group tables only; the rows' groups are in `group_indices`).
+    pub fn update_per_record(
+        &mut self,
+        key_columns: &[ArrayRef],
+        num_rows: usize,
+        inputs: &AggregateInputs,
+        aggregates: &Aggregates,
+    ) -> Result<Vec<Vec<ScalarValue>>> {
+        self.keys
+            .intern(key_columns, num_rows, &mut self.group_indices)?;
+        let Accumulators::PerGroup(groups) = &mut self.accumulators else {
+            return Ok(Vec::new());
+        };
+        while groups.len() < self.keys.len() {
+            groups.push(aggregates.row_accumulators()?);
+        }
+        let mut results: Vec<Vec<ScalarValue>> =
+            vec![Vec::with_capacity(num_rows); inputs.values.len()];
+        for (row, &g) in self.group_indices.iter().enumerate() {
+            for (a, acc) in groups[g].iter_mut().enumerate() {
+                let selected = inputs.filters[a]
+                    .as_ref()
+                    .is_none_or(|f| f.is_valid(row) && f.value(row));
+                if selected {
+                    let slice: Vec<ArrayRef> =
+                        inputs.values[a].iter().map(|v| v.slice(row, 1)).collect();
+                    acc.update_batch(&slice)?;
+                }
+                results[a].push(acc.evaluate()?);
+            }
+        }
+        Ok(results)
+    }
+
+    /// Gives a keyless (global) table its single group even with no rows, as SQL requires.
+    pub fn ensure_global_group(
+        &mut self,
+        aggregates: &Aggregates,
+        input_schema: &SchemaRef,
+    ) -> Result<()> {
+        if !aggregates.key_schema.fields().is_empty() || !self.keys.is_empty() {
+            return Ok(());
+        }
+        if let Accumulators::Vectorized(accs) = &mut self.accumulators {
+            let inputs = aggregates.empty_inputs(input_schema)?;
+            for (acc, values) in accs.iter_mut().zip(&inputs.values) {
+                acc.update_batch(values, &[], None, 1)?;
+            }
+        }
+        self.keys.ensure_global();
+        Ok(())
+    }
+
+    /// Every group's key columns and aggregate results; the table is left empty of results
+    /// (vectorized tables only).
+    pub fn evaluate_all(&mut self) -> Result<(Vec<ArrayRef>, Vec<ArrayRef>)> {
+        let keys = self.keys.all_keys()?;
+        let Accumulators::Vectorized(accs) = &mut self.accumulators else {
+            return Ok((keys, Vec::new()));
+        };
+        let values = accs
+            .iter_mut()
+            .map(|a| Ok(a.evaluate(EmitTo::All)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((keys, values))
+    }
+
+    /// Takes the table's state out as arrays (vectorized tables only).
+    pub fn freeze(&mut self) -> Result<FrozenGroups> {
+        let keys = self.keys.all_keys()?;
+        let num_groups = self.keys.len();
+        let states = match &mut self.accumulators {
+            Accumulators::Vectorized(accs) => accs
+                .iter_mut()
+                .map(|a| Ok(a.state(EmitTo::All)?))
+                .collect::<Result<Vec<_>>>()?,
+            Accumulators::PerGroup(_) => Vec::new(),
+        };
+        Ok(FrozenGroups {
+            keys,
+            states,
+            num_groups,
+        })
+    }
+
+    /// Adds the groups of a frozen table (same key columns), merging accumulator states.
+    pub fn merge(&mut self, frozen: &FrozenGroups) -> Result<()> {
+        if frozen.num_groups == 0 {
+            return Ok(());
+        }
+        self.keys
+            .intern(&frozen.keys, frozen.num_groups, &mut self.group_indices)?;
+        let num_groups = self.keys.len();
+        if let Accumulators::Vectorized(accs) = &mut self.accumulators {
+            for (acc, state) in accs.iter_mut().zip(&frozen.states) {
+                acc.merge_batch(state, &self.group_indices, num_groups)?;
+            }
+        }
+        Ok(())
+    }
+}
