@@ -97,6 +97,14 @@ impl GroupKeys {
         }
     }
 
+    /// The key columns of the given groups, in that order.
+    pub fn keys_of(&self, groups: &[usize]) -> Result<Vec<ArrayRef>> {
+        match (&self.converter, &self.keys) {
+            (Some(c), Some(keys)) => Ok(c.convert_rows(groups.iter().map(|&g| keys.row(g)))?),
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// Marks the global group as present even without rows (a global aggregate always has a row).
     pub fn ensure_global(&mut self) {
         if self.converter.is_none() {

@@ -121,7 +121,8 @@ impl Aggregates {
             .collect()
     }
 
-    fn row_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
+    /// Fresh per-record accumulators, one per aggregate.
+    pub fn row_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
         self.functions
             .iter()
             .map(|a| Ok(a.create_accumulator()?))

@@ -10,3 +10,6 @@ pub mod group_table;
 pub mod operator;
 pub mod processor;
 pub mod record;
+pub mod session;
+pub mod watermark;
+pub mod window;

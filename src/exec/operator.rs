@@ -24,9 +24,29 @@ pub trait Operator: Send {
         Ok(())
     }
 
-    /// Number of groups or windows held in state (0 for stateless operators).
+    /// Event time advanced to `watermark`: close and emit what it completes.
+    fn on_watermark(&mut self, _watermark: i64, _out: &mut Vec<RecordBatch>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Number of groups held in state (0 for stateless operators).
     fn state_size(&self) -> usize {
         0
+    }
+
+    /// Number of windows (or panes, or sessions) held open.
+    fn open_windows(&self) -> usize {
+        0
+    }
+
+    /// Records dropped as too late so far.
+    fn late_count(&self) -> u64 {
+        0
+    }
+
+    /// Late records kept for the dead-letter sink (with a `_late_reason` column), taken once.
+    fn take_dead_letters(&mut self) -> Vec<RecordBatch> {
+        Vec::new()
     }
 }
 

@@ -12,7 +12,12 @@ use super::event_time::constant_millis;
 use super::operator::{
     DistinctOperator, FilterOperator, LimitOperator, Operator, ProjectOperator, SortOperator,
 };
+use super::session::SessionAggregator;
+use super::watermark::WatermarkTracker;
+use super::window::{event_times, WindowAggregator};
 use crate::error::Result;
+use crate::sql::script::WindowKind;
+use crate::sql::window::WatermarkPlan;
 use crate::sql::{PlanStage, PlannedQuery};
 
 /// Runs one planned query over input batches; all state lives here, behind `&mut self`.
@@ -21,6 +26,10 @@ pub struct QueryProcessor {
     operators: Vec<Box<dyn Operator>>,
     /// Records seen, used as `_offset` when the input carries none.
     records_in: i64,
+    /// Event-time tracking of windowed queries.
+    watermarks: Option<(WatermarkTracker, WatermarkPlan)>,
+    /// The last watermark handed to the operators.
+    watermark: i64,
 }
 
 impl QueryProcessor {
@@ -38,9 +47,15 @@ impl QueryProcessor {
                     Box::new(ProjectOperator::new(exprs.clone(), Arc::clone(out)))
                 }
                 PlanStage::Aggregate(agg) => {
-                    let op = GroupByAggregator::new(agg, Arc::clone(&schema))?;
+                    let op: Box<dyn Operator> = match &agg.window {
+                        Some(w) if matches!(w.kind, WindowKind::Session { .. }) => {
+                            Box::new(SessionAggregator::new(agg, w)?)
+                        }
+                        Some(w) => Box::new(WindowAggregator::new(agg, w)),
+                        None => Box::new(GroupByAggregator::new(agg, Arc::clone(&schema))?),
+                    };
                     schema = Arc::clone(&agg.output_schema);
-                    Box::new(op)
+                    op
                 }
                 PlanStage::Distinct => Box::new(DistinctOperator::new()),
                 PlanStage::Sort { exprs } => Box::new(SortOperator::new(exprs.clone())),
@@ -48,10 +63,18 @@ impl QueryProcessor {
             };
             operators.push(op);
         }
+        let watermarks = plan.watermark.as_ref().map(|w| {
+            (
+                WatermarkTracker::new(w.max_out_of_orderness_ms, w.idle_timeout_ms),
+                w.clone(),
+            )
+        });
         Ok(QueryProcessor {
             plan,
             operators,
             records_in: 0,
+            watermarks,
+            watermark: i64::MIN,
         })
     }
 
@@ -70,6 +93,29 @@ impl QueryProcessor {
         self.operators.iter().map(|o| o.state_size()).sum()
     }
 
+    /// Windows (panes, sessions) held open.
+    pub fn open_windows(&self) -> usize {
+        self.operators.iter().map(|o| o.open_windows()).sum()
+    }
+
+    /// Records dropped as later than the allowed lateness.
+    pub fn late_records(&self) -> u64 {
+        self.operators.iter().map(|o| o.late_count()).sum()
+    }
+
+    /// Late records to write to the dead-letter sink (each with a `_late_reason`).
+    pub fn take_dead_letters(&mut self) -> Vec<RecordBatch> {
+        self.operators
+            .iter_mut()
+            .flat_map(|o| o.take_dead_letters())
+            .collect()
+    }
+
+    /// The current watermark (i64::MIN before any event time).
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
     /// Processes one input batch and returns what it emits.
     pub fn process_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         if batch.num_rows() == 0 {
@@ -77,12 +123,48 @@ impl QueryProcessor {
         }
         let batch = self.adapt_input(batch)?;
         self.records_in += batch.num_rows() as i64;
-        self.run_from(0, vec![batch])
+        let observed = match &mut self.watermarks {
+            Some((tracker, plan)) => {
+                let times = event_times(&plan.time_expr, &batch)?;
+                let partitions = plan.partition_column.and_then(|i| {
+                    batch
+                        .column(i)
+                        .as_any()
+                        .downcast_ref::<Int32Array>()
+                        .cloned()
+                });
+                tracker.observe(&times, partitions.as_ref());
+                tracker.watermark()
+            }
+            None => None,
+        };
+        let mut out = self.run_from(0, vec![batch])?;
+        if let Some(wm) = observed.filter(|wm| *wm > self.watermark) {
+            out.extend(self.advance_watermark(wm)?);
+        }
+        Ok(out)
     }
 
-    /// Bounded input ended: every operator releases what it holds, in pipeline order.
-    pub fn end_of_input(&mut self) -> Result<Vec<RecordBatch>> {
+    /// Moves event time to `watermark` (a source that knows more than the data can call this,
+    /// e.g. on idle), releasing the windows it closes.
+    pub fn advance_watermark(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
+        if watermark <= self.watermark {
+            return Ok(Vec::new());
+        }
+        self.watermark = watermark;
         let mut released = Vec::new();
+        for i in 0..self.operators.len() {
+            let mut out = Vec::new();
+            self.operators[i].on_watermark(watermark, &mut out)?;
+            released.extend(self.run_from(i + 1, out)?);
+        }
+        Ok(released)
+    }
+
+    /// Bounded input ended: event time jumps to +infinity (every window closes), then every
+    /// operator releases what it still holds, in pipeline order.
+    pub fn end_of_input(&mut self) -> Result<Vec<RecordBatch>> {
+        let mut released = self.advance_watermark(i64::MAX)?;
         for i in 0..self.operators.len() {
             let mut out = Vec::new();
             self.operators[i].on_end_of_input(&mut out)?;

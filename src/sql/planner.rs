@@ -11,6 +11,7 @@ use datafusion::common::{DFSchema, DataFusionError, SchemaError};
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::logical_expr::{Distinct, FetchType, LogicalPlan, SkipType};
 use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{create_physical_sort_exprs, PhysicalExpr, PhysicalSortExpr};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{self as sql_ast, visit_expressions_mut};
@@ -19,8 +20,12 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 use super::functions::{register_velostream_functions, rewrite_function_calls};
 use super::properties::Properties;
-use super::script::{EmitMode, Statement, WindowSpec};
+use super::script::{EmitMode, Statement, WindowKind, WindowSpec};
 use super::source_text::{nearest, position_in_message, SourceText};
+use super::window::{
+    late_data_settings, prepare_window, watermark_settings, WatermarkPlan, WindowPlan, WINDOW_END,
+    WINDOW_START,
+};
 use crate::error::{Result, VeloError};
 
 /// Columns every source offers besides its data fields (filled from record metadata).
@@ -73,6 +78,8 @@ pub struct AggregatePlan {
     pub output_schema: SchemaRef,
     /// How results are emitted.
     pub emit: EmitMode,
+    /// The window, for a windowed aggregate.
+    pub window: Option<WindowPlan>,
 }
 
 /// A query ready to deploy: what it reads, the stages, what it writes.
@@ -90,8 +97,10 @@ pub struct PlannedQuery {
     pub stages: Vec<PlanStage>,
     /// Output columns that key an upsert stream (the GROUP BY columns), empty for append streams.
     pub key_columns: Vec<String>,
-    /// The WINDOW clause, if any.
+    /// The WINDOW clause (or Flink window in GROUP BY), if any.
     pub window: Option<WindowSpec>,
+    /// How the query's watermark advances (windowed queries).
+    pub watermark: Option<WatermarkPlan>,
     /// WITH properties of the statement.
     pub properties: Properties,
 }
@@ -137,6 +146,8 @@ impl QueryPlanner {
                 .iter()
                 .map(|(n, t)| Field::new(*n, t.clone(), true)),
         );
+        // Filled by the window operator; planning needs them to resolve in GROUP BY and SELECT.
+        fields.extend([WINDOW_START, WINDOW_END].map(|n| Field::new(n, DataType::Int64, true)));
         let schema = Arc::new(Schema::new(fields));
         // Replacing a table of the same name is fine: a later declaration wins.
         let _ = self.ctx.deregister_table(name)?;
@@ -181,6 +192,10 @@ impl QueryPlanner {
             .flat_map(|s| s.fields().iter().map(|f| f.name().to_lowercase()))
             .chain(SYSTEM_COLUMNS.iter().map(|(n, _)| n.to_string()))
             .collect();
+        let window = prepare_window(&mut ast, stmt.window.as_ref()).map_err(|e| match e {
+            VeloError::Config(msg) => source.error(stmt.position.0, stmt.position.1, msg),
+            other => other,
+        })?;
         inline_lateral_aliases(&mut ast, &source_columns);
         rewrite_function_calls(&mut ast);
 
@@ -192,7 +207,7 @@ impl QueryPlanner {
             .analyzer()
             .execute_and_check(plan, state.config_options(), |_, _| {})
             .map_err(|e| to_sql_error(source, stmt, e, &candidates))?;
-        lower_plan(&state, &plan, stmt, id).map_err(|e| match e {
+        lower_plan(&state, &plan, stmt, window, id).map_err(|e| match e {
             VeloError::DataFusion(e) => to_sql_error(source, stmt, e, &candidates),
             other => other,
         })
@@ -351,6 +366,7 @@ fn lower_plan(
     state: &datafusion::execution::session_state::SessionState,
     plan: &LogicalPlan,
     stmt: &Statement,
+    window: Option<WindowSpec>,
     id: &str,
 ) -> Result<PlannedQuery> {
     // Collect the chain from the root down to the scan.
@@ -381,6 +397,19 @@ fn lower_plan(
         }
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
     })?;
+    let time_column = window.as_ref().map(|w| {
+        w.time_column
+            .clone()
+            .unwrap_or_else(|| "_event_time".to_string())
+    });
+    if let Some(t) = &time_column {
+        used.insert(t.clone());
+        used.insert("_partition".to_string());
+    } else if used.contains(WINDOW_START) || used.contains(WINDOW_END) {
+        return Err(VeloError::Config(format!(
+            "{WINDOW_START} and {WINDOW_END} exist only in a windowed query (add WINDOW TUMBLING(...))"
+        )));
+    }
     let scan_schema = scan.projected_schema.as_ref();
     let keep: Vec<usize> = (0..scan_schema.fields().len())
         .filter(|&i| used.contains(scan_schema.field(i).name()))
@@ -395,7 +424,18 @@ fn lower_plan(
     let mut stages: Vec<PlanStage> = Vec::new();
     let mut group_count: Option<usize> = None;
     let mut key_columns = Vec::new();
-    let emit = stmt.emit.unwrap_or(if stmt.window.is_some() {
+    let time_expr = match &time_column {
+        Some(name) => {
+            let index = input_schema.index_of(name).map_err(|_| {
+                VeloError::Config(format!(
+                    "the window's time column '{name}' is not a column of '{source_name}'"
+                ))
+            })?;
+            Some(Arc::new(Column::new(name, index)) as Arc<dyn PhysicalExpr>)
+        }
+        None => None,
+    };
+    let emit = stmt.emit.unwrap_or(if window.is_some() {
         EmitMode::Final
     } else {
         EmitMode::Changes
@@ -482,6 +522,34 @@ fn lower_plan(
                     filters.push(lowered.filter);
                 }
                 group_count = Some(agg.group_expr.len());
+                let window_plan = match (&window, &time_expr) {
+                    (Some(spec), Some(time_expr)) => {
+                        let key_position = |name: &str| {
+                            agg.group_expr.iter().position(|e| {
+                                matches!(e, datafusion::logical_expr::Expr::Column(c) if c.name == name)
+                            })
+                        };
+                        let (Some(start_key), Some(end_key)) =
+                            (key_position(WINDOW_START), key_position(WINDOW_END))
+                        else {
+                            return Err(VeloError::Config(
+                                "the window columns are missing from GROUP BY".into(),
+                            ));
+                        };
+                        validate_window(&spec.kind)?;
+                        let (allowed_lateness_ms, late_strategy) =
+                            late_data_settings(&stmt.properties)?;
+                        Some(WindowPlan {
+                            kind: spec.kind,
+                            time_expr: Arc::clone(time_expr),
+                            start_key,
+                            end_key,
+                            allowed_lateness_ms,
+                            late_strategy,
+                        })
+                    }
+                    _ => None,
+                };
                 stages.push(PlanStage::Aggregate(AggregatePlan {
                     group_exprs,
                     aggregates,
@@ -489,6 +557,7 @@ fn lower_plan(
                     having: None,
                     output_schema: Arc::new(agg.schema.as_arrow().clone()),
                     emit,
+                    window: window_plan,
                 }));
             }
             LogicalPlan::Distinct(Distinct::All(_)) => stages.push(PlanStage::Distinct),
@@ -522,11 +591,19 @@ fn lower_plan(
         }
     }
     let output_schema = Arc::new(plan.schema().as_arrow().clone());
-    if stmt.window.is_some() {
-        return Err(VeloError::Config(
-            "WINDOW clauses are planned but not executed yet (see the windows issue)".into(),
-        ));
-    }
+    let watermark = match &time_expr {
+        Some(t) => {
+            let (max_out_of_orderness_ms, idle_timeout_ms) =
+                watermark_settings(&source_name, &stmt.properties)?;
+            Some(WatermarkPlan {
+                time_expr: Arc::clone(t),
+                partition_column: input_schema.index_of("_partition").ok(),
+                max_out_of_orderness_ms,
+                idle_timeout_ms,
+            })
+        }
+        None => None,
+    };
     Ok(PlannedQuery {
         id: id.to_string(),
         source: source_name,
@@ -534,7 +611,8 @@ fn lower_plan(
         output_schema,
         stages,
         key_columns,
-        window: stmt.window.clone(),
+        window,
+        watermark,
         properties: stmt.properties.clone(),
     })
 }
@@ -553,6 +631,24 @@ fn restrict_schema(schema: &DFSchema, keep: &[usize]) -> Result<DFSchema> {
         fields,
         schema.metadata().clone(),
     )?)
+}
+
+fn validate_window(kind: &WindowKind) -> Result<()> {
+    let ok = match *kind {
+        WindowKind::Tumbling { size_ms } => size_ms > 0,
+        WindowKind::Sliding {
+            size_ms,
+            advance_ms,
+        } => size_ms > 0 && advance_ms > 0 && advance_ms <= size_ms,
+        WindowKind::Session { gap_ms } => gap_ms > 0,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(VeloError::Config(
+            "window sizes must be positive, and a SLIDING advance at most its size".into(),
+        ))
+    }
 }
 
 fn unsupported(node: &LogicalPlan) -> VeloError {

@@ -1,0 +1,213 @@
+//! Window planning: Flink's `GROUP BY TUMBLE/HOP/SESSION(...)` forms, the window columns added
+//! to GROUP BY, and the event-time settings (watermarks, allowed lateness, late-data strategy).
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::sql::sqlparser::ast::{self as sql_ast, visit_expressions_mut};
+
+use super::properties::{parse_duration_ms, Properties};
+use super::script::{WindowKind, WindowSpec};
+use crate::error::{Result, VeloError};
+
+/// Column holding a windowed row's window start (epoch ms).
+pub const WINDOW_START: &str = "_window_start";
+/// Column holding a windowed row's window end (epoch ms, exclusive).
+pub const WINDOW_END: &str = "_window_end";
+
+/// What happens to a record later than the allowed lateness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LateDataStrategy {
+    /// Drop it and count it (default).
+    Drop,
+    /// Write it with the reason to the dead-letter sink.
+    DeadLetter,
+}
+
+/// A planned window: its kind, where event time comes from and how late data is handled.
+#[derive(Debug, Clone)]
+pub struct WindowPlan {
+    pub kind: WindowKind,
+    /// Event time of each input row (epoch ms, or a timestamp/text column converted).
+    pub time_expr: Arc<dyn PhysicalExpr>,
+    /// Positions of `_window_start` / `_window_end` among the GROUP BY keys.
+    pub start_key: usize,
+    pub end_key: usize,
+    pub allowed_lateness_ms: i64,
+    pub late_strategy: LateDataStrategy,
+}
+
+/// How a query's watermark is derived from its input.
+#[derive(Debug, Clone)]
+pub struct WatermarkPlan {
+    /// Event time of each input row.
+    pub time_expr: Arc<dyn PhysicalExpr>,
+    /// Index of `_partition` in the input schema.
+    pub partition_column: Option<usize>,
+    pub max_out_of_orderness_ms: i64,
+    pub idle_timeout_ms: Option<i64>,
+}
+
+/// Reads `'late.data.*'` keys.
+pub fn late_data_settings(props: &Properties) -> Result<(i64, LateDataStrategy)> {
+    let lateness = match props.get("late.data.allowed_lateness") {
+        Some(v) => parse_duration_ms(v).ok_or_else(|| {
+            VeloError::Config(format!(
+                "'late.data.allowed_lateness' = '{v}' is not a duration (e.g. 30s)"
+            ))
+        })?,
+        None => 0,
+    };
+    let strategy = match props.get("late.data.strategy") {
+        None | Some("drop") => LateDataStrategy::Drop,
+        Some("dead_letter") | Some("dead-letter") | Some("dlq") => LateDataStrategy::DeadLetter,
+        Some(other) => {
+            return Err(VeloError::Config(format!(
+                "'late.data.strategy' = '{other}': expected drop or dead_letter"
+            )))
+        }
+    };
+    Ok((lateness, strategy))
+}
+
+/// Reads `'<src>.watermark.*'` keys: (max out-of-orderness ms, idle timeout ms).
+pub fn watermark_settings(source: &str, props: &Properties) -> Result<(i64, Option<i64>)> {
+    let duration = |key: &str| -> Result<Option<i64>> {
+        match props.scoped(source, key) {
+            None => Ok(None),
+            Some(v) => parse_duration_ms(&v).map(Some).ok_or_else(|| {
+                VeloError::Config(format!(
+                    "'{source}.{key}' = '{v}' is not a duration (e.g. 5s)"
+                ))
+            }),
+        }
+    };
+    Ok((
+        duration("watermark.max_out_of_orderness")?.unwrap_or(0),
+        duration("watermark.idle_timeout")?,
+    ))
+}
+
+fn function_args(f: &sql_ast::Function) -> Vec<sql_ast::Expr> {
+    match &f.args {
+        sql_ast::FunctionArguments::List(list) => list
+            .args
+            .iter()
+            .filter_map(|a| match a {
+                sql_ast::FunctionArg::Unnamed(sql_ast::FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn duration_of(expr: &sql_ast::Expr) -> Option<i64> {
+    parse_duration_ms(&expr.to_string())
+}
+
+/// Prepares a windowed query's AST: takes a Flink window from GROUP BY (when the statement has
+/// no WINDOW clause), maps `TUMBLE_START(...)`-style calls to the window columns, and adds
+/// `_window_start, _window_end` to GROUP BY. Returns the window, if the query has one.
+pub fn prepare_window(
+    ast: &mut sql_ast::Statement,
+    declared: Option<&WindowSpec>,
+) -> Result<Option<WindowSpec>> {
+    let sql_ast::Statement::Query(query) = ast else {
+        return Ok(declared.cloned());
+    };
+    let sql_ast::SetExpr::Select(select) = query.body.as_mut() else {
+        return Ok(declared.cloned());
+    };
+    let mut window = declared.cloned();
+    if let sql_ast::GroupByExpr::Expressions(exprs, _) = &mut select.group_by {
+        let mut kept = Vec::new();
+        for e in exprs.drain(..) {
+            let flink = match &e {
+                sql_ast::Expr::Function(f) => flink_window(f)?,
+                _ => None,
+            };
+            match flink {
+                Some(spec) if window.is_none() => window = Some(spec),
+                Some(_) => {
+                    return Err(VeloError::Config(
+                        "a query has one window: use either WINDOW ... or GROUP BY TUMBLE/HOP/SESSION(...)".into(),
+                    ))
+                }
+                None => kept.push(e),
+            }
+        }
+        *exprs = kept;
+    }
+    if window.is_none() {
+        return Ok(None);
+    }
+    let _ = visit_expressions_mut(&mut select.projection, |e: &mut sql_ast::Expr| {
+        if let sql_ast::Expr::Function(f) = e {
+            let name = f.name.to_string().to_lowercase();
+            let column = match name.as_str() {
+                "tumble_start" | "hop_start" | "session_start" | "window_start" => {
+                    Some(WINDOW_START)
+                }
+                "tumble_end" | "hop_end" | "session_end" | "window_end" => Some(WINDOW_END),
+                _ => None,
+            };
+            if let Some(c) = column {
+                *e = sql_ast::Expr::Identifier(sql_ast::Ident::new(c));
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    let group_by_names: Vec<String> = match &select.group_by {
+        sql_ast::GroupByExpr::Expressions(exprs, _) => {
+            exprs.iter().map(|e| e.to_string().to_lowercase()).collect()
+        }
+        sql_ast::GroupByExpr::All(_) => Vec::new(),
+    };
+    if let sql_ast::GroupByExpr::Expressions(exprs, _) = &mut select.group_by {
+        for c in [WINDOW_START, WINDOW_END] {
+            if !group_by_names.iter().any(|n| n == c) {
+                exprs.push(sql_ast::Expr::Identifier(sql_ast::Ident::new(c)));
+            }
+        }
+    }
+    Ok(window)
+}
+
+/// Reads Flink's `TUMBLE(ts, size)`, `HOP(ts, slide, size)` or `SESSION(ts, gap)`.
+fn flink_window(f: &sql_ast::Function) -> Result<Option<WindowSpec>> {
+    let name = f.name.to_string().to_lowercase();
+    if !matches!(name.as_str(), "tumble" | "hop" | "session") {
+        return Ok(None);
+    }
+    let args = function_args(f);
+    let time_column = match args.first() {
+        Some(sql_ast::Expr::Identifier(id)) => Some(id.value.to_lowercase()),
+        Some(sql_ast::Expr::CompoundIdentifier(ids)) => {
+            ids.last().map(|id| id.value.to_lowercase())
+        }
+        _ => None,
+    };
+    let durations: Vec<Option<i64>> = args.iter().skip(1).map(duration_of).collect();
+    let invalid = || {
+        VeloError::Config(format!(
+            "invalid {}(...): expected a time column and INTERVAL sizes",
+            name.to_uppercase()
+        ))
+    };
+    let kind = match (name.as_str(), durations.as_slice()) {
+        ("tumble", [Some(size)]) => WindowKind::Tumbling { size_ms: *size },
+        ("hop", [Some(slide), Some(size)]) => WindowKind::Sliding {
+            size_ms: *size,
+            advance_ms: *slide,
+        },
+        ("session", [Some(gap)]) => WindowKind::Session { gap_ms: *gap },
+        _ => return Err(invalid()),
+    };
+    Ok(Some(WindowSpec {
+        kind,
+        time_column,
+        position: (0, 0),
+    }))
+}
