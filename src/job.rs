@@ -42,6 +42,8 @@ pub struct JobSummary {
     pub seconds: f64,
     /// Up to the first 100 bad records, for reporting.
     pub bad_records: Vec<BadRecord>,
+    /// Records dropped for arriving after their window closed (plus allowed lateness).
+    pub late_records: u64,
     /// The output batches, when the options asked to collect them.
     pub output: Option<Vec<RecordBatch>>,
 }
@@ -132,7 +134,12 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
                 format!("query_{generated}")
             }
         };
-        let plan = planner.plan(stmt, &script.source, &id)?;
+        // Keys on the source's declaration (watermarks, event time) apply to its queries too.
+        let mut stmt = stmt.clone();
+        if let Some((_, declared_props)) = declared.get(&source) {
+            stmt.properties.merge_missing(declared_props);
+        }
+        let plan = planner.plan(&stmt, &script.source, &id)?;
         if let JobInput::Upstream(name) = &input {
             if let Some(j) = jobs.iter_mut().find(|j| j.plan.id == *name) {
                 j.retain_output = true;
@@ -147,7 +154,7 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
             }),
             _ => Some(
                 SinkConfig::from_properties(&id, &stmt.properties)
-                    .map_err(|e| at_statement(&script, stmt, e))?,
+                    .map_err(|e| at_statement(&script, &stmt, e))?,
             ),
         };
         if matches!(
@@ -248,6 +255,10 @@ fn run_job(
 ) -> Result<(JobSummary, Option<Vec<RecordBatch>>)> {
     let started = Instant::now();
     let id = plan.id.clone();
+    let late_path = plan
+        .properties
+        .get("late.data.dlq.path")
+        .map(str::to_string);
     let input_schema = plan.input_schema.clone();
     let mut engine = StreamExecutionEngine::new();
     engine.deploy(plan)?;
@@ -259,6 +270,10 @@ fn run_job(
         job: id.clone(),
         ..Default::default()
     };
+    let mut dead_letter = DeadLetterFile::default();
+    if let Some(p) = late_path {
+        dead_letter.open(std::path::Path::new(&p))?;
+    }
     match input {
         JobInput::Upstream(name) => {
             for b in outputs.get(name).into_iter().flatten() {
@@ -271,24 +286,16 @@ fn run_job(
             let mut source = FileSource::open(config.clone())?;
             source.set_projection(&input_schema);
             let progress = progress_bar(options.progress, source.total_bytes());
-            let mut dead_letter = match &config.dead_letter_path {
-                Some(p) => Some(std::io::BufWriter::new(
-                    std::fs::File::create(p)
-                        .map_err(|e| VeloError::io(format!("creating {}", p.display()), e))?,
-                )),
-                None => None,
-            };
+            if let Some(p) = &config.dead_letter_path {
+                dead_letter.open(p)?;
+            }
             while let Some(chunk) = source.next_batch()? {
                 summary.records_in += chunk.batch.num_rows() as u64;
                 for bad in chunk.bad_records {
                     summary.errors += 1;
-                    if let Some(w) = dead_letter.as_mut() {
-                        let line = serde_json::json!({
-                            "source": config.name, "location": bad.location, "reason": bad.reason, "record": bad.raw,
-                        });
-                        writeln!(w, "{line}")
-                            .map_err(|e| VeloError::io("writing the dead-letter file", e))?;
-                    }
+                    dead_letter.write(&serde_json::json!({
+                        "source": config.name, "location": bad.location, "reason": bad.reason, "record": bad.raw,
+                    }))?;
                     if summary.bad_records.len() < 100 {
                         summary.bad_records.push(bad);
                     }
@@ -304,21 +311,84 @@ fn run_job(
                 }
                 let out = engine.execute_batch_sync(&id, chunk.batch)?;
                 output.write(out, &mut summary)?;
+                dead_letter.write_late(&id, engine.take_dead_letters(&id)?)?;
             }
             if let Some(p) = progress {
                 p.finish_and_clear();
-            }
-            if let Some(mut w) = dead_letter {
-                w.flush()
-                    .map_err(|e| VeloError::io("writing the dead-letter file", e))?;
             }
         }
     }
     let released = engine.end_of_input(&id)?;
     output.write(released, &mut summary)?;
     output.flush()?;
+    dead_letter.write_late(&id, engine.take_dead_letters(&id)?)?;
+    dead_letter.flush()?;
+    summary.late_records = engine.processor(&id)?.late_records();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok((summary, output.retained))
+}
+
+/// The dead-letter file: bad records and late records, one JSON object per line.
+#[derive(Default)]
+struct DeadLetterFile {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl DeadLetterFile {
+    fn open(&mut self, path: &std::path::Path) -> Result<()> {
+        if self.out.is_none() {
+            let file = std::fs::File::create(path)
+                .map_err(|e| VeloError::io(format!("creating {}", path.display()), e))?;
+            self.out = Some(std::io::BufWriter::new(file));
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, entry: &serde_json::Value) -> Result<()> {
+        if let Some(w) = self.out.as_mut() {
+            writeln!(w, "{entry}").map_err(|e| VeloError::io("writing the dead-letter file", e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes late records (batches carrying a `_late_reason` column).
+    fn write_late(&mut self, job: &str, batches: Vec<RecordBatch>) -> Result<()> {
+        for batch in batches {
+            if self.out.is_none() {
+                tracing::warn!(
+                    job,
+                    rows = batch.num_rows(),
+                    "late records dropped: no dead-letter path configured"
+                );
+                continue;
+            }
+            let mut buf = Vec::new();
+            {
+                let mut writer = arrow::json::LineDelimitedWriter::new(&mut buf);
+                writer.write(&batch)?;
+                writer.finish()?;
+            }
+            for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let mut record: serde_json::Value = serde_json::from_slice(line)
+                    .map_err(|e| VeloError::Execution(e.to_string()))?;
+                let reason = record
+                    .as_object_mut()
+                    .and_then(|o| o.remove("_late_reason"))
+                    .unwrap_or(serde_json::Value::Null);
+                self.write(&serde_json::json!({ "job": job, "reason": reason, "record": record }))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        match self.out.as_mut() {
+            Some(w) => w
+                .flush()
+                .map_err(|e| VeloError::io("writing the dead-letter file", e)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A job's output: its sink, and a copy kept for later statements or the caller.

@@ -83,8 +83,12 @@ fn run(args: Args) -> Result<(), VeloError> {
                 summary.errors - summary.bad_records.len() as u64
             );
         }
+        let late = match summary.late_records {
+            0 => String::new(),
+            n => format!(", {n} late"),
+        };
         eprintln!(
-            "{}: {} records in, {} out, {} errors, {:.3}s, {:.0} rec/s",
+            "{}: {} records in, {} out, {} errors{late}, {:.3}s, {:.0} rec/s",
             summary.job,
             summary.records_in,
             summary.records_out,

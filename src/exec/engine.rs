@@ -109,6 +109,11 @@ impl StreamExecutionEngine {
         mpsc::channel(capacity.max(1))
     }
 
+    /// Late records held for the dead-letter sink, taken once.
+    pub fn take_dead_letters(&mut self, query_id: &str) -> Result<Vec<RecordBatch>> {
+        Ok(self.processor_mut(query_id)?.take_dead_letters())
+    }
+
     /// The query's bounded input ended: returns what that releases (EMIT FINAL groups).
     pub fn end_of_input(&mut self, query_id: &str) -> Result<Vec<RecordBatch>> {
         self.processor_mut(query_id)?.end_of_input()
