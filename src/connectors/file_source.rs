@@ -210,6 +210,8 @@ pub struct FileSource {
     system_columns: Vec<String>,
     current: Option<OpenFile>,
     next_file: usize,
+    /// The line buffer, reused for every batch.
+    chunk: LineChunk,
     errors: u64,
 }
 
@@ -241,6 +243,7 @@ impl FileSource {
             system_columns: Vec::new(),
             current: None,
             next_file: 0,
+            chunk: LineChunk::new(DEFAULT_BATCH_SIZE),
             errors: 0,
         })
     }
@@ -311,13 +314,16 @@ impl FileSource {
             let Some(file) = self.current.as_mut() else {
                 continue;
             };
-            let chunk = match self.config.format {
-                FileFormat::Json => read_json_array(file, self.config.batch_size)?,
+            let chunk = &mut self.chunk;
+            match self.config.format {
+                FileFormat::Json => read_json_array(file, chunk, self.config.batch_size)?,
                 FileFormat::Csv { header, .. } => {
-                    read_lines(file, self.config.batch_size, follow, header)?
+                    read_lines(file, chunk, self.config.batch_size, follow, header)?
                 }
-                FileFormat::Jsonl => read_lines(file, self.config.batch_size, follow, false)?,
-            };
+                FileFormat::Jsonl => {
+                    read_lines(file, chunk, self.config.batch_size, follow, false)?
+                }
+            }
             if chunk.is_empty() {
                 if chunk.at_end && !follow {
                     self.current = None;
@@ -333,7 +339,7 @@ impl FileSource {
             }
             let path = file.path.clone();
             let file_index = file.index;
-            let (batch, lines_ok, bad) = self.decode(&chunk, &path)?;
+            let (batch, lines_ok, bad) = self.decode(&self.chunk, &path)?;
             self.errors += bad.len() as u64;
             if let (OnError::Fail, Some(b)) = (&self.config.on_error, bad.first()) {
                 return Err(VeloError::BadRecord {
@@ -345,7 +351,7 @@ impl FileSource {
             return Ok(Some(SourceBatch {
                 batch,
                 bad_records: bad,
-                bytes: chunk.bytes,
+                bytes: self.chunk.bytes,
             }));
         }
     }
@@ -548,6 +554,15 @@ impl LineChunk {
         self.ends.len()
     }
 
+    /// Empties the chunk, keeping its buffers for the next read.
+    fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+        self.numbers.clear();
+        self.bytes = 0;
+        self.at_end = false;
+    }
+
     fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
@@ -559,8 +574,14 @@ impl LineChunk {
 }
 
 /// Reads up to `max` non-blank lines (skipping a CSV header on line 1).
-fn read_lines(file: &mut OpenFile, max: usize, follow: bool, header: bool) -> Result<LineChunk> {
-    let mut chunk = LineChunk::new(max.min(65_536));
+fn read_lines(
+    file: &mut OpenFile,
+    chunk: &mut LineChunk,
+    max: usize,
+    follow: bool,
+    header: bool,
+) -> Result<()> {
+    chunk.clear();
     while chunk.len() < max {
         let start = chunk.data.len();
         chunk.data.append(&mut file.partial);
@@ -591,12 +612,12 @@ fn read_lines(file: &mut OpenFile, max: usize, follow: bool, header: bool) -> Re
         chunk.ends.push(chunk.data.len());
         chunk.numbers.push(file.line);
     }
-    Ok(chunk)
+    Ok(())
 }
 
 /// Reads a JSON array file once, then hands out its elements as lines of JSON.
-fn read_json_array(file: &mut OpenFile, max: usize) -> Result<LineChunk> {
-    let mut chunk = LineChunk::new(max.min(65_536));
+fn read_json_array(file: &mut OpenFile, chunk: &mut LineChunk, max: usize) -> Result<()> {
+    chunk.clear();
     if file.json_values.is_none() {
         let mut text = String::new();
         file.reader
@@ -632,7 +653,7 @@ fn read_json_array(file: &mut OpenFile, max: usize) -> Result<LineChunk> {
         }
     }
     chunk.at_end = chunk.is_empty();
-    Ok(chunk)
+    Ok(())
 }
 
 /// Infers a schema from the first lines of the first file.
