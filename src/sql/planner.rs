@@ -9,7 +9,9 @@ use datafusion::catalog::empty::EmptyTable;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchema, DataFusionError, SchemaError};
 use datafusion::execution::context::{SessionConfig, SessionContext};
-use datafusion::logical_expr::{Distinct, FetchType, LogicalPlan, SkipType};
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::logical_expr::{Distinct, Expr, FetchType, LogicalPlan, SkipType};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{create_physical_sort_exprs, PhysicalExpr, PhysicalSortExpr};
@@ -196,6 +198,7 @@ impl QueryPlanner {
             VeloError::Config(msg) => source.error(stmt.position.0, stmt.position.1, msg),
             other => other,
         })?;
+        expand_wildcards(&mut ast, &self.sources);
         inline_lateral_aliases(&mut ast, &source_columns);
         rewrite_function_calls(&mut ast);
 
@@ -246,6 +249,55 @@ fn parse_query(stmt: &Statement, source: &SourceText) -> Result<sql_ast::Stateme
         1 => Ok(parsed.remove(0)),
         _ => Err(source.error(stmt.position.0, stmt.position.1, "expected one query")),
     }
+}
+
+/// Expands `*` and `t.*` to the source's data columns: system and window columns are
+/// selectable by name but are not part of `*`.
+fn expand_wildcards(ast: &mut sql_ast::Statement, sources: &BTreeMap<String, SchemaRef>) {
+    let sql_ast::Statement::Query(query) = ast else {
+        return;
+    };
+    let sql_ast::SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    let Some(sql_ast::TableFactor::Table { name, .. }) = select.from.first().map(|f| &f.relation)
+    else {
+        return;
+    };
+    let table = name.to_string().to_lowercase();
+    let Some(schema) = sources.get(&table) else {
+        return;
+    };
+    let columns: Vec<sql_ast::Ident> = schema
+        .fields()
+        .iter()
+        .filter(|f| !is_system_column(f.name()))
+        .map(|f| sql_ast::Ident::with_quote('"', f.name()))
+        .collect();
+    let mut items = Vec::with_capacity(select.projection.len());
+    for item in select.projection.drain(..) {
+        match item {
+            sql_ast::SelectItem::Wildcard(_) => {
+                items.extend(columns.iter().map(|c| {
+                    sql_ast::SelectItem::UnnamedExpr(sql_ast::Expr::Identifier(c.clone()))
+                }));
+            }
+            sql_ast::SelectItem::QualifiedWildcard(
+                sql_ast::SelectItemQualifiedWildcardKind::ObjectName(q),
+                _,
+            ) => {
+                let qualifier: Vec<sql_ast::Ident> =
+                    q.0.iter().filter_map(|p| p.as_ident().cloned()).collect();
+                items.extend(columns.iter().map(|c| {
+                    let mut parts = qualifier.clone();
+                    parts.push(c.clone());
+                    sql_ast::SelectItem::UnnamedExpr(sql_ast::Expr::CompoundIdentifier(parts))
+                }));
+            }
+            other => items.push(other),
+        }
+    }
+    select.projection = items;
 }
 
 /// Rewrites `price * qty AS notional, notional * 0.01 AS fee` so `fee` uses the expression:
@@ -453,8 +505,7 @@ fn lower_plan(
         match node {
             LogicalPlan::SubqueryAlias(_) if i == 1 => {}
             LogicalPlan::Filter(filter) => {
-                let predicate =
-                    state.create_physical_expr(filter.predicate.clone(), &input_schema_df)?;
+                let predicate = physical_expr(state, filter.predicate.clone(), &input_schema_df)?;
                 match stages.last_mut() {
                     Some(PlanStage::Aggregate(agg)) if agg.having.is_none() => {
                         agg.having = Some(predicate)
@@ -466,7 +517,7 @@ fn lower_plan(
                 let exprs = proj
                     .expr
                     .iter()
-                    .map(|e| state.create_physical_expr(e.clone(), &input_schema_df))
+                    .map(|e| physical_expr(state, e.clone(), &input_schema_df))
                     .collect::<datafusion::error::Result<Vec<_>>>()?;
                 let schema = Arc::new(proj.schema.as_arrow().clone());
                 if let Some(k) = group_count.take() {
@@ -502,13 +553,15 @@ fn lower_plan(
                                     .into(),
                             ));
                         }
-                        state.create_physical_expr(e.clone(), &input_schema_df)
+                        physical_expr(state, e.clone(), &input_schema_df)
                     })
                     .collect::<datafusion::error::Result<Vec<_>>>()?;
                 let mut aggregates = Vec::new();
                 let mut filters = Vec::new();
                 for e in &agg.aggr_expr {
                     let planning_ctx = Default::default();
+                    let name = e.schema_name().to_string();
+                    let e = &simplify(state, e.clone(), &input_schema_df)?;
                     let lowered = LoweredAggregateBuilder::new(
                         e,
                         &input_schema_df,
@@ -516,7 +569,7 @@ fn lower_plan(
                         props,
                         &planning_ctx,
                     )
-                    .with_name(e.schema_name().to_string())
+                    .with_name(name)
                     .build()?;
                     aggregates.push(lowered.aggregate);
                     filters.push(lowered.filter);
@@ -615,6 +668,31 @@ fn lower_plan(
         watermark,
         properties: stmt.properties.clone(),
     })
+}
+
+/// Lowers a logical expression, simplified first (see `simplify`).
+fn physical_expr(
+    state: &datafusion::execution::session_state::SessionState,
+    expr: Expr,
+    schema: &DFSchema,
+) -> datafusion::error::Result<Arc<dyn PhysicalExpr>> {
+    state.create_physical_expr(simplify(state, expr, schema)?, schema)
+}
+
+/// Coerces and simplifies an expression as DataFusion's optimizer would (COALESCE becomes CASE,
+/// constants fold); physical planning expects that form.
+fn simplify(
+    state: &datafusion::execution::session_state::SessionState,
+    expr: Expr,
+    schema: &DFSchema,
+) -> datafusion::error::Result<Expr> {
+    let context = SimplifyContext::builder()
+        .with_schema(Arc::new(schema.clone()))
+        .with_config_options(Arc::clone(state.config_options()))
+        .with_query_execution_start_time(state.execution_props().query_execution_start_time)
+        .build();
+    let simplifier = ExprSimplifier::new(context);
+    simplifier.simplify(simplifier.coerce(expr, schema)?)
 }
 
 /// A scan-level schema restricted to the used columns, so that column indices of physical
