@@ -6,6 +6,8 @@ use std::ops::ControlFlow;
 use datafusion::execution::context::SessionContext;
 use datafusion::sql::sqlparser::ast::{self as sql_ast, visit_expressions_mut};
 
+use super::udfs::{self, DateUnit};
+
 /// Registers aliases and velostream-only functions on a DataFusion session.
 pub fn register_velostream_functions(ctx: &SessionContext) {
     let state = ctx.state();
@@ -37,17 +39,30 @@ pub fn register_velostream_functions(ctx: &SessionContext) {
     if let Some(var) = state.aggregate_functions().get("var_samp") {
         ctx.register_udaf(var.as_ref().clone().with_aliases(["variance"]));
     }
+    // After the aliases: DATE_FORMAT replaces DataFusion's alias of TO_CHAR.
+    for udf in udfs::scalar_udfs() {
+        ctx.register_udf(udf);
+    }
+    for udaf in udfs::aggregate_udfs() {
+        ctx.register_udaf(udaf);
+    }
 }
 
 /// Rewrites calls whose velostream form differs from DataFusion's in shape, not just name:
 /// `COUNT_DISTINCT(x)` → `COUNT(DISTINCT x)`, `POSITION(sub, str)` → `STRPOS(str, sub)`,
-/// `MOD(a, b)` → `a % b`.
+/// `MOD(a, b)` → `a % b`, `DATEDIFF(day, a, b)` → `DATEDIFF('day', a, b)`,
+/// `UNIX_TIMESTAMP()` → `TO_UNIXTIME(NOW())` and
+/// `FROM_UNIXTIME(secs, '%Y-%m-%d')` → `DATE_FORMAT(FROM_UNIXTIME(secs), '%Y-%m-%d')`.
 pub fn rewrite_function_calls(ast: &mut sql_ast::Statement) {
     let _ = visit_expressions_mut(ast, |e: &mut sql_ast::Expr| {
         let sql_ast::Expr::Function(f) = e else {
             return ControlFlow::<()>::Continue(());
         };
         let name = f.name.to_string().to_lowercase();
+        if name == "unix_timestamp" || name == "from_unixtime" {
+            rewrite_unix_time(&name, f);
+            return ControlFlow::Continue(());
+        }
         let sql_ast::FunctionArguments::List(list) = &mut f.args else {
             return ControlFlow::Continue(());
         };
@@ -79,8 +94,62 @@ pub fn rewrite_function_calls(ast: &mut sql_ast::Statement) {
                     }));
                 }
             }
+            "datediff" | "timestampdiff" => {
+                // A bare unit (`day`) would be planned as a column: make it a string literal.
+                if let Some(sql_ast::FunctionArg::Unnamed(sql_ast::FunctionArgExpr::Expr(unit))) =
+                    list.args.first_mut()
+                {
+                    if let sql_ast::Expr::Identifier(id) = unit {
+                        if DateUnit::parse(&id.value).is_some() {
+                            *unit = string_literal(&id.value.to_lowercase());
+                        }
+                    }
+                }
+            }
             _ => {}
         }
         ControlFlow::Continue(())
     });
+}
+
+/// `UNIX_TIMESTAMP()` → `TO_UNIXTIME(NOW())`; `FROM_UNIXTIME(secs, '<pattern with %>')` →
+/// `DATE_FORMAT(FROM_UNIXTIME(secs), pattern)` (DataFusion's second argument is a time zone).
+fn rewrite_unix_time(name: &str, f: &mut sql_ast::Function) {
+    let sql_ast::FunctionArguments::List(list) = &f.args else {
+        return;
+    };
+    let unnamed =
+        |e: sql_ast::Expr| sql_ast::FunctionArg::Unnamed(sql_ast::FunctionArgExpr::Expr(e));
+    if name == "unix_timestamp" && list.args.is_empty() {
+        let mut now = f.clone();
+        now.name = sql_ast::ObjectName::from(vec![sql_ast::Ident::new("now")]);
+        f.name = sql_ast::ObjectName::from(vec![sql_ast::Ident::new("to_unixtime")]);
+        if let sql_ast::FunctionArguments::List(list) = &mut f.args {
+            list.args = vec![unnamed(sql_ast::Expr::Function(now))];
+        }
+        return;
+    }
+    let is_format = name == "from_unixtime"
+        && list.args.len() == 2
+        && matches!(
+            &list.args[1],
+            sql_ast::FunctionArg::Unnamed(sql_ast::FunctionArgExpr::Expr(sql_ast::Expr::Value(v)))
+                if matches!(&v.value, sql_ast::Value::SingleQuotedString(s) if s.contains('%'))
+        );
+    if !is_format {
+        return;
+    }
+    let mut inner = f.clone();
+    let pattern = match &mut inner.args {
+        sql_ast::FunctionArguments::List(list) => list.args.remove(1),
+        _ => return,
+    };
+    f.name = sql_ast::ObjectName::from(vec![sql_ast::Ident::new("date_format")]);
+    if let sql_ast::FunctionArguments::List(list) = &mut f.args {
+        list.args = vec![unnamed(sql_ast::Expr::Function(inner)), pattern];
+    }
+}
+
+fn string_literal(s: &str) -> sql_ast::Expr {
+    sql_ast::Expr::Value(sql_ast::Value::SingleQuotedString(s.to_string()).into())
 }

@@ -6,6 +6,7 @@ pub mod planner;
 pub mod properties;
 pub mod script;
 pub mod source_text;
+pub mod udfs;
 pub mod window;
 
 pub use planner::{AggregatePlan, PlanStage, PlannedQuery, QueryPlanner};
