@@ -17,7 +17,9 @@ fn tumbling_state_is_bounded_by_the_watermark() {
         Field::new("ts", DataType::Int64, false),
     ]));
     let mut planner = QueryPlanner::new();
-    planner.register_source("events", Arc::clone(&schema)).unwrap();
+    planner
+        .register_source("events", Arc::clone(&schema))
+        .unwrap();
     let sql = "CREATE STREAM per_key AS SELECT k, COUNT(*) AS n, SUM(v) AS total FROM events \
                GROUP BY k WINDOW TUMBLING(ts, 1m) \
                WITH ('events.watermark.max_out_of_orderness' = '5s')";
@@ -34,7 +36,9 @@ fn tumbling_state_is_bounded_by_the_watermark() {
     let mut start = 0i64;
     while start < total {
         let end = (start + batch_size).min(total);
-        let ks: Vec<&str> = (start..end).map(|i| names[((i * 7919) % keys) as usize].as_str()).collect();
+        let ks: Vec<&str> = (start..end)
+            .map(|i| names[((i * 7919) % keys) as usize].as_str())
+            .collect();
         let vs: Vec<i64> = (start..end).map(|i| i % 10).collect();
         let ts: Vec<i64> = (start..end).map(|i| i / 5 - (i % 7) * 100).collect();
         let batch = RecordBatch::try_new(
@@ -53,7 +57,11 @@ fn tumbling_state_is_bounded_by_the_watermark() {
         peak_windows = peak_windows.max(processor.open_windows());
         // Event time spans at most ~13s per batch plus 5s of disorder: never more than two
         // 1-minute windows can be open.
-        assert!(processor.open_windows() <= 2, "open windows: {}", processor.open_windows());
+        assert!(
+            processor.open_windows() <= 2,
+            "open windows: {}",
+            processor.open_windows()
+        );
         assert!(processor.state_size() <= 2 * keys as usize);
         start = end;
     }
@@ -67,5 +75,8 @@ fn tumbling_state_is_bounded_by_the_watermark() {
     assert!(peak_windows >= 1);
     // Every key appears in every one of the ~34 minutes.
     let minutes = (total / 5 / 60_000 + 1) as usize;
-    assert!(emitted_rows >= (minutes - 1) * keys as usize, "{emitted_rows} rows");
+    assert!(
+        emitted_rows >= (minutes - 1) * keys as usize,
+        "{emitted_rows} rows"
+    );
 }
