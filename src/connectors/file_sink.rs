@@ -20,7 +20,9 @@ fn write_json_lines<W: Write>(out: &mut W, batch: &RecordBatch) -> Result<()> {
     } else {
         batch.clone()
     };
-    let mut writer = arrow::json::LineDelimitedWriter::new(out);
+    let mut writer = arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow::json::writer::LineDelimited>(out);
     writer.write(&batch)?;
     writer.finish()?;
     Ok(())

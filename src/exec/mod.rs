@@ -2,6 +2,7 @@
 //! that holds deployed queries. Everything here is synchronous: input in, output returned.
 
 pub mod aggregate;
+pub mod analytic;
 pub mod change;
 pub mod engine;
 pub mod event_time;

@@ -8,6 +8,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use super::aggregate::GroupByAggregator;
+use super::analytic::AnalyticOperator;
 use super::event_time::constant_millis;
 use super::operator::{
     DistinctOperator, FilterOperator, LimitOperator, Operator, ProjectOperator, SortOperator,
@@ -60,6 +61,13 @@ impl QueryProcessor {
                 PlanStage::Distinct => Box::new(DistinctOperator::new()),
                 PlanStage::Sort { exprs } => Box::new(SortOperator::new(exprs.clone())),
                 PlanStage::Limit { skip, fetch } => Box::new(LimitOperator::new(*skip, *fetch)),
+                PlanStage::Analytic {
+                    functions,
+                    schema: out,
+                } => {
+                    schema = Arc::clone(out);
+                    Box::new(AnalyticOperator::new(functions, Arc::clone(out)))
+                }
             };
             operators.push(op);
         }

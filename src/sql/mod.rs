@@ -1,6 +1,7 @@
 //! The SQL front end: split a script into statements, pull out velostream's streaming clauses,
 //! and plan each query with DataFusion into the operators `exec` runs.
 
+pub mod analytic;
 pub mod functions;
 pub mod planner;
 pub mod properties;

@@ -20,6 +20,7 @@ use datafusion::sql::sqlparser::ast::{self as sql_ast, visit_expressions_mut};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
+use super::analytic::{plan_analytic, AnalyticFunction};
 use super::functions::{register_velostream_functions, rewrite_function_calls};
 use super::properties::Properties;
 use super::script::{EmitMode, Statement, WindowKind, WindowSpec};
@@ -63,6 +64,11 @@ pub enum PlanStage {
     Sort { exprs: Vec<PhysicalSortExpr> },
     /// Skip `skip` rows, then pass at most `fetch`.
     Limit { skip: usize, fetch: Option<usize> },
+    /// Analytic functions (`OVER`): the input columns plus one column per function.
+    Analytic {
+        functions: Vec<AnalyticFunction>,
+        schema: SchemaRef,
+    },
 }
 
 /// A GROUP BY: keys, aggregates and an optional HAVING over its output.
@@ -493,15 +499,24 @@ fn lower_plan(
         EmitMode::Changes
     });
     // Until the first projection or aggregate, rows still have the (restricted) scan columns.
-    let mut scan_level = true;
+    // `restricted`: the columns the rows carry while they are still the scan's (plus analytic
+    // columns appended after them); None once a projection or aggregate made new rows.
+    let mut restricted: Option<Vec<usize>> = Some(keep.clone());
     for (i, node) in chain.iter().enumerate().skip(1) {
         let input = chain[i - 1];
-        let input_schema_df = if scan_level {
-            restrict_schema(input.schema(), &keep)?
-        } else {
-            input.schema().as_ref().clone()
+        let input_schema_df = match &restricted {
+            Some(k) => restrict_schema(input.schema(), k)?,
+            None => input.schema().as_ref().clone(),
         };
-        scan_level &= !matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_));
+        restricted = match (node, restricted.take()) {
+            (LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_), _) => None,
+            (LogicalPlan::Window(w), Some(mut k)) => {
+                let before = w.input.schema().fields().len();
+                k.extend(before..w.schema.fields().len());
+                Some(k)
+            }
+            (_, k) => k,
+        };
         match node {
             LogicalPlan::SubqueryAlias(_) if i == 1 => {}
             LogicalPlan::Filter(filter) => {
@@ -614,6 +629,33 @@ fn lower_plan(
                 }));
             }
             LogicalPlan::Distinct(Distinct::All(_)) => stages.push(PlanStage::Distinct),
+            LogicalPlan::Window(w) => {
+                let physical = |e: Expr| physical_expr(state, e, &input_schema_df);
+                let functions = w
+                    .window_expr
+                    .iter()
+                    .map(|e| {
+                        let e = simplify(state, e.clone(), &input_schema_df)?;
+                        plan_analytic(state, &e, &input_schema_df, &physical)
+                    })
+                    .collect::<datafusion::error::Result<Vec<_>>>()?;
+                // The output keeps the input's columns; with a restricted scan, only those.
+                let mut fields: Vec<Field> = input_schema_df
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone())
+                    .collect();
+                let window_fields = w
+                    .schema
+                    .fields()
+                    .iter()
+                    .skip(w.input.schema().fields().len());
+                fields.extend(window_fields.map(|f| f.as_ref().clone()));
+                stages.push(PlanStage::Analytic {
+                    functions,
+                    schema: Arc::new(Schema::new(fields)),
+                });
+            }
             LogicalPlan::Sort(sort) => {
                 let exprs = create_physical_sort_exprs(
                     &sort.expr,

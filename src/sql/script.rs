@@ -347,7 +347,8 @@ fn parse_statement(source: &SourceText, tokens: &[TokenWithSpan]) -> Result<Opti
         }
         i += 1;
     }
-    let query_sql = source.blanked((query_start, stmt_end), &blanks);
+    let mut query_sql = source.blanked((query_start, stmt_end), &blanks);
+    rewrite_row_buffers(source, &sig[query_at..], &mut query_sql)?;
     Ok(Some(Statement {
         kind,
         query_sql,
@@ -357,6 +358,60 @@ fn parse_statement(source: &SourceText, tokens: &[TokenWithSpan]) -> Result<Opti
         properties,
         annotations,
     }))
+}
+
+/// Rewrites velostream's `OVER (ROWS WINDOW BUFFER n ROWS [PARTITION BY k] [ORDER BY t])` to
+/// standard `OVER ([PARTITION BY k] [ORDER BY t] ROWS BETWEEN n-1 PRECEDING AND CURRENT ROW)`:
+/// the last n rows of the partition, the current one included.
+fn rewrite_row_buffers(
+    source: &SourceText,
+    sig: &[&TokenWithSpan],
+    sql: &mut String,
+) -> Result<()> {
+    let mut edits = Vec::new();
+    for i in 0..sig.len() {
+        let is_buffer = word(sig[i]).as_deref() == Some("OVER")
+            && sig.get(i + 1).map(|t| &t.token) == Some(&Token::LParen)
+            && sig.get(i + 2).and_then(|t| word(t)).as_deref() == Some("ROWS")
+            && sig.get(i + 3).and_then(|t| word(t)).as_deref() == Some("WINDOW")
+            && sig.get(i + 4).and_then(|t| word(t)).as_deref() == Some("BUFFER");
+        if !is_buffer {
+            continue;
+        }
+        let close = matching_paren(source, sig, i + 1)?;
+        let n: u64 = match sig.get(i + 5).map(|t| &t.token) {
+            Some(Token::Number(n, _)) => n.parse().unwrap_or(0),
+            _ => 0,
+        };
+        if n == 0 || sig.get(i + 6).and_then(|t| word(t)).as_deref() != Some("ROWS") {
+            return Err(error_at(
+                source,
+                sig[i + 2],
+                "expected ROWS WINDOW BUFFER n ROWS with n > 0",
+            ));
+        }
+        let rest = if i + 7 < close {
+            source.slice(start_of(source, sig[i + 7]), start_of(source, sig[close]))
+        } else {
+            String::new()
+        };
+        let replacement = format!(
+            "({} ROWS BETWEEN {} PRECEDING AND CURRENT ROW)",
+            rest.trim(),
+            n - 1
+        );
+        edits.push((
+            start_of(source, sig[i + 1]),
+            end_of(source, sig[close]),
+            replacement,
+        ));
+    }
+    for (from, to, text) in edits.into_iter().rev() {
+        let mut chars: Vec<char> = sql.chars().collect();
+        chars.splice(from..to, text.chars());
+        *sql = chars.into_iter().collect();
+    }
+    Ok(())
 }
 
 /// Parses `WITH ( 'k' = 'v', ... )` starting at the WITH token; returns the `)` index too.
