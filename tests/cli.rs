@@ -232,3 +232,77 @@ fn watch_follows_a_growing_file() {
         (r#"{"m":10}"#, r#"{"m":20}"#)
     );
 }
+
+#[test]
+fn late_records_go_to_the_dead_letter_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.jsonl");
+    let dlq = dir.path().join("late.jsonl");
+    write_lines(
+        &input,
+        [
+            r#"{"k":"a","ts":1000}"#,
+            r#"{"k":"a","ts":70000}"#,
+            r#"{"k":"a","ts":5000}"#,
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    let sql = format!(
+        "SELECT k, _window_start, COUNT(*) AS n FROM t GROUP BY k WINDOW TUMBLING(ts, 1m) \
+         WITH ('t.path' = '{}', 't.batch.size' = '1', 'late.data.strategy' = 'dead_letter', 'late.data.dlq.path' = '{}')",
+        input.display(),
+        dlq.display()
+    );
+    let result = velo().args(["-e", &sql]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        vec![
+            r#"{"k":"a","_window_start":0,"n":1}"#,
+            r#"{"k":"a","_window_start":60000,"n":1}"#
+        ]
+    );
+    assert!(stderr.contains("1 late"), "{stderr}");
+    let dead = std::fs::read_to_string(&dlq).unwrap();
+    assert_eq!(dead.lines().count(), 1, "{dead}");
+    assert!(
+        dead.contains(r#""ts":5000"#) && dead.contains("windows closed"),
+        "{dead}"
+    );
+}
+
+#[test]
+fn a_later_statement_reads_windowed_rows_by_window_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.jsonl");
+    write_lines(
+        &input,
+        (0..6).map(|i| format!(r#"{{"k":"a","v":{i},"ts":{}}}"#, i * 30_000)),
+    );
+    let sql = format!(
+        "CREATE STREAM t (k VARCHAR, v BIGINT, ts BIGINT) WITH ('t.path' = '{}', 't.event.time.field' = 'ts');
+         CREATE STREAM per_minute AS SELECT k, _window_end, SUM(v) AS total FROM t GROUP BY k WINDOW TUMBLING(1m) WITH ('per_minute.type' = 'stdout');
+         SELECT k, _event_time, total FROM per_minute;",
+        input.display()
+    );
+    let result = velo().args(["-e", &sql]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let last: Vec<&str> = stdout.lines().skip(3).collect();
+    assert_eq!(
+        last,
+        vec![
+            r#"{"k":"a","_event_time":60000,"total":1}"#,
+            r#"{"k":"a","_event_time":120000,"total":5}"#,
+            r#"{"k":"a","_event_time":180000,"total":9}"#
+        ],
+        "{stdout}"
+    );
+}

@@ -18,7 +18,7 @@ use super::watermark::WatermarkTracker;
 use super::window::{event_times, WindowAggregator};
 use crate::error::Result;
 use crate::sql::script::WindowKind;
-use crate::sql::window::WatermarkPlan;
+use crate::sql::window::{WatermarkPlan, WINDOW_END};
 use crate::sql::{PlanStage, PlannedQuery};
 
 /// Runs one planned query over input batches; all state lives here, behind `&mut self`.
@@ -223,8 +223,12 @@ impl QueryProcessor {
                 }
                 let col: ArrayRef = match f.name().as_str() {
                     "_timestamp" => constant_millis(now, n),
-                    "_event_time" => match incoming.index_of("_timestamp") {
-                        Ok(i) => Arc::clone(batch.column(i)),
+                    // Windowed rows (an upstream query's output) carry their window end as event time.
+                    "_event_time" => match incoming
+                        .index_of(WINDOW_END)
+                        .or_else(|_| incoming.index_of("_timestamp"))
+                    {
+                        Ok(i) => cast(batch.column(i), &arrow::datatypes::DataType::Int64)?,
                         Err(_) => constant_millis(now, n),
                     },
                     "_offset" => Arc::new(Int64Array::from_iter_values(

@@ -146,7 +146,9 @@ impl QueryPlanner {
         let mut fields: Vec<Field> = data_schema
             .fields()
             .iter()
-            .filter(|f| !is_system_column(f.name()))
+            .filter(|f| {
+                !is_system_column(f.name()) && f.name() != WINDOW_START && f.name() != WINDOW_END
+            })
             .map(|f| f.as_ref().clone())
             .collect();
         fields.extend(
