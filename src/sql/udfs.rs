@@ -6,9 +6,12 @@
 //! - `SPLIT(str, delim)`: a list of strings.
 //! - `DELTA(x)`: last − first non-null value in arrival order.
 //! - `PERCENTILE_DISC(p) WITHIN GROUP (ORDER BY x)` / `PERCENTILE_DISC(x, p)`.
-//! - `NOW()`/`CURRENT_TIMESTAMP`, `CURRENT_DATE`, `CURRENT_TIME`: fixed when the query is planned
-//!   (DataFusion's versions only work after its expression simplifier, which we do not run).
+//! - `NOW()`/`CURRENT_TIMESTAMP`, `CURRENT_DATE`, `CURRENT_TIME`: fixed when the query is planned.
 //! - `COALESCE`, `NVL`/`IFNULL`, `NVL2`: DataFusion's, made evaluable without the simplifier.
+//!
+//! The last two exist only because the planner lowers `ORDER BY` expressions without
+//! DataFusion's expression simplifier (projections, filters and aggregates go through it);
+//! DataFusion's versions of these functions cannot be evaluated unsimplified.
 
 use std::mem::size_of_val;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +26,7 @@ use arrow::compute::kernels::zip::zip;
 use arrow::compute::{cast, concat, filter, is_not_null, sort_to_indices, SortOptions};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, TimeUnit, UInt64Type};
 use arrow::record_batch::RecordBatch;
-use chrono::{DateTime, Datelike, NaiveDateTime};
+use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use datafusion::common::{
     exec_datafusion_err, exec_err, not_impl_err, plan_datafusion_err, plan_err, Result,
 };
@@ -38,15 +41,17 @@ use datafusion::scalar::ScalarValue;
 
 /// Every velostream scalar function defined here, ready to register.
 pub fn scalar_udfs() -> Vec<ScalarUDF> {
+    // One instant for NOW, CURRENT_DATE and CURRENT_TIME.
+    let now = Utc::now();
     vec![
         ScalarUDF::from(DateDiff::new()),
         ScalarUDF::from(DateFormat::new()),
         ScalarUDF::from(JsonPathFunction::new(JsonPathMode::Value)),
         ScalarUDF::from(JsonPathFunction::new(JsonPathMode::Extract)),
         ScalarUDF::from(Split::new()),
-        ScalarUDF::from(PlanTime::now()),
-        ScalarUDF::from(PlanTime::current_date()),
-        ScalarUDF::from(PlanTime::current_time()),
+        ScalarUDF::from(PlanTime::now(now)),
+        ScalarUDF::from(PlanTime::current_date(now)),
+        ScalarUDF::from(PlanTime::current_time(now)),
         ScalarUDF::from(Conditional::new(
             datafusion::functions::core::coalesce(),
             ConditionalKind::Coalesce,
@@ -335,6 +340,11 @@ fn unknown_unit(name: &str) -> String {
 
 /// A function of no arguments whose value is fixed when the planner is created (query planning
 /// time), the way DataFusion folds `NOW()` into a literal.
+///
+/// Kept although the planner simplifies projections, filters and aggregates (which folds
+/// DataFusion's `now()`): `ORDER BY` expressions are lowered unsimplified, and there DataFusion's
+/// `now()`, `current_date()` and `current_time()` fail with "invoke should not be called on a
+/// simplified now() function". Remove it once the planner simplifies sort expressions too.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct PlanTime {
     name: &'static str,
@@ -353,9 +363,8 @@ impl PlanTime {
         }
     }
 
-    /// `NOW()` / `CURRENT_TIMESTAMP`: a UTC timestamp (nanoseconds).
-    pub fn now() -> Self {
-        let now = chrono::Utc::now();
+    /// `NOW()` / `CURRENT_TIMESTAMP`: `now` as a UTC timestamp (nanoseconds).
+    pub fn now(now: DateTime<Utc>) -> Self {
         PlanTime::new(
             "now",
             &["current_timestamp"],
@@ -363,17 +372,17 @@ impl PlanTime {
         )
     }
 
-    /// `CURRENT_DATE` / `TODAY()`: today's date in UTC.
-    pub fn current_date() -> Self {
-        let today = chrono::Utc::now().date_naive();
+    /// `CURRENT_DATE` / `TODAY()`: the UTC date of `now`.
+    pub fn current_date(now: DateTime<Utc>) -> Self {
+        let today = now.date_naive();
         let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
         let days = i32::try_from((today - epoch).num_days()).ok();
         PlanTime::new("current_date", &["today"], ScalarValue::Date32(days))
     }
 
-    /// `CURRENT_TIME`: the UTC time of day (nanoseconds).
-    pub fn current_time() -> Self {
-        let time = chrono::Utc::now().time();
+    /// `CURRENT_TIME`: the UTC time of day of `now` (nanoseconds).
+    pub fn current_time(now: DateTime<Utc>) -> Self {
+        let time = now.time();
         let nanos = i64::from(chrono::Timelike::num_seconds_from_midnight(&time)) * 1_000_000_000
             + i64::from(chrono::Timelike::nanosecond(&time));
         PlanTime::new(
@@ -428,8 +437,12 @@ pub enum ConditionalKind {
 }
 
 /// DataFusion's COALESCE, NVL and NVL2 (same name, types and `simplify`) with an `invoke` of
-/// their own: DataFusion evaluates them only once its simplifier has turned them into CASE, and
-/// velostream's planner does not run it. Here every argument is evaluated (no short circuit).
+/// their own: DataFusion evaluates them only once its simplifier has turned them into CASE.
+/// The planner simplifies projections, filters and aggregates (where `simplify` makes the CASE
+/// and this `invoke` never runs), but lowers `ORDER BY` expressions unsimplified, where
+/// DataFusion's versions fail with "coalesce should have been simplified to case". Remove it once
+/// the planner simplifies sort expressions too. Here every argument is evaluated (no short
+/// circuit).
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Conditional {
     inner: Arc<ScalarUDF>,
@@ -1582,7 +1595,7 @@ mod tests {
         let before = chrono::Utc::now();
         let out = rows_of(
             "SELECT UNIX_TIMESTAMP(), DATE_FORMAT(NOW(), '%Y-%m-%d'), CURRENT_DATE, \
-             CURRENT_TIMESTAMP = NOW() FROM t",
+             CURRENT_TIMESTAMP = NOW(), CAST(CURRENT_TIMESTAMP AS TIME) = CURRENT_TIME FROM t",
             &[r#"{"k": 1}"#, r#"{"k": 2}"#],
         );
         let after = chrono::Utc::now();
@@ -1593,6 +1606,7 @@ mod tests {
         let days = [before, after].map(|t| t.format("%Y-%m-%d").to_string());
         assert!(days.contains(&out[0][1]) && days.contains(&out[0][2]));
         assert_eq!(out[0][3], "true");
+        assert_eq!(out[0][4], "true");
     }
 
     #[test]
@@ -1995,6 +2009,39 @@ mod tests {
             &rows,
         );
         assert_eq!(grouped, strs(&[&["1", "1"], &["0", "2"]]));
+    }
+
+    #[test]
+    fn order_by_expressions_evaluate_unsimplified() {
+        // ORDER BY expressions skip the planner's simplifier: COALESCE, NVL2 and NOW must
+        // evaluate as they are (see `Conditional` and `PlanTime`).
+        let rows = [
+            r#"{"x": 1, "ms": 1000}"#,
+            r#"{"x": null, "ms": 3000}"#,
+            r#"{"x": 3, "ms": 2000}"#,
+            r#"{"x": -2, "ms": 4000}"#,
+        ];
+        let ordered = |order: &str| {
+            rows_of(
+                &format!("SELECT x FROM t ORDER BY {order} EMIT FINAL"),
+                &rows,
+            )
+            .into_iter()
+            .map(|r| r[0].clone())
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(ordered("COALESCE(x, 0)"), ["-2", "NULL", "1", "3"]);
+        assert_eq!(ordered("NVL(x, 10) DESC"), ["NULL", "3", "1", "-2"]);
+        assert_eq!(ordered("IFNULL(x, 2)"), ["-2", "1", "NULL", "3"]);
+        assert_eq!(ordered("NVL2(x, 0, 1), x"), ["-2", "1", "3", "NULL"]);
+        assert_eq!(
+            ordered("DATEDIFF(millisecond, ms, NOW())"),
+            ["-2", "NULL", "3", "1"]
+        );
+        assert_eq!(
+            ordered("DATEDIFF(day, CURRENT_DATE, CURRENT_TIMESTAMP), x DESC"),
+            ["NULL", "3", "1", "-2"]
+        );
     }
 
     #[test]
