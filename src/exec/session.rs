@@ -16,7 +16,7 @@ use super::aggregate::{apply_having, emit_changes};
 use super::change::mark_delete;
 use super::group_keys::GroupKeys;
 use super::operator::Operator;
-use super::window::{event_times, LateRecords, WindowOutput};
+use super::window::{LateRecords, WindowOutput};
 use crate::error::Result;
 use crate::sql::script::{EmitMode, WindowKind};
 use crate::sql::window::{LateDataStrategy, WindowPlan};
@@ -234,14 +234,7 @@ impl SessionAggregator {
 
 impl Operator for SessionAggregator {
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
-        let times = event_times(&self.time_expr, &batch)?;
-        let no_time: BooleanArray = times.iter().map(|t| Some(t.is_none())).collect();
-        self.late.collect(
-            &batch,
-            &no_time,
-            "the record has no event time",
-            self.strategy,
-        )?;
+        let times = self.late.timed(&self.time_expr, &batch, self.strategy)?;
         let keys = self.output.keys(&batch)?;
         let mut groups = Vec::new();
         self.keys.intern(&keys, batch.num_rows(), &mut groups)?;

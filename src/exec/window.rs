@@ -48,6 +48,19 @@ pub struct LateRecords {
 }
 
 impl LateRecords {
+    /// Event times of a batch; rows without one are set aside as late.
+    pub fn timed(
+        &mut self,
+        time_expr: &Arc<dyn PhysicalExpr>,
+        batch: &RecordBatch,
+        strategy: LateDataStrategy,
+    ) -> Result<Int64Array> {
+        let times = event_times(time_expr, batch)?;
+        let no_time: BooleanArray = times.iter().map(|t| Some(t.is_none())).collect();
+        self.collect(batch, &no_time, "the record has no event time", strategy)?;
+        Ok(times)
+    }
+
     /// Takes the rows of `batch` where `late` is true (with `reason`) out of the stream.
     pub fn collect(
         &mut self,
@@ -207,14 +220,7 @@ impl WindowAggregator {
 
     /// Splits off late rows; returns the on-time rows and their event times.
     fn on_time(&mut self, batch: RecordBatch) -> Result<Option<(RecordBatch, Int64Array)>> {
-        let times = event_times(&self.time_expr, &batch)?;
-        let no_time: BooleanArray = times.iter().map(|t| Some(t.is_none())).collect();
-        self.late.collect(
-            &batch,
-            &no_time,
-            "the record has no event time",
-            self.strategy,
-        )?;
+        let times = self.late.timed(&self.time_expr, &batch, self.strategy)?;
         let watermark = self.watermark;
         let late: BooleanArray = times
             .iter()
@@ -228,13 +234,13 @@ impl WindowAggregator {
             "its windows closed before it arrived",
             self.strategy,
         )?;
-        if no_time.true_count() == 0 && late.true_count() == 0 {
+        if times.null_count() == 0 && late.true_count() == 0 {
             return Ok(Some((batch, times)));
         }
-        let keep: BooleanArray = no_time
+        let keep: BooleanArray = times
             .iter()
             .zip(late.iter())
-            .map(|(a, b)| Some(!a.unwrap_or(false) && !b.unwrap_or(false)))
+            .map(|(t, late)| Some(t.is_some() && !late.unwrap_or(false)))
             .collect();
         let kept = filter_record_batch(&batch, &keep)?;
         if kept.num_rows() == 0 {
