@@ -153,3 +153,74 @@ fn rewrite_unix_time(name: &str, f: &mut sql_ast::Function) {
 fn string_literal(s: &str) -> sql_ast::Expr {
     sql_ast::Expr::Value(sql_ast::Value::SingleQuotedString(s.to_string()).into())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::sql::udfs::test_support::*;
+
+    #[test]
+    fn catalogue_aliases_work() {
+        let rows = [
+            r#"{"g": "a", "s": "hello", "x": 1.2, "i": 7, "j": 3}"#,
+            r#"{"g": "a", "s": "world", "x": -2.5, "i": 4, "j": 2}"#,
+            r#"{"g": "a", "s": "hello", "x": 0.5, "i": 9, "j": 5}"#,
+        ];
+        let out = rows_of(
+            "SELECT LEN(s), CEILING(x), REGEXP(s, 'l+o'), MOD(i, j), POSITION('l', s) AS p1, \
+             POSITION('l' IN s) AS p2, UNIX_TIMESTAMP('2024-01-01T00:00:00Z'), \
+             LEAST(i, j, 4), GREATEST(x, i), CONCAT('a', 1, 2.5), CONCAT(s, '-', i, '-', x) \
+             FROM t",
+            &rows,
+        );
+        assert_eq!(
+            out[0],
+            [
+                "5",
+                "2.0",
+                "true",
+                "1",
+                "3",
+                "3",
+                "1704067200",
+                "3",
+                "7.0",
+                "a12.5",
+                "hello-7-1.2"
+            ]
+        );
+        assert_eq!(
+            out[1],
+            [
+                "5",
+                "-2.0",
+                "false",
+                "0",
+                "4",
+                "4",
+                "1704067200",
+                "2",
+                "4.0",
+                "a12.5",
+                "world-4--2.5"
+            ]
+        );
+        let out = rows_of(
+            "SELECT g, FIRST(s), LAST(s), GROUP_CONCAT(s, ','), LISTAGG(s, '|'), \
+             APPROX_COUNT_DISTINCT(s), VARIANCE(i), COUNT_DISTINCT(s) FROM t GROUP BY g EMIT FINAL",
+            &rows,
+        );
+        assert_eq!(
+            out,
+            strs(&[&[
+                "a",
+                "hello",
+                "hello",
+                "hello,world,hello",
+                "hello|world|hello",
+                "2",
+                "6.333333333333333",
+                "2"
+            ]])
+        );
+    }
+}
