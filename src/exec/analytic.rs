@@ -314,8 +314,7 @@ impl Operator for AnalyticOperator {
             return Ok(());
         }
         // Rows whose LEAD values are known now or later wait in arrival order.
-        for row in 0..n {
-            let seq = first_seq + row as u64;
+        for (row, seq) in (first_seq..first_seq + n as u64).enumerate() {
             let mut values = batch
                 .columns()
                 .iter()

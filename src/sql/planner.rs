@@ -659,8 +659,13 @@ fn lower_plan(
                 });
             }
             LogicalPlan::Sort(sort) => {
+                let sort_exprs = sort
+                    .expr
+                    .iter()
+                    .map(|s| Ok(s.with_expr(simplify(state, s.expr.clone(), &input_schema_df)?)))
+                    .collect::<datafusion::error::Result<Vec<_>>>()?;
                 let exprs = create_physical_sort_exprs(
-                    &sort.expr,
+                    &sort_exprs,
                     &input_schema_df,
                     props,
                     &Default::default(),
