@@ -223,4 +223,98 @@ mod tests {
             ]])
         );
     }
+
+    #[test]
+    fn now_and_unix_timestamp_are_fixed_at_planning() {
+        let before = chrono::Utc::now();
+        let out = rows_of(
+            "SELECT UNIX_TIMESTAMP(), DATE_FORMAT(NOW(), '%Y-%m-%d'), CURRENT_DATE, \
+             CURRENT_TIMESTAMP = NOW(), CAST(CURRENT_TIMESTAMP AS TIME) = CURRENT_TIME FROM t",
+            &[r#"{"k": 1}"#, r#"{"k": 2}"#],
+        );
+        let after = chrono::Utc::now();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], out[1], "one value for the whole query");
+        let secs: i64 = out[0][0].parse().expect("seconds");
+        assert!(before.timestamp() <= secs && secs <= after.timestamp());
+        let days = [before, after].map(|t| t.format("%Y-%m-%d").to_string());
+        assert!(days.contains(&out[0][1]) && days.contains(&out[0][2]));
+        assert_eq!(out[0][3], "true");
+        assert_eq!(out[0][4], "true");
+    }
+
+    #[test]
+    fn order_by_over_planning_time_functions() {
+        // DataFusion's simplifier folds these; ORDER BY expressions go through it too.
+        let rows = [
+            r#"{"x": 1, "ms": 1000}"#,
+            r#"{"x": null, "ms": 3000}"#,
+            r#"{"x": 3, "ms": 2000}"#,
+            r#"{"x": -2, "ms": 4000}"#,
+        ];
+        let ordered = |order: &str| {
+            first_column(
+                &format!("SELECT x FROM t ORDER BY {order} EMIT FINAL"),
+                &rows,
+            )
+        };
+        assert_eq!(
+            ordered("DATEDIFF(millisecond, ms, NOW())"),
+            ["-2", "NULL", "3", "1"]
+        );
+        assert_eq!(
+            ordered("DATEDIFF(day, CURRENT_DATE, CURRENT_TIMESTAMP), x DESC"),
+            ["NULL", "3", "1", "-2"]
+        );
+    }
+
+    #[test]
+    fn coalesce_nvl_and_nvl2_evaluate() {
+        let rows = [
+            r#"{"x": 1, "y": 10}"#,
+            r#"{"x": null, "y": 20}"#,
+            r#"{"k": 0}"#,
+        ];
+        let out = run(
+            "",
+            &rows,
+            "SELECT COALESCE(x, y, 0), COALESCE(NULL, x, -1), NVL(x, 3), IFNULL(y, 4), \
+             NVL2(x, 'set', 'unset'), NULLIF(x, 1), COALESCE(x) FROM t",
+        );
+        assert_eq!(
+            out.rows,
+            strs(&[
+                &["1", "1", "1", "10", "set", "NULL", "1"],
+                &["20", "-1", "3", "20", "unset", "NULL", "NULL"],
+                &["0", "-1", "3", "4", "unset", "NULL", "NULL"],
+            ])
+        );
+        assert_eq!(out.types[0], arrow::datatypes::DataType::Int64);
+        let grouped = rows_of(
+            "SELECT COALESCE(x, 0) AS k, COUNT(*) AS n FROM t GROUP BY COALESCE(x, 0) EMIT FINAL",
+            &rows,
+        );
+        assert_eq!(grouped, strs(&[&["1", "1"], &["0", "2"]]));
+    }
+
+    #[test]
+    fn order_by_over_coalesce_and_nvl() {
+        // DataFusion rewrites these to CASE in its simplifier; ORDER BY goes through it too.
+        let rows = [
+            r#"{"x": 1}"#,
+            r#"{"x": null}"#,
+            r#"{"x": 3}"#,
+            r#"{"x": -2}"#,
+        ];
+        let ordered = |order: &str| {
+            first_column(
+                &format!("SELECT x FROM t ORDER BY {order} EMIT FINAL"),
+                &rows,
+            )
+        };
+        assert_eq!(ordered("COALESCE(x, 0)"), ["-2", "NULL", "1", "3"]);
+        assert_eq!(ordered("NVL(x, 10) DESC"), ["NULL", "3", "1", "-2"]);
+        assert_eq!(ordered("IFNULL(x, 2)"), ["-2", "1", "NULL", "3"]);
+        assert_eq!(ordered("NVL2(x, 0, 1), x"), ["-2", "1", "3", "NULL"]);
+    }
 }

@@ -6,20 +6,12 @@
 //! - `SPLIT(str, delim)`: a list of strings.
 //! - `DELTA(x)`: last − first non-null value in arrival order.
 //! - `PERCENTILE_DISC(p) WITHIN GROUP (ORDER BY x)` / `PERCENTILE_DISC(x, p)`.
-//! - `NOW()`/`CURRENT_TIMESTAMP`, `CURRENT_DATE`, `CURRENT_TIME`: fixed when the query is planned.
-//! - `COALESCE`, `NVL`/`IFNULL`, `NVL2`: DataFusion's, made evaluable without the simplifier.
-//!
-//! The last two exist only because the planner lowers `ORDER BY` expressions without
-//! DataFusion's expression simplifier (projections, filters and aggregates go through it);
-//! DataFusion's versions of these functions cannot be evaluated unsimplified.
 
-mod conditional;
 mod date_format;
 mod datediff;
 mod delta;
 mod json_path;
 mod percentile_disc;
-mod plan_time;
 mod split;
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -29,44 +21,24 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, AsArray, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
-use chrono::Utc;
 use datafusion::common::Result;
 use datafusion::logical_expr::{AggregateUDF, ScalarFunctionArgs, ScalarUDF};
 
-pub use conditional::{Conditional, ConditionalKind};
 pub use date_format::DateFormat;
 pub use datediff::{DateDiff, DateUnit};
 pub use delta::Delta;
 pub use json_path::{parse_json_path, JsonPathFunction, JsonPathMode, PathStep};
 pub use percentile_disc::PercentileDisc;
-pub use plan_time::PlanTime;
 pub use split::Split;
 
 /// Every velostream scalar function defined here, ready to register.
 pub fn scalar_udfs() -> Vec<ScalarUDF> {
-    // One instant for NOW, CURRENT_DATE and CURRENT_TIME.
-    let now = Utc::now();
     vec![
         ScalarUDF::from(DateDiff::new()),
         ScalarUDF::from(DateFormat::new()),
         ScalarUDF::from(JsonPathFunction::new(JsonPathMode::Value)),
         ScalarUDF::from(JsonPathFunction::new(JsonPathMode::Extract)),
         ScalarUDF::from(Split::new()),
-        ScalarUDF::from(PlanTime::now(now)),
-        ScalarUDF::from(PlanTime::current_date(now)),
-        ScalarUDF::from(PlanTime::current_time(now)),
-        ScalarUDF::from(Conditional::new(
-            datafusion::functions::core::coalesce(),
-            ConditionalKind::Coalesce,
-        )),
-        ScalarUDF::from(Conditional::new(
-            datafusion::functions::core::nvl(),
-            ConditionalKind::Coalesce,
-        )),
-        ScalarUDF::from(Conditional::new(
-            datafusion::functions::core::nvl2(),
-            ConditionalKind::Nvl2,
-        )),
     ]
 }
 
