@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use arrow::datatypes::SchemaRef;
@@ -13,7 +14,10 @@ use arrow::record_batch::RecordBatch;
 use crate::connectors::file_source::{FileSource, FileSourceConfig};
 use crate::connectors::{open_sink, BadRecord, SinkConfig};
 use crate::error::{Result, VeloError};
-use crate::exec::engine::StreamExecutionEngine;
+use crate::partition::{
+    default_partitions, run_partitioned, Delivery, InputEvent, PartitionOptions,
+    DEFAULT_QUEUE_DEPTH,
+};
 use crate::sql::script::{parse_script, Statement, StatementKind};
 use crate::sql::{PlannedQuery, Properties, QueryPlanner};
 
@@ -24,8 +28,11 @@ pub struct JobOptions {
     pub source_paths: BTreeMap<String, String>,
     /// `--output PATH` for plain SELECTs (stdout when None).
     pub output: Option<PathBuf>,
-    /// `--partitions N` (1 until partitioned execution lands).
+    /// `--partitions N`: partition workers per job (0: one per core). A statement's
+    /// `-- @num_partitions: N` annotation overrides it.
     pub partitions: usize,
+    /// Batches each queue between stages holds (0: the default).
+    pub queue_depth: usize,
     /// Show a progress bar on stderr.
     pub progress: bool,
     /// Keep every job's output in memory (returned by `run`); plain SELECTs then write nowhere.
@@ -44,6 +51,8 @@ pub struct JobSummary {
     pub bad_records: Vec<BadRecord>,
     /// Records dropped for arriving after their window closed (plus allowed lateness).
     pub late_records: u64,
+    /// Partition workers the job ran on.
+    pub partitions: usize,
     /// The output batches, when the options asked to collect them.
     pub output: Option<Vec<RecordBatch>>,
 }
@@ -73,6 +82,8 @@ struct PlannedJob {
     sink: Option<SinkConfig>,
     /// Keep the output in memory for later statements.
     retain_output: bool,
+    /// The statement's `-- @num_partitions` annotation.
+    partitions: Option<usize>,
 }
 
 /// A script with every job planned, ready to run.
@@ -163,11 +174,22 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
         ) {
             upstream.insert(id.clone(), plan.output_schema.clone());
         }
+        let partitions = match stmt.annotations.get("num_partitions") {
+            Some(n) => Some(n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                script.source.error(
+                    stmt.position.0,
+                    stmt.position.1,
+                    format!("@num_partitions must be a positive whole number, got '{n}'"),
+                )
+            })?),
+            None => None,
+        };
         jobs.push(PlannedJob {
             plan,
             input,
             sink,
             retain_output: options.collect_output,
+            partitions,
         });
     }
     Ok(PlannedScript { jobs })
@@ -225,19 +247,13 @@ impl PlannedScript {
         let mut outputs: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
         let mut summaries = Vec::new();
         for job in self.jobs {
-            let (mut summary, retained) = run_job(
-                job.plan.clone(),
-                &job.input,
-                job.sink.as_ref(),
-                job.retain_output,
-                &outputs,
-                options,
-            )?;
+            let id = job.plan.id.clone();
+            let (mut summary, retained) = run_job(job, &outputs, options)?;
             if let Some(batches) = retained {
                 if options.collect_output {
                     summary.output = Some(batches.clone());
                 }
-                outputs.insert(job.plan.id.clone(), batches);
+                outputs.insert(id, batches);
             }
             summaries.push(summary);
         }
@@ -246,86 +262,118 @@ impl PlannedScript {
 }
 
 fn run_job(
-    plan: PlannedQuery,
-    input: &JobInput,
-    sink_config: Option<&SinkConfig>,
-    retain: bool,
+    job: PlannedJob,
     outputs: &BTreeMap<String, Vec<RecordBatch>>,
     options: &JobOptions,
 ) -> Result<(JobSummary, Option<Vec<RecordBatch>>)> {
     let started = Instant::now();
+    let plan = job.plan;
     let id = plan.id.clone();
-    let late_path = plan
-        .properties
-        .get("late.data.dlq.path")
-        .map(str::to_string);
-    let input_schema = plan.input_schema.clone();
-    let mut engine = StreamExecutionEngine::new();
-    engine.deploy(plan)?;
+    let mut dead_letter = DeadLetterFile::default();
+    if let Some(p) = plan.properties.get("late.data.dlq.path") {
+        dead_letter.open(std::path::Path::new(p))?;
+    }
     let mut output = JobOutput {
-        sink: sink_config.map(open_sink).transpose()?,
-        retained: retain.then(Vec::new),
+        sink: job.sink.as_ref().map(open_sink).transpose()?,
+        retained: job.retain_output.then(Vec::new),
+        records_out: 0,
     };
     let mut summary = JobSummary {
         job: id.clone(),
         ..Default::default()
     };
-    let mut dead_letter = DeadLetterFile::default();
-    if let Some(p) = late_path {
-        dead_letter.open(std::path::Path::new(&p))?;
-    }
-    match input {
+    let partitions = PartitionOptions {
+        partitions: match job.partitions.unwrap_or(options.partitions) {
+            0 => default_partitions(),
+            n => n,
+        },
+        queue_depth: match options.queue_depth {
+            0 => DEFAULT_QUEUE_DEPTH,
+            n => n,
+        },
+    };
+    // Bad records are found on the reading side, late ones on the output side; the
+    // dead-letter file serves both, off the hot path.
+    let dead_letter = Mutex::new(dead_letter);
+    let deliver = |delivery: Delivery| -> Result<()> {
+        match delivery {
+            Delivery::Rows(batch) => output.write(batch),
+            Delivery::Late(batch) => lock(&dead_letter).write_late(&id, batch),
+            Delivery::Flush => output.flush(),
+        }
+    };
+    let stats = match &job.input {
         JobInput::Upstream(name) => {
-            for b in outputs.get(name).into_iter().flatten() {
-                summary.records_in += b.num_rows() as u64;
-                let out = engine.execute_batch_sync(&id, b.clone())?;
-                output.write(out, &mut summary)?;
-            }
+            let mut batches = outputs.get(name).into_iter().flatten();
+            run_partitioned(
+                &plan,
+                &partitions,
+                || {
+                    Ok(batches.next().map(|b| {
+                        summary.records_in += b.num_rows() as u64;
+                        InputEvent::Batch(b.clone())
+                    }))
+                },
+                deliver,
+            )?
         }
         JobInput::File(config) => {
             let mut source = FileSource::open(config.clone())?;
-            source.set_projection(&input_schema);
+            source.set_projection(&plan.input_schema);
             let progress = progress_bar(options.progress, source.total_bytes());
             if let Some(p) = &config.dead_letter_path {
-                dead_letter.open(p)?;
+                lock(&dead_letter).open(p)?;
             }
-            while let Some(chunk) = source.next_batch()? {
-                summary.records_in += chunk.batch.num_rows() as u64;
-                for bad in chunk.bad_records {
-                    summary.errors += 1;
-                    dead_letter.write(&serde_json::json!({
-                        "source": config.name, "location": bad.location, "reason": bad.reason, "record": bad.raw,
-                    }))?;
-                    if summary.bad_records.len() < 100 {
-                        summary.bad_records.push(bad);
+            let stats = run_partitioned(
+                &plan,
+                &partitions,
+                || {
+                    let Some(chunk) = source.next_batch()? else {
+                        return Ok(None);
+                    };
+                    summary.records_in += chunk.batch.num_rows() as u64;
+                    for bad in chunk.bad_records {
+                        summary.errors += 1;
+                        lock(&dead_letter).write(&serde_json::json!({
+                            "source": config.name, "location": bad.location, "reason": bad.reason, "record": bad.raw,
+                        }))?;
+                        if summary.bad_records.len() < 100 {
+                            summary.bad_records.push(bad);
+                        }
                     }
-                }
-                if let Some(p) = &progress {
-                    p.inc(chunk.bytes);
-                    p.set_message(format!("{} rows", summary.records_in));
-                }
-                if chunk.batch.num_rows() == 0 {
-                    // A followed file is idle: make what was written so far visible.
-                    output.flush()?;
-                    continue;
-                }
-                let out = engine.execute_batch_sync(&id, chunk.batch)?;
-                output.write(out, &mut summary)?;
-                dead_letter.write_late(&id, engine.take_dead_letters(&id)?)?;
-            }
+                    if let Some(p) = &progress {
+                        p.inc(chunk.bytes);
+                        p.set_message(format!("{} rows", summary.records_in));
+                    }
+                    Ok(Some(if chunk.batch.num_rows() == 0 {
+                        // A followed file is idle: make what was written so far visible.
+                        InputEvent::Idle
+                    } else {
+                        InputEvent::Batch(chunk.batch)
+                    }))
+                },
+                deliver,
+            )?;
             if let Some(p) = progress {
                 p.finish_and_clear();
             }
+            stats
         }
-    }
-    let released = engine.end_of_input(&id)?;
-    output.write(released, &mut summary)?;
+    };
     output.flush()?;
-    dead_letter.write_late(&id, engine.take_dead_letters(&id)?)?;
-    dead_letter.flush()?;
-    summary.late_records = engine.processor(&id)?.late_records();
+    lock(&dead_letter).flush()?;
+    summary.records_out = output.records_out;
+    summary.late_records = stats.late_records;
+    summary.partitions = stats.partitions;
+    if let Some(reason) = stats.single_reason {
+        tracing::info!(job = %id, reason, "the query runs on one partition");
+    }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok((summary, output.retained))
+}
+
+fn lock(file: &Mutex<DeadLetterFile>) -> std::sync::MutexGuard<'_, DeadLetterFile> {
+    file.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The dead-letter file: bad records and late records, one JSON object per line.
@@ -351,32 +399,30 @@ impl DeadLetterFile {
         Ok(())
     }
 
-    /// Writes late records (batches carrying a `_late_reason` column).
-    fn write_late(&mut self, job: &str, batches: Vec<RecordBatch>) -> Result<()> {
-        for batch in batches {
-            if self.out.is_none() {
-                tracing::warn!(
-                    job,
-                    rows = batch.num_rows(),
-                    "late records dropped: no dead-letter path configured"
-                );
-                continue;
-            }
-            let mut buf = Vec::new();
-            {
-                let mut writer = arrow::json::LineDelimitedWriter::new(&mut buf);
-                writer.write(&batch)?;
-                writer.finish()?;
-            }
-            for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let mut record: serde_json::Value = serde_json::from_slice(line)
-                    .map_err(|e| VeloError::Execution(e.to_string()))?;
-                let reason = record
-                    .as_object_mut()
-                    .and_then(|o| o.remove("_late_reason"))
-                    .unwrap_or(serde_json::Value::Null);
-                self.write(&serde_json::json!({ "job": job, "reason": reason, "record": record }))?;
-            }
+    /// Writes late records (a batch carrying a `_late_reason` column).
+    fn write_late(&mut self, job: &str, batch: RecordBatch) -> Result<()> {
+        if self.out.is_none() {
+            tracing::warn!(
+                job,
+                rows = batch.num_rows(),
+                "late records dropped: no dead-letter path configured"
+            );
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        {
+            let mut writer = arrow::json::LineDelimitedWriter::new(&mut buf);
+            writer.write(&batch)?;
+            writer.finish()?;
+        }
+        for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let mut record: serde_json::Value =
+                serde_json::from_slice(line).map_err(|e| VeloError::Execution(e.to_string()))?;
+            let reason = record
+                .as_object_mut()
+                .and_then(|o| o.remove("_late_reason"))
+                .unwrap_or(serde_json::Value::Null);
+            self.write(&serde_json::json!({ "job": job, "reason": reason, "record": record }))?;
         }
         Ok(())
     }
@@ -395,18 +441,17 @@ impl DeadLetterFile {
 struct JobOutput {
     sink: Option<Box<dyn crate::connectors::Sink>>,
     retained: Option<Vec<RecordBatch>>,
+    records_out: u64,
 }
 
 impl JobOutput {
-    fn write(&mut self, batches: Vec<RecordBatch>, summary: &mut JobSummary) -> Result<()> {
-        for b in batches {
-            summary.records_out += b.num_rows() as u64;
-            if let Some(s) = self.sink.as_mut() {
-                s.write_batch(&b)?;
-            }
-            if let Some(r) = self.retained.as_mut() {
-                r.push(b);
-            }
+    fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        self.records_out += batch.num_rows() as u64;
+        if let Some(s) = self.sink.as_mut() {
+            s.write_batch(&batch)?;
+        }
+        if let Some(r) = self.retained.as_mut() {
+            r.push(batch);
         }
         Ok(())
     }

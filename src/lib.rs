@@ -1,13 +1,15 @@
 //! velostream: a streaming SQL engine.
 //!
 //! Layers, each importing only the ones below it:
-//! `job` (runs a statement's sources → engine → sinks) → `connectors` (files, stdout)
-//! → `exec` (operators, state, the engine) → `sql` (parse, plan).
+//! `job` (runs a statement's sources → partitions → sinks) → `connectors` (files, stdout)
+//! → `partition` (router, workers, output thread) → `exec` (operators, state, the engine)
+//! → `sql` (parse, plan).
 
 pub mod connectors;
 pub mod error;
 pub mod exec;
 pub mod job;
+pub mod partition;
 pub mod sql;
 
 pub use error::{Result, VeloError};

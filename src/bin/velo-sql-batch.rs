@@ -24,9 +24,13 @@ struct Args {
     /// Where a plain SELECT writes (JSON lines; .csv for CSV). Default: stdout.
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Partition workers.
-    #[arg(long, default_value_t = 1)]
-    partitions: usize,
+    /// Partition workers per job (default: one per core; `-- @num_partitions: N` in a
+    /// statement overrides it).
+    #[arg(long)]
+    partitions: Option<usize>,
+    /// Batches each queue between reader, workers and sink holds before the writer waits.
+    #[arg(long, default_value_t = velostream::partition::DEFAULT_QUEUE_DEPTH)]
+    queue_depth: usize,
     /// Never show a progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -62,13 +66,16 @@ fn run(args: Args) -> Result<(), VeloError> {
         })?;
         source_paths.insert(name.trim().to_lowercase(), path.trim().to_string());
     }
-    if args.partitions == 0 {
-        return Err(VeloError::Config("--partitions must be at least 1".into()));
+    if args.partitions == Some(0) || args.queue_depth == 0 {
+        return Err(VeloError::Config(
+            "--partitions and --queue-depth must be at least 1".into(),
+        ));
     }
     let options = JobOptions {
         source_paths,
         output: args.output.clone(),
-        partitions: args.partitions,
+        partitions: args.partitions.unwrap_or(0),
+        queue_depth: args.queue_depth,
         progress: !args.no_progress && std::io::stderr().is_terminal(),
         collect_output: false,
     };

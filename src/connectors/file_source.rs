@@ -15,7 +15,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::error::{Result, VeloError};
 use crate::exec::event_time::{constant_millis, to_epoch_millis, EventTimeFormat};
-use crate::exec::processor::now_millis;
+use crate::exec::input::now_millis;
 use crate::sql::Properties;
 
 /// Rows per decoded batch.

@@ -25,13 +25,23 @@ impl StreamExecutionEngine {
 
     /// Deploys a planned query under its id; fails if the id is taken.
     pub fn deploy(&mut self, plan: PlannedQuery) -> Result<String> {
-        let id = plan.id.clone();
+        self.install(QueryProcessor::new(plan)?)
+    }
+
+    /// Deploys a query whose watermark only moves through `advance_watermark` (a partition
+    /// worker's share of a query: its router tracks event time over the whole input).
+    pub fn deploy_with_external_watermarks(&mut self, plan: PlannedQuery) -> Result<String> {
+        self.install(QueryProcessor::new(plan)?.with_external_watermarks())
+    }
+
+    fn install(&mut self, processor: QueryProcessor) -> Result<String> {
+        let id = processor.plan().id.clone();
         if self.queries.contains_key(&id) {
             return Err(VeloError::Config(format!(
                 "a query named '{id}' is already deployed"
             )));
         }
-        self.queries.insert(id.clone(), QueryProcessor::new(plan)?);
+        self.queries.insert(id.clone(), processor);
         Ok(id)
     }
 
@@ -112,6 +122,15 @@ impl StreamExecutionEngine {
     /// Late records held for the dead-letter sink, taken once.
     pub fn take_dead_letters(&mut self, query_id: &str) -> Result<Vec<RecordBatch>> {
         Ok(self.processor_mut(query_id)?.take_dead_letters())
+    }
+
+    /// Moves the query's event time to `watermark`; returns the windows that closes.
+    pub fn advance_watermark(
+        &mut self,
+        query_id: &str,
+        watermark: i64,
+    ) -> Result<Vec<RecordBatch>> {
+        self.processor_mut(query_id)?.advance_watermark(watermark)
     }
 
     /// The query's bounded input ended: returns what that releases (EMIT FINAL groups).

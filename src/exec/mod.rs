@@ -8,6 +8,7 @@ pub mod engine;
 pub mod event_time;
 pub mod group_keys;
 pub mod group_table;
+pub mod input;
 pub mod operator;
 pub mod processor;
 pub mod record;

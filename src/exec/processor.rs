@@ -2,33 +2,30 @@
 
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, ArrayRef, Int32Array, Int64Array, StringArray};
-use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
-use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use arrow::record_batch::RecordBatch;
 
 use super::aggregate::GroupByAggregator;
 use super::analytic::AnalyticOperator;
-use super::event_time::constant_millis;
+use super::input::InputAdapter;
 use super::operator::{
     DistinctOperator, FilterOperator, LimitOperator, Operator, ProjectOperator, SortOperator,
 };
 use super::session::SessionAggregator;
-use super::watermark::WatermarkTracker;
-use super::window::{event_times, WindowAggregator};
+use super::watermark::EventClock;
+use super::window::WindowAggregator;
 use crate::error::Result;
 use crate::sql::script::WindowKind;
-use crate::sql::window::{WatermarkPlan, WINDOW_END};
 use crate::sql::{PlanStage, PlannedQuery};
 
 /// Runs one planned query over input batches; all state lives here, behind `&mut self`.
 pub struct QueryProcessor {
     plan: PlannedQuery,
     operators: Vec<Box<dyn Operator>>,
-    /// Records seen, used as `_offset` when the input carries none.
-    records_in: i64,
-    /// Event-time tracking of windowed queries.
-    watermarks: Option<(WatermarkTracker, WatermarkPlan)>,
+    input: InputAdapter,
+    /// Event-time tracking of windowed queries; None when the watermark is driven from
+    /// outside (a partition worker, whose router owns the clock).
+    clock: Option<EventClock>,
     /// The last watermark handed to the operators.
     watermark: i64,
 }
@@ -71,19 +68,23 @@ impl QueryProcessor {
             };
             operators.push(op);
         }
-        let watermarks = plan.watermark.as_ref().map(|w| {
-            (
-                WatermarkTracker::new(w.max_out_of_orderness_ms, w.idle_timeout_ms),
-                w.clone(),
-            )
-        });
+        let clock = plan.watermark.as_ref().map(EventClock::new);
+        let input = InputAdapter::new(Arc::clone(&plan.input_schema), plan.source.clone());
         Ok(QueryProcessor {
             plan,
             operators,
-            records_in: 0,
-            watermarks,
+            input,
+            clock,
             watermark: i64::MIN,
         })
+    }
+
+    /// Stops tracking event time from the batches: only `advance_watermark` moves it. Used by
+    /// partition workers, which see a share of the keys and so must not close windows on their
+    /// own maximum.
+    pub fn with_external_watermarks(mut self) -> Self {
+        self.clock = None;
+        self
     }
 
     /// The planned query.
@@ -129,21 +130,9 @@ impl QueryProcessor {
         if batch.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        let batch = self.adapt_input(batch)?;
-        self.records_in += batch.num_rows() as i64;
-        let observed = match &mut self.watermarks {
-            Some((tracker, plan)) => {
-                let times = event_times(&plan.time_expr, &batch)?;
-                let partitions = plan.partition_column.and_then(|i| {
-                    batch
-                        .column(i)
-                        .as_any()
-                        .downcast_ref::<Int32Array>()
-                        .cloned()
-                });
-                tracker.observe(&times, partitions.as_ref());
-                tracker.watermark()
-            }
+        let batch = self.input.adapt(batch)?;
+        let observed = match &mut self.clock {
+            Some(clock) => clock.observe(&batch)?,
             None => None,
         };
         let mut out = self.run_from(0, vec![batch])?;
@@ -198,65 +187,4 @@ impl QueryProcessor {
         current.retain(|b| b.num_rows() > 0);
         Ok(current)
     }
-
-    /// Shapes an incoming batch to the input schema: columns by name (cast when the type
-    /// differs), NULL for absent data columns, and defaults for absent system columns.
-    fn adapt_input(&self, batch: RecordBatch) -> Result<RecordBatch> {
-        let target = &self.plan.input_schema;
-        if batch.schema().fields() == target.fields() {
-            return Ok(batch);
-        }
-        let n = batch.num_rows();
-        let now = now_millis();
-        let incoming = batch.schema();
-        let columns = target
-            .fields()
-            .iter()
-            .map(|f| {
-                if let Ok(i) = incoming.index_of(f.name()) {
-                    let col = batch.column(i);
-                    return Ok(if col.data_type() == f.data_type() {
-                        Arc::clone(col)
-                    } else {
-                        cast(col, f.data_type())?
-                    });
-                }
-                let col: ArrayRef = match f.name().as_str() {
-                    "_timestamp" => constant_millis(now, n),
-                    // Windowed rows (an upstream query's output) carry their window end as event time.
-                    "_event_time" => match incoming
-                        .index_of(WINDOW_END)
-                        .or_else(|_| incoming.index_of("_timestamp"))
-                    {
-                        Ok(i) => cast(batch.column(i), &arrow::datatypes::DataType::Int64)?,
-                        Err(_) => constant_millis(now, n),
-                    },
-                    "_offset" => Arc::new(Int64Array::from_iter_values(
-                        (0..n as i64).map(|i| self.records_in + i),
-                    )),
-                    "_partition" => Arc::new(Int32Array::from_value(0, n)),
-                    "_topic" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                        self.plan.source.as_str(),
-                        n,
-                    ))),
-                    _ => new_null_array(f.data_type(), n),
-                };
-                Ok(col)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let options = RecordBatchOptions::new().with_row_count(Some(n));
-        Ok(RecordBatch::try_new_with_options(
-            Arc::clone(target),
-            columns,
-            &options,
-        )?)
-    }
-}
-
-/// Wall-clock milliseconds since the epoch.
-pub fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

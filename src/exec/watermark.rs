@@ -6,6 +6,49 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, Int32Array, Int64Array};
+use arrow::record_batch::RecordBatch;
+
+use super::window::event_times;
+use crate::error::Result;
+use crate::sql::window::WatermarkPlan;
+
+/// A query's event-time clock: evaluates each batch's event times and tracks the watermark.
+/// The processor owns one when it runs alone; a partitioned job's router owns the only one
+/// and broadcasts its watermark, so every worker closes windows on the same event time.
+#[derive(Debug)]
+pub struct EventClock {
+    tracker: WatermarkTracker,
+    plan: WatermarkPlan,
+}
+
+impl EventClock {
+    /// A clock following `plan`.
+    pub fn new(plan: &WatermarkPlan) -> Self {
+        EventClock {
+            tracker: WatermarkTracker::new(plan.max_out_of_orderness_ms, plan.idle_timeout_ms),
+            plan: plan.clone(),
+        }
+    }
+
+    /// Observes a batch (in the query's input schema) and returns the watermark after it.
+    pub fn observe(&mut self, batch: &RecordBatch) -> Result<Option<i64>> {
+        let times = event_times(&self.plan.time_expr, batch)?;
+        let partitions = self.plan.partition_column.and_then(|i| {
+            batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<Int32Array>()
+                .cloned()
+        });
+        self.tracker.observe(&times, partitions.as_ref());
+        Ok(self.tracker.watermark())
+    }
+
+    /// The watermark now (idle partitions may have stopped holding it back).
+    pub fn watermark(&self) -> Option<i64> {
+        self.tracker.watermark()
+    }
+}
 
 /// Tracks event time per input partition.
 #[derive(Debug)]

@@ -1,0 +1,102 @@
+//! `InputAdapter`: shapes incoming batches to a query's input schema. It runs once per input
+//! batch, before any routing, so system columns that are filled in here (`_offset`,
+//! `_timestamp`) are the same whichever partition a row lands on.
+
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, ArrayRef, Int32Array, Int64Array, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+
+use super::event_time::constant_millis;
+use crate::error::Result;
+use crate::sql::window::WINDOW_END;
+
+/// Casts and fills incoming batches into a query's input schema.
+#[derive(Debug, Clone)]
+pub struct InputAdapter {
+    schema: SchemaRef,
+    source: String,
+    /// Records seen, used as `_offset` when the input carries none.
+    records_in: i64,
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl InputAdapter {
+    /// An adapter into `schema` for rows of `source`.
+    pub fn new(schema: SchemaRef, source: impl Into<String>) -> Self {
+        InputAdapter {
+            schema,
+            source: source.into(),
+            records_in: 0,
+        }
+    }
+
+    /// The schema batches come out in.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Columns by name (cast when the type differs), NULL for absent data columns, and
+    /// defaults for absent system columns.
+    pub fn adapt(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
+        let n = batch.num_rows();
+        let first_offset = self.records_in;
+        self.records_in += n as i64;
+        let target = &self.schema;
+        if batch.schema().fields() == target.fields() {
+            return Ok(batch);
+        }
+        let now = now_millis();
+        let incoming = batch.schema();
+        let columns = target
+            .fields()
+            .iter()
+            .map(|f| {
+                if let Ok(i) = incoming.index_of(f.name()) {
+                    let col = batch.column(i);
+                    return Ok(if col.data_type() == f.data_type() {
+                        Arc::clone(col)
+                    } else {
+                        cast(col, f.data_type())?
+                    });
+                }
+                let col: ArrayRef = match f.name().as_str() {
+                    "_timestamp" => constant_millis(now, n),
+                    // Windowed rows (an upstream query's output) carry their window end as event time.
+                    "_event_time" => match incoming
+                        .index_of(WINDOW_END)
+                        .or_else(|_| incoming.index_of("_timestamp"))
+                    {
+                        Ok(i) => cast(batch.column(i), &DataType::Int64)?,
+                        Err(_) => constant_millis(now, n),
+                    },
+                    "_offset" => Arc::new(Int64Array::from_iter_values(
+                        (0..n as i64).map(|i| first_offset + i),
+                    )),
+                    "_partition" => Arc::new(Int32Array::from_value(0, n)),
+                    "_topic" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                        self.source.as_str(),
+                        n,
+                    ))),
+                    _ => new_null_array(f.data_type(), n),
+                };
+                Ok(col)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(target),
+            columns,
+            &options,
+        )?)
+    }
+}

@@ -1,0 +1,283 @@
+//! A partitioned run of one query: the calling thread reads the input and routes it, N
+//! `PartitionWorker` threads process their shares, and one output thread hands the results
+//! to the sink. Every queue is bounded, so a slow sink holds back the workers and they hold
+//! back the reader; memory stays flat whatever the input rate.
+//!
+//! Each input batch is an *epoch*: every worker receives its share (possibly empty) and the
+//! watermark after the batch, and answers with what it emitted. The output thread takes the
+//! answers epoch by epoch, worker by worker, so the output order is fixed for a given N, a
+//! key's rows keep their order, and windows closed by one watermark all reach the sink before
+//! anything of a later epoch.
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+
+use super::router::{PartitionRouter, Routing};
+use super::worker::{PartitionWorker, WorkerInput, WorkerOutput};
+use crate::error::{Result, VeloError};
+use crate::exec::input::InputAdapter;
+use crate::exec::watermark::EventClock;
+use crate::sql::PlannedQuery;
+
+/// Queue depth (batches) between stages when none is configured.
+pub const DEFAULT_QUEUE_DEPTH: usize = 4;
+
+/// How wide a partitioned run is.
+#[derive(Debug, Clone)]
+pub struct PartitionOptions {
+    /// Worker threads (a query that cannot be split uses one).
+    pub partitions: usize,
+    /// Batches each queue holds before its writer waits.
+    pub queue_depth: usize,
+}
+
+impl PartitionOptions {
+    /// `partitions` workers with the default queue depth.
+    pub fn new(partitions: usize) -> Self {
+        PartitionOptions {
+            partitions,
+            queue_depth: DEFAULT_QUEUE_DEPTH,
+        }
+    }
+}
+
+/// The number of cores, the default width of a job.
+pub fn default_partitions() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// What the input side hands the router.
+pub enum InputEvent {
+    /// Records, in any schema the query's input adapter accepts.
+    Batch(RecordBatch),
+    /// The source has nothing now: re-check the watermark and flush the sink.
+    Idle,
+}
+
+/// What the output thread hands the sink, in order.
+pub enum Delivery {
+    /// Result rows (a delete batch for a retraction).
+    Rows(RecordBatch),
+    /// Records that arrived after their window closed, with a `_late_reason` column.
+    Late(RecordBatch),
+    /// The input is idle: make what was delivered visible.
+    Flush,
+}
+
+/// What a partitioned run did.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionStats {
+    /// Workers used.
+    pub partitions: usize,
+    /// Why the query ran on one worker, when it could not be split.
+    pub single_reason: Option<&'static str>,
+    /// Input batches routed.
+    pub epochs: u64,
+    /// Records dropped as too late, over all workers.
+    pub late_records: u64,
+    /// Per-batch latency (routed → every worker's output delivered), median and 99th percentile.
+    pub latency_p50: Duration,
+    pub latency_p99: Duration,
+}
+
+/// Runs `plan` over the events `next_input` returns (on this thread) until it returns None,
+/// handing the output to `deliver` (on the output thread).
+pub fn run_partitioned<I, D>(
+    plan: &PlannedQuery,
+    options: &PartitionOptions,
+    mut next_input: I,
+    deliver: D,
+) -> Result<PartitionStats>
+where
+    I: FnMut() -> Result<Option<InputEvent>>,
+    D: FnMut(Delivery) -> Result<()> + Send,
+{
+    let routing = Routing::for_plan(plan);
+    let single_reason = match &routing {
+        Routing::Single(reason) if options.partitions > 1 => Some(*reason),
+        _ => None,
+    };
+    let mut router = PartitionRouter::new(routing, options.partitions);
+    let n = router.partitions();
+    let depth = options.queue_depth.max(1);
+    let mut adapter = InputAdapter::new(plan.input_schema.clone(), plan.source.clone());
+    let mut clock = plan.watermark.as_ref().map(EventClock::new);
+    let workers = (0..n)
+        .map(|_| PartitionWorker::new(plan.clone()))
+        .collect::<Result<Vec<_>>>()?;
+
+    std::thread::scope(|scope| {
+        let mut to_workers = Vec::with_capacity(n);
+        let mut from_workers = Vec::with_capacity(n);
+        for (i, worker) in workers.into_iter().enumerate() {
+            let (input_tx, input_rx) = sync_channel::<WorkerInput>(depth);
+            let (output_tx, output_rx) = sync_channel(depth);
+            std::thread::Builder::new()
+                .name(format!("velo-partition-{i}"))
+                .spawn_scoped(scope, move || worker.run(input_rx, output_tx))
+                .map_err(|e| VeloError::io("starting a partition worker", e))?;
+            to_workers.push(input_tx);
+            from_workers.push(output_rx);
+        }
+        let output = std::thread::Builder::new()
+            .name("velo-output".into())
+            .spawn_scoped(scope, move || collect_outputs(from_workers, deliver))
+            .map_err(|e| VeloError::io("starting the output thread", e))?;
+
+        let routed = route_input(
+            &mut next_input,
+            &mut adapter,
+            &mut clock,
+            &mut router,
+            &to_workers,
+        );
+        let ended = routed.as_ref().is_ok_and(|r| *r);
+        if ended {
+            for tx in &to_workers {
+                // A worker that hung up has already reported why on its output.
+                let _ = tx.send(WorkerInput::End);
+            }
+        }
+        drop(to_workers);
+        let collected = output
+            .join()
+            .map_err(|_| VeloError::Execution("the output thread panicked".into()))?;
+        let epochs = routed?;
+        let mut stats = collected?;
+        if !epochs || !stats.complete {
+            return Err(VeloError::Execution(
+                "a partition worker stopped before the input ended".into(),
+            ));
+        }
+        stats.stats.partitions = n;
+        stats.stats.single_reason = single_reason;
+        stats.stats.epochs = stats.epochs;
+        Ok(stats.stats)
+    })
+}
+
+/// Reads, adapts, watermarks and routes input until it ends (true) or a worker hangs up
+/// (false: its output says why).
+fn route_input<I>(
+    next_input: &mut I,
+    adapter: &mut InputAdapter,
+    clock: &mut Option<EventClock>,
+    router: &mut PartitionRouter,
+    to_workers: &[SyncSender<WorkerInput>],
+) -> Result<bool>
+where
+    I: FnMut() -> Result<Option<InputEvent>>,
+{
+    while let Some(event) = next_input()? {
+        let started = Instant::now();
+        let (pieces, watermark, flush) = match event {
+            InputEvent::Batch(batch) if batch.num_rows() > 0 => {
+                let batch = adapter.adapt(batch)?;
+                let watermark = match clock {
+                    Some(c) => c.observe(&batch)?,
+                    None => None,
+                };
+                (router.split(batch)?, watermark, false)
+            }
+            InputEvent::Batch(_) => continue,
+            InputEvent::Idle => (
+                vec![None; to_workers.len()],
+                clock.as_ref().and_then(EventClock::watermark),
+                true,
+            ),
+        };
+        for (tx, rows) in to_workers.iter().zip(pieces) {
+            let message = WorkerInput::Epoch {
+                rows,
+                watermark,
+                flush,
+                started,
+            };
+            if tx.send(message).is_err() {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+struct Collected {
+    stats: PartitionStats,
+    epochs: u64,
+    /// Every worker reached end of input.
+    complete: bool,
+}
+
+/// The output thread: takes each epoch from every worker in turn and delivers it.
+fn collect_outputs<D>(
+    workers: Vec<Receiver<Result<WorkerOutput>>>,
+    mut deliver: D,
+) -> Result<Collected>
+where
+    D: FnMut(Delivery) -> Result<()>,
+{
+    let mut latencies: Vec<Duration> = Vec::new();
+    let mut late_records = 0;
+    let mut epochs = 0;
+    loop {
+        let mut finished = 0;
+        let mut flush = false;
+        let mut started = None;
+        for worker in &workers {
+            let out = match worker.recv() {
+                Ok(out) => out?,
+                // The router stopped early; it reports why.
+                Err(_) => {
+                    return Ok(Collected {
+                        stats: PartitionStats::default(),
+                        epochs,
+                        complete: false,
+                    })
+                }
+            };
+            for batch in out.rows {
+                deliver(Delivery::Rows(batch))?;
+            }
+            for batch in out.late {
+                deliver(Delivery::Late(batch))?;
+            }
+            flush |= out.flush;
+            started = started.or(out.started);
+            if let Some(late) = out.finished {
+                late_records += late;
+                finished += 1;
+            }
+        }
+        if flush {
+            deliver(Delivery::Flush)?;
+        }
+        if finished == workers.len() {
+            break;
+        }
+        epochs += 1;
+        if let Some(t) = started {
+            latencies.push(t.elapsed());
+        }
+    }
+    latencies.sort_unstable();
+    let percentile = |p: usize| {
+        latencies
+            .get((latencies.len().saturating_sub(1)) * p / 100)
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok(Collected {
+        stats: PartitionStats {
+            late_records,
+            latency_p50: percentile(50),
+            latency_p99: percentile(99),
+            ..Default::default()
+        },
+        epochs,
+        complete: true,
+    })
+}

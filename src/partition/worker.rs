@@ -1,0 +1,105 @@
+//! `PartitionWorker`: a plain OS thread that owns its share of a query's state and runs it
+//! synchronously, one epoch (input batch) at a time.
+
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::time::Instant;
+
+use arrow::record_batch::RecordBatch;
+
+use crate::error::Result;
+use crate::exec::engine::StreamExecutionEngine;
+use crate::sql::PlannedQuery;
+
+/// What the router sends a worker: every worker gets every epoch, with or without rows, so
+/// the output side can put the workers' results back in epoch order.
+pub(crate) enum WorkerInput {
+    /// One input batch's share, then the watermark after that batch.
+    Epoch {
+        rows: Option<RecordBatch>,
+        watermark: Option<i64>,
+        /// Make everything emitted so far visible (the source is idle).
+        flush: bool,
+        started: Instant,
+    },
+    /// The input is complete: release everything.
+    End,
+}
+
+/// What a worker emitted for one epoch.
+pub(crate) struct WorkerOutput {
+    pub rows: Vec<RecordBatch>,
+    /// Records that arrived too late, for the dead-letter sink.
+    pub late: Vec<RecordBatch>,
+    pub flush: bool,
+    pub started: Option<Instant>,
+    /// Set on the worker's last output (after end of input): its late-record count.
+    pub finished: Option<u64>,
+}
+
+/// One partition of a query: an engine holding that partition's processor.
+pub struct PartitionWorker {
+    engine: StreamExecutionEngine,
+    query_id: String,
+}
+
+impl PartitionWorker {
+    /// A worker for one partition of `plan`; its watermark comes from the router.
+    pub fn new(plan: PlannedQuery) -> Result<Self> {
+        let mut engine = StreamExecutionEngine::new();
+        let query_id = engine.deploy_with_external_watermarks(plan)?;
+        Ok(PartitionWorker { engine, query_id })
+    }
+
+    /// Processes epochs until the input ends or either side hangs up. An error is sent on as
+    /// this worker's last output.
+    pub(crate) fn run(
+        mut self,
+        input: Receiver<WorkerInput>,
+        output: SyncSender<Result<WorkerOutput>>,
+    ) {
+        while let Ok(message) = input.recv() {
+            let result = self.handle(message);
+            let last = !matches!(result, Ok(WorkerOutput { finished: None, .. }));
+            if output.send(result).is_err() || last {
+                return;
+            }
+        }
+    }
+
+    fn handle(&mut self, message: WorkerInput) -> Result<WorkerOutput> {
+        let id = self.query_id.as_str();
+        match message {
+            WorkerInput::Epoch {
+                rows,
+                watermark,
+                flush,
+                started,
+            } => {
+                let mut out = match rows {
+                    Some(batch) => self.engine.execute_batch_sync(id, batch)?,
+                    None => Vec::new(),
+                };
+                if let Some(wm) = watermark {
+                    out.extend(self.engine.advance_watermark(id, wm)?);
+                }
+                Ok(WorkerOutput {
+                    rows: out,
+                    late: self.engine.take_dead_letters(id)?,
+                    flush,
+                    started: Some(started),
+                    finished: None,
+                })
+            }
+            WorkerInput::End => {
+                let rows = self.engine.end_of_input(id)?;
+                Ok(WorkerOutput {
+                    rows,
+                    late: self.engine.take_dead_letters(id)?,
+                    flush: true,
+                    started: None,
+                    finished: Some(self.engine.processor(id)?.late_records()),
+                })
+            }
+        }
+    }
+}
