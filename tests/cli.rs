@@ -306,3 +306,58 @@ fn a_later_statement_reads_windowed_rows_by_window_end() {
         "{stdout}"
     );
 }
+
+#[test]
+fn partitions_come_from_the_flag_or_the_statement_annotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.jsonl");
+    write_lines(
+        &input,
+        (0..1000).map(|i| format!(r#"{{"k": "k{}", "v": {i}}}"#, i % 10)),
+    );
+    let source = format!("t={}", input.display());
+    let group_by = "SELECT k, SUM(v) AS total FROM t GROUP BY k EMIT FINAL";
+    let run = |sql: &str, extra: &[&str]| {
+        let out = velo()
+            .arg(format!("--execute={sql}"))
+            .args(["--source", &source])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        let mut rows: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        rows.sort();
+        (rows, stderr)
+    };
+    let (one, stderr) = run(group_by, &["--partitions", "1"]);
+    assert!(
+        stderr.contains("1000 records in, 10 out, 0 errors, 1 partitions"),
+        "{stderr}"
+    );
+    let (three, stderr) = run(group_by, &["--partitions", "3"]);
+    assert!(stderr.contains("3 partitions"), "{stderr}");
+    assert_eq!(one, three);
+    let annotated = format!("-- @num_partitions: 5\n{group_by}");
+    let (five, stderr) = run(&annotated, &["--partitions", "2"]);
+    assert!(stderr.contains("5 partitions"), "{stderr}");
+    assert_eq!(one, five);
+    // LIMIT needs every row in one place, whatever was asked.
+    let (_, stderr) = run("SELECT k FROM t LIMIT 3", &["--partitions", "4"]);
+    assert!(stderr.contains("3 out, 0 errors, 1 partitions"), "{stderr}");
+
+    let bad = velo()
+        .arg(format!("--execute=-- @num_partitions: zero\n{group_by}"))
+        .args(["--source", &source])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("@num_partitions must be a positive whole number"),
+        "{stderr}"
+    );
+}
