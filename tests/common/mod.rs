@@ -276,7 +276,10 @@ fn multiset_validator(
     actual: &[Vec<String>],
     expected: &[String],
 ) -> bool {
-    let mut actual: Vec<String> = actual.iter().map(|row| normalizer(&row.join(" "))).collect();
+    let mut actual: Vec<String> = actual
+        .iter()
+        .map(|row| normalizer(&row.join(" ")))
+        .collect();
     let mut expected: Vec<String> = expected.iter().map(normalizer).collect();
     actual.sort();
     expected.sort();
