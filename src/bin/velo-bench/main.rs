@@ -1,10 +1,27 @@
-//! `velo-bench`: velostream's benchmark tool. `generate` writes deterministic input files.
+//! `velo-bench`: velostream's benchmark tool. `generate` writes deterministic input files;
+//! `run` measures the scenarios (engine only and end to end, at several partition counts),
+//! each in its own child process so peak memory is per scenario; `entry-points` compares the
+//! engine's batch, per-record and async entry points. See docs/benchmarks.md.
 
-use std::io::{BufWriter, Write};
-use std::path::PathBuf;
-use std::process::ExitCode;
+mod entry_points;
+mod generators;
+mod report;
+mod scenarios;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+use generators::{Format, Stream};
+use report::RunResult;
+use scenarios::{Workload, SCENARIOS};
+
+/// Errors of the tool: anything displayable, reported once in `main`.
+pub type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Prefix of the line a child process reports its result on.
+const RESULT_PREFIX: &str = "VELO_BENCH_RESULT ";
 
 /// Benchmark tooling for velostream.
 #[derive(Parser, Debug)]
@@ -14,14 +31,42 @@ struct Args {
     command: Command,
 }
 
+/// Input size and shape, shared by the subcommands that generate data.
+#[derive(clap::Args, Debug, Clone)]
+struct WorkloadArgs {
+    /// Input records per run.
+    #[arg(long, default_value_t = 10_000_000)]
+    rows: u64,
+    /// Distinct symbols in the trades stream.
+    #[arg(long, default_value_t = 1000)]
+    keys: u64,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Rows per in-memory batch.
+    #[arg(long, default_value_t = 8192)]
+    batch_size: usize,
+}
+
+impl WorkloadArgs {
+    fn workload(&self) -> Workload {
+        Workload {
+            rows: self.rows,
+            keys: self.keys,
+            seed: self.seed,
+            batch_size: self.batch_size,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Write a deterministic trades file (symbol, price, quantity, ts).
+    /// Write a deterministic input file (trades: symbol, price, quantity, ts; or Nexmark bids).
     Generate {
         /// Number of rows.
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
-        /// Number of distinct symbols.
+        /// Number of distinct symbols (trades).
         #[arg(long, default_value_t = 1000)]
         keys: u64,
         /// Output format.
@@ -30,75 +75,327 @@ enum Command {
         /// Random seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Which stream.
+        #[arg(long, value_enum, default_value_t = StreamArg::Trades)]
+        stream: StreamArg,
         /// Output file.
         #[arg(long)]
         output: PathBuf,
     },
+    /// Run scenarios and print records/s, per-core rate, latency, peak memory and scaling.
+    Run {
+        /// A scenario to run (repeatable; default: all). `velo-bench list` names them.
+        #[arg(long = "scenario")]
+        scenarios: Vec<String>,
+        #[command(flatten)]
+        workload: WorkloadArgs,
+        /// Engine only (in-memory batches), end to end (file → job → file), or both.
+        #[arg(long, value_enum, default_value_t = Mode::Engine)]
+        mode: Mode,
+        /// Partition counts to run each scenario at, e.g. `1,2,4`.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        partitions: Vec<usize>,
+        /// Input file format of end-to-end runs.
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+        /// Where end-to-end runs put their files (default: a temporary folder, removed after).
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+        /// Also compare the engine's entry points.
+        #[arg(long)]
+        entry_points: bool,
+        /// Records the per-record entry points get (they are much slower).
+        #[arg(long, default_value_t = 200_000)]
+        record_rows: u64,
+        /// Write every result to this JSON file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Compare the engine's entry points on one GROUP BY ... EMIT CHANGES query.
+    EntryPoints {
+        #[command(flatten)]
+        workload: WorkloadArgs,
+        /// Records the per-record entry points get (they are much slower).
+        #[arg(long, default_value_t = 200_000)]
+        record_rows: u64,
+        /// Write the results to this JSON file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// List the scenarios and their SQL.
+    List,
+    /// One run in a fresh process (started by `run`; prints its result as a JSON line).
+    #[command(hide = true)]
+    Child {
+        #[arg(long)]
+        scenario: String,
+        #[command(flatten)]
+        workload: WorkloadArgs,
+        #[arg(long, value_enum)]
+        mode: Mode,
+        #[arg(long)]
+        partitions: usize,
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+    },
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
-enum Format {
-    Csv,
-    Jsonl,
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Engine,
+    E2e,
+    Both,
 }
 
-/// A small, fast deterministic generator (SplitMix64).
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum StreamArg {
+    Trades,
+    Bid,
 }
 
-fn generate(
-    rows: u64,
-    keys: u64,
-    format: Format,
-    seed: u64,
-    output: &PathBuf,
-) -> std::io::Result<()> {
-    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(output)?);
-    let mut rng = SplitMix(seed);
-    // 2024-01-01T00:00:00Z, ~1000 trades per second, up to 2s out of order.
-    let start = 1_704_067_200_000i64;
-    if format == Format::Csv {
-        writeln!(out, "symbol,price,quantity,ts")?;
-    }
-    for i in 0..rows {
-        let symbol = rng.next() % keys.max(1);
-        let cents = 1_000 + rng.next() % 49_000;
-        let quantity = 1 + rng.next() % 1000;
-        let jitter = (rng.next() % 2000) as i64;
-        let ts = start + i as i64 - jitter;
-        let (whole, frac) = (cents / 100, cents % 100);
-        match format {
-            Format::Csv => writeln!(out, "SYM{symbol:04},{whole}.{frac:02},{quantity},{ts}")?,
-            Format::Jsonl => writeln!(
-                out,
-                r#"{{"symbol":"SYM{symbol:04}","price":{whole}.{frac:02},"quantity":{quantity},"ts":{ts}}}"#
-            )?,
+impl From<StreamArg> for Stream {
+    fn from(s: StreamArg) -> Self {
+        match s {
+            StreamArg::Trades => Stream::Trades,
+            StreamArg::Bid => Stream::Bid,
         }
     }
-    out.flush()
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let result = match &args.command {
+/// Runs one scenario in a child process (a fresh address space, so peaks do not accumulate)
+/// and reads back its result.
+fn run_child(
+    scenario: &str,
+    workload: &WorkloadArgs,
+    mode: Mode,
+    partitions: usize,
+    format: Format,
+    workdir: &Path,
+) -> BenchResult<RunResult> {
+    let exe = std::env::current_exe()?;
+    let mode_arg = if mode == Mode::E2e { "e2e" } else { "engine" };
+    let output = Process::new(exe)
+        .arg("child")
+        .args(["--scenario", scenario, "--mode", mode_arg])
+        .args(["--partitions", &partitions.to_string()])
+        .args(["--rows", &workload.rows.to_string()])
+        .args(["--keys", &workload.keys.to_string()])
+        .args(["--seed", &workload.seed.to_string()])
+        .args(["--batch-size", &workload.batch_size.to_string()])
+        .args(["--format", format.extension()])
+        .arg("--workdir")
+        .arg(workdir)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !output.status.success() {
+        return Err(format!(
+            "{scenario} ({mode_arg}, {partitions}) failed: {}",
+            output.status
+        )
+        .into());
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(RESULT_PREFIX))
+        .ok_or_else(|| format!("{scenario}: the child reported no result"))?;
+    RunResult::from_json(&serde_json::from_str(line)?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    names: &[String],
+    workload: &WorkloadArgs,
+    mode: Mode,
+    widths: &[usize],
+    format: Format,
+    workdir: Option<&Path>,
+    entry_points: bool,
+    record_rows: u64,
+    json: Option<&Path>,
+) -> BenchResult<()> {
+    let selected = if names.is_empty() {
+        SCENARIOS.iter().collect::<Vec<_>>()
+    } else {
+        names
+            .iter()
+            .map(|n| scenarios::find(n))
+            .collect::<BenchResult<Vec<_>>>()?
+    };
+    if widths.contains(&0) {
+        return Err("--partitions takes positive counts".into());
+    }
+    let modes: &[Mode] = match mode {
+        Mode::Both => &[Mode::Engine, Mode::E2e],
+        Mode::Engine => &[Mode::Engine],
+        Mode::E2e => &[Mode::E2e],
+    };
+    let temporary = workdir.is_none();
+    let dir = match workdir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::temp_dir().join(format!("velo-bench-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir)?;
+    if modes.contains(&Mode::E2e) {
+        let mut streams: Vec<Stream> = selected.iter().map(|s| s.stream).collect();
+        streams.dedup();
+        for stream in streams {
+            let path = scenarios::input_path(&dir, stream, format);
+            eprintln!("generating {}", path.display());
+            generators::write_file(
+                stream,
+                workload.rows,
+                workload.keys,
+                format,
+                workload.seed,
+                &path,
+            )?;
+        }
+    }
+    let mut results = Vec::new();
+    let outcome = (|| -> BenchResult<()> {
+        for scenario in &selected {
+            for &m in modes {
+                for &w in widths {
+                    eprintln!("running {} ({m:?}, {w} partition(s))", scenario.name);
+                    let r = run_child(scenario.name, workload, m, w, format, &dir)?;
+                    eprintln!(
+                        "  {} records/s, {} output rows, {:.2}s",
+                        report::human_rate(r.rate()),
+                        r.output_rows,
+                        r.seconds
+                    );
+                    results.push(r);
+                }
+            }
+        }
+        Ok(())
+    })();
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    outcome?;
+    let cores = report::cores();
+    println!(
+        "\n{} rows per run, {} keys, batches of {}, {cores} cores; peak RSS includes the in-memory input (in brackets: RSS before the timed part)\n",
+        workload.rows, workload.keys, workload.batch_size
+    );
+    println!("{}", report::results_table(&results));
+    if widths.len() > 1 {
+        println!("{}", report::scaling_table(&results, widths));
+    }
+    let entries = if entry_points {
+        let e = entry_points::compare(&workload.workload(), record_rows)?;
+        print_entry_points(&e, record_rows);
+        e
+    } else {
+        Vec::new()
+    };
+    if let Some(path) = json {
+        let doc = serde_json::json!({
+            "cores": cores,
+            "rows": workload.rows,
+            "keys": workload.keys,
+            "batch_size": workload.batch_size,
+            "results": results.iter().map(RunResult::to_json).collect::<Vec<_>>(),
+            "entry_points": entries.iter().map(entry_points::EntryResult::to_json).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+    }
+    Ok(())
+}
+
+fn print_entry_points(results: &[entry_points::EntryResult], record_rows: u64) {
+    println!(
+        "Entry points on `{}` (per-record paths run the first {record_rows} rows):\n",
+        entry_points::QUERY
+    );
+    println!("{}", entry_points::table(results));
+}
+
+fn dispatch(args: Args) -> BenchResult<()> {
+    match args.command {
         Command::Generate {
             rows,
             keys,
             format,
             seed,
+            stream,
             output,
-        } => generate(*rows, *keys, *format, *seed, output),
-    };
-    match result {
+        } => generators::write_file(stream.into(), rows, keys, format, seed, &output),
+        Command::Run {
+            scenarios,
+            workload,
+            mode,
+            partitions,
+            format,
+            workdir,
+            entry_points,
+            record_rows,
+            json,
+        } => run(
+            &scenarios,
+            &workload,
+            mode,
+            &partitions,
+            format,
+            workdir.as_deref(),
+            entry_points,
+            record_rows,
+            json.as_deref(),
+        ),
+        Command::EntryPoints {
+            workload,
+            record_rows,
+            json,
+        } => {
+            let results = entry_points::compare(&workload.workload(), record_rows)?;
+            print_entry_points(&results, record_rows);
+            if let Some(path) = json {
+                let doc: Vec<_> = results
+                    .iter()
+                    .map(entry_points::EntryResult::to_json)
+                    .collect();
+                std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+            }
+            Ok(())
+        }
+        Command::List => {
+            for s in SCENARIOS {
+                println!(
+                    "{:<18} {}",
+                    s.name,
+                    s.sql.split_whitespace().collect::<Vec<_>>().join(" ")
+                );
+            }
+            Ok(())
+        }
+        Command::Child {
+            scenario,
+            workload,
+            mode,
+            partitions,
+            format,
+            workdir,
+        } => {
+            let scenario = scenarios::find(&scenario)?;
+            let result = match mode {
+                Mode::E2e => {
+                    let dir = workdir.ok_or("an end-to-end run needs --workdir")?;
+                    scenarios::run_e2e(scenario, partitions, &dir, format)?
+                }
+                _ => scenarios::run_engine(scenario, &workload.workload(), partitions)?,
+            };
+            println!("{RESULT_PREFIX}{}", result.to_json());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match dispatch(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
