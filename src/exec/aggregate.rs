@@ -12,7 +12,6 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::scalar::ScalarValue;
 
 use super::change::mark_delete;
 use super::group_table::{Aggregates, GroupTable};
@@ -55,26 +54,6 @@ pub fn output_batch(
         columns,
         &options,
     )?)
-}
-
-/// Turns per-record aggregate values into arrays (one per aggregate).
-pub fn per_record_arrays(
-    results: Vec<Vec<ScalarValue>>,
-    schema: &SchemaRef,
-    first_field: usize,
-) -> Result<Vec<ArrayRef>> {
-    results
-        .into_iter()
-        .enumerate()
-        .map(|(a, values)| {
-            if values.is_empty() {
-                return Ok(arrow::array::new_empty_array(
-                    schema.field(first_field + a).data_type(),
-                ));
-            }
-            Ok(ScalarValue::iter_to_array(values)?)
-        })
-        .collect()
 }
 
 /// Applies HAVING to per-record change rows: passing rows are upserts; a row that fails after
@@ -180,19 +159,11 @@ impl Operator for GroupByAggregator {
         let inputs = self.aggregates.inputs(&batch)?;
         let n = batch.num_rows();
         if !self.per_record {
-            return self
-                .table
-                .update(&key_columns, n, &inputs, &self.aggregates);
+            return self.table.update(&key_columns, n, &inputs);
         }
-        let results = self
-            .table
-            .update_per_record(&key_columns, n, &inputs, &self.aggregates)?;
+        let values = self.table.update_per_record(&key_columns, n, &inputs)?;
         let mut columns = key_columns;
-        columns.extend(per_record_arrays(
-            results,
-            &self.output_schema,
-            self.group_exprs.len(),
-        )?);
+        columns.extend(values);
         let rows = output_batch(&self.output_schema, columns, n)?;
         emit_changes(
             rows,

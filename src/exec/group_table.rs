@@ -9,10 +9,10 @@ use arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
-use datafusion::scalar::ScalarValue;
 
 use super::group_keys::GroupKeys;
 use super::operator::{evaluate, evaluate_predicate};
+use super::running::ChangeAccumulator;
 use crate::error::Result;
 
 /// The aggregate functions of a query, shared by all its group tables.
@@ -121,6 +121,11 @@ impl Aggregates {
             .collect()
     }
 
+    /// Fresh EMIT CHANGES state, one per aggregate.
+    fn change_accumulators(&self) -> Vec<ChangeAccumulator> {
+        self.functions.iter().map(ChangeAccumulator::new).collect()
+    }
+
     /// Fresh per-record accumulators, one per aggregate.
     pub fn row_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
         self.functions
@@ -148,8 +153,8 @@ pub struct FrozenGroups {
 enum Accumulators {
     /// Vectorized, for results emitted when the group closes (EMIT FINAL).
     Vectorized(Vec<Box<dyn GroupsAccumulator>>),
-    /// One per (group, aggregate), readable after every record (EMIT CHANGES).
-    PerGroup(Vec<Vec<Box<dyn Accumulator>>>),
+    /// Per aggregate, every group's value readable after every record (EMIT CHANGES).
+    Changes(Vec<ChangeAccumulator>),
 }
 
 /// Keys and accumulators of a set of groups.
@@ -165,7 +170,7 @@ impl GroupTable {
         Ok(GroupTable {
             keys: GroupKeys::new(&aggregates.key_schema)?,
             accumulators: if per_record {
-                Accumulators::PerGroup(Vec::new())
+                Accumulators::Changes(aggregates.change_accumulators())
             } else {
                 Accumulators::Vectorized(aggregates.groups_accumulators()?)
             },
@@ -194,7 +199,6 @@ impl GroupTable {
         key_columns: &[ArrayRef],
         num_rows: usize,
         inputs: &AggregateInputs,
-        aggregates: &Aggregates,
     ) -> Result<()> {
         self.keys
             .intern(key_columns, num_rows, &mut self.group_indices)?;
@@ -208,46 +212,34 @@ impl GroupTable {
                 }
                 Ok(())
             }
-            Accumulators::PerGroup(_) => {
-                self.update_per_record(key_columns, num_rows, inputs, aggregates)?;
+            Accumulators::Changes(_) => {
+                self.update_per_record(key_columns, num_rows, inputs)?;
                 Ok(())
             }
         }
     }
 
-    /// Adds rows one at a time and returns, per aggregate, its value after each row
-    /// (per-group tables only; the rows' groups are in `group_indices`).
+    /// Adds rows and returns, per aggregate, its value after each row (EMIT CHANGES tables
+    /// only; the rows' groups are in `group_indices`).
     pub fn update_per_record(
         &mut self,
         key_columns: &[ArrayRef],
         num_rows: usize,
         inputs: &AggregateInputs,
-        aggregates: &Aggregates,
-    ) -> Result<Vec<Vec<ScalarValue>>> {
+    ) -> Result<Vec<ArrayRef>> {
         self.keys
             .intern(key_columns, num_rows, &mut self.group_indices)?;
-        let Accumulators::PerGroup(groups) = &mut self.accumulators else {
+        let num_groups = self.keys.len();
+        let Accumulators::Changes(accs) = &mut self.accumulators else {
             return Ok(Vec::new());
         };
-        while groups.len() < self.keys.len() {
-            groups.push(aggregates.row_accumulators()?);
-        }
-        let mut results: Vec<Vec<ScalarValue>> =
-            vec![Vec::with_capacity(num_rows); inputs.values.len()];
-        for (row, &g) in self.group_indices.iter().enumerate() {
-            for (a, acc) in groups[g].iter_mut().enumerate() {
-                let selected = inputs.filters[a]
-                    .as_ref()
-                    .is_none_or(|f| f.is_valid(row) && f.value(row));
-                if selected {
-                    let slice: Vec<ArrayRef> =
-                        inputs.values[a].iter().map(|v| v.slice(row, 1)).collect();
-                    acc.update_batch(&slice)?;
-                }
-                results[a].push(acc.evaluate()?);
-            }
-        }
-        Ok(results)
+        accs.iter_mut()
+            .zip(&inputs.values)
+            .zip(&inputs.filters)
+            .map(|((acc, values), filter)| {
+                acc.update(&self.group_indices, num_groups, values, filter.as_ref())
+            })
+            .collect()
     }
 
     /// Gives a keyless (global) table its single group even with no rows, as SQL requires.
@@ -292,7 +284,7 @@ impl GroupTable {
                 .iter_mut()
                 .map(|a| Ok(a.state(EmitTo::All)?))
                 .collect::<Result<Vec<_>>>()?,
-            Accumulators::PerGroup(_) => Vec::new(),
+            Accumulators::Changes(_) => Vec::new(),
         };
         Ok(FrozenGroups {
             keys,

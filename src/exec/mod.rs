@@ -12,6 +12,7 @@ pub mod input;
 pub mod operator;
 pub mod processor;
 pub mod record;
+pub mod running;
 pub mod session;
 pub mod watermark;
 pub mod window;

@@ -15,9 +15,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::aggregate::{
-    aggregates_of, apply_having, emit_changes, output_batch, per_record_arrays,
-};
+use super::aggregate::{aggregates_of, apply_having, emit_changes, output_batch};
 use super::event_time::to_epoch_millis;
 use super::group_table::{AggregateInputs, Aggregates, FrozenGroups, GroupTable};
 use super::operator::{evaluate, Operator};
@@ -278,14 +276,14 @@ impl WindowAggregator {
             };
             let mut pane = pane;
             if single {
-                pane.update(&keys, batch.num_rows(), &inputs, &self.output.aggregates)?;
+                pane.update(&keys, batch.num_rows(), &inputs)?;
             } else {
                 let idx = UInt32Array::from(rows);
                 let k = keys
                     .iter()
                     .map(|c| Ok(take(c.as_ref(), &idx, None)?))
                     .collect::<Result<Vec<_>>>()?;
-                pane.update(&k, idx.len(), &inputs.take(&idx)?, &self.output.aggregates)?;
+                pane.update(&k, idx.len(), &inputs.take(&idx)?)?;
             }
             self.panes.insert(start, Pane::Open(pane));
         }
@@ -410,10 +408,7 @@ impl WindowAggregator {
                 );
             }
             if let Some((table, passing)) = self.windows.get_mut(&ws) {
-                let results =
-                    table.update_per_record(&k, n, inputs_ref, &self.output.aggregates)?;
-                let first_agg = self.output.schema.fields().len() - self.output.aggregates.len();
-                let values = per_record_arrays(results, &self.output.schema, first_agg)?;
+                let values = table.update_per_record(&k, n, inputs_ref)?;
                 let starts: ArrayRef = Arc::new(Int64Array::from_value(ws, n));
                 let ends: ArrayRef = Arc::new(Int64Array::from_value(ws + self.size, n));
                 let rows = self.output.rows(k, starts, ends, values, n)?;
