@@ -122,17 +122,18 @@ impl PartitionRouter {
         self.partitions
     }
 
-    /// The batch's rows per worker, in input order within each piece (None: no rows).
-    pub fn split(&mut self, batch: RecordBatch) -> Result<Vec<Option<RecordBatch>>> {
-        let mut pieces: Vec<Option<RecordBatch>> = vec![None; self.partitions];
+    /// The batch's rows per worker, in input order within each piece (None: no rows). Only
+    /// row numbers are computed here; each worker gathers its own rows, in parallel.
+    pub fn split(&mut self, batch: RecordBatch) -> Result<Vec<Option<Piece>>> {
+        let mut pieces: Vec<Option<Piece>> = vec![None; self.partitions];
         if self.partitions == 1 {
-            pieces[0] = Some(batch);
+            pieces[0] = Some(Piece::Whole(batch));
             return Ok(pieces);
         }
         let key = match &self.routing {
             Routing::Hash(key) => key,
             _ => {
-                pieces[self.next] = Some(batch);
+                pieces[self.next] = Some(Piece::Whole(batch));
                 self.next = (self.next + 1) % self.partitions;
                 return Ok(pieces);
             }
@@ -147,18 +148,161 @@ impl PartitionRouter {
         for rows in &mut self.rows {
             rows.clear();
         }
-        let n = self.partitions as u64;
+        let n = self.partitions as u128;
         for (row, hash) in self.hashes.iter().enumerate() {
-            self.rows[(hash % n) as usize].push(row as u32);
+            // Multiply-shift maps the hash onto 0..n without a division.
+            let partition = ((*hash as u128 * n) >> 64) as usize;
+            self.rows[partition].push(row as u32);
         }
         for (piece, rows) in pieces.iter_mut().zip(&self.rows) {
             if rows.len() == batch.num_rows() {
-                *piece = Some(batch.clone());
+                *piece = Some(Piece::Whole(batch.clone()));
             } else if !rows.is_empty() {
-                let indices = UInt32Array::from(rows.clone());
-                *piece = Some(take_record_batch(&batch, &indices)?);
+                let rows = UInt32Array::from(rows.clone());
+                *piece = Some(Piece::Rows(batch.clone(), rows));
             }
         }
         Ok(pieces)
+    }
+}
+
+/// One worker's share of an input batch.
+#[derive(Debug, Clone)]
+pub enum Piece {
+    /// All of the batch.
+    Whole(RecordBatch),
+    /// These rows of the (shared) batch, in order.
+    Rows(RecordBatch, UInt32Array),
+}
+
+impl Piece {
+    /// The rows as a batch of their own.
+    pub fn into_batch(self) -> Result<RecordBatch> {
+        match self {
+            Piece::Whole(batch) => Ok(batch),
+            Piece::Rows(batch, rows) => Ok(take_record_batch(&batch, &rows)?),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::QueryPlanner;
+    use arrow::array::{Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn routing(sql: &str) -> Routing {
+        let mut planner = QueryPlanner::new();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("s", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, true),
+            Field::new("ts", DataType::Int64, true),
+        ]));
+        planner.register_source("t", schema).expect("source");
+        Routing::for_plan(&planner.plan_sql(sql, "q").expect("plan"))
+    }
+
+    fn key_names(r: &Routing) -> Vec<String> {
+        match r {
+            Routing::Hash(k) => k.iter().map(|e| e.to_string()).collect(),
+            other => panic!("not hashed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_come_from_group_by_and_partition_by_without_window_columns() {
+        assert_eq!(
+            key_names(&routing("SELECT s, COUNT(*) FROM t GROUP BY s")).len(),
+            1
+        );
+        let windowed = routing("SELECT s, COUNT(*) FROM t GROUP BY s WINDOW TUMBLING(ts, 1m)");
+        assert_eq!(
+            key_names(&windowed).len(),
+            1,
+            "window columns are not routing keys"
+        );
+        assert!(key_names(&routing(
+            "SELECT UPPER(s) AS u, COUNT(*) FROM t GROUP BY UPPER(s)"
+        ))[0]
+            .contains("upper"));
+        assert_eq!(
+            key_names(&routing(
+                "SELECT s, LAG(v) OVER (PARTITION BY s ORDER BY ts) FROM t"
+            ))
+            .len(),
+            1
+        );
+        assert!(matches!(
+            routing("SELECT s, v FROM t WHERE v > 1"),
+            Routing::RoundRobin
+        ));
+        for single in [
+            "SELECT COUNT(*) FROM t",
+            "SELECT s FROM t ORDER BY s",
+            "SELECT s FROM t LIMIT 3",
+            "SELECT DISTINCT s FROM t",
+            "SELECT s, ROW_NUMBER() OVER (ORDER BY ts) FROM t",
+        ] {
+            assert!(matches!(routing(single), Routing::Single(_)), "{single}");
+        }
+    }
+
+    #[test]
+    fn a_key_always_lands_on_the_same_worker_in_input_order() {
+        let Routing::Hash(key) = routing("SELECT s, COUNT(*) FROM t GROUP BY s") else {
+            panic!("hashed")
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("s", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, true),
+            Field::new("ts", DataType::Int64, true),
+        ]));
+        let mut router = PartitionRouter::new(Routing::Hash(key), 4);
+        let mut home: std::collections::HashMap<String, usize> = Default::default();
+        let mut used = std::collections::HashSet::new();
+        for round in 0..3i64 {
+            let n = 200;
+            let keys: StringArray = (0..n)
+                .map(|i| Some(format!("k{}", (i * 7 + round) % 50)))
+                .collect();
+            let values = Int64Array::from_iter_values((0..n).map(|i| round * 1000 + i));
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(keys),
+                    Arc::new(values),
+                    Arc::new(Int64Array::from(vec![0; n as usize])),
+                ],
+            )
+            .expect("batch");
+            let mut total = 0;
+            for (worker, piece) in router.split(batch).expect("split").into_iter().enumerate() {
+                let Some(piece) = piece else { continue };
+                let rows = piece.into_batch().expect("rows");
+                total += rows.num_rows();
+                used.insert(worker);
+                let keys = rows
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("keys");
+                let values = rows
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .expect("v");
+                assert!(
+                    values.values().windows(2).all(|w| w[0] < w[1]),
+                    "input order kept"
+                );
+                for i in 0..keys.len() {
+                    let at = *home.entry(keys.value(i).to_string()).or_insert(worker);
+                    assert_eq!(at, worker, "key {} moved", keys.value(i));
+                }
+            }
+            assert_eq!(total, n as usize);
+        }
+        assert_eq!(used.len(), 4, "50 keys spread over every worker");
     }
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
 
+use super::router::Piece;
 use crate::error::Result;
 use crate::exec::engine::StreamExecutionEngine;
 use crate::sql::PlannedQuery;
@@ -15,7 +16,7 @@ use crate::sql::PlannedQuery;
 pub(crate) enum WorkerInput {
     /// One input batch's share, then the watermark after that batch.
     Epoch {
-        rows: Option<RecordBatch>,
+        rows: Option<Piece>,
         watermark: Option<i64>,
         /// Make everything emitted so far visible (the source is idle).
         flush: bool,
@@ -76,7 +77,7 @@ impl PartitionWorker {
                 started,
             } => {
                 let mut out = match rows {
-                    Some(batch) => self.engine.execute_batch_sync(id, batch)?,
+                    Some(piece) => self.engine.execute_batch_sync(id, piece.into_batch()?)?,
                     None => Vec::new(),
                 };
                 if let Some(wm) = watermark {
