@@ -13,6 +13,7 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
+use super::decode::decode_json;
 use crate::error::{Result, VeloError};
 use crate::exec::event_time::{constant_millis, to_epoch_millis, EventTimeFormat};
 use crate::exec::input::now_millis;
@@ -455,23 +456,7 @@ impl FileSource {
                     }
                 }
             }
-            _ => {
-                let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(&self.projection))
-                    .with_batch_size(batch_size)
-                    .build_decoder()
-                    .map_err(|e| e.to_string())?;
-                let mut offset = 0;
-                loop {
-                    let read = decoder.decode(&data[offset..]).map_err(|e| e.to_string())?;
-                    offset += read;
-                    if let Some(b) = decoder.flush().map_err(|e| e.to_string())? {
-                        batches.push(b);
-                    }
-                    if read == 0 || offset >= data.len() {
-                        break;
-                    }
-                }
-            }
+            _ => return decode_json(&self.projection, data, rows),
         }
         match batches.len() {
             1 => Ok(batches.remove(0)),
