@@ -101,6 +101,10 @@ enum Command {
         /// Where end-to-end runs put their files (default: a temporary folder, removed after).
         #[arg(long)]
         workdir: Option<PathBuf>,
+        /// Runs of each (scenario, mode, width); the fastest is reported (a shared machine's
+        /// noise only ever slows a run down).
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
         /// Also compare the engine's entry points.
         #[arg(long)]
         entry_points: bool,
@@ -204,18 +208,33 @@ fn run_child(
     RunResult::from_json(&serde_json::from_str(line)?)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run(
-    names: &[String],
-    workload: &WorkloadArgs,
+/// What `run` measures and where it reports.
+struct RunPlan<'a> {
+    names: &'a [String],
+    workload: &'a WorkloadArgs,
     mode: Mode,
-    widths: &[usize],
+    widths: &'a [usize],
     format: Format,
-    workdir: Option<&Path>,
+    workdir: Option<&'a Path>,
+    repeat: usize,
     entry_points: bool,
     record_rows: u64,
-    json: Option<&Path>,
-) -> BenchResult<()> {
+    json: Option<&'a Path>,
+}
+
+fn run(plan: RunPlan) -> BenchResult<()> {
+    let RunPlan {
+        names,
+        workload,
+        mode,
+        widths,
+        format,
+        workdir,
+        repeat,
+        entry_points,
+        record_rows,
+        json,
+    } = plan;
     let selected = if names.is_empty() {
         SCENARIOS.iter().collect::<Vec<_>>()
     } else {
@@ -259,15 +278,24 @@ fn run(
         for scenario in &selected {
             for &m in modes {
                 for &w in widths {
-                    eprintln!("running {} ({m:?}, {w} partition(s))", scenario.name);
-                    let r = run_child(scenario.name, workload, m, w, format, &dir)?;
-                    eprintln!(
-                        "  {} records/s, {} output rows, {:.2}s",
-                        report::human_rate(r.rate()),
-                        r.output_rows,
-                        r.seconds
-                    );
-                    results.push(r);
+                    let mut best: Option<RunResult> = None;
+                    for attempt in 1..=repeat.max(1) {
+                        eprintln!(
+                            "running {} ({m:?}, {w} partition(s)), run {attempt}",
+                            scenario.name
+                        );
+                        let r = run_child(scenario.name, workload, m, w, format, &dir)?;
+                        eprintln!(
+                            "  {} records/s, {} output rows, {:.2}s",
+                            report::human_rate(r.rate()),
+                            r.output_rows,
+                            r.seconds
+                        );
+                        if best.as_ref().is_none_or(|b| r.rate() > b.rate()) {
+                            best = Some(r);
+                        }
+                    }
+                    results.extend(best);
                 }
             }
         }
@@ -279,8 +307,8 @@ fn run(
     outcome?;
     let cores = report::cores();
     println!(
-        "\n{} rows per run, {} keys, batches of {}, {cores} cores; peak RSS includes the in-memory input (in brackets: RSS before the timed part)\n",
-        workload.rows, workload.keys, workload.batch_size
+        "\n{} rows per run, {} keys, batches of {}, {cores} cores, best of {} run(s); peak RSS includes the in-memory input (in brackets: RSS before the timed part)\n",
+        workload.rows, workload.keys, workload.batch_size, repeat.max(1)
     );
     println!("{}", report::results_table(&results));
     if widths.len() > 1 {
@@ -299,6 +327,7 @@ fn run(
             "rows": workload.rows,
             "keys": workload.keys,
             "batch_size": workload.batch_size,
+            "repeat": repeat.max(1),
             "results": results.iter().map(RunResult::to_json).collect::<Vec<_>>(),
             "entry_points": entries.iter().map(entry_points::EntryResult::to_json).collect::<Vec<_>>(),
         });
@@ -332,20 +361,22 @@ fn dispatch(args: Args) -> BenchResult<()> {
             partitions,
             format,
             workdir,
+            repeat,
             entry_points,
             record_rows,
             json,
-        } => run(
-            &scenarios,
-            &workload,
+        } => run(RunPlan {
+            names: &scenarios,
+            workload: &workload,
             mode,
-            &partitions,
+            widths: &partitions,
             format,
-            workdir.as_deref(),
+            workdir: workdir.as_deref(),
+            repeat,
             entry_points,
             record_rows,
-            json.as_deref(),
-        ),
+            json: json.as_deref(),
+        }),
         Command::EntryPoints {
             workload,
             record_rows,
