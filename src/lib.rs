@@ -1,15 +1,17 @@
 //! velostream: a streaming SQL engine.
 //!
 //! Layers, each importing only the ones below it:
-//! `job` (runs a statement's sources → partitions → sinks) → `connectors` (files, stdout)
-//! → `partition` (router, workers, output thread) → `exec` (operators, state, the engine)
-//! → `sql` (parse, plan).
+//! `server` (velo-sql: runs an app's jobs until stopped)
+//! → `job` (runs a statement: source → partitions → sink; commits Kafka offsets)
+//! → `connectors` (files, Kafka, stdout) and `partition` (router, workers, output thread)
+//! → `exec` (operators, state, the engine) → `sql` (parse, plan).
 
 pub mod connectors;
 pub mod error;
 pub mod exec;
 pub mod job;
 pub mod partition;
+pub mod server;
 pub mod sql;
 
 pub use error::{Result, VeloError};

@@ -3,6 +3,7 @@
 pub mod decode;
 pub mod file_sink;
 pub mod file_source;
+pub mod kafka;
 pub mod sink;
 
 pub use file_sink::{FileSink, StdoutSink};

@@ -1,10 +1,12 @@
 //! The sink contract and sink configuration from WITH keys.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use arrow::record_batch::RecordBatch;
 
 use super::file_sink::{FileSink, StdoutSink};
+use super::kafka::{client_config, topic_of, KafkaDefaults, KafkaSink};
 use crate::error::{Result, VeloError};
 use crate::sql::Properties;
 
@@ -27,11 +29,20 @@ pub enum SinkConfig {
         csv: bool,
         delimiter: u8,
     },
+    /// A Kafka topic, JSON values.
+    Kafka {
+        name: String,
+        topic: String,
+        /// librdkafka producer settings.
+        client: BTreeMap<String, String>,
+        /// Columns forming the message key (`key.field`, else the query's GROUP BY columns).
+        key_fields: Vec<String>,
+    },
 }
 
 impl SinkConfig {
     /// Reads the sink of `name` from properties; stdout when nothing is configured.
-    pub fn from_properties(name: &str, props: &Properties) -> Result<Self> {
+    pub fn from_properties(name: &str, props: &Properties, kafka: &KafkaDefaults) -> Result<Self> {
         let kind = props.scoped(name, "type");
         match kind.as_deref() {
             None | Some("stdout") => {
@@ -41,8 +52,32 @@ impl SinkConfig {
                 Ok(SinkConfig::Stdout)
             }
             Some("file_sink") => Self::file(name, props),
+            Some("kafka_sink") => {
+                match props.scoped(name, "format").as_deref() {
+                    None | Some("json") => {}
+                    Some(other) => {
+                        return Err(VeloError::Config(format!(
+                            "'{name}.format' = '{other}': this build writes JSON to Kafka"
+                        )))
+                    }
+                }
+                let client = client_config(name, props, kafka, &[])?;
+                Ok(SinkConfig::Kafka {
+                    name: name.to_string(),
+                    topic: topic_of(name, props),
+                    client: client
+                        .config_map()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    key_fields: props
+                        .scoped(name, "key.field")
+                        .map(|k| k.split(',').map(|f| f.trim().to_string()).collect())
+                        .unwrap_or_default(),
+                })
+            }
             Some(other) => Err(VeloError::Config(format!(
-                "'{name}.type' = '{other}' is not a sink this build supports (stdout, file_sink)"
+                "'{name}.type' = '{other}' is not a sink this build supports (stdout, file_sink, kafka_sink)"
             ))),
         }
     }
@@ -88,5 +123,11 @@ pub fn open_sink(config: &SinkConfig) -> Result<Box<dyn Sink>> {
             csv,
             delimiter,
         } => Box::new(FileSink::create(path, *csv, *delimiter)?),
+        SinkConfig::Kafka {
+            name,
+            topic,
+            client,
+            key_fields,
+        } => Box::new(KafkaSink::create(name, topic, client, key_fields)?),
     })
 }

@@ -199,4 +199,9 @@ impl Operator for GroupByAggregator {
     fn state_size(&self) -> usize {
         self.table.len()
     }
+
+    fn held_since(&self) -> Option<i64> {
+        // EMIT FINAL without a window emits only at end of input: everything is held.
+        (!self.per_record && !self.table.is_empty()).then_some(i64::MIN)
+    }
 }

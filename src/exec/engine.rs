@@ -119,6 +119,11 @@ impl StreamExecutionEngine {
         mpsc::channel(capacity.max(1))
     }
 
+    /// The earliest event time the query still holds output for (None: nothing held).
+    pub fn held_since(&self, query_id: &str) -> Result<Option<i64>> {
+        Ok(self.processor(query_id)?.held_since())
+    }
+
     /// Late records held for the dead-letter sink, taken once.
     pub fn take_dead_letters(&mut self, query_id: &str) -> Result<Vec<RecordBatch>> {
         Ok(self.processor_mut(query_id)?.take_dead_letters())

@@ -48,6 +48,13 @@ pub trait Operator: Send {
     fn take_dead_letters(&mut self) -> Vec<RecordBatch> {
         Vec::new()
     }
+
+    /// The earliest event time of a record whose output is still held back in open state
+    /// (None: every record seen has produced its output). A source may commit a record's
+    /// offset only once its event time is before this.
+    fn held_since(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// Evaluates a physical expression to an array of the batch's length.

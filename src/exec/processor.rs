@@ -120,6 +120,12 @@ impl QueryProcessor {
             .collect()
     }
 
+    /// The earliest event time whose output is still held in open state (see
+    /// `Operator::held_since`).
+    pub fn held_since(&self) -> Option<i64> {
+        self.operators.iter().filter_map(|o| o.held_since()).min()
+    }
+
     /// The current watermark (i64::MIN before any event time).
     pub fn watermark(&self) -> i64 {
         self.watermark

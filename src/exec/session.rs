@@ -323,6 +323,13 @@ impl Operator for SessionAggregator {
         self.closing.len()
     }
 
+    fn held_since(&self) -> Option<i64> {
+        if self.per_record {
+            return None;
+        }
+        self.closing.iter().map(|(_, _, start)| *start).min()
+    }
+
     fn late_count(&self) -> u64 {
         self.late.count
     }

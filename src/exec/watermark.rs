@@ -48,6 +48,11 @@ impl EventClock {
     pub fn watermark(&self) -> Option<i64> {
         self.tracker.watermark()
     }
+
+    /// Declares the input partitions (see `WatermarkTracker::set_partitions`).
+    pub fn set_partitions(&mut self, partitions: &[i32]) {
+        self.tracker.set_partitions(partitions);
+    }
 }
 
 /// Tracks event time per input partition.
@@ -72,29 +77,50 @@ impl WatermarkTracker {
     /// Records a batch's event times (NULLs ignored); `partitions` gives each row's partition.
     pub fn observe(&mut self, times: &Int64Array, partitions: Option<&Int32Array>) {
         let now = Instant::now();
-        match partitions {
-            None => {
-                if let Some(max) = arrow::compute::max(times) {
-                    self.update(0, max, now);
+        let single = match partitions {
+            None => Some(0),
+            // Most batches come from one partition: one vectorized max then.
+            Some(parts) if parts.null_count() == 0 => {
+                match (arrow::compute::min(parts), arrow::compute::max(parts)) {
+                    (Some(lo), Some(hi)) if lo == hi => Some(lo),
+                    _ => None,
                 }
             }
-            Some(parts) => {
-                let mut batch_max: HashMap<i32, i64> = HashMap::new();
-                for i in 0..times.len() {
-                    if times.is_null(i) {
-                        continue;
-                    }
-                    let p = if parts.is_null(i) { 0 } else { parts.value(i) };
-                    let t = times.value(i);
-                    batch_max
-                        .entry(p)
-                        .and_modify(|m| *m = (*m).max(t))
-                        .or_insert(t);
-                }
-                for (p, t) in batch_max {
-                    self.update(p, t, now);
-                }
+            Some(_) => None,
+        };
+        if let Some(p) = single {
+            if let Some(max) = arrow::compute::max(times) {
+                self.update(p, max, now);
             }
+            return;
+        }
+        let Some(parts) = partitions else {
+            return;
+        };
+        let mut batch_max: Vec<(i32, i64)> = Vec::new();
+        for i in 0..times.len() {
+            if times.is_null(i) {
+                continue;
+            }
+            let p = if parts.is_null(i) { 0 } else { parts.value(i) };
+            let t = times.value(i);
+            match batch_max.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, m)) => *m = (*m).max(t),
+                None => batch_max.push((p, t)),
+            }
+        }
+        for (p, t) in batch_max {
+            self.update(p, t, now);
+        }
+    }
+
+    /// Declares the input partitions: a partition that has sent nothing yet holds the
+    /// watermark back (until the idle timeout), and one no longer read stops counting.
+    pub fn set_partitions(&mut self, partitions: &[i32]) {
+        let now = Instant::now();
+        self.partitions.retain(|p, _| partitions.contains(p));
+        for p in partitions {
+            self.partitions.entry(*p).or_insert((i64::MIN, now));
         }
     }
 
@@ -140,6 +166,32 @@ mod tests {
             Some(&Int32Array::from(vec![1])),
         );
         assert_eq!(w.watermark(), Some(45), "a watermark never goes back");
+    }
+
+    #[test]
+    fn a_declared_partition_holds_the_watermark_until_it_sends() {
+        let mut w = WatermarkTracker::new(0, None);
+        w.set_partitions(&[0, 1]);
+        w.observe(
+            &Int64Array::from(vec![100, 200]),
+            Some(&Int32Array::from(vec![0, 0])),
+        );
+        assert_eq!(
+            w.watermark(),
+            Some(i64::MIN),
+            "partition 1 has sent nothing"
+        );
+        w.observe(
+            &Int64Array::from(vec![50]),
+            Some(&Int32Array::from(vec![1])),
+        );
+        assert_eq!(w.watermark(), Some(50));
+        w.set_partitions(&[0]);
+        assert_eq!(
+            w.watermark(),
+            Some(200),
+            "a revoked partition stops counting"
+        );
     }
 
     #[test]

@@ -485,6 +485,11 @@ impl Operator for WindowAggregator {
         self.panes.len() + self.windows.len()
     }
 
+    fn held_since(&self) -> Option<i64> {
+        // EMIT FINAL holds panes until their last window closes; EMIT CHANGES emits at once.
+        self.panes.keys().next().copied()
+    }
+
     fn late_count(&self) -> u64 {
         self.late.count
     }

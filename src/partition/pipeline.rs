@@ -56,6 +56,15 @@ pub enum InputEvent {
     Batch(RecordBatch),
     /// The source has nothing now: re-check the watermark and flush the sink.
     Idle,
+    /// A barrier: once every output of the input before it has been delivered, the output
+    /// side receives `Delivery::Checkpoint` with this id (sources commit offsets on it).
+    Checkpoint(u64),
+    /// The input partitions the source reads now (a Kafka assignment): each holds the
+    /// watermark back until it has sent data, so none is overtaken before it started.
+    Partitions(Vec<i32>),
+    /// Stop without ending the input: open state is dropped, not emitted (an unbounded
+    /// source shutting down; its uncommitted records are read again on restart).
+    Stop,
 }
 
 /// What the output thread hands the sink, in order.
@@ -66,6 +75,9 @@ pub enum Delivery {
     Late(RecordBatch),
     /// The input is idle: make what was delivered visible.
     Flush,
+    /// Everything derived from the input before barrier `id` has been delivered. `held_since`:
+    /// the earliest event time whose output the workers still hold (None: nothing held).
+    Checkpoint { id: u64, held_since: Option<i64> },
 }
 
 /// What a partitioned run did.
@@ -135,20 +147,19 @@ where
             &mut router,
             &to_workers,
         );
-        let ended = routed.as_ref().is_ok_and(|r| *r);
-        if ended {
+        if let Ok(Some(release)) = &routed {
             for tx in &to_workers {
                 // A worker that hung up has already reported why on its output.
-                let _ = tx.send(WorkerInput::End);
+                let _ = tx.send(WorkerInput::End { release: *release });
             }
         }
         drop(to_workers);
         let collected = output
             .join()
             .map_err(|_| VeloError::Execution("the output thread panicked".into()))?;
-        let epochs = routed?;
+        let routed = routed?;
         let mut stats = collected?;
-        if !epochs || !stats.complete {
+        if routed.is_none() || !stats.complete {
             return Err(VeloError::Execution(
                 "a partition worker stopped before the input ended".into(),
             ));
@@ -160,49 +171,60 @@ where
     })
 }
 
-/// Reads, adapts, watermarks and routes input until it ends (true) or a worker hangs up
-/// (false: its output says why).
+/// Reads, adapts, watermarks and routes input until it ends (Some(true)), stops
+/// (Some(false)) or a worker hangs up (None: its output says why).
 fn route_input<I>(
     next_input: &mut I,
     adapter: &mut InputAdapter,
     clock: &mut Option<EventClock>,
     router: &mut PartitionRouter,
     to_workers: &[SyncSender<WorkerInput>],
-) -> Result<bool>
+) -> Result<Option<bool>>
 where
     I: FnMut() -> Result<Option<InputEvent>>,
 {
     while let Some(event) = next_input()? {
         let started = Instant::now();
-        let (pieces, watermark, flush) = match event {
+        let nothing = || vec![None; to_workers.len()];
+        let (pieces, watermark, flush, checkpoint) = match event {
             InputEvent::Batch(batch) if batch.num_rows() > 0 => {
                 let batch = adapter.adapt(batch)?;
                 let watermark = match clock {
                     Some(c) => c.observe(&batch)?,
                     None => None,
                 };
-                (router.split(batch)?, watermark, false)
+                (router.split(batch)?, watermark, false, None)
             }
             InputEvent::Batch(_) => continue,
             InputEvent::Idle => (
-                vec![None; to_workers.len()],
+                nothing(),
                 clock.as_ref().and_then(EventClock::watermark),
                 true,
+                None,
             ),
+            InputEvent::Checkpoint(id) => (nothing(), None, false, Some(id)),
+            InputEvent::Partitions(ids) => {
+                if let Some(c) = clock {
+                    c.set_partitions(&ids);
+                }
+                continue;
+            }
+            InputEvent::Stop => return Ok(Some(false)),
         };
         for (tx, rows) in to_workers.iter().zip(pieces) {
             let message = WorkerInput::Epoch {
                 rows,
                 watermark,
                 flush,
+                checkpoint,
                 started,
             };
             if tx.send(message).is_err() {
-                return Ok(false);
+                return Ok(None);
             }
         }
     }
-    Ok(true)
+    Ok(Some(true))
 }
 
 struct Collected {
@@ -227,6 +249,7 @@ where
         let mut finished = 0;
         let mut flush = false;
         let mut started = None;
+        let mut checkpoint: Option<(u64, Option<i64>)> = None;
         for worker in &workers {
             let out = match worker.recv() {
                 Ok(out) => out?,
@@ -247,6 +270,13 @@ where
             }
             flush |= out.flush;
             started = started.or(out.started);
+            if let Some((id, held)) = out.checkpoint {
+                let earliest = match (checkpoint.and_then(|(_, h)| h), held) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                checkpoint = Some((id, earliest));
+            }
             if let Some(late) = out.finished {
                 late_records += late;
                 finished += 1;
@@ -254,6 +284,9 @@ where
         }
         if flush {
             deliver(Delivery::Flush)?;
+        }
+        if let Some((id, held_since)) = checkpoint {
+            deliver(Delivery::Checkpoint { id, held_since })?;
         }
         if finished == workers.len() {
             break;

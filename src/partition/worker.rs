@@ -20,10 +20,13 @@ pub(crate) enum WorkerInput {
         watermark: Option<i64>,
         /// Make everything emitted so far visible (the source is idle).
         flush: bool,
+        /// A checkpoint barrier: report what state still holds back.
+        checkpoint: Option<u64>,
         started: Instant,
     },
-    /// The input is complete: release everything.
-    End,
+    /// No more input. `release`: the input is complete, so emit everything held; otherwise
+    /// the job is stopping and open state is dropped (its records were not committed).
+    End { release: bool },
 }
 
 /// What a worker emitted for one epoch.
@@ -32,6 +35,8 @@ pub(crate) struct WorkerOutput {
     /// Records that arrived too late, for the dead-letter sink.
     pub late: Vec<RecordBatch>,
     pub flush: bool,
+    /// A checkpoint barrier passed: its id and the worker's `held_since`.
+    pub checkpoint: Option<(u64, Option<i64>)>,
     pub started: Option<Instant>,
     /// Set on the worker's last output (after end of input): its late-record count.
     pub finished: Option<u64>,
@@ -74,6 +79,7 @@ impl PartitionWorker {
                 rows,
                 watermark,
                 flush,
+                checkpoint,
                 started,
             } => {
                 let mut out = match rows {
@@ -83,20 +89,30 @@ impl PartitionWorker {
                 if let Some(wm) = watermark {
                     out.extend(self.engine.advance_watermark(id, wm)?);
                 }
+                let checkpoint = match checkpoint {
+                    Some(c) => Some((c, self.engine.held_since(id)?)),
+                    None => None,
+                };
                 Ok(WorkerOutput {
                     rows: out,
                     late: self.engine.take_dead_letters(id)?,
                     flush,
+                    checkpoint,
                     started: Some(started),
                     finished: None,
                 })
             }
-            WorkerInput::End => {
-                let rows = self.engine.end_of_input(id)?;
+            WorkerInput::End { release } => {
+                let rows = if release {
+                    self.engine.end_of_input(id)?
+                } else {
+                    Vec::new()
+                };
                 Ok(WorkerOutput {
                     rows,
                     late: self.engine.take_dead_letters(id)?,
                     flush: true,
+                    checkpoint: None,
                     started: None,
                     finished: Some(self.engine.processor(id)?.late_records()),
                 })

@@ -152,7 +152,7 @@ pub fn run_engine(
             match delivery {
                 Delivery::Rows(b) => output_rows += b.num_rows() as u64,
                 Delivery::Late(b) => late_rows += b.num_rows() as u64,
-                Delivery::Flush => {}
+                Delivery::Flush | Delivery::Checkpoint { .. } => {}
             }
             Ok(())
         },
@@ -204,6 +204,7 @@ pub fn run_e2e(
         queue_depth: 0,
         progress: false,
         collect_output: false,
+        ..Default::default()
     };
     let script = format!(
         "{}{}",

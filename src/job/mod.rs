@@ -2,24 +2,34 @@
 //! Every statement is planned before anything runs, so a bad later statement stops nothing
 //! half-way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
+use self::kafka::{Barrier, OffsetCommitter};
 use crate::connectors::file_source::{FileSource, FileSourceConfig};
+use crate::connectors::kafka::{KafkaDefaults, KafkaSource, KafkaSourceConfig};
 use crate::connectors::{open_sink, BadRecord, SinkConfig};
 use crate::error::{Result, VeloError};
+use crate::exec::input::InputAdapter;
+use crate::exec::window::event_times;
 use crate::partition::{
     default_partitions, run_partitioned, Delivery, InputEvent, PartitionOptions,
     DEFAULT_QUEUE_DEPTH,
 };
 use crate::sql::script::{parse_script, Statement, StatementKind};
 use crate::sql::{PlannedQuery, Properties, QueryPlanner};
+
+mod kafka;
+
+/// How long a Kafka poll waits for a first message before the job counts as idle.
+const KAFKA_POLL_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Options of a batch run (the CLI's flags).
 #[derive(Debug, Clone, Default)]
@@ -37,6 +47,13 @@ pub struct JobOptions {
     pub progress: bool,
     /// Keep every job's output in memory (returned by `run`); plain SELECTs then write nowhere.
     pub collect_output: bool,
+    /// Kafka defaults (`--brokers`).
+    pub kafka: KafkaDefaults,
+    /// Set to stop unbounded jobs (Kafka, followed files): they commit what is done and end.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// The jobs run as a long-lived app (velo-sql): a statement reads an earlier one's output
+    /// from that one's Kafka topic rather than from memory.
+    pub serve: bool,
 }
 
 /// What one job did.
@@ -71,8 +88,20 @@ impl JobSummary {
 /// Where a job's input comes from.
 enum JobInput {
     File(FileSourceConfig),
-    /// The output of an earlier statement of the script.
+    Kafka(KafkaSourceConfig),
+    /// The output of an earlier statement of the script, kept in memory.
     Upstream(String),
+}
+
+impl JobInput {
+    /// One line for logs.
+    fn describe(&self) -> String {
+        match self {
+            JobInput::File(c) => format!("file {}", c.path),
+            JobInput::Kafka(c) => format!("kafka topic {}", c.topic),
+            JobInput::Upstream(name) => format!("output of {name}"),
+        }
+    }
 }
 
 struct PlannedJob {
@@ -96,7 +125,7 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
     let script = parse_script(sql)?;
     let mut planner = QueryPlanner::new();
     let mut declared: BTreeMap<String, (Option<SchemaRef>, Properties)> = BTreeMap::new();
-    let mut upstream: BTreeMap<String, SchemaRef> = BTreeMap::new();
+    let mut upstream: BTreeMap<String, (SchemaRef, Option<SinkConfig>)> = BTreeMap::new();
     let mut jobs: Vec<PlannedJob> = Vec::new();
     let mut generated = 0;
     for stmt in &script.statements {
@@ -127,16 +156,32 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
                 "joins are not supported yet: a query reads one source",
             ));
         }
-        let input = if let Some(schema) = upstream.get(&source) {
-            planner.register_source(&source, schema.clone())?;
-            JobInput::Upstream(source.clone())
-        } else {
-            let config = source_config(&source, stmt, &declared, options)
-                .map_err(|e| at_statement(&script, stmt, e))?;
-            let file =
-                FileSource::open(config.clone()).map_err(|e| at_statement(&script, stmt, e))?;
-            planner.register_source(&source, file.schema().clone())?;
-            JobInput::File(config)
+        let input = match upstream.get(&source) {
+            Some((schema, _)) if !options.serve => {
+                planner.register_source(&source, schema.clone())?;
+                JobInput::Upstream(source.clone())
+            }
+            Some((schema, sink)) => {
+                let config = upstream_topic(&source, schema, sink.as_ref())
+                    .map_err(|e| at_statement(&script, stmt, e))?;
+                planner.register_source(&source, schema.clone())?;
+                JobInput::Kafka(config)
+            }
+            None => match source_config(&source, stmt, &declared, options)
+                .map_err(|e| at_statement(&script, stmt, e))?
+            {
+                JobInput::File(config) => {
+                    let file = FileSource::open(config.clone())
+                        .map_err(|e| at_statement(&script, stmt, e))?;
+                    planner.register_source(&source, file.schema().clone())?;
+                    JobInput::File(config)
+                }
+                JobInput::Kafka(config) => {
+                    planner.register_source(&source, config.schema.clone())?;
+                    JobInput::Kafka(config)
+                }
+                JobInput::Upstream(name) => JobInput::Upstream(name),
+            },
         };
         let id = match stmt.name() {
             Some(n) => n.to_string(),
@@ -164,15 +209,30 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
                 delimiter: b',',
             }),
             _ => Some(
-                SinkConfig::from_properties(&id, &stmt.properties)
+                SinkConfig::from_properties(&id, &stmt.properties, &options.kafka)
                     .map_err(|e| at_statement(&script, &stmt, e))?,
             ),
         };
+        // A Kafka sink keys its messages by the GROUP BY columns unless `key.field` says.
+        let sink = sink.map(|s| match s {
+            SinkConfig::Kafka {
+                name,
+                topic,
+                client,
+                key_fields,
+            } if key_fields.is_empty() => SinkConfig::Kafka {
+                name,
+                topic,
+                client,
+                key_fields: plan.key_columns.clone(),
+            },
+            other => other,
+        });
         if matches!(
             stmt.kind,
             StatementKind::CreateStreamAs { .. } | StatementKind::CreateTableAs { .. }
         ) {
-            upstream.insert(id.clone(), plan.output_schema.clone());
+            upstream.insert(id.clone(), (plan.output_schema.clone(), sink.clone()));
         }
         let partitions = match stmt.annotations.get("num_partitions") {
             Some(n) => Some(n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -202,14 +262,41 @@ fn at_statement(script: &crate::sql::Script, stmt: &Statement, e: VeloError) -> 
     }
 }
 
-/// The file source settings of `source`: its WITH keys (from the query or its declaration),
-/// or a `--source NAME=PATH` binding.
+/// Reading an earlier statement's output in a long-lived app: from its Kafka topic.
+fn upstream_topic(
+    source: &str,
+    schema: &SchemaRef,
+    sink: Option<&SinkConfig>,
+) -> Result<KafkaSourceConfig> {
+    let Some(SinkConfig::Kafka { topic, client, .. }) = sink else {
+        return Err(VeloError::Config(format!(
+            "'{source}' writes to no Kafka topic, so a later statement cannot read it in a \
+             running app: give it '{source}.type' = 'kafka_sink'"
+        )));
+    };
+    let mut props = Properties::default();
+    props.insert(format!("{source}.topic.name"), topic.clone());
+    for (k, v) in client {
+        if k == "bootstrap.servers" || k.starts_with("security.") || k.starts_with("sasl.") {
+            props.insert(format!("{source}.{k}"), v.clone());
+        }
+    }
+    KafkaSourceConfig::from_properties(
+        source,
+        &props,
+        Some(schema.clone()),
+        &KafkaDefaults::default(),
+    )
+}
+
+/// The source settings of `source`: its WITH keys (from the query or its declaration), or a
+/// `--source NAME=PATH` binding.
 fn source_config(
     source: &str,
     stmt: &Statement,
     declared: &BTreeMap<String, (Option<SchemaRef>, Properties)>,
     options: &JobOptions,
-) -> Result<FileSourceConfig> {
+) -> Result<JobInput> {
     let mut props = stmt.properties.clone();
     let mut schema = None;
     if let Some((s, p)) = declared.get(source) {
@@ -223,11 +310,18 @@ fn source_config(
         }
     }
     match props.scoped(source, "type").as_deref() {
-        Some("file_source") | None if props.scoped(source, "path").is_some() => {
-            FileSourceConfig::from_properties(source, &props, schema)
-        }
+        Some("file_source") | None if props.scoped(source, "path").is_some() => Ok(
+            JobInput::File(FileSourceConfig::from_properties(source, &props, schema)?),
+        ),
+        Some("kafka_source") if options.serve => Ok(JobInput::Kafka(
+            KafkaSourceConfig::from_properties(source, &props, schema, &options.kafka)?,
+        )),
+        Some("kafka_source") => Err(VeloError::Config(format!(
+            "source '{source}' is a Kafka topic, which never ends: run the app with \
+             velo-sql deploy-app instead of velo-sql-batch"
+        ))),
         Some(other) if other != "file_source" => Err(VeloError::Config(format!(
-            "source '{source}' has type '{other}', which velo-sql-batch cannot read (file_source only)"
+            "source '{source}' has type '{other}': expected file_source or kafka_source"
         ))),
         _ => Err(VeloError::Config(format!(
             "unknown source '{source}': declare it with WITH ('{source}.type' = 'file_source', '{source}.path' = ...) \
@@ -240,6 +334,54 @@ impl PlannedScript {
     /// The planned queries, in order.
     pub fn queries(&self) -> impl Iterator<Item = &PlannedQuery> {
         self.jobs.iter().map(|j| &j.plan)
+    }
+
+    /// Runs every job at once, each on its own threads, until its input ends or
+    /// `options.stop` is set. A job that fails reports its error and stops alone.
+    pub fn run_concurrently(self, options: &JobOptions) -> Vec<(String, Result<JobSummary>)> {
+        let no_outputs = BTreeMap::new();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .jobs
+                .into_iter()
+                .map(|job| {
+                    let id = job.plan.id.clone();
+                    tracing::info!(
+                        job = %id,
+                        source = %job.plan.source,
+                        input = %job.input.describe(),
+                        sink = ?job.sink,
+                        partitions = ?job.partitions.unwrap_or(options.partitions),
+                        "job started"
+                    );
+                    let no_outputs = &no_outputs;
+                    let handle = scope.spawn(move || run_job(job, no_outputs, options));
+                    (id, handle)
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(id, handle)| {
+                    let result = match handle.join() {
+                        Ok(r) => r.map(|(summary, _)| summary),
+                        Err(_) => Err(VeloError::Execution(format!("job '{id}' panicked"))),
+                    };
+                    match &result {
+                        Ok(s) => tracing::info!(
+                            job = %id,
+                            records_in = s.records_in,
+                            records_out = s.records_out,
+                            errors = s.errors,
+                            late = s.late_records,
+                            seconds = s.seconds,
+                            "job stopped"
+                        ),
+                        Err(e) => tracing::error!(job = %id, error = %e, "job failed"),
+                    }
+                    (id, result)
+                })
+                .collect()
+        })
     }
 
     /// Runs every job to completion, in order.
@@ -295,14 +437,101 @@ fn run_job(
     // Bad records are found on the reading side, late ones on the output side; the
     // dead-letter file serves both, off the hot path.
     let dead_letter = Mutex::new(dead_letter);
+    let (barriers, barrier_rx) = std::sync::mpsc::channel::<Barrier>();
+    let mut kafka = match &job.input {
+        JobInput::Kafka(config) => {
+            let mut source = KafkaSource::open(config.clone())?;
+            source.set_projection(&plan.input_schema);
+            Some(source)
+        }
+        _ => None,
+    };
+    let mut committer = match (&job.input, &kafka) {
+        (JobInput::Kafka(config), Some(source)) => Some(OffsetCommitter::new(
+            source.consumer(),
+            &config.topic,
+            barrier_rx,
+            config.commit_interval,
+        )),
+        _ => None,
+    };
+    let stop = options.stop.clone();
+    let stopped = move || stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
     let deliver = |delivery: Delivery| -> Result<()> {
         match delivery {
             Delivery::Rows(batch) => output.write(batch),
             Delivery::Late(batch) => lock(&dead_letter).write_late(&id, batch),
             Delivery::Flush => output.flush(),
+            Delivery::Checkpoint { id, held_since } => match committer.as_mut() {
+                Some(c) => c.on_checkpoint(id, held_since, output.sink.as_mut()),
+                None => Ok(()),
+            },
         }
     };
     let stats = match &job.input {
+        JobInput::Kafka(config) => {
+            let Some(source) = kafka.as_mut() else {
+                return Err(VeloError::Execution("the Kafka source is not open".into()));
+            };
+            let time_expr = plan.watermark.as_ref().map(|w| Arc::clone(&w.time_expr));
+            let mut adapter = InputAdapter::new(plan.input_schema.clone(), plan.source.clone());
+            let mut barrier = 0u64;
+            // Events waiting to be handed out: a poll can yield an assignment change, a batch
+            // and its checkpoint barrier at once.
+            let mut queued: VecDeque<InputEvent> = VecDeque::new();
+            tracing::info!(job = %id, topic = %config.topic, "reading Kafka");
+            run_partitioned(
+                &plan,
+                &partitions,
+                || {
+                    if let Some(event) = queued.pop_front() {
+                        return Ok(Some(event));
+                    }
+                    if stopped() {
+                        return Ok(Some(InputEvent::Stop));
+                    }
+                    let polled = source.next_batch(KAFKA_POLL_WAIT)?;
+                    // After the poll: the group join that assigns partitions happens inside it,
+                    // and the clock must know every partition before the first batch counts.
+                    if let Some(partitions) = source.assignment_if_changed()? {
+                        tracing::info!(job = %id, ?partitions, "partitions assigned");
+                        queued.push_back(InputEvent::Partitions(partitions));
+                    }
+                    let Some(polled) = polled else {
+                        queued.push_back(InputEvent::Idle);
+                        return Ok(queued.pop_front());
+                    };
+                    summary.records_in += polled.batch.num_rows() as u64;
+                    for bad in polled.bad_records {
+                        summary.errors += 1;
+                        lock(&dead_letter).write(&serde_json::json!({
+                            "source": config.name, "location": bad.location, "reason": bad.reason, "record": bad.raw,
+                        }))?;
+                        if summary.bad_records.len() < 100 {
+                            summary.bad_records.push(bad);
+                        }
+                    }
+                    let max_event_time = match &time_expr {
+                        Some(e) if polled.batch.num_rows() > 0 => {
+                            let adapted = adapter.adapt(polled.batch.clone())?;
+                            arrow::compute::max(&event_times(e, &adapted)?)
+                        }
+                        _ => None,
+                    };
+                    barrier += 1;
+                    // The committer may have stopped with an error; the output side reports it.
+                    let _ = barriers.send(Barrier {
+                        id: barrier,
+                        next_offsets: polled.next_offsets,
+                        max_event_time,
+                    });
+                    queued.push_back(InputEvent::Batch(polled.batch));
+                    queued.push_back(InputEvent::Checkpoint(barrier));
+                    Ok(queued.pop_front())
+                },
+                deliver,
+            )?
+        }
         JobInput::Upstream(name) => {
             let mut batches = outputs.get(name).into_iter().flatten();
             run_partitioned(
@@ -328,6 +557,9 @@ fn run_job(
                 &plan,
                 &partitions,
                 || {
+                    if stopped() {
+                        return Ok(Some(InputEvent::Stop));
+                    }
                     let Some(chunk) = source.next_batch()? else {
                         return Ok(None);
                     };
@@ -361,6 +593,9 @@ fn run_job(
         }
     };
     output.flush()?;
+    if let Some(c) = committer.as_mut() {
+        c.commit(output.sink.as_mut())?;
+    }
     lock(&dead_letter).flush()?;
     summary.records_out = output.records_out;
     summary.late_records = stats.late_records;

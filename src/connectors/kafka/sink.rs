@@ -1,0 +1,196 @@
+//! `KafkaSink`: writes result rows to a topic as JSON, keyed by `key.field` or the query's
+//! GROUP BY columns; an EMIT CHANGES delete becomes a tombstone. librdkafka retries failed
+//! sends; a message that still fails fails the job at the next flush, never silently.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use arrow::array::Array;
+use arrow::record_batch::RecordBatch;
+use arrow::util::display::array_value_to_string;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext};
+
+use super::source::kafka_error;
+use crate::connectors::sink::Sink;
+use crate::error::{Result, VeloError};
+use crate::exec::change::is_delete;
+
+/// How long a flush waits for every message to be acknowledged.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Counts messages librdkafka gave up on, with the first reason.
+#[derive(Default)]
+struct DeliveryTracker {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            let mut first = self
+                .first_error
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            first.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// Writes rows to one topic.
+pub struct KafkaSink {
+    name: String,
+    topic: String,
+    producer: ThreadedProducer<DeliveryTracker>,
+    key_fields: Vec<String>,
+    payload: Vec<u8>,
+}
+
+impl KafkaSink {
+    /// Connects a producer with `client` settings (acks=all unless they say otherwise).
+    pub fn create(
+        name: &str,
+        topic: &str,
+        client: &BTreeMap<String, String>,
+        key_fields: &[String],
+    ) -> Result<Self> {
+        let mut config = ClientConfig::new();
+        config.set("acks", "all");
+        for (k, v) in client {
+            config.set(k, v);
+        }
+        let producer = config
+            .create_with_context(DeliveryTracker::default())
+            .map_err(|e| kafka_error(&format!("creating the producer of '{name}'"), e))?;
+        Ok(KafkaSink {
+            name: name.to_string(),
+            topic: topic.to_string(),
+            producer,
+            key_fields: key_fields.to_vec(),
+            payload: Vec::new(),
+        })
+    }
+
+    fn send(&self, key: Option<&str>, payload: Option<&[u8]>) -> Result<()> {
+        let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&self.topic);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // The local queue is full: wait for acknowledgements (backpressure).
+                    record = r;
+                    self.producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => {
+                    return Err(kafka_error(
+                        &format!("sink '{}' sending to '{}'", self.name, self.topic),
+                        e,
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Each row's key: one key column's value as text, several as a JSON object.
+    fn keys(&self, batch: &RecordBatch) -> Result<Option<Vec<String>>> {
+        let columns: Vec<(&String, &std::sync::Arc<dyn Array>)> = self
+            .key_fields
+            .iter()
+            .filter_map(|f| batch.column_by_name(f).map(|c| (f, c)))
+            .collect();
+        if columns.is_empty() {
+            return Ok(None);
+        }
+        let mut keys = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            if let [(_, column)] = columns.as_slice() {
+                keys.push(array_value_to_string(column, row)?);
+                continue;
+            }
+            let mut object = serde_json::Map::new();
+            for (name, column) in &columns {
+                let value = if column.is_null(row) {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::Value::String(array_value_to_string(column, row)?)
+                };
+                object.insert(name.to_string(), value);
+            }
+            keys.push(serde_json::Value::Object(object).to_string());
+        }
+        Ok(Some(keys))
+    }
+}
+
+impl Sink for KafkaSink {
+    fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        let keys = self.keys(batch)?;
+        let key = |row: usize| keys.as_ref().map(|k| k[row].as_str());
+        if is_delete(batch) && keys.is_some() {
+            for row in 0..batch.num_rows() {
+                self.send(key(row), None)?;
+            }
+            return Ok(());
+        }
+        let mut payload = std::mem::take(&mut self.payload);
+        payload.clear();
+        {
+            let mut writer = arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, arrow::json::writer::LineDelimited>(&mut payload);
+            writer.write(batch)?;
+            writer.finish()?;
+        }
+        let mut start = 0;
+        let mut row = 0;
+        for (i, byte) in payload.iter().enumerate() {
+            if *byte == b'\n' {
+                self.send(key(row), Some(&payload[start..i]))?;
+                start = i + 1;
+                row += 1;
+            }
+        }
+        self.payload = payload;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.producer.flush(FLUSH_TIMEOUT).map_err(|e| {
+            kafka_error(
+                &format!("sink '{}' waiting for acknowledgements", self.name),
+                e,
+            )
+        })?;
+        let context = self.producer.context();
+        let failed = context.failed.load(Ordering::SeqCst);
+        if failed > 0 {
+            let reason = context
+                .first_error
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone()
+                .unwrap_or_default();
+            return Err(VeloError::Execution(format!(
+                "Kafka sink '{}': {failed} message(s) could not be delivered to '{}': {reason}",
+                self.name, self.topic
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,490 @@
+//! `KafkaSource`: a consumer-group member reading one topic in JSON batches. Offsets are never
+//! committed automatically: the job commits them once the outputs derived from the records
+//! are acknowledged by the sink (at-least-once end to end).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::config::{client_config, topic_of, KafkaDefaults};
+use crate::connectors::decode::decode_json;
+use crate::connectors::BadRecord;
+use crate::error::{Result, VeloError};
+use crate::exec::event_time::{to_epoch_millis, EventTimeFormat};
+use crate::exec::input::now_millis;
+use crate::sql::planner::SYSTEM_COLUMNS;
+use crate::sql::properties::parse_duration_ms;
+use crate::sql::Properties;
+
+/// Records per batch when `'<src>.batch.size'` is not set.
+pub const DEFAULT_BATCH_SIZE: usize = 8192;
+
+/// Settings of a Kafka source.
+#[derive(Debug, Clone)]
+pub struct KafkaSourceConfig {
+    pub name: String,
+    pub topic: String,
+    /// The consumer's librdkafka settings (group, brokers, offsets reset, ...).
+    pub client: ClientConfig,
+    /// The declared columns of the JSON payloads.
+    pub schema: SchemaRef,
+    pub event_time_field: Option<String>,
+    pub event_time_format: Option<EventTimeFormat>,
+    /// Where payloads that do not decode are sent, when set.
+    pub dlq_topic: Option<String>,
+    pub batch_size: usize,
+    /// How often done offsets are committed (`'<src>.commit.interval'`, default 1s).
+    pub commit_interval: Duration,
+}
+
+impl KafkaSourceConfig {
+    /// Reads `'<name>.*'` keys; the payload columns must be declared (`CREATE STREAM name
+    /// (cols) WITH (...)`), since a topic may be empty when the job starts.
+    pub fn from_properties(
+        name: &str,
+        props: &Properties,
+        schema: Option<SchemaRef>,
+        defaults: &KafkaDefaults,
+    ) -> Result<Self> {
+        let schema = schema.ok_or_else(|| {
+            VeloError::Config(format!(
+                "Kafka source '{name}' needs its columns declared: \
+                 CREATE STREAM {name} (col TYPE, ...) WITH ('{name}.type' = 'kafka_source', ...)"
+            ))
+        })?;
+        match props.scoped(name, "format").as_deref() {
+            None | Some("json") => {}
+            Some(other) => {
+                return Err(VeloError::Config(format!(
+                    "'{name}.format' = '{other}': this build reads JSON from Kafka"
+                )))
+            }
+        }
+        let batch_size = match props.scoped(name, "batch.size") {
+            Some(b) => b.parse().map_err(|_| {
+                VeloError::Config(format!("'{name}.batch.size' must be a number, got '{b}'"))
+            })?,
+            None => DEFAULT_BATCH_SIZE,
+        };
+        let group = format!("velostream-{name}");
+        let client = client_config(
+            name,
+            props,
+            defaults,
+            &[
+                ("group.id", group.as_str()),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+            ],
+        )?;
+        Ok(KafkaSourceConfig {
+            name: name.to_string(),
+            topic: topic_of(name, props),
+            client,
+            schema,
+            event_time_field: props.scoped(name, "event.time.field"),
+            event_time_format: EventTimeFormat::parse(
+                props.scoped(name, "event.time.format").as_deref(),
+            ),
+            dlq_topic: props.scoped(name, "dlq.topic"),
+            batch_size: batch_size.max(1),
+            commit_interval: match props.scoped(name, "commit.interval") {
+                Some(text) => Duration::from_millis(
+                    parse_duration_ms(&text)
+                        .filter(|ms| *ms >= 0)
+                        .ok_or_else(|| {
+                            VeloError::Config(format!(
+                                "'{name}.commit.interval' must be a duration such as 1s, got '{text}'"
+                            ))
+                        })? as u64,
+                ),
+                None => Duration::from_secs(1),
+            },
+        })
+    }
+}
+
+/// A polled batch: the decoded records, the ones that failed, and the next offset to read per
+/// partition once this batch is done.
+pub struct KafkaBatch {
+    pub batch: RecordBatch,
+    pub bad_records: Vec<BadRecord>,
+    pub next_offsets: BTreeMap<i32, i64>,
+}
+
+/// One message's metadata, kept while its payload waits in the decode buffer.
+struct Meta {
+    partition: i32,
+    offset: i64,
+    timestamp: Option<i64>,
+    key: Option<String>,
+}
+
+/// Reads a topic as a member of the source's consumer group.
+pub struct KafkaSource {
+    config: KafkaSourceConfig,
+    consumer: Arc<BaseConsumer>,
+    dlq: Option<ThreadedProducer<DefaultProducerContext>>,
+    /// Payload columns the query reads (plus the event-time field).
+    projection: SchemaRef,
+    /// System columns the query reads, appended after the payload columns.
+    system_columns: Vec<String>,
+    buffer: Vec<u8>,
+    ends: Vec<usize>,
+    metas: Vec<Meta>,
+    /// The partitions last reported assigned.
+    assigned: Vec<i32>,
+}
+
+impl KafkaSource {
+    /// Connects and subscribes; nothing is read yet.
+    pub fn open(config: KafkaSourceConfig) -> Result<Self> {
+        let consumer: BaseConsumer = config
+            .client
+            .create()
+            .map_err(|e| kafka_error(&format!("creating the consumer of '{}'", config.name), e))?;
+        consumer
+            .subscribe(&[config.topic.as_str()])
+            .map_err(|e| kafka_error(&format!("subscribing to '{}'", config.topic), e))?;
+        let dlq = match &config.dlq_topic {
+            Some(_) => {
+                let mut producer_config = ClientConfig::new();
+                if let Some(b) = config.client.get("bootstrap.servers") {
+                    producer_config.set("bootstrap.servers", b);
+                }
+                Some(producer_config.create().map_err(|e| {
+                    kafka_error(
+                        &format!("creating the dead-letter producer of '{}'", config.name),
+                        e,
+                    )
+                })?)
+            }
+            None => None,
+        };
+        let projection = Arc::clone(&config.schema);
+        Ok(KafkaSource {
+            config,
+            consumer: Arc::new(consumer),
+            dlq,
+            projection,
+            system_columns: SYSTEM_COLUMNS.iter().map(|(n, _)| n.to_string()).collect(),
+            buffer: Vec::new(),
+            ends: Vec::new(),
+            metas: Vec::new(),
+            assigned: Vec::new(),
+        })
+    }
+
+    /// The partitions assigned to this consumer, when they changed since the last call.
+    pub fn assignment_if_changed(&mut self) -> Result<Option<Vec<i32>>> {
+        let list = self.consumer.assignment().map_err(|e| {
+            kafka_error(
+                &format!("reading the assignment of '{}'", self.config.name),
+                e,
+            )
+        })?;
+        let mut partitions: Vec<i32> = list
+            .elements_for_topic(&self.config.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        partitions.sort_unstable();
+        if partitions == self.assigned {
+            return Ok(None);
+        }
+        self.assigned = partitions.clone();
+        Ok(Some(partitions))
+    }
+
+    /// The consumer, for committing offsets from the output side.
+    pub fn consumer(&self) -> Arc<BaseConsumer> {
+        Arc::clone(&self.consumer)
+    }
+
+    /// Decodes only the payload columns and system columns `wanted` names.
+    pub fn set_projection(&mut self, wanted: &Schema) {
+        let mut fields: Vec<Field> = self
+            .config
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| {
+                wanted.index_of(f.name()).is_ok()
+                    || self.config.event_time_field.as_deref() == Some(f.name().as_str())
+            })
+            .map(|f| f.as_ref().clone())
+            .collect();
+        if fields.is_empty() {
+            // Keep one column so the decoder still counts records.
+            if let Some(f) = self.config.schema.fields().first() {
+                fields.push(f.as_ref().clone());
+            }
+        }
+        self.projection = Arc::new(Schema::new(fields));
+        self.system_columns = SYSTEM_COLUMNS
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .filter(|n| wanted.index_of(n).is_ok())
+            .collect();
+    }
+
+    /// Waits up to `wait` for a first message, then takes what is ready, up to a batch.
+    /// None: nothing arrived (the source is idle).
+    pub fn next_batch(&mut self, wait: Duration) -> Result<Option<KafkaBatch>> {
+        self.buffer.clear();
+        self.ends.clear();
+        self.metas.clear();
+        let mut next_offsets = BTreeMap::new();
+        let deadline = Instant::now() + wait;
+        while self.metas.len() < self.config.batch_size {
+            let timeout = if self.metas.is_empty() {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            let message = match self.consumer.poll(timeout) {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(source = %self.config.name, error = %e, "Kafka consumer error");
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    continue;
+                }
+                None => break,
+            };
+            next_offsets.insert(message.partition(), message.offset() + 1);
+            push_message(&mut self.buffer, &mut self.ends, &mut self.metas, &message);
+        }
+        if next_offsets.is_empty() {
+            return Ok(None);
+        }
+        let (batch, kept, bad_records) = self.decode()?;
+        let batch = self.add_system_columns(batch, &kept)?;
+        Ok(Some(KafkaBatch {
+            batch,
+            bad_records,
+            next_offsets,
+        }))
+    }
+
+    /// Commits `next_offsets` (partition → next offset to read) for the group. A commit the
+    /// group refuses (the partition moved to another member in a rebalance) is logged, not an
+    /// error: the new owner reads those records again, so nothing is lost.
+    pub fn commit(
+        consumer: &BaseConsumer,
+        topic: &str,
+        next_offsets: &BTreeMap<i32, i64>,
+    ) -> Result<()> {
+        if next_offsets.is_empty() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in next_offsets {
+            list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(|e| kafka_error("building the offsets to commit", e))?;
+        }
+        if let Err(e) = consumer.commit(&list, CommitMode::Sync) {
+            tracing::warn!(%topic, error = %e, "offset commit refused; the records will be read again");
+        }
+        Ok(())
+    }
+
+    /// Decodes the buffered payloads in one go; if that fails, one by one to find the bad ones.
+    fn decode(&mut self) -> Result<(RecordBatch, Vec<usize>, Vec<BadRecord>)> {
+        let n = self.metas.len();
+        if let Ok(batch) = decode_json(&self.projection, &self.buffer, n) {
+            if batch.num_rows() == n {
+                return Ok((batch, (0..n).collect(), Vec::new()));
+            }
+        }
+        let mut batches = Vec::new();
+        let mut kept = Vec::new();
+        let mut bad = Vec::new();
+        for i in 0..n {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            let payload = &self.buffer[start..self.ends[i]];
+            match decode_json(&self.projection, payload, 1) {
+                Ok(b) if b.num_rows() == 1 => {
+                    kept.push(i);
+                    batches.push(b);
+                }
+                result => {
+                    let reason = match result {
+                        Err(reason) => reason,
+                        Ok(_) => "not a JSON object".to_string(),
+                    };
+                    let meta = &self.metas[i];
+                    let location = format!(
+                        "topic {} partition {} offset {}",
+                        self.config.topic, meta.partition, meta.offset
+                    );
+                    let raw = String::from_utf8_lossy(payload).trim_end().to_string();
+                    tracing::warn!(source = %self.config.name, %location, %reason, "skipping bad message");
+                    self.send_to_dlq(meta, &reason, payload)?;
+                    bad.push(BadRecord {
+                        location,
+                        reason,
+                        raw,
+                    });
+                }
+            }
+        }
+        Ok((concat_batches(&self.projection, &batches)?, kept, bad))
+    }
+
+    fn send_to_dlq(&self, meta: &Meta, reason: &str, payload: &[u8]) -> Result<()> {
+        let (Some(producer), Some(topic)) = (&self.dlq, &self.config.dlq_topic) else {
+            return Ok(());
+        };
+        let envelope = serde_json::json!({
+            "source": self.config.name,
+            "topic": self.config.topic,
+            "partition": meta.partition,
+            "offset": meta.offset,
+            "reason": reason,
+            "payload": String::from_utf8_lossy(payload).trim_end(),
+        })
+        .to_string();
+        let mut record = BaseRecord::to(topic).payload(&envelope);
+        if let Some(k) = &meta.key {
+            record = record.key(k.as_str());
+        }
+        let mut record = record;
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    r,
+                )) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => {
+                    return Err(kafka_error(
+                        &format!("sending to dead-letter topic '{topic}'"),
+                        e,
+                    ))
+                }
+            }
+        }
+        // A dead letter must not be lost: wait for it before the offset can be committed.
+        producer
+            .flush(Duration::from_secs(30))
+            .map_err(|e| kafka_error(&format!("flushing dead-letter topic '{topic}'"), e))
+    }
+
+    fn add_system_columns(&self, batch: RecordBatch, kept: &[usize]) -> Result<RecordBatch> {
+        if self.system_columns.is_empty() {
+            return Ok(batch);
+        }
+        let now = now_millis();
+        let metas: Vec<&Meta> = kept.iter().map(|&i| &self.metas[i]).collect();
+        let mut fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut columns = batch.columns().to_vec();
+        for name in &self.system_columns {
+            let data_type = SYSTEM_COLUMNS
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.clone())
+                .unwrap_or(DataType::Utf8);
+            let timestamps = || -> Int64Array {
+                metas
+                    .iter()
+                    .map(|m| Some(m.timestamp.unwrap_or(now)))
+                    .collect()
+            };
+            let column: ArrayRef = match name.as_str() {
+                "_offset" => Arc::new(Int64Array::from_iter_values(metas.iter().map(|m| m.offset))),
+                "_partition" => Arc::new(Int32Array::from_iter_values(
+                    metas.iter().map(|m| m.partition),
+                )),
+                "_topic" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                    self.config.topic.as_str(),
+                    metas.len(),
+                ))),
+                "_key" => Arc::new(
+                    metas
+                        .iter()
+                        .map(|m| m.key.as_deref())
+                        .collect::<StringArray>(),
+                ),
+                "_timestamp" => Arc::new(timestamps()),
+                "_event_time" => match &self.config.event_time_field {
+                    Some(field) => {
+                        let array = batch.column_by_name(field).ok_or_else(|| {
+                            VeloError::Config(format!(
+                                "event-time field '{field}' is not a column of source '{}'",
+                                self.config.name
+                            ))
+                        })?;
+                        let millis =
+                            to_epoch_millis(array, self.config.event_time_format.as_ref())?;
+                        let fallback = timestamps();
+                        Arc::new(
+                            millis
+                                .iter()
+                                .zip(fallback.values())
+                                .map(|(v, t)| Some(v.unwrap_or(*t)))
+                                .collect::<Int64Array>(),
+                        )
+                    }
+                    None => Arc::new(timestamps()),
+                },
+                _ => arrow::array::new_null_array(&data_type, metas.len()),
+            };
+            fields.push(Field::new(name, column.data_type().clone(), true));
+            columns.push(column);
+        }
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
+    }
+}
+
+fn push_message(
+    buffer: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+    metas: &mut Vec<Meta>,
+    message: &BorrowedMessage<'_>,
+) {
+    // A tombstone carries no record; an empty payload decodes as a bad record.
+    let Some(payload) = message.payload() else {
+        return;
+    };
+    buffer.extend_from_slice(payload);
+    buffer.push(b'\n');
+    ends.push(buffer.len());
+    metas.push(Meta {
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp: message.timestamp().to_millis(),
+        key: message
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned()),
+    });
+}
+
+/// Wraps a Kafka client error with what was being done.
+pub fn kafka_error(context: &str, e: rdkafka::error::KafkaError) -> VeloError {
+    VeloError::Execution(format!("Kafka: {context}: {e}"))
+}

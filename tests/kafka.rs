@@ -1,0 +1,413 @@
+//! Kafka end to end, against librdkafka's in-process mock cluster (a real Kafka protocol
+//! peer; no Docker): produce input, run an app with `deploy_app`, consume the output topic.
+//! Every test has a hard timeout: a stuck client must fail the test, not hang CI.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::ClientConfig;
+use velostream::connectors::kafka::MockKafka;
+use velostream::job::JobSummary;
+use velostream::server::{deploy_app, AppOptions};
+
+/// Runs `test` on its own thread and fails if it takes longer than `limit`.
+fn with_timeout(limit: Duration, test: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        test();
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(limit) {
+        Ok(()) => handle.join().expect("test thread"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            // The test panicked: surface its message.
+            if let Err(e) = handle.join() {
+                std::panic::resume_unwind(e);
+            }
+        }
+        Err(_) => panic!("test timed out after {limit:?}"),
+    }
+}
+
+fn produce(bootstrap: &str, topic: &str, messages: &[(Option<String>, String)]) {
+    produce_to(bootstrap, topic, None, messages)
+}
+
+/// Produces to one partition, or by key when `partition` is None.
+fn produce_to(
+    bootstrap: &str,
+    topic: &str,
+    partition: Option<i32>,
+    messages: &[(Option<String>, String)],
+) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("producer");
+    for (key, payload) in messages {
+        let mut record = BaseRecord::to(topic).payload(payload.as_str());
+        if let Some(k) = key {
+            record = record.key(k.as_str());
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        let mut record = record;
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// A consumed message: key and payload (None for a tombstone).
+type Consumed = (Option<String>, Option<serde_json::Value>);
+
+/// Reads `topic` from the start until `until` says enough or `limit` passes.
+fn consume(
+    bootstrap: &str,
+    topic: &str,
+    limit: Duration,
+    until: impl Fn(&[Consumed]) -> bool,
+) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set(
+            "group.id",
+            format!("test-reader-{topic}-{}", std::process::id()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    while Instant::now() < deadline && !until(&out) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+            let value = m
+                .payload()
+                .map(|p| serde_json::from_slice(p).expect("JSON output"));
+            out.push((key, value));
+        }
+    }
+    out
+}
+
+/// Runs the app on a thread until `stop` is set; returns the jobs' summaries.
+fn start_app(
+    sql: String,
+    bootstrap: &str,
+    partitions: usize,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<Vec<JobSummary>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let options = AppOptions {
+        brokers: Some(bootstrap.to_string()),
+        partitions,
+        queue_depth: 0,
+    };
+    let flag = Arc::clone(&stop);
+    let handle = std::thread::spawn(move || {
+        deploy_app(&sql, &options, flag)
+            .expect("the app plans")
+            .into_iter()
+            .map(|(job, r)| r.unwrap_or_else(|e| panic!("job {job} failed: {e}")))
+            .collect()
+    });
+    (stop, handle)
+}
+
+fn stop_app(
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<JobSummary>>,
+) -> Vec<JobSummary> {
+    stop.store(true, Ordering::SeqCst);
+    handle.join().expect("app thread")
+}
+
+const SOURCE: &str =
+    "CREATE STREAM trades (id BIGINT, symbol VARCHAR, price DOUBLE, quantity BIGINT, ts BIGINT)
+WITH ('trades.type' = 'kafka_source', 'trades.topic.name' = 'trades',
+      'trades.group.id' = 'GROUP', 'trades.session.timeout.ms' = '6000',
+      'trades.event.time.field' = 'ts', 'trades.commit.interval' = '0s');\n";
+
+fn source(group: &str) -> String {
+    SOURCE.replace("GROUP", group)
+}
+
+fn trade(id: i64) -> (Option<String>, String) {
+    let symbol = format!("S{}", id % 7);
+    let payload = serde_json::json!({
+        "id": id, "symbol": symbol, "price": (id % 100) as f64 / 4.0,
+        "quantity": id % 1000, "ts": 1_700_000_000_000i64 + id * 1000,
+    });
+    (Some(symbol), payload.to_string())
+}
+
+fn mock(topics: &[(&str, i32)]) -> MockKafka {
+    let mock = MockKafka::start(1).expect("mock cluster");
+    for (t, p) in topics {
+        mock.create_topic(t, *p).expect("topic");
+    }
+    mock
+}
+
+#[test]
+fn filter_job_writes_matching_records() {
+    with_timeout(Duration::from_secs(120), || {
+        let kafka = mock(&[("trades", 4), ("big", 2)]);
+        let bootstrap = kafka.bootstrap_servers().to_string();
+        let input: Vec<_> = (0..2000).map(trade).collect();
+        produce(&bootstrap, "trades", &input);
+        let sql = source("g-filter")
+            + "CREATE STREAM big AS SELECT id, symbol, quantity FROM trades WHERE quantity > 900 \
+               WITH ('big.type' = 'kafka_sink', 'big.topic.name' = 'big');";
+        let (stop, app) = start_app(sql, &bootstrap, 2);
+        let expected = (0..2000).filter(|id| id % 1000 > 900).count();
+        let out = consume(&bootstrap, "big", Duration::from_secs(60), |o| {
+            o.len() >= expected
+        });
+        let summaries = stop_app(stop, app);
+        let mut ids: Vec<i64> = out
+            .iter()
+            .map(|(_, v)| v.as_ref().expect("a record")["id"].as_i64().expect("id"))
+            .collect();
+        ids.sort();
+        let want: Vec<i64> = (0..2000).filter(|id| id % 1000 > 900).collect();
+        assert_eq!(ids, want);
+        assert_eq!(summaries[0].records_in, 2000);
+    });
+}
+
+#[test]
+fn group_by_emit_changes_keys_messages_and_deletes_become_tombstones() {
+    with_timeout(Duration::from_secs(120), || {
+        let kafka = mock(&[("trades", 4), ("counts", 2)]);
+        let bootstrap = kafka.bootstrap_servers().to_string();
+        let input: Vec<_> = (0..700).map(trade).collect();
+        produce(&bootstrap, "trades", &input);
+        // Every symbol reaches 100 records; HAVING COUNT(*) < 100 turns the last into a delete.
+        let sql = source("g-counts")
+            + "CREATE TABLE counts AS SELECT symbol, COUNT(*) AS n FROM trades GROUP BY symbol \
+               HAVING COUNT(*) < 100 EMIT CHANGES WITH ('counts.type' = 'kafka_sink', 'counts.topic.name' = 'counts');";
+        let (stop, app) = start_app(sql, &bootstrap, 2);
+        let tombstones = |o: &[Consumed]| o.iter().filter(|(_, v)| v.is_none()).count();
+        let out = consume(&bootstrap, "counts", Duration::from_secs(60), |o| {
+            o.len() >= 700 && tombstones(o) >= 7
+        });
+        stop_app(stop, app);
+        assert_eq!(out.len(), 700, "99 upserts and one tombstone per symbol");
+        let mut last: BTreeMap<String, Option<i64>> = BTreeMap::new();
+        for (key, value) in &out {
+            let key = key.clone().expect("keyed by symbol");
+            if let Some(v) = value {
+                assert_eq!(v["symbol"].as_str(), Some(key.as_str()));
+            }
+            last.insert(key, value.as_ref().map(|v| v["n"].as_i64().expect("n")));
+        }
+        assert_eq!(last.len(), 7);
+        assert!(last.values().all(Option::is_none), "{last:?}");
+    });
+}
+
+#[test]
+fn tumbling_emit_final_closes_windows_on_event_time() {
+    with_timeout(Duration::from_secs(120), || {
+        let kafka = mock(&[("trades", 4), ("per_minute", 1)]);
+        let bootstrap = kafka.bootstrap_servers().to_string();
+        // 600 records one second apart: ten minutes. Then, on every partition, a record an
+        // hour later moves that partition's watermark, so every window closes.
+        produce(
+            &bootstrap,
+            "trades",
+            &(0..600).map(trade).collect::<Vec<_>>(),
+        );
+        for p in 0..4 {
+            let clock = serde_json::json!({
+                "id": 100_000 + p, "symbol": "clock", "price": 1.0, "quantity": 0,
+                "ts": 1_700_000_000_000i64 + 3_600_000,
+            });
+            produce_to(
+                &bootstrap,
+                "trades",
+                Some(p),
+                &[(None, clock.to_string())],
+            );
+        }
+        let sql = source("g-window")
+            + "CREATE STREAM per_minute AS SELECT symbol, _window_start, COUNT(*) AS n FROM trades \
+               WHERE quantity > 0 OR id < 100000 \
+               GROUP BY symbol WINDOW TUMBLING(ts, 1m) EMIT FINAL \
+               WITH ('per_minute.type' = 'kafka_sink', 'per_minute.topic.name' = 'per_minute');";
+        let (stop, app) = start_app(sql, &bootstrap, 2);
+        let out = consume(&bootstrap, "per_minute", Duration::from_secs(60), |o| {
+            o.iter()
+                .filter_map(|(_, v)| v.as_ref())
+                .map(|v| v["n"].as_i64().unwrap_or(0))
+                .sum::<i64>()
+                >= 600
+        });
+        stop_app(stop, app);
+        let mut counts: BTreeMap<(String, i64), i64> = BTreeMap::new();
+        for (_, v) in &out {
+            let v = v.as_ref().expect("a row");
+            let key = (
+                v["symbol"].as_str().expect("symbol").to_string(),
+                v["_window_start"].as_i64().expect("start"),
+            );
+            assert!(
+                counts.insert(key, v["n"].as_i64().expect("n")).is_none(),
+                "one row per window"
+            );
+        }
+        let mut want: BTreeMap<(String, i64), i64> = BTreeMap::new();
+        for id in 0..600i64 {
+            let ts = 1_700_000_000_000i64 + id * 1000;
+            *want
+                .entry((format!("S{}", id % 7), ts - ts.rem_euclid(60_000)))
+                .or_default() += 1;
+        }
+        assert_eq!(counts, want);
+    });
+}
+
+#[test]
+fn a_poisoned_message_goes_to_the_dead_letter_topic() {
+    with_timeout(Duration::from_secs(120), || {
+        let kafka = mock(&[("trades", 1), ("copy", 1), ("bad_trades", 1)]);
+        let bootstrap = kafka.bootstrap_servers().to_string();
+        let mut input: Vec<_> = (0..50).map(trade).collect();
+        input.insert(20, (None, "{\"id\": 20x, not json".to_string()));
+        produce(&bootstrap, "trades", &input);
+        let sql = source("g-dlq").replace(
+            "'trades.commit.interval' = '0s'",
+            "'trades.commit.interval' = '0s', 'trades.dlq.topic' = 'bad_trades'",
+        ) + "CREATE STREAM copy AS SELECT id FROM trades \
+             WITH ('copy.type' = 'kafka_sink', 'copy.topic.name' = 'copy');";
+        let (stop, app) = start_app(sql, &bootstrap, 1);
+        let out = consume(&bootstrap, "copy", Duration::from_secs(60), |o| {
+            o.len() >= 50
+        });
+        let dead = consume(&bootstrap, "bad_trades", Duration::from_secs(30), |o| {
+            !o.is_empty()
+        });
+        let summaries = stop_app(stop, app);
+        assert_eq!(out.len(), 50, "every good record passes");
+        assert_eq!(summaries[0].errors, 1);
+        let letter = dead[0].1.as_ref().expect("an envelope");
+        assert_eq!(letter["topic"], "trades");
+        assert_eq!(letter["partition"], 0);
+        assert_eq!(letter["offset"], 20);
+        assert!(letter["payload"]
+            .as_str()
+            .is_some_and(|p| p.contains("20x")));
+        let location = &summaries[0].bad_records[0].location;
+        assert_eq!(location, "topic trades partition 0 offset 20");
+    });
+}
+
+#[test]
+fn a_restarted_job_resumes_from_committed_offsets_and_loses_nothing() {
+    with_timeout(Duration::from_secs(180), || {
+        let kafka = mock(&[("trades", 4), ("copy", 2)]);
+        let bootstrap = kafka.bootstrap_servers().to_string();
+        let sql = source("g-restart")
+            + "CREATE STREAM copy AS SELECT id FROM trades \
+               WITH ('copy.type' = 'kafka_sink', 'copy.topic.name' = 'copy');";
+        produce(
+            &bootstrap,
+            "trades",
+            &(0..1000).map(trade).collect::<Vec<_>>(),
+        );
+        let (stop, app) = start_app(sql.clone(), &bootstrap, 2);
+        // Stop mid-stream: as soon as some output exists, while more input keeps coming.
+        consume(&bootstrap, "copy", Duration::from_secs(60), |o| {
+            !o.is_empty()
+        });
+        produce(
+            &bootstrap,
+            "trades",
+            &(1000..2000).map(trade).collect::<Vec<_>>(),
+        );
+        let first = stop_app(stop, app);
+        produce(
+            &bootstrap,
+            "trades",
+            &(2000..3000).map(trade).collect::<Vec<_>>(),
+        );
+        let (stop, app) = start_app(sql, &bootstrap, 2);
+        let out = consume(&bootstrap, "copy", Duration::from_secs(90), |o| {
+            let seen: std::collections::HashSet<i64> = o
+                .iter()
+                .filter_map(|(_, v)| v.as_ref().and_then(|v| v["id"].as_i64()))
+                .collect();
+            seen.len() >= 3000
+        });
+        let second = stop_app(stop, app);
+        let seen: std::collections::BTreeSet<i64> = out
+            .iter()
+            .filter_map(|(_, v)| v.as_ref().and_then(|v| v["id"].as_i64()))
+            .collect();
+        assert_eq!(seen.len(), 3000, "every input record reaches the output");
+        // The second run starts where the first committed: it does not read everything again.
+        assert!(
+            second[0].records_in < 3000,
+            "first read {}, second read {}",
+            first[0].records_in,
+            second[0].records_in
+        );
+        assert!(first[0].records_in + second[0].records_in >= 3000);
+    });
+}
+
+#[test]
+fn two_instances_in_one_group_split_the_partitions() {
+    with_timeout(Duration::from_secs(180), || {
+        let kafka = mock(&[("trades", 4), ("copy", 2)]);
+        let bootstrap = kafka.bootstrap_servers().to_string();
+        let sql = source("g-shared")
+            + "CREATE STREAM copy AS SELECT id FROM trades \
+               WITH ('copy.type' = 'kafka_sink', 'copy.topic.name' = 'copy');";
+        let (stop_a, app_a) = start_app(sql.clone(), &bootstrap, 1);
+        let (stop_b, app_b) = start_app(sql, &bootstrap, 1);
+        // Let both join the group before the input arrives.
+        std::thread::sleep(Duration::from_secs(3));
+        produce(
+            &bootstrap,
+            "trades",
+            &(0..4000).map(trade).collect::<Vec<_>>(),
+        );
+        let out = consume(&bootstrap, "copy", Duration::from_secs(90), |o| {
+            o.len() >= 4000
+        });
+        let a = stop_app(stop_a, app_a);
+        let b = stop_app(stop_b, app_b);
+        let ids: std::collections::BTreeSet<i64> = out
+            .iter()
+            .filter_map(|(_, v)| v.as_ref().and_then(|v| v["id"].as_i64()))
+            .collect();
+        assert_eq!(ids.len(), 4000);
+        assert!(
+            a[0].records_in > 0 && b[0].records_in > 0,
+            "{} / {}",
+            a[0].records_in,
+            b[0].records_in
+        );
+        // A rebalance may hand a partition over before its offsets were committed: its new
+        // owner reads those records again (at least once), never fewer.
+        assert!(a[0].records_in + b[0].records_in >= 4000);
+    });
+}
