@@ -190,6 +190,16 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
                 format!("query_{generated}")
             }
         };
+        // Each job is its own consumer group, so two jobs over one topic both see every
+        // record, while instances of the same app share the work.
+        let input = match input {
+            JobInput::Kafka(mut config) => {
+                let base = config.client.get("group.id").unwrap_or("velostream").to_string();
+                config.client.set("group.id", format!("{base}-{id}"));
+                JobInput::Kafka(config)
+            }
+            other => other,
+        };
         // Keys on the source's declaration (watermarks, event time) apply to its queries too.
         let mut stmt = stmt.clone();
         if let Some((_, declared_props)) = declared.get(&source) {

@@ -351,6 +351,20 @@ pub fn write_file(
     output: &Path,
 ) -> BenchResult<()> {
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(output)?);
+    write_records(stream, rows, keys, format, seed, &mut out)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Writes `rows` records of `stream` to `out`, one per line (CSV with a header line).
+pub fn write_records(
+    stream: Stream,
+    rows: u64,
+    keys: u64,
+    format: Format,
+    seed: u64,
+    out: &mut impl Write,
+) -> BenchResult<()> {
     match stream {
         Stream::Trades => {
             let names = symbol_names(keys);
@@ -395,7 +409,6 @@ pub fn write_file(
             }
         }
     }
-    out.flush()?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 
 mod entry_points;
 mod generators;
+mod kafka;
 mod report;
 mod scenarios;
 
@@ -128,6 +129,32 @@ enum Command {
     },
     /// List the scenarios and their SQL.
     List,
+    /// Write generated records to a Kafka topic as JSON (a feed for `velo-sql deploy-app`).
+    Produce {
+        /// `bootstrap.servers` (e.g. the address `--mock-kafka` prints).
+        #[arg(long)]
+        brokers: String,
+        /// Topic to write.
+        #[arg(long)]
+        topic: String,
+        /// Which stream.
+        #[arg(long, value_enum, default_value_t = StreamArg::Trades)]
+        stream: StreamArg,
+        #[command(flatten)]
+        workload: WorkloadArgs,
+    },
+    /// Measure a job end to end through a mock Kafka cluster: a 4-partition input topic,
+    /// the job, an output topic.
+    Kafka {
+        /// The job: `filter` or `tumbling`.
+        #[arg(long, default_value = "filter")]
+        job: String,
+        /// Partition workers of the job.
+        #[arg(long, default_value_t = 1)]
+        partitions: usize,
+        #[command(flatten)]
+        workload: WorkloadArgs,
+    },
     /// One run in a fresh process (started by `run`; prints its result as a JSON line).
     #[command(hide = true)]
     Child {
@@ -354,6 +381,31 @@ fn dispatch(args: Args) -> BenchResult<()> {
             stream,
             output,
         } => generators::write_file(stream.into(), rows, keys, format, seed, &output),
+        Command::Produce {
+            brokers,
+            topic,
+            stream,
+            workload,
+        } => kafka::produce(
+            &brokers,
+            &topic,
+            stream.into(),
+            workload.rows,
+            workload.keys,
+            workload.seed,
+        )
+        .map(|n| eprintln!("{n} records written to {topic}")),
+        Command::Kafka {
+            job,
+            partitions,
+            workload,
+        } => kafka::measure(
+            &job,
+            workload.rows,
+            workload.keys,
+            workload.seed,
+            partitions,
+        ),
         Command::Run {
             scenarios,
             workload,

@@ -75,13 +75,11 @@ impl KafkaSourceConfig {
             })?,
             None => DEFAULT_BATCH_SIZE,
         };
-        let group = format!("velostream-{name}");
         let client = client_config(
             name,
             props,
             defaults,
             &[
-                ("group.id", group.as_str()),
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", "earliest"),
