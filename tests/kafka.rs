@@ -240,12 +240,7 @@ fn tumbling_emit_final_closes_windows_on_event_time() {
                 "id": 100_000 + p, "symbol": "clock", "price": 1.0, "quantity": 0,
                 "ts": 1_700_000_000_000i64 + 3_600_000,
             });
-            produce_to(
-                &bootstrap,
-                "trades",
-                Some(p),
-                &[(None, clock.to_string())],
-            );
+            produce_to(&bootstrap, "trades", Some(p), &[(None, clock.to_string())]);
         }
         let sql = source("g-window")
             + "CREATE STREAM per_minute AS SELECT symbol, _window_start, COUNT(*) AS n FROM trades \
@@ -262,8 +257,13 @@ fn tumbling_emit_final_closes_windows_on_event_time() {
         });
         stop_app(stop, app);
         let mut counts: BTreeMap<(String, i64), i64> = BTreeMap::new();
-        for (_, v) in &out {
+        for (k, v) in &out {
             let v = v.as_ref().expect("a row");
+            // Keyed by the GROUP BY columns, window included, as a typed JSON object.
+            let key: serde_json::Value =
+                serde_json::from_str(k.as_deref().expect("a key")).expect("JSON key");
+            assert_eq!(key["symbol"], v["symbol"]);
+            assert_eq!(key["_window_start"], v["_window_start"]);
             let key = (
                 v["symbol"].as_str().expect("symbol").to_string(),
                 v["_window_start"].as_i64().expect("start"),

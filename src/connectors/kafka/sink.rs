@@ -128,7 +128,14 @@ impl KafkaSink {
                 let value = if column.is_null(row) {
                     serde_json::Value::Null
                 } else {
-                    serde_json::Value::String(array_value_to_string(column, row)?)
+                    let text = array_value_to_string(column, row)?;
+                    // Numbers stay numbers, as in the message value.
+                    match column.data_type().is_numeric() {
+                        true => {
+                            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+                        }
+                        false => serde_json::Value::String(text),
+                    }
                 };
                 object.insert(name.to_string(), value);
             }
