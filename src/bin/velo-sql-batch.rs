@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use velostream::job::{plan_script, JobOptions};
+use velostream::server::stop_on_signal;
 use velostream::VeloError;
 
 /// Run velostream SQL over files and exit.
@@ -52,16 +53,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// A flag SIGINT/SIGTERM set: a followed file (`watch`) then stops, flushes and exits.
-fn stop_on_signal() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>, VeloError> {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, std::sync::Arc::clone(&stop))
-            .map_err(|e| VeloError::io("installing the signal handler", e))?;
-    }
-    Ok(stop)
-}
-
 fn run(args: Args) -> Result<(), VeloError> {
     let sql = match (&args.execute, &args.file) {
         (Some(sql), _) => sql.clone(),
@@ -88,6 +79,7 @@ fn run(args: Args) -> Result<(), VeloError> {
         queue_depth: args.queue_depth,
         progress: !args.no_progress && std::io::stderr().is_terminal(),
         collect_output: false,
+        // Ctrl-C stops a followed file (`watch`): what was read is flushed.
         stop: Some(stop_on_signal()?),
         ..Default::default()
     };

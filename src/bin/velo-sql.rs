@@ -3,11 +3,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use velostream::server::{deploy_app, start_mock_kafka, AppOptions};
+use velostream::server::{deploy_app, start_mock_kafka, stop_on_signal, AppOptions};
 use velostream::VeloError;
 
 /// Run velostream SQL apps continuously over Kafka and files.
@@ -67,11 +65,7 @@ fn run(args: Args) -> Result<ExitCode, VeloError> {
     } = args.command;
     let sql = std::fs::read_to_string(&file)
         .map_err(|e| VeloError::Config(format!("cannot read {}: {e}", file.display())))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .map_err(|e| VeloError::io("installing the signal handler", e))?;
-    }
+    let stop = stop_on_signal()?;
     let mock = if mock_kafka {
         let mock = start_mock_kafka(&sql)?;
         eprintln!("mock kafka bootstrap: {}", mock.bootstrap_servers());

@@ -3,7 +3,6 @@
 //! half-way.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +12,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
 use self::kafka::{Barrier, OffsetCommitter};
+use self::output::{lock, progress_bar, record_bad, DeadLetterFile, JobOutput};
 use crate::connectors::file_source::{FileSource, FileSourceConfig};
 use crate::connectors::kafka::{KafkaDefaults, KafkaSource, KafkaSourceConfig};
 use crate::connectors::{open_sink, BadRecord, SinkConfig};
@@ -27,6 +27,7 @@ use crate::sql::script::{parse_script, Statement, StatementKind};
 use crate::sql::{PlannedQuery, Properties, QueryPlanner};
 
 mod kafka;
+mod output;
 
 /// How long a Kafka poll waits for a first message before the job counts as idle.
 const KAFKA_POLL_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
@@ -194,7 +195,11 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
         // record, while instances of the same app share the work.
         let input = match input {
             JobInput::Kafka(mut config) => {
-                let base = config.client.get("group.id").unwrap_or("velostream").to_string();
+                let base = config
+                    .client
+                    .get("group.id")
+                    .unwrap_or("velostream")
+                    .to_string();
                 config.client.set("group.id", format!("{base}-{id}"));
                 JobInput::Kafka(config)
             }
@@ -512,15 +517,7 @@ fn run_job(
                         return Ok(queued.pop_front());
                     };
                     summary.records_in += polled.batch.num_rows() as u64;
-                    for bad in polled.bad_records {
-                        summary.errors += 1;
-                        lock(&dead_letter).write(&serde_json::json!({
-                            "source": config.name, "location": bad.location, "reason": bad.reason, "record": bad.raw,
-                        }))?;
-                        if summary.bad_records.len() < 100 {
-                            summary.bad_records.push(bad);
-                        }
-                    }
+                    record_bad(&mut summary, &dead_letter, &config.name, polled.bad_records)?;
                     let max_event_time = match &time_expr {
                         Some(e) if polled.batch.num_rows() > 0 => {
                             let adapted = adapter.adapt(polled.batch.clone())?;
@@ -574,15 +571,7 @@ fn run_job(
                         return Ok(None);
                     };
                     summary.records_in += chunk.batch.num_rows() as u64;
-                    for bad in chunk.bad_records {
-                        summary.errors += 1;
-                        lock(&dead_letter).write(&serde_json::json!({
-                            "source": config.name, "location": bad.location, "reason": bad.reason, "record": bad.raw,
-                        }))?;
-                        if summary.bad_records.len() < 100 {
-                            summary.bad_records.push(bad);
-                        }
-                    }
+                    record_bad(&mut summary, &dead_letter, &config.name, chunk.bad_records)?;
                     if let Some(p) = &progress {
                         p.inc(chunk.bytes);
                         p.set_message(format!("{} rows", summary.records_in));
@@ -615,109 +604,4 @@ fn run_job(
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok((summary, output.retained))
-}
-
-fn lock(file: &Mutex<DeadLetterFile>) -> std::sync::MutexGuard<'_, DeadLetterFile> {
-    file.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The dead-letter file: bad records and late records, one JSON object per line.
-#[derive(Default)]
-struct DeadLetterFile {
-    out: Option<std::io::BufWriter<std::fs::File>>,
-}
-
-impl DeadLetterFile {
-    fn open(&mut self, path: &std::path::Path) -> Result<()> {
-        if self.out.is_none() {
-            let file = std::fs::File::create(path)
-                .map_err(|e| VeloError::io(format!("creating {}", path.display()), e))?;
-            self.out = Some(std::io::BufWriter::new(file));
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, entry: &serde_json::Value) -> Result<()> {
-        if let Some(w) = self.out.as_mut() {
-            writeln!(w, "{entry}").map_err(|e| VeloError::io("writing the dead-letter file", e))?;
-        }
-        Ok(())
-    }
-
-    /// Writes late records (a batch carrying a `_late_reason` column).
-    fn write_late(&mut self, job: &str, batch: RecordBatch) -> Result<()> {
-        if self.out.is_none() {
-            tracing::warn!(
-                job,
-                rows = batch.num_rows(),
-                "late records dropped: no dead-letter path configured"
-            );
-            return Ok(());
-        }
-        let mut buf = Vec::new();
-        {
-            let mut writer = arrow::json::LineDelimitedWriter::new(&mut buf);
-            writer.write(&batch)?;
-            writer.finish()?;
-        }
-        for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let mut record: serde_json::Value =
-                serde_json::from_slice(line).map_err(|e| VeloError::Execution(e.to_string()))?;
-            let reason = record
-                .as_object_mut()
-                .and_then(|o| o.remove("_late_reason"))
-                .unwrap_or(serde_json::Value::Null);
-            self.write(&serde_json::json!({ "job": job, "reason": reason, "record": record }))?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        match self.out.as_mut() {
-            Some(w) => w
-                .flush()
-                .map_err(|e| VeloError::io("writing the dead-letter file", e)),
-            None => Ok(()),
-        }
-    }
-}
-
-/// A job's output: its sink, and a copy kept for later statements or the caller.
-struct JobOutput {
-    sink: Option<Box<dyn crate::connectors::Sink>>,
-    retained: Option<Vec<RecordBatch>>,
-    records_out: u64,
-}
-
-impl JobOutput {
-    fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        self.records_out += batch.num_rows() as u64;
-        if let Some(s) = self.sink.as_mut() {
-            s.write_batch(&batch)?;
-        }
-        if let Some(r) = self.retained.as_mut() {
-            r.push(batch);
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        match self.sink.as_mut() {
-            Some(s) => s.flush(),
-            None => Ok(()),
-        }
-    }
-}
-
-fn progress_bar(enabled: bool, total_bytes: u64) -> Option<indicatif::ProgressBar> {
-    if !enabled || total_bytes < (8 << 20) {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(total_bytes);
-    let style = indicatif::ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
-    )
-    .ok()?;
-    bar.set_style(style);
-    Some(bar)
 }

@@ -63,6 +63,16 @@ pub fn start_mock_kafka(sql: &str) -> Result<MockKafka> {
     Ok(mock)
 }
 
+/// A flag SIGINT and SIGTERM set: the way to ask running jobs to drain and stop.
+pub fn stop_on_signal() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| VeloError::io("installing the signal handler", e))?;
+    }
+    Ok(stop)
+}
+
 /// Plans every job of the app (nothing runs if any statement is wrong), then runs them all
 /// until `stop` is set. Returns each job's outcome.
 pub fn deploy_app(

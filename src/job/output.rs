@@ -1,0 +1,135 @@
+//! Where a job's results and rejects go: the sink (plus an in-memory copy), the dead-letter
+//! file for bad and late records, and the progress bar.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use arrow::record_batch::RecordBatch;
+
+use super::JobSummary;
+use crate::connectors::{BadRecord, Sink};
+use crate::error::{Result, VeloError};
+
+/// Counts bad records, writes them to the dead-letter file and keeps the first 100 to report.
+pub(super) fn record_bad(
+    summary: &mut JobSummary,
+    dead_letter: &Mutex<DeadLetterFile>,
+    source: &str,
+    bad_records: Vec<BadRecord>,
+) -> Result<()> {
+    for bad in bad_records {
+        summary.errors += 1;
+        lock(dead_letter).write(&serde_json::json!({
+            "source": source, "location": bad.location, "reason": bad.reason, "record": bad.raw,
+        }))?;
+        if summary.bad_records.len() < 100 {
+            summary.bad_records.push(bad);
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn lock(file: &Mutex<DeadLetterFile>) -> std::sync::MutexGuard<'_, DeadLetterFile> {
+    file.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The dead-letter file: bad records and late records, one JSON object per line.
+#[derive(Default)]
+pub(super) struct DeadLetterFile {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl DeadLetterFile {
+    pub(super) fn open(&mut self, path: &std::path::Path) -> Result<()> {
+        if self.out.is_none() {
+            let file = std::fs::File::create(path)
+                .map_err(|e| VeloError::io(format!("creating {}", path.display()), e))?;
+            self.out = Some(std::io::BufWriter::new(file));
+        }
+        Ok(())
+    }
+
+    pub(super) fn write(&mut self, entry: &serde_json::Value) -> Result<()> {
+        if let Some(w) = self.out.as_mut() {
+            writeln!(w, "{entry}").map_err(|e| VeloError::io("writing the dead-letter file", e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes late records (a batch carrying a `_late_reason` column).
+    pub(super) fn write_late(&mut self, job: &str, batch: RecordBatch) -> Result<()> {
+        if self.out.is_none() {
+            tracing::warn!(
+                job,
+                rows = batch.num_rows(),
+                "late records dropped: no dead-letter path configured"
+            );
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        {
+            let mut writer = arrow::json::LineDelimitedWriter::new(&mut buf);
+            writer.write(&batch)?;
+            writer.finish()?;
+        }
+        for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let mut record: serde_json::Value =
+                serde_json::from_slice(line).map_err(|e| VeloError::Execution(e.to_string()))?;
+            let reason = record
+                .as_object_mut()
+                .and_then(|o| o.remove("_late_reason"))
+                .unwrap_or(serde_json::Value::Null);
+            self.write(&serde_json::json!({ "job": job, "reason": reason, "record": record }))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn flush(&mut self) -> Result<()> {
+        match self.out.as_mut() {
+            Some(w) => w
+                .flush()
+                .map_err(|e| VeloError::io("writing the dead-letter file", e)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A job's output: its sink, and a copy kept for later statements or the caller.
+pub(super) struct JobOutput {
+    pub sink: Option<Box<dyn Sink>>,
+    pub retained: Option<Vec<RecordBatch>>,
+    pub records_out: u64,
+}
+
+impl JobOutput {
+    pub(super) fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        self.records_out += batch.num_rows() as u64;
+        if let Some(s) = self.sink.as_mut() {
+            s.write_batch(&batch)?;
+        }
+        if let Some(r) = self.retained.as_mut() {
+            r.push(batch);
+        }
+        Ok(())
+    }
+
+    pub(super) fn flush(&mut self) -> Result<()> {
+        match self.sink.as_mut() {
+            Some(s) => s.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+pub(super) fn progress_bar(enabled: bool, total_bytes: u64) -> Option<indicatif::ProgressBar> {
+    if !enabled || total_bytes < (8 << 20) {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total_bytes);
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+    )
+    .ok()?;
+    bar.set_style(style);
+    Some(bar)
+}
