@@ -411,3 +411,79 @@ fn two_instances_in_one_group_split_the_partitions() {
         assert!(a[0].records_in + b[0].records_in >= 4000);
     });
 }
+
+/// The velo-sql binary running `sql` against `bootstrap`, as a child process.
+fn spawn_velo_sql(dir: &std::path::Path, sql: &str, bootstrap: &str) -> std::process::Child {
+    let app = dir.join("app.sql");
+    std::fs::write(&app, sql).expect("app file");
+    std::process::Command::new(env!("CARGO_BIN_EXE_velo-sql"))
+        .args([
+            "deploy-app",
+            "--brokers",
+            bootstrap,
+            "--partitions",
+            "2",
+            "--file",
+        ])
+        .arg(&app)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("velo-sql starts")
+}
+
+fn ids_in(out: &[Consumed]) -> std::collections::BTreeSet<i64> {
+    out.iter()
+        .filter_map(|(_, v)| v.as_ref().and_then(|v| v["id"].as_i64()))
+        .collect()
+}
+
+#[test]
+fn a_server_killed_mid_stream_loses_nothing_after_restart() {
+    with_timeout(Duration::from_secs(180), || {
+        let kafka = mock(&[("trades", 4), ("copy", 2)]);
+        let bootstrap = kafka.bootstrap_servers().to_string();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sql = source("g-killed")
+            + "CREATE STREAM copy AS SELECT id FROM trades \
+               WITH ('copy.type' = 'kafka_sink', 'copy.topic.name' = 'copy');";
+        let mut server = spawn_velo_sql(dir.path(), &sql, &bootstrap);
+        produce(
+            &bootstrap,
+            "trades",
+            &(0..1000).map(trade).collect::<Vec<_>>(),
+        );
+        consume(&bootstrap, "copy", Duration::from_secs(60), |o| {
+            !o.is_empty()
+        });
+        produce(
+            &bootstrap,
+            "trades",
+            &(1000..2000).map(trade).collect::<Vec<_>>(),
+        );
+        // SIGKILL: no drain, no final commit.
+        server.kill().expect("kill");
+        server.wait().expect("reaped");
+        produce(
+            &bootstrap,
+            "trades",
+            &(2000..3000).map(trade).collect::<Vec<_>>(),
+        );
+        let mut server = spawn_velo_sql(dir.path(), &sql, &bootstrap);
+        let out = consume(&bootstrap, "copy", Duration::from_secs(90), |o| {
+            ids_in(o).len() >= 3000
+        });
+        // SIGTERM: drain and exit 0.
+        let pid = server.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        let status = server.wait().expect("exits");
+        assert_eq!(
+            ids_in(&out).len(),
+            3000,
+            "every input record reaches the output"
+        );
+        assert!(status.success(), "a drained server exits 0: {status}");
+    });
+}
