@@ -390,9 +390,8 @@ fn dispatch(args: Args) -> BenchResult<()> {
             &brokers,
             &topic,
             stream.into(),
-            workload.rows,
-            workload.keys,
-            workload.seed,
+            (workload.rows, workload.keys, workload.seed),
+            None,
         )
         .map(|n| eprintln!("{n} records written to {topic}")),
         Command::Kafka {

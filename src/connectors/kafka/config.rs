@@ -25,6 +25,7 @@ const OWN_KEYS: &[&str] = &[
     "avro.",
     "path",
     "commit.interval",
+    "partitions",
 ];
 
 /// Where a connector finds the brokers when its WITH keys do not say.
