@@ -487,3 +487,36 @@ fn a_server_killed_mid_stream_loses_nothing_after_restart() {
         assert!(status.success(), "a drained server exits 0: {status}");
     });
 }
+
+#[test]
+fn two_jobs_over_one_topic_each_see_every_record() {
+    with_timeout(Duration::from_secs(120), || {
+        let kafka = mock(&[("trades", 4), ("small", 2), ("large", 2)]);
+        let bootstrap = kafka.bootstrap_servers().to_string();
+        produce(
+            &bootstrap,
+            "trades",
+            &(0..1000).map(trade).collect::<Vec<_>>(),
+        );
+        // One declared source with one group.id, two jobs: each must get all 4 partitions.
+        let sql = source("shared-group")
+            + "CREATE STREAM small AS SELECT id FROM trades WHERE quantity < 500 \
+               WITH ('small.type' = 'kafka_sink', 'small.topic.name' = 'small');
+               CREATE STREAM large AS SELECT id FROM trades WHERE quantity >= 500 \
+               WITH ('large.type' = 'kafka_sink', 'large.topic.name' = 'large');";
+        let (stop, app) = start_app(sql, &bootstrap, 1);
+        let small = consume(&bootstrap, "small", Duration::from_secs(60), |o| {
+            o.len() >= 500
+        });
+        let large = consume(&bootstrap, "large", Duration::from_secs(60), |o| {
+            o.len() >= 500
+        });
+        let summaries = stop_app(stop, app);
+        assert_eq!(ids_in(&small).len(), 500);
+        assert_eq!(ids_in(&large).len(), 500);
+        assert!(
+            summaries.iter().all(|s| s.records_in == 1000),
+            "each job reads every record"
+        );
+    });
+}

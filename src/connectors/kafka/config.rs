@@ -97,6 +97,7 @@ mod tests {
         props.insert("t.auto.offset.reset", "earliest");
         props.insert("t.event.time.field", "ts");
         props.insert("t.dlq.topic", "bad");
+        props.insert("t.partitions", "4");
         props.insert("other.group.id", "not-mine");
         let defaults = KafkaDefaults {
             brokers: Some("b:9092".into()),
@@ -110,6 +111,11 @@ mod tests {
         assert_eq!(c.get("topic.name"), None);
         assert_eq!(c.get("event.time.field"), None);
         assert_eq!(c.get("dlq.topic"), None);
+        assert_eq!(
+            c.get("partitions"),
+            None,
+            "a mock-topic key, unknown to librdkafka"
+        );
         assert_eq!(topic_of("t", &props), "trades");
         let err = client_config("t", &props, &KafkaDefaults::default(), &[]);
         assert!(err.is_err_and(|e| e.to_string().contains("t.bootstrap.servers")));
