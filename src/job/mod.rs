@@ -123,7 +123,12 @@ pub struct PlannedScript {
 
 /// Parses and plans every statement of `sql`; nothing runs yet.
 pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
-    let script = parse_script(sql)?;
+    let mut script = parse_script(sql)?;
+    for i in 0..script.statements.len() {
+        if let Err(e) = script.statements[i].properties.load_config_files() {
+            return Err(at_statement(&script, &script.statements[i], e));
+        }
+    }
     let mut planner = QueryPlanner::new();
     let mut declared: BTreeMap<String, (Option<SchemaRef>, Properties)> = BTreeMap::new();
     let mut upstream: BTreeMap<String, (SchemaRef, Option<SinkConfig>)> = BTreeMap::new();

@@ -31,7 +31,9 @@ pub fn app_topics(sql: &str) -> Result<Vec<(String, i32)>> {
     let script = parse_script(sql)?;
     let mut topics = BTreeSet::new();
     for stmt in &script.statements {
-        let props = &stmt.properties;
+        let mut props = stmt.properties.clone();
+        props.load_config_files()?;
+        let props = &props;
         for (key, value) in props.iter() {
             let Some(name) = key.strip_suffix(".type") else {
                 continue;

@@ -63,6 +63,81 @@ impl Properties {
     pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
         self.values.iter()
     }
+
+    /// Loads every `'<name>.config_file'` (YAML): its keys apply to `<name>` where the
+    /// statement does not set them. Nested maps flatten with dots (`bootstrap: {servers: x}` is
+    /// `bootstrap.servers`). So SQL keys override the file, and `VELOSTREAM_<NAME>_<KEY>`
+    /// environment variables override both (see `scoped`).
+    pub fn load_config_files(&mut self) -> Result<()> {
+        let files: Vec<(String, String)> = self
+            .values
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_suffix(".config_file")
+                    .map(|name| (name.to_string(), v.clone()))
+            })
+            .collect();
+        for (name, path) in files {
+            let path = self.scoped(&name, "config_file").unwrap_or(path);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| VeloError::Config(format!("'{name}.config_file' = '{path}': {e}")))?;
+            let docs = yaml_rust2::YamlLoader::load_from_str(&text)
+                .map_err(|e| VeloError::Config(format!("{path}: {e}")))?;
+            let mut keys = BTreeMap::new();
+            if let Some(doc) = docs.first() {
+                flatten_yaml("", doc, &mut keys)
+                    .map_err(|e| VeloError::Config(format!("{path}: {e}")))?;
+            }
+            for (key, value) in keys {
+                self.values.entry(format!("{name}.{key}")).or_insert(value);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Flattens a YAML map into dotted keys with scalar values.
+fn flatten_yaml(
+    prefix: &str,
+    node: &yaml_rust2::Yaml,
+    out: &mut BTreeMap<String, String>,
+) -> std::result::Result<(), String> {
+    use yaml_rust2::Yaml;
+    let key = |k: &Yaml| match k {
+        Yaml::String(s) => Ok(s.clone()),
+        Yaml::Integer(i) => Ok(i.to_string()),
+        other => Err(format!("a key must be text, got {other:?}")),
+    };
+    match node {
+        Yaml::Hash(map) => {
+            for (k, v) in map {
+                let k = key(k)?;
+                let full = if prefix.is_empty() {
+                    k
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten_yaml(&full, v, out)?;
+            }
+            Ok(())
+        }
+        Yaml::Null if prefix.is_empty() => Ok(()),
+        Yaml::String(s) | Yaml::Real(s) => {
+            out.insert(prefix.to_string(), s.clone());
+            Ok(())
+        }
+        Yaml::Integer(i) => {
+            out.insert(prefix.to_string(), i.to_string());
+            Ok(())
+        }
+        Yaml::Boolean(b) => {
+            out.insert(prefix.to_string(), b.to_string());
+            Ok(())
+        }
+        other => Err(format!(
+            "'{prefix}' must be a text, number or boolean, got {other:?}"
+        )),
+    }
 }
 
 /// Parses a duration such as `5s`, `100ms`, `10m`, `1h`, `1d` or `INTERVAL '5' SECOND` to ms.
@@ -100,6 +175,49 @@ pub fn parse_duration_ms(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_file_keys_layer_under_sql_keys_and_env() {
+        let dir = std::env::temp_dir().join(format!("velo-props-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("kafka.yaml");
+        std::fs::write(
+            &file,
+            "bootstrap:\n  servers: file:9092\ngroup.id: from-file\nsession.timeout.ms: 6000\ntopic.name: t1\n",
+        )
+        .expect("yaml");
+        let mut props = Properties::default();
+        props.insert("cfgsrc.config_file", file.display().to_string());
+        props.insert("cfgsrc.group.id", "from-sql");
+        props.load_config_files().expect("loads");
+        assert_eq!(
+            props.scoped("cfgsrc", "bootstrap.servers").as_deref(),
+            Some("file:9092")
+        );
+        assert_eq!(
+            props.scoped("cfgsrc", "group.id").as_deref(),
+            Some("from-sql")
+        );
+        assert_eq!(
+            props.scoped("cfgsrc", "session.timeout.ms").as_deref(),
+            Some("6000")
+        );
+        std::env::set_var("VELOSTREAM_CFGSRC_TOPIC_NAME", "from-env");
+        assert_eq!(
+            props.scoped("cfgsrc", "topic.name").as_deref(),
+            Some("from-env")
+        );
+        std::env::remove_var("VELOSTREAM_CFGSRC_TOPIC_NAME");
+
+        let mut missing = Properties::default();
+        missing.insert("x.config_file", "/nonexistent/velo.yaml");
+        let err = missing.load_config_files().expect_err("no such file");
+        assert!(err.to_string().contains("x.config_file"), "{err}");
+        std::fs::write(&file, "a: [1, 2\n").expect("bad yaml");
+        let mut bad = Properties::default();
+        bad.insert("y.config_file", file.display().to_string());
+        assert!(bad.load_config_files().is_err());
+    }
 
     #[test]
     fn durations() {
