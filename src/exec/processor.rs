@@ -138,7 +138,7 @@ impl QueryProcessor {
         }
         let batch = self.input.adapt(batch)?;
         let observed = match &mut self.clock {
-            Some(clock) => clock.observe(&batch)?,
+            Some(clock) => clock.observe(&batch)?.0,
             None => None,
         };
         let mut out = self.run_from(0, vec![batch])?;

@@ -30,8 +30,9 @@ impl EventClock {
         }
     }
 
-    /// Observes a batch (in the query's input schema) and returns the watermark after it.
-    pub fn observe(&mut self, batch: &RecordBatch) -> Result<Option<i64>> {
+    /// Observes a batch (in the query's input schema); returns the watermark after it and the
+    /// batch's latest event time.
+    pub fn observe(&mut self, batch: &RecordBatch) -> Result<(Option<i64>, Option<i64>)> {
         let times = event_times(&self.plan.time_expr, batch)?;
         let partitions = self.plan.partition_column.and_then(|i| {
             batch
@@ -41,7 +42,7 @@ impl EventClock {
                 .cloned()
         });
         self.tracker.observe(&times, partitions.as_ref());
-        Ok(self.tracker.watermark())
+        Ok((self.tracker.watermark(), arrow::compute::max(&times)))
     }
 
     /// The watermark now (idle partitions may have stopped holding it back).

@@ -2,11 +2,12 @@
 //! derived from the records before it has been acknowledged by the sink.
 //!
 //! The reading side follows every batch with a checkpoint barrier and records, per barrier,
-//! the next offsets and the batch's latest event time. When the barrier comes out of the
-//! workers, all output of the records before it has been delivered — except what open state
-//! still holds (an EMIT FINAL window not yet closed). Barriers whose records are all older
-//! than the state held (`held_since`) are done; their offsets are committed after a sink
-//! flush, at most once per commit interval.
+//! the next offsets. When the barrier comes out of the workers, all output of the records
+//! before it has been delivered — except what open state still holds (an EMIT FINAL window not
+//! yet closed); the delivery carries the latest event time of those records (tracked by the
+//! router) and the earliest event time held (`held_since`). Barriers whose records are all
+//! older than the state held are done; their offsets are committed after a sink flush, at most
+//! once per commit interval.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::Receiver;
@@ -24,8 +25,44 @@ pub struct Barrier {
     pub id: u64,
     /// Per partition, the next offset to read once this barrier's records are done.
     pub next_offsets: BTreeMap<i32, i64>,
-    /// The latest event time of the batch before the barrier (windowed queries).
-    pub max_event_time: Option<i64>,
+}
+
+/// Which barriers are done, and the offsets they free for commit.
+#[derive(Default)]
+struct DoneOffsets {
+    /// Barriers in order; once delivered, with the latest event time of their records.
+    pending: VecDeque<(Barrier, Option<Option<i64>>)>,
+    /// Offsets whose records are done, not yet committed.
+    ready: BTreeMap<i32, i64>,
+}
+
+impl DoneOffsets {
+    fn on_barrier(&mut self, barrier: Barrier) {
+        self.pending.push_back((barrier, None));
+    }
+
+    /// Barrier `id` was delivered; records older than `held_since` are done.
+    fn on_checkpoint(&mut self, id: u64, held_since: Option<i64>, max_event_time: Option<i64>) {
+        if let Some((_, delivered)) = self.pending.iter_mut().find(|(b, _)| b.id == id) {
+            *delivered = Some(max_event_time);
+        }
+        // Done: delivered, and older than every record still held in open state.
+        while let Some((_, Some(latest))) = self.pending.front() {
+            let done = match held_since {
+                None => true,
+                Some(held) => latest.is_some_and(|t| t < held),
+            };
+            if !done {
+                break;
+            }
+            if let Some((barrier, _)) = self.pending.pop_front() {
+                for (partition, offset) in barrier.next_offsets {
+                    let next = self.ready.entry(partition).or_insert(offset);
+                    *next = (*next).max(offset);
+                }
+            }
+        }
+    }
 }
 
 /// Commits a source's offsets as barriers complete.
@@ -33,13 +70,9 @@ pub struct OffsetCommitter {
     consumer: Arc<BaseConsumer>,
     topic: String,
     barriers: Receiver<Barrier>,
-    pending: VecDeque<Barrier>,
-    /// Offsets whose records are done, not yet committed.
-    ready: BTreeMap<i32, i64>,
+    done: DoneOffsets,
     interval: Duration,
     last_commit: Instant,
-    /// Commits made (for tests and logs).
-    pub commits: u64,
 }
 
 impl OffsetCommitter {
@@ -54,38 +87,25 @@ impl OffsetCommitter {
             consumer,
             topic: topic.to_string(),
             barriers,
-            pending: VecDeque::new(),
-            ready: BTreeMap::new(),
+            done: DoneOffsets::default(),
             interval,
             last_commit: Instant::now(),
-            commits: 0,
         }
     }
 
-    /// Barrier `id` came out of every worker: mark what is done, commit when due.
+    /// Barrier `id` came out of every worker (`max_event_time`: the latest event time of the
+    /// records since the previous barrier): mark what is done, commit when due.
     pub fn on_checkpoint(
         &mut self,
         id: u64,
         held_since: Option<i64>,
+        max_event_time: Option<i64>,
         sink: Option<&mut Box<dyn Sink>>,
     ) -> Result<()> {
-        self.pending.extend(self.barriers.try_iter());
-        while let Some(front) = self.pending.front() {
-            let done = front.id <= id
-                && match held_since {
-                    None => true,
-                    Some(held) => front.max_event_time.is_some_and(|t| t < held),
-                };
-            if !done {
-                break;
-            }
-            if let Some(barrier) = self.pending.pop_front() {
-                for (partition, offset) in barrier.next_offsets {
-                    let next = self.ready.entry(partition).or_insert(offset);
-                    *next = (*next).max(offset);
-                }
-            }
+        for barrier in self.barriers.try_iter() {
+            self.done.on_barrier(barrier);
         }
+        self.done.on_checkpoint(id, held_since, max_event_time);
         if self.last_commit.elapsed() >= self.interval {
             self.commit(sink)?;
         }
@@ -95,16 +115,71 @@ impl OffsetCommitter {
     /// Flushes the sink (waiting for its acknowledgements), then commits what is done.
     pub fn commit(&mut self, sink: Option<&mut Box<dyn Sink>>) -> Result<()> {
         self.last_commit = Instant::now();
-        if self.ready.is_empty() {
+        if self.done.ready.is_empty() {
             return Ok(());
         }
         if let Some(sink) = sink {
             sink.flush()?;
         }
-        KafkaSource::commit(&self.consumer, &self.topic, &self.ready)?;
-        tracing::debug!(topic = %self.topic, offsets = ?self.ready, "committed");
-        self.ready.clear();
-        self.commits += 1;
+        KafkaSource::commit(&self.consumer, &self.topic, &self.done.ready)?;
+        tracing::debug!(topic = %self.topic, offsets = ?self.done.ready, "committed");
+        self.done.ready.clear();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn barrier(id: u64, partition: i32, next: i64) -> Barrier {
+        Barrier {
+            id,
+            next_offsets: BTreeMap::from([(partition, next)]),
+        }
+    }
+
+    #[test]
+    fn stateless_barriers_are_done_once_delivered() {
+        let mut done = DoneOffsets::default();
+        done.on_barrier(barrier(1, 0, 10));
+        done.on_barrier(barrier(2, 1, 7));
+        done.on_checkpoint(1, None, None);
+        assert_eq!(
+            done.ready,
+            BTreeMap::from([(0, 10)]),
+            "barrier 2 not delivered yet"
+        );
+        done.on_checkpoint(2, None, None);
+        assert_eq!(done.ready, BTreeMap::from([(0, 10), (1, 7)]));
+    }
+
+    #[test]
+    fn records_in_open_windows_hold_their_offsets_back() {
+        let mut done = DoneOffsets::default();
+        done.on_barrier(barrier(1, 0, 10));
+        done.on_barrier(barrier(2, 0, 20));
+        // Barrier 1's records reach event time 59s; a window from 0s is still open.
+        done.on_checkpoint(1, Some(0), Some(59_000));
+        assert!(done.ready.is_empty(), "its window has not been emitted");
+        // The watermark closed [0s, 60s); the oldest open window now starts at 60s.
+        done.on_checkpoint(2, Some(60_000), Some(119_000));
+        assert_eq!(
+            done.ready,
+            BTreeMap::from([(0, 10)]),
+            "only barrier 1 is done"
+        );
+        // Nothing held any more (e.g. every window emitted).
+        done.on_checkpoint(2, None, Some(119_000));
+        assert_eq!(done.ready, BTreeMap::from([(0, 20)]));
+    }
+
+    #[test]
+    fn a_query_holding_everything_commits_nothing() {
+        let mut done = DoneOffsets::default();
+        done.on_barrier(barrier(1, 0, 10));
+        // GROUP BY ... EMIT FINAL without a window holds every record until end of input.
+        done.on_checkpoint(1, Some(i64::MIN), None);
+        assert!(done.ready.is_empty());
     }
 }

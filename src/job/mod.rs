@@ -17,8 +17,6 @@ use crate::connectors::file_source::{FileSource, FileSourceConfig};
 use crate::connectors::kafka::{KafkaDefaults, KafkaSource, KafkaSourceConfig};
 use crate::connectors::{open_sink, BadRecord, SinkConfig};
 use crate::error::{Result, VeloError};
-use crate::exec::input::InputAdapter;
-use crate::exec::window::event_times;
 use crate::partition::{
     default_partitions, run_partitioned, Delivery, InputEvent, PartitionOptions,
     DEFAULT_QUEUE_DEPTH,
@@ -482,8 +480,12 @@ fn run_job(
             Delivery::Rows(batch) => output.write(batch),
             Delivery::Late(batch) => lock(&dead_letter).write_late(&id, batch),
             Delivery::Flush => output.flush(),
-            Delivery::Checkpoint { id, held_since } => match committer.as_mut() {
-                Some(c) => c.on_checkpoint(id, held_since, output.sink.as_mut()),
+            Delivery::Checkpoint {
+                id,
+                held_since,
+                max_event_time,
+            } => match committer.as_mut() {
+                Some(c) => c.on_checkpoint(id, held_since, max_event_time, output.sink.as_mut()),
                 None => Ok(()),
             },
         }
@@ -493,8 +495,6 @@ fn run_job(
             let Some(source) = kafka.as_mut() else {
                 return Err(VeloError::Execution("the Kafka source is not open".into()));
             };
-            let time_expr = plan.watermark.as_ref().map(|w| Arc::clone(&w.time_expr));
-            let mut adapter = InputAdapter::new(plan.input_schema.clone(), plan.source.clone());
             let mut barrier = 0u64;
             // Events waiting to be handed out: a poll can yield an assignment change, a batch
             // and its checkpoint barrier at once.
@@ -523,19 +523,11 @@ fn run_job(
                     };
                     summary.records_in += polled.batch.num_rows() as u64;
                     record_bad(&mut summary, &dead_letter, &config.name, polled.bad_records)?;
-                    let max_event_time = match &time_expr {
-                        Some(e) if polled.batch.num_rows() > 0 => {
-                            let adapted = adapter.adapt(polled.batch.clone())?;
-                            arrow::compute::max(&event_times(e, &adapted)?)
-                        }
-                        _ => None,
-                    };
                     barrier += 1;
                     // The committer may have stopped with an error; the output side reports it.
                     let _ = barriers.send(Barrier {
                         id: barrier,
                         next_offsets: polled.next_offsets,
-                        max_event_time,
                     });
                     queued.push_back(InputEvent::Batch(polled.batch));
                     queued.push_back(InputEvent::Checkpoint(barrier));

@@ -67,6 +67,14 @@ pub enum InputEvent {
     Stop,
 }
 
+/// A checkpoint barrier as it travels through the workers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckpointMark {
+    pub id: u64,
+    /// The latest event time routed since the previous barrier.
+    pub max_event_time: Option<i64>,
+}
+
 /// What the output thread hands the sink, in order.
 pub enum Delivery {
     /// Result rows (a delete batch for a retraction).
@@ -76,8 +84,15 @@ pub enum Delivery {
     /// The input is idle: make what was delivered visible.
     Flush,
     /// Everything derived from the input before barrier `id` has been delivered. `held_since`:
-    /// the earliest event time whose output the workers still hold (None: nothing held).
-    Checkpoint { id: u64, held_since: Option<i64> },
+    /// the earliest event time whose output the workers still hold (None: nothing held);
+    /// `max_event_time`: the latest event time of the input between the previous barrier and
+    /// this one (None for a query without event time). Those records are done when
+    /// `held_since` is None or later than `max_event_time`.
+    Checkpoint {
+        id: u64,
+        held_since: Option<i64>,
+        max_event_time: Option<i64>,
+    },
 }
 
 /// What a partitioned run did.
@@ -183,6 +198,8 @@ fn route_input<I>(
 where
     I: FnMut() -> Result<Option<InputEvent>>,
 {
+    // The latest event time routed since the last checkpoint barrier.
+    let mut segment_max: Option<i64> = None;
     while let Some(event) = next_input()? {
         let started = Instant::now();
         let nothing = || vec![None; to_workers.len()];
@@ -190,7 +207,11 @@ where
             InputEvent::Batch(batch) if batch.num_rows() > 0 => {
                 let batch = adapter.adapt(batch)?;
                 let watermark = match clock {
-                    Some(c) => c.observe(&batch)?,
+                    Some(c) => {
+                        let (watermark, batch_max) = c.observe(&batch)?;
+                        segment_max = segment_max.max(batch_max);
+                        watermark
+                    }
                     None => None,
                 };
                 (router.split(batch)?, watermark, false, None)
@@ -202,7 +223,13 @@ where
                 true,
                 None,
             ),
-            InputEvent::Checkpoint(id) => (nothing(), None, false, Some(id)),
+            InputEvent::Checkpoint(id) => {
+                let mark = CheckpointMark {
+                    id,
+                    max_event_time: segment_max.take(),
+                };
+                (nothing(), None, false, Some(mark))
+            }
             InputEvent::Partitions(ids) => {
                 if let Some(c) = clock {
                     c.set_partitions(&ids);
@@ -249,7 +276,7 @@ where
         let mut finished = 0;
         let mut flush = false;
         let mut started = None;
-        let mut checkpoint: Option<(u64, Option<i64>)> = None;
+        let mut checkpoint: Option<(CheckpointMark, Option<i64>)> = None;
         for worker in &workers {
             let out = match worker.recv() {
                 Ok(out) => out?,
@@ -270,12 +297,12 @@ where
             }
             flush |= out.flush;
             started = started.or(out.started);
-            if let Some((id, held)) = out.checkpoint {
+            if let Some((mark, held)) = out.checkpoint {
                 let earliest = match (checkpoint.and_then(|(_, h)| h), held) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                checkpoint = Some((id, earliest));
+                checkpoint = Some((mark, earliest));
             }
             if let Some(late) = out.finished {
                 late_records += late;
@@ -285,8 +312,12 @@ where
         if flush {
             deliver(Delivery::Flush)?;
         }
-        if let Some((id, held_since)) = checkpoint {
-            deliver(Delivery::Checkpoint { id, held_since })?;
+        if let Some((mark, held_since)) = checkpoint {
+            deliver(Delivery::Checkpoint {
+                id: mark.id,
+                held_since,
+                max_event_time: mark.max_event_time,
+            })?;
         }
         if finished == workers.len() {
             break;

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
 
+use super::pipeline::CheckpointMark;
 use super::router::Piece;
 use crate::error::Result;
 use crate::exec::engine::StreamExecutionEngine;
@@ -21,7 +22,7 @@ pub(crate) enum WorkerInput {
         /// Make everything emitted so far visible (the source is idle).
         flush: bool,
         /// A checkpoint barrier: report what state still holds back.
-        checkpoint: Option<u64>,
+        checkpoint: Option<CheckpointMark>,
         started: Instant,
     },
     /// No more input. `release`: the input is complete, so emit everything held; otherwise
@@ -35,8 +36,8 @@ pub(crate) struct WorkerOutput {
     /// Records that arrived too late, for the dead-letter sink.
     pub late: Vec<RecordBatch>,
     pub flush: bool,
-    /// A checkpoint barrier passed: its id and the worker's `held_since`.
-    pub checkpoint: Option<(u64, Option<i64>)>,
+    /// A checkpoint barrier passed: the barrier and the worker's `held_since`.
+    pub checkpoint: Option<(CheckpointMark, Option<i64>)>,
     pub started: Option<Instant>,
     /// Set on the worker's last output (after end of input): its late-record count.
     pub finished: Option<u64>,
