@@ -520,3 +520,51 @@ fn two_jobs_over_one_topic_each_see_every_record() {
         );
     });
 }
+
+#[test]
+fn headers_are_readable_in_sql() {
+    with_timeout(Duration::from_secs(120), || {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let kafka = mock(&[("trades", 1), ("traced", 1)]);
+        let bootstrap = kafka.bootstrap_servers().to_string();
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("producer");
+        for id in 0..10 {
+            let (_, payload) = trade(id);
+            let mut record = BaseRecord::<(), str>::to("trades").payload(payload.as_str());
+            if id % 2 == 0 {
+                let value = format!("t-{id}");
+                record = record.headers(OwnedHeaders::new().insert(Header {
+                    key: "trace-id",
+                    value: Some(value.as_str()),
+                }));
+            }
+            producer.send(record).map_err(|(e, _)| e).expect("send");
+        }
+        producer.flush(Duration::from_secs(30)).expect("flush");
+        let sql = source("g-headers")
+            + "CREATE STREAM traced AS SELECT id, HEADER('trace-id') AS trace FROM trades \
+               WHERE HAS_HEADER('trace-id') \
+               WITH ('traced.type' = 'kafka_sink', 'traced.topic.name' = 'traced');";
+        let (stop, app) = start_app(sql, &bootstrap, 1);
+        let out = consume(&bootstrap, "traced", Duration::from_secs(60), |o| {
+            o.len() >= 5
+        });
+        stop_app(stop, app);
+        let mut rows: Vec<(i64, String)> = out
+            .iter()
+            .map(|(_, v)| {
+                let v = v.as_ref().expect("a row");
+                (
+                    v["id"].as_i64().expect("id"),
+                    v["trace"].as_str().expect("trace").to_string(),
+                )
+            })
+            .collect();
+        rows.sort();
+        let want: Vec<(i64, String)> = (0..10).step_by(2).map(|i| (i, format!("t-{i}"))).collect();
+        assert_eq!(rows, want);
+    });
+}

@@ -63,6 +63,17 @@ pub fn rewrite_function_calls(ast: &mut sql_ast::Statement) {
             rewrite_unix_time(&name, f);
             return ControlFlow::Continue(());
         }
+        if name == "header" || name == "has_header" {
+            if let Some(lookup) = header_lookup(f) {
+                *e = match name.as_str() {
+                    "header" => lookup,
+                    _ => {
+                        sql_ast::Expr::Nested(Box::new(sql_ast::Expr::IsNotNull(Box::new(lookup))))
+                    }
+                };
+            }
+            return ControlFlow::Continue(());
+        }
         let sql_ast::FunctionArguments::List(list) = &mut f.args else {
             return ControlFlow::Continue(());
         };
@@ -148,6 +159,39 @@ fn rewrite_unix_time(name: &str, f: &mut sql_ast::Function) {
     if let sql_ast::FunctionArguments::List(list) = &mut f.args {
         list.args = vec![unnamed(sql_ast::Expr::Function(inner)), pattern];
     }
+}
+
+/// `HEADER('name')` → `JSON_VALUE(_headers, '$."name"')`: the Kafka headers travel as a JSON
+/// object in `_headers`. Only a string-literal name (without `"`) is rewritten; anything else
+/// is left for the planner to report as an unknown function.
+fn header_lookup(f: &sql_ast::Function) -> Option<sql_ast::Expr> {
+    let sql_ast::FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let [sql_ast::FunctionArg::Unnamed(sql_ast::FunctionArgExpr::Expr(sql_ast::Expr::Value(v)))] =
+        list.args.as_slice()
+    else {
+        return None;
+    };
+    let sql_ast::Value::SingleQuotedString(header) = &v.value else {
+        return None;
+    };
+    if header.contains('"') {
+        return None;
+    }
+    let unnamed =
+        |e: sql_ast::Expr| sql_ast::FunctionArg::Unnamed(sql_ast::FunctionArgExpr::Expr(e));
+    let mut lookup = f.clone();
+    lookup.name = sql_ast::ObjectName::from(vec![sql_ast::Ident::new("json_value")]);
+    lookup.args = sql_ast::FunctionArguments::List(sql_ast::FunctionArgumentList {
+        duplicate_treatment: None,
+        args: vec![
+            unnamed(sql_ast::Expr::Identifier(sql_ast::Ident::new("_headers"))),
+            unnamed(string_literal(&format!("$.\"{header}\""))),
+        ],
+        clauses: Vec::new(),
+    });
+    Some(sql_ast::Expr::Function(lookup))
 }
 
 fn string_literal(s: &str) -> sql_ast::Expr {

@@ -32,13 +32,16 @@ use super::window::{
 use crate::error::{Result, VeloError};
 
 /// Columns every source offers besides its data fields (filled from record metadata).
-pub const SYSTEM_COLUMNS: [(&str, DataType); 6] = [
+pub const SYSTEM_COLUMNS: [(&str, DataType); 7] = [
     ("_timestamp", DataType::Int64),
     ("_event_time", DataType::Int64),
     ("_offset", DataType::Int64),
     ("_partition", DataType::Int32),
     ("_topic", DataType::Utf8),
     ("_key", DataType::Utf8),
+    // A record's Kafka headers as a JSON object of strings (NULL for files); read with
+    // HEADER('name') and HAS_HEADER('name').
+    ("_headers", DataType::Utf8),
 ];
 
 /// True for the name of a system column.

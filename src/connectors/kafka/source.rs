@@ -11,7 +11,7 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -126,6 +126,8 @@ struct Meta {
     offset: i64,
     timestamp: Option<i64>,
     key: Option<String>,
+    /// The headers as a JSON object (only when the query reads `_headers`).
+    headers: Option<String>,
 }
 
 /// Reads a topic as a member of the source's consumer group.
@@ -142,6 +144,8 @@ pub struct KafkaSource {
     metas: Vec<Meta>,
     /// The partitions last reported assigned.
     assigned: Vec<i32>,
+    /// The query reads `_headers`.
+    wants_headers: bool,
 }
 
 impl KafkaSource {
@@ -180,6 +184,7 @@ impl KafkaSource {
             ends: Vec::new(),
             metas: Vec::new(),
             assigned: Vec::new(),
+            wants_headers: true,
         })
     }
 
@@ -234,6 +239,7 @@ impl KafkaSource {
             .map(|(n, _)| n.to_string())
             .filter(|n| wanted.index_of(n).is_ok())
             .collect();
+        self.wants_headers = self.system_columns.iter().any(|c| c == "_headers");
     }
 
     /// Waits up to `wait` for a first message, then takes what is ready, up to a batch.
@@ -262,7 +268,14 @@ impl KafkaSource {
                 None => break,
             };
             next_offsets.insert(message.partition(), message.offset() + 1);
-            push_message(&mut self.buffer, &mut self.ends, &mut self.metas, &message);
+            let headers = self.wants_headers.then(|| headers_json(&message));
+            push_message(
+                &mut self.buffer,
+                &mut self.ends,
+                &mut self.metas,
+                &message,
+                headers,
+            );
         }
         if next_offsets.is_empty() {
             return Ok(None);
@@ -425,6 +438,12 @@ impl KafkaSource {
                         .map(|m| m.key.as_deref())
                         .collect::<StringArray>(),
                 ),
+                "_headers" => Arc::new(
+                    metas
+                        .iter()
+                        .map(|m| m.headers.as_deref())
+                        .collect::<StringArray>(),
+                ),
                 "_timestamp" => Arc::new(timestamps()),
                 "_event_time" => match &self.config.event_time_field {
                     Some(field) => {
@@ -459,11 +478,27 @@ impl KafkaSource {
     }
 }
 
+/// A message's headers as a JSON object of strings (a header without a value is "").
+fn headers_json(message: &BorrowedMessage<'_>) -> String {
+    let mut object = serde_json::Map::new();
+    if let Some(headers) = message.headers() {
+        for header in headers.iter() {
+            let value = header
+                .value
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            object.insert(header.key.to_string(), serde_json::Value::String(value));
+        }
+    }
+    serde_json::Value::Object(object).to_string()
+}
+
 fn push_message(
     buffer: &mut Vec<u8>,
     ends: &mut Vec<usize>,
     metas: &mut Vec<Meta>,
     message: &BorrowedMessage<'_>,
+    headers: Option<String>,
 ) {
     // A tombstone carries no record; an empty payload decodes as a bad record.
     let Some(payload) = message.payload() else {
@@ -479,6 +514,7 @@ fn push_message(
         key: message
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned()),
+        headers,
     });
 }
 
