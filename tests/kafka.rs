@@ -568,3 +568,57 @@ fn headers_are_readable_in_sql() {
         assert_eq!(rows, want);
     });
 }
+
+#[test]
+fn a_later_statement_reads_an_earlier_ones_topic() {
+    with_timeout(Duration::from_secs(120), || {
+        let kafka = mock(&[("trades", 2), ("big", 2), ("big_per_symbol", 1)]);
+        let bootstrap = kafka.bootstrap_servers().to_string();
+        produce(
+            &bootstrap,
+            "trades",
+            &(0..2000).map(trade).collect::<Vec<_>>(),
+        );
+        let sql = source("g-chain")
+            + "CREATE STREAM big AS SELECT id, symbol FROM trades WHERE quantity > 900 \
+               WITH ('big.type' = 'kafka_sink', 'big.topic.name' = 'big');
+               CREATE TABLE big_per_symbol AS SELECT symbol, COUNT(*) AS n FROM big \
+               GROUP BY symbol EMIT CHANGES \
+               WITH ('big_per_symbol.type' = 'kafka_sink', 'big_per_symbol.topic.name' = 'big_per_symbol');";
+        let (stop, app) = start_app(sql, &bootstrap, 1);
+        let want = (0..2000).filter(|id| id % 1000 > 900).count();
+        let out = consume(&bootstrap, "big_per_symbol", Duration::from_secs(60), |o| {
+            o.len() >= want
+        });
+        stop_app(stop, app);
+        // The last count per symbol adds up to every big trade.
+        let mut last: BTreeMap<String, i64> = BTreeMap::new();
+        for (_, v) in &out {
+            let v = v.as_ref().expect("a row");
+            last.insert(
+                v["symbol"].as_str().expect("symbol").to_string(),
+                v["n"].as_i64().expect("n"),
+            );
+        }
+        assert_eq!(last.values().sum::<i64>(), want as i64, "{last:?}");
+    });
+}
+
+#[test]
+fn a_running_app_reads_earlier_output_only_from_kafka() {
+    let sql = source("g-bad-chain")
+        + "CREATE STREAM big AS SELECT id FROM trades WHERE quantity > 900 \
+           WITH ('big.type' = 'stdout');
+           CREATE STREAM again AS SELECT id FROM big WITH ('again.type' = 'stdout');";
+    let options = AppOptions {
+        brokers: Some("localhost:1".into()),
+        ..Default::default()
+    };
+    let err = deploy_app(&sql, &options, Arc::new(AtomicBool::new(true)))
+        .err()
+        .expect("planning fails");
+    assert!(
+        err.to_string().contains("writes to no Kafka topic"),
+        "{err}"
+    );
+}
