@@ -614,9 +614,8 @@ fn a_running_app_reads_earlier_output_only_from_kafka() {
         brokers: Some("localhost:1".into()),
         ..Default::default()
     };
-    let err = deploy_app(&sql, &options, Arc::new(AtomicBool::new(true)))
-        .err()
-        .expect("planning fails");
+    let err =
+        deploy_app(&sql, &options, Arc::new(AtomicBool::new(true))).expect_err("planning fails");
     assert!(
         err.to_string().contains("writes to no Kafka topic"),
         "{err}"
