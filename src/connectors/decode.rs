@@ -33,3 +33,55 @@ pub fn decode_json(
         _ => concat_batches(schema, &batches).map_err(|e| e.to_string()),
     }
 }
+
+/// A chunk of records decoded with [`decode_with_fallback`].
+pub struct Decoded {
+    /// The records that decoded, in order.
+    pub batch: RecordBatch,
+    /// The chunk index of each row of `batch`.
+    pub kept: Vec<usize>,
+    /// The chunk index and reason of each record that did not decode.
+    pub failed: Vec<(usize, String)>,
+}
+
+/// Decodes the records laid out back to back in `data` (record `i` ends at `ends[i]`) with
+/// `decode(bytes, rows)`: all in one go, and if that fails or miscounts, one by one, so only
+/// the bad ones drop out. A record that decodes to no row or to several fails with
+/// `not_one_record` as its reason.
+pub fn decode_with_fallback(
+    schema: &SchemaRef,
+    data: &[u8],
+    ends: &[usize],
+    not_one_record: &str,
+    decode: impl Fn(&[u8], usize) -> std::result::Result<RecordBatch, String>,
+) -> crate::error::Result<Decoded> {
+    let n = ends.len();
+    if let Ok(batch) = decode(data, n) {
+        if batch.num_rows() == n {
+            return Ok(Decoded {
+                batch,
+                kept: (0..n).collect(),
+                failed: Vec::new(),
+            });
+        }
+    }
+    let mut batches = Vec::new();
+    let mut kept = Vec::new();
+    let mut failed = Vec::new();
+    for i in 0..n {
+        let start = if i == 0 { 0 } else { ends[i - 1] };
+        match decode(&data[start..ends[i]], 1) {
+            Ok(b) if b.num_rows() == 1 => {
+                kept.push(i);
+                batches.push(b);
+            }
+            Ok(_) => failed.push((i, not_one_record.to_string())),
+            Err(reason) => failed.push((i, reason)),
+        }
+    }
+    Ok(Decoded {
+        batch: concat_batches(schema, &batches)?,
+        kept,
+        failed,
+    })
+}

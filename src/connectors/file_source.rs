@@ -13,7 +13,7 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
-use super::decode::decode_json;
+use super::decode::{decode_json, decode_with_fallback};
 use crate::error::{Result, VeloError};
 use crate::exec::event_time::{constant_millis, to_epoch_millis, EventTimeFormat};
 use crate::exec::input::now_millis;
@@ -383,42 +383,33 @@ impl FileSource {
         chunk: &LineChunk,
         path: &Path,
     ) -> Result<(RecordBatch, Vec<u64>, Vec<BadRecord>)> {
-        if let Ok(batch) = self.decode_bytes(&chunk.data, chunk.len()) {
-            if batch.num_rows() == chunk.len() {
-                return Ok((batch, chunk.numbers.clone(), Vec::new()));
-            }
-        }
-        let mut batches = Vec::new();
-        let mut ok_lines = Vec::new();
-        let mut bad = Vec::new();
-        for (i, &number) in chunk.numbers.iter().enumerate() {
-            let line = chunk.line(i);
-            match self.decode_bytes(line, 1) {
-                Ok(b) if b.num_rows() == 1 => {
-                    ok_lines.push(number);
-                    batches.push(b);
+        let decoded = decode_with_fallback(
+            &self.projection,
+            &chunk.data,
+            &chunk.ends,
+            "not a record",
+            |data, rows| self.decode_bytes(data, rows),
+        )?;
+        let ok_lines = decoded.kept.iter().map(|&i| chunk.numbers[i]).collect();
+        let bad = decoded
+            .failed
+            .into_iter()
+            .map(|(i, reason)| {
+                let number = chunk.numbers[i];
+                let location = match self.config.format {
+                    FileFormat::Json => format!("{}:[{}]", path.display(), number - 1),
+                    _ => format!("{}:{}", path.display(), number),
+                };
+                let raw = String::from_utf8_lossy(chunk.line(i)).trim_end().to_string();
+                tracing::warn!(source = %self.config.name, %location, %reason, "skipping bad record");
+                BadRecord {
+                    location,
+                    reason,
+                    raw,
                 }
-                result => {
-                    let reason = match result {
-                        Err(reason) => reason,
-                        Ok(_) => "not a record".to_string(),
-                    };
-                    let location = match self.config.format {
-                        FileFormat::Json => format!("{}:[{}]", path.display(), number - 1),
-                        _ => format!("{}:{}", path.display(), number),
-                    };
-                    let raw = String::from_utf8_lossy(line).trim_end().to_string();
-                    tracing::warn!(source = %self.config.name, %location, %reason, "skipping bad record");
-                    bad.push(BadRecord {
-                        location,
-                        reason,
-                        raw,
-                    });
-                }
-            }
-        }
-        let batch = concat_batches(&self.projection, &batches)?;
-        Ok((batch, ok_lines, bad))
+            })
+            .collect();
+        Ok((decoded.batch, ok_lines, bad))
     }
 
     /// Decodes newline-separated records (`rows` of them) into one batch.

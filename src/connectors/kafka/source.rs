@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray};
-use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -16,7 +15,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::config::{client_config, topic_of, KafkaDefaults};
-use crate::connectors::decode::decode_json;
+use crate::connectors::decode::{decode_json, decode_with_fallback};
 use crate::connectors::BadRecord;
 use crate::error::{Result, VeloError};
 use crate::exec::event_time::{to_epoch_millis, EventTimeFormat};
@@ -313,45 +312,32 @@ impl KafkaSource {
 
     /// Decodes the buffered payloads in one go; if that fails, one by one to find the bad ones.
     fn decode(&mut self) -> Result<(RecordBatch, Vec<usize>, Vec<BadRecord>)> {
-        let n = self.metas.len();
-        if let Ok(batch) = decode_json(&self.projection, &self.buffer, n) {
-            if batch.num_rows() == n {
-                return Ok((batch, (0..n).collect(), Vec::new()));
-            }
-        }
-        let mut batches = Vec::new();
-        let mut kept = Vec::new();
-        let mut bad = Vec::new();
-        for i in 0..n {
+        let projection = &self.projection;
+        let decoded = decode_with_fallback(
+            projection,
+            &self.buffer,
+            &self.ends,
+            "not a JSON object",
+            |data, rows| decode_json(projection, data, rows),
+        )?;
+        let mut bad = Vec::with_capacity(decoded.failed.len());
+        for (i, reason) in decoded.failed {
             let start = if i == 0 { 0 } else { self.ends[i - 1] };
             let payload = &self.buffer[start..self.ends[i]];
-            match decode_json(&self.projection, payload, 1) {
-                Ok(b) if b.num_rows() == 1 => {
-                    kept.push(i);
-                    batches.push(b);
-                }
-                result => {
-                    let reason = match result {
-                        Err(reason) => reason,
-                        Ok(_) => "not a JSON object".to_string(),
-                    };
-                    let meta = &self.metas[i];
-                    let location = format!(
-                        "topic {} partition {} offset {}",
-                        self.config.topic, meta.partition, meta.offset
-                    );
-                    let raw = String::from_utf8_lossy(payload).trim_end().to_string();
-                    tracing::warn!(source = %self.config.name, %location, %reason, "skipping bad message");
-                    self.send_to_dlq(meta, &reason, payload)?;
-                    bad.push(BadRecord {
-                        location,
-                        reason,
-                        raw,
-                    });
-                }
-            }
+            let meta = &self.metas[i];
+            let location = format!(
+                "topic {} partition {} offset {}",
+                self.config.topic, meta.partition, meta.offset
+            );
+            tracing::warn!(source = %self.config.name, %location, %reason, "skipping bad message");
+            self.send_to_dlq(meta, &reason, payload)?;
+            bad.push(BadRecord {
+                location,
+                reason,
+                raw: String::from_utf8_lossy(payload).trim_end().to_string(),
+            });
         }
-        Ok((concat_batches(&self.projection, &batches)?, kept, bad))
+        Ok((decoded.batch, decoded.kept, bad))
     }
 
     fn send_to_dlq(&self, meta: &Meta, reason: &str, payload: &[u8]) -> Result<()> {
