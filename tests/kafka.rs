@@ -72,6 +72,11 @@ fn produce_to(
     producer.flush(Duration::from_secs(30)).expect("flush");
 }
 
+/// Produces the trades with ids in `ids` to topic `trades`, keyed by symbol.
+fn produce_trades(bootstrap: &str, ids: std::ops::Range<i64>) {
+    produce(bootstrap, "trades", &ids.map(trade).collect::<Vec<_>>());
+}
+
 /// A consumed message: key and payload (None for a tombstone).
 type Consumed = (Option<String>, Option<serde_json::Value>);
 
@@ -170,8 +175,7 @@ fn filter_job_writes_matching_records() {
     with_timeout(Duration::from_secs(120), || {
         let kafka = mock(&[("trades", 4), ("big", 2)]);
         let bootstrap = kafka.bootstrap_servers().to_string();
-        let input: Vec<_> = (0..2000).map(trade).collect();
-        produce(&bootstrap, "trades", &input);
+        produce_trades(&bootstrap, 0..2000);
         let sql = source("g-filter")
             + "CREATE STREAM big AS SELECT id, symbol, quantity FROM trades WHERE quantity > 900 \
                WITH ('big.type' = 'kafka_sink', 'big.topic.name' = 'big');";
@@ -197,8 +201,7 @@ fn group_by_emit_changes_keys_messages_and_deletes_become_tombstones() {
     with_timeout(Duration::from_secs(120), || {
         let kafka = mock(&[("trades", 4), ("counts", 2)]);
         let bootstrap = kafka.bootstrap_servers().to_string();
-        let input: Vec<_> = (0..700).map(trade).collect();
-        produce(&bootstrap, "trades", &input);
+        produce_trades(&bootstrap, 0..700);
         // Every symbol reaches 100 records; HAVING COUNT(*) < 100 turns the last into a delete.
         let sql = source("g-counts")
             + "CREATE TABLE counts AS SELECT symbol, COUNT(*) AS n FROM trades GROUP BY symbol \
@@ -230,11 +233,7 @@ fn tumbling_emit_final_closes_windows_on_event_time() {
         let bootstrap = kafka.bootstrap_servers().to_string();
         // 600 records one second apart: ten minutes. Then, on every partition, a record an
         // hour later moves that partition's watermark, so every window closes.
-        produce(
-            &bootstrap,
-            "trades",
-            &(0..600).map(trade).collect::<Vec<_>>(),
-        );
+        produce_trades(&bootstrap, 0..600);
         for p in 0..4 {
             let clock = serde_json::json!({
                 "id": 100_000 + p, "symbol": "clock", "price": 1.0, "quantity": 0,
@@ -327,41 +326,25 @@ fn a_restarted_job_resumes_from_committed_offsets_and_loses_nothing() {
         let sql = source("g-restart")
             + "CREATE STREAM copy AS SELECT id FROM trades \
                WITH ('copy.type' = 'kafka_sink', 'copy.topic.name' = 'copy');";
-        produce(
-            &bootstrap,
-            "trades",
-            &(0..1000).map(trade).collect::<Vec<_>>(),
-        );
+        produce_trades(&bootstrap, 0..1000);
         let (stop, app) = start_app(sql.clone(), &bootstrap, 2);
         // Stop mid-stream: as soon as some output exists, while more input keeps coming.
         consume(&bootstrap, "copy", Duration::from_secs(60), |o| {
             !o.is_empty()
         });
-        produce(
-            &bootstrap,
-            "trades",
-            &(1000..2000).map(trade).collect::<Vec<_>>(),
-        );
+        produce_trades(&bootstrap, 1000..2000);
         let first = stop_app(stop, app);
-        produce(
-            &bootstrap,
-            "trades",
-            &(2000..3000).map(trade).collect::<Vec<_>>(),
-        );
+        produce_trades(&bootstrap, 2000..3000);
         let (stop, app) = start_app(sql, &bootstrap, 2);
         let out = consume(&bootstrap, "copy", Duration::from_secs(90), |o| {
-            let seen: std::collections::HashSet<i64> = o
-                .iter()
-                .filter_map(|(_, v)| v.as_ref().and_then(|v| v["id"].as_i64()))
-                .collect();
-            seen.len() >= 3000
+            ids_in(o).len() >= 3000
         });
         let second = stop_app(stop, app);
-        let seen: std::collections::BTreeSet<i64> = out
-            .iter()
-            .filter_map(|(_, v)| v.as_ref().and_then(|v| v["id"].as_i64()))
-            .collect();
-        assert_eq!(seen.len(), 3000, "every input record reaches the output");
+        assert_eq!(
+            ids_in(&out).len(),
+            3000,
+            "every input record reaches the output"
+        );
         // The second run starts where the first committed: it does not read everything again.
         assert!(
             second[0].records_in < 3000,
@@ -385,21 +368,13 @@ fn two_instances_in_one_group_split_the_partitions() {
         let (stop_b, app_b) = start_app(sql, &bootstrap, 1);
         // Let both join the group before the input arrives.
         std::thread::sleep(Duration::from_secs(3));
-        produce(
-            &bootstrap,
-            "trades",
-            &(0..4000).map(trade).collect::<Vec<_>>(),
-        );
+        produce_trades(&bootstrap, 0..4000);
         let out = consume(&bootstrap, "copy", Duration::from_secs(90), |o| {
             o.len() >= 4000
         });
         let a = stop_app(stop_a, app_a);
         let b = stop_app(stop_b, app_b);
-        let ids: std::collections::BTreeSet<i64> = out
-            .iter()
-            .filter_map(|(_, v)| v.as_ref().and_then(|v| v["id"].as_i64()))
-            .collect();
-        assert_eq!(ids.len(), 4000);
+        assert_eq!(ids_in(&out).len(), 4000);
         assert!(
             a[0].records_in > 0 && b[0].records_in > 0,
             "{} / {}",
@@ -447,27 +422,15 @@ fn a_server_killed_mid_stream_loses_nothing_after_restart() {
             + "CREATE STREAM copy AS SELECT id FROM trades \
                WITH ('copy.type' = 'kafka_sink', 'copy.topic.name' = 'copy');";
         let mut server = spawn_velo_sql(dir.path(), &sql, &bootstrap);
-        produce(
-            &bootstrap,
-            "trades",
-            &(0..1000).map(trade).collect::<Vec<_>>(),
-        );
+        produce_trades(&bootstrap, 0..1000);
         consume(&bootstrap, "copy", Duration::from_secs(60), |o| {
             !o.is_empty()
         });
-        produce(
-            &bootstrap,
-            "trades",
-            &(1000..2000).map(trade).collect::<Vec<_>>(),
-        );
+        produce_trades(&bootstrap, 1000..2000);
         // SIGKILL: no drain, no final commit.
         server.kill().expect("kill");
         server.wait().expect("reaped");
-        produce(
-            &bootstrap,
-            "trades",
-            &(2000..3000).map(trade).collect::<Vec<_>>(),
-        );
+        produce_trades(&bootstrap, 2000..3000);
         let mut server = spawn_velo_sql(dir.path(), &sql, &bootstrap);
         let out = consume(&bootstrap, "copy", Duration::from_secs(90), |o| {
             ids_in(o).len() >= 3000
@@ -493,11 +456,7 @@ fn two_jobs_over_one_topic_each_see_every_record() {
     with_timeout(Duration::from_secs(120), || {
         let kafka = mock(&[("trades", 4), ("small", 2), ("large", 2)]);
         let bootstrap = kafka.bootstrap_servers().to_string();
-        produce(
-            &bootstrap,
-            "trades",
-            &(0..1000).map(trade).collect::<Vec<_>>(),
-        );
+        produce_trades(&bootstrap, 0..1000);
         // One declared source with one group.id, two jobs: each must get all 4 partitions.
         let sql = source("shared-group")
             + "CREATE STREAM small AS SELECT id FROM trades WHERE quantity < 500 \
@@ -574,11 +533,7 @@ fn a_later_statement_reads_an_earlier_ones_topic() {
     with_timeout(Duration::from_secs(120), || {
         let kafka = mock(&[("trades", 2), ("big", 2), ("big_per_symbol", 1)]);
         let bootstrap = kafka.bootstrap_servers().to_string();
-        produce(
-            &bootstrap,
-            "trades",
-            &(0..2000).map(trade).collect::<Vec<_>>(),
-        );
+        produce_trades(&bootstrap, 0..2000);
         let sql = source("g-chain")
             + "CREATE STREAM big AS SELECT id, symbol FROM trades WHERE quantity > 900 \
                WITH ('big.type' = 'kafka_sink', 'big.topic.name' = 'big');
