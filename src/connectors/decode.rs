@@ -45,7 +45,7 @@ pub struct Decoded {
 }
 
 /// Decodes the records laid out back to back in `data` (record `i` ends at `ends[i]`) with
-/// `decode(bytes, rows)`: all in one go, and if that fails or miscounts, one by one, so only
+/// `decode(bytes, ends)`: all in one go, and if that fails or miscounts, one by one, so only
 /// the bad ones drop out. A record that decodes to no row or to several fails with
 /// `not_one_record` as its reason.
 pub fn decode_with_fallback(
@@ -53,10 +53,10 @@ pub fn decode_with_fallback(
     data: &[u8],
     ends: &[usize],
     not_one_record: &str,
-    decode: impl Fn(&[u8], usize) -> std::result::Result<RecordBatch, String>,
+    mut decode: impl FnMut(&[u8], &[usize]) -> std::result::Result<RecordBatch, String>,
 ) -> crate::error::Result<Decoded> {
     let n = ends.len();
-    if let Ok(batch) = decode(data, n) {
+    if let Ok(batch) = decode(data, ends) {
         if batch.num_rows() == n {
             return Ok(Decoded {
                 batch,
@@ -70,7 +70,7 @@ pub fn decode_with_fallback(
     let mut failed = Vec::new();
     for i in 0..n {
         let start = if i == 0 { 0 } else { ends[i - 1] };
-        match decode(&data[start..ends[i]], 1) {
+        match decode(&data[start..ends[i]], &[ends[i] - start]) {
             Ok(b) if b.num_rows() == 1 => {
                 kept.push(i);
                 batches.push(b);

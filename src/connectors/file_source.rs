@@ -388,7 +388,7 @@ impl FileSource {
             &chunk.data,
             &chunk.ends,
             "not a record",
-            |data, rows| self.decode_bytes(data, rows),
+            |data, ends| self.decode_bytes(data, ends.len()),
         )?;
         let ok_lines = decoded.kept.iter().map(|&i| chunk.numbers[i]).collect();
         let bad = decoded

@@ -1,5 +1,6 @@
 //! Sources and sinks: where records come from and where results go.
 
+pub mod avro;
 pub mod decode;
 pub mod file_sink;
 pub mod file_source;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use arrow::record_batch::RecordBatch;
 
+use super::avro::AvroFormat;
 use super::file_sink::{FileSink, StdoutSink};
 use super::kafka::{client_config, topic_of, KafkaDefaults, KafkaSink};
 use crate::error::{Result, VeloError};
@@ -29,7 +30,7 @@ pub enum SinkConfig {
         csv: bool,
         delimiter: u8,
     },
-    /// A Kafka topic, JSON values.
+    /// A Kafka topic, JSON or Avro values.
     Kafka {
         name: String,
         topic: String,
@@ -37,6 +38,8 @@ pub enum SinkConfig {
         client: BTreeMap<String, String>,
         /// Columns forming the message key (`key.field`, else the query's GROUP BY columns).
         key_fields: Vec<String>,
+        /// The Avro schema and framing of the values; None: JSON.
+        avro: Option<AvroFormat>,
     },
 }
 
@@ -53,14 +56,15 @@ impl SinkConfig {
             }
             Some("file_sink") => Self::file(name, props),
             Some("kafka_sink") => {
-                match props.scoped(name, "format").as_deref() {
-                    None | Some("json") => {}
+                let avro = match props.scoped(name, "format").as_deref() {
+                    None | Some("json") => None,
+                    Some("avro") => Some(AvroFormat::from_properties(name, props, false)?),
                     Some(other) => {
                         return Err(VeloError::Config(format!(
-                            "'{name}.format' = '{other}': this build writes JSON to Kafka"
+                            "'{name}.format' = '{other}': a Kafka sink writes json or avro"
                         )))
                     }
-                }
+                };
                 let client = client_config(name, props, kafka, &[])?;
                 Ok(SinkConfig::Kafka {
                     name: name.to_string(),
@@ -74,6 +78,7 @@ impl SinkConfig {
                         .scoped(name, "key.field")
                         .map(|k| k.split(',').map(|f| f.trim().to_string()).collect())
                         .unwrap_or_default(),
+                    avro,
                 })
             }
             Some(other) => Err(VeloError::Config(format!(
@@ -128,6 +133,13 @@ pub fn open_sink(config: &SinkConfig) -> Result<Box<dyn Sink>> {
             topic,
             client,
             key_fields,
-        } => Box::new(KafkaSink::create(name, topic, client, key_fields)?),
+            avro,
+        } => Box::new(KafkaSink::create(
+            name,
+            topic,
+            client,
+            key_fields,
+            avro.as_ref(),
+        )?),
     })
 }

@@ -13,6 +13,7 @@ use arrow::record_batch::RecordBatch;
 
 use self::kafka::{Barrier, OffsetCommitter};
 use self::output::{lock, progress_bar, record_bad, DeadLetterFile, JobOutput};
+use crate::connectors::avro::AvroFormat;
 use crate::connectors::file_source::{FileSource, FileSourceConfig};
 use crate::connectors::kafka::{KafkaDefaults, KafkaSource, KafkaSourceConfig};
 use crate::connectors::{open_sink, BadRecord, SinkConfig};
@@ -231,21 +232,34 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
                     .map_err(|e| at_statement(&script, &stmt, e))?,
             ),
         };
-        // A Kafka sink keys its messages by the GROUP BY columns unless `key.field` says.
-        let sink = sink.map(|s| match s {
-            SinkConfig::Kafka {
+        // A Kafka sink keys its messages by the GROUP BY columns unless `key.field` says, and
+        // writes Avro with the schema of the result columns unless a schema file says.
+        let sink = match sink {
+            Some(SinkConfig::Kafka {
                 name,
                 topic,
                 client,
-                key_fields,
-            } if key_fields.is_empty() => SinkConfig::Kafka {
-                name,
-                topic,
-                client,
-                key_fields: plan.key_columns.clone(),
-            },
+                mut key_fields,
+                mut avro,
+            }) => {
+                if key_fields.is_empty() {
+                    key_fields = plan.key_columns.clone();
+                }
+                if let Some(format) = avro.as_mut().filter(|f| f.schema_json.is_empty()) {
+                    format.schema_json = AvroFormat::derived(&plan.output_schema)
+                        .map_err(|e| at_statement(&script, &stmt, e))?
+                        .schema_json;
+                }
+                Some(SinkConfig::Kafka {
+                    name,
+                    topic,
+                    client,
+                    key_fields,
+                    avro,
+                })
+            }
             other => other,
-        });
+        };
         if matches!(
             stmt.kind,
             StatementKind::CreateStreamAs { .. } | StatementKind::CreateTableAs { .. }
@@ -286,7 +300,13 @@ fn upstream_topic(
     schema: &SchemaRef,
     sink: Option<&SinkConfig>,
 ) -> Result<KafkaSourceConfig> {
-    let Some(SinkConfig::Kafka { topic, client, .. }) = sink else {
+    let Some(SinkConfig::Kafka {
+        topic,
+        client,
+        avro,
+        ..
+    }) = sink
+    else {
         return Err(VeloError::Config(format!(
             "'{source}' writes to no Kafka topic, so a later statement cannot read it in a \
              running app: give it '{source}.type' = 'kafka_sink'"
@@ -299,12 +319,15 @@ fn upstream_topic(
             props.insert(format!("{source}.{k}"), v.clone());
         }
     }
-    KafkaSourceConfig::from_properties(
+    let mut config = KafkaSourceConfig::from_properties(
         source,
         &props,
         Some(schema.clone()),
         &KafkaDefaults::default(),
-    )
+    )?;
+    // Read the earlier statement's output in the format it writes.
+    config.avro = avro.clone();
+    Ok(config)
 }
 
 /// The source settings of `source`: its WITH keys (from the query or its declaration), or a

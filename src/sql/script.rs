@@ -41,9 +41,10 @@ pub enum StatementKind {
     CreateStreamAs { name: String },
     /// `CREATE TABLE name AS SELECT ...`.
     CreateTableAs { name: String },
-    /// `CREATE STREAM name (col TYPE, ...) WITH (...)`: declares a source with its schema.
+    /// `CREATE STREAM name [(col TYPE, ...)] WITH (...)`: declares a source with its schema.
     CreateSource {
         name: String,
+        /// Empty when the source's format carries the schema (Avro).
         columns: Vec<ColumnDef>,
     },
 }
@@ -260,6 +261,20 @@ fn parse_statement(source: &SourceText, tokens: &[TokenWithSpan]) -> Result<Opti
                         annotations,
                     }));
                 }
+                (Some("STREAM"), Some(Token::Word(w))) if w.value.eq_ignore_ascii_case("WITH") => {
+                    return Ok(Some(Statement {
+                        kind: StatementKind::CreateSource {
+                            name,
+                            columns: Vec::new(),
+                        },
+                        query_sql: String::new(),
+                        position,
+                        window: None,
+                        emit: None,
+                        properties: parse_with(source, &sig, 3)?.0,
+                        annotations,
+                    }));
+                }
                 (Some("STREAM"), Some(Token::Word(w))) if w.value.eq_ignore_ascii_case("AS") => {
                     (StatementKind::CreateStreamAs { name }, 4)
                 }
@@ -270,7 +285,7 @@ fn parse_statement(source: &SourceText, tokens: &[TokenWithSpan]) -> Result<Opti
                     source,
                     sig.get(1).unwrap_or(first),
                     "expected CREATE STREAM name AS SELECT ..., CREATE TABLE name AS SELECT ... \
-                     or CREATE STREAM name (columns) WITH (...)",
+                     or CREATE STREAM name [(columns)] WITH (...)",
                 )),
             }
         } else {
@@ -595,6 +610,23 @@ mod tests {
         assert!(!s.query_sql.contains("WINDOW"));
         assert!(!s.query_sql.contains("CREATE"));
         assert!(s.query_sql.contains("GROUP BY symbol"));
+    }
+
+    #[test]
+    fn declares_a_source_whose_format_carries_the_columns() {
+        let sql = "CREATE STREAM t WITH ('t.type' = 'kafka_source', 't.format' = 'avro')";
+        let script = parse_script(sql).unwrap();
+        match &script.statements[0].kind {
+            StatementKind::CreateSource { name, columns } => {
+                assert_eq!(name, "t");
+                assert!(columns.is_empty());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            script.statements[0].properties.get("t.format"),
+            Some("avro")
+        );
     }
 
     #[test]

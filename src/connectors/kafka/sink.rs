@@ -1,4 +1,4 @@
-//! `KafkaSink`: writes result rows to a topic as JSON, keyed by `key.field` or the query's
+//! `KafkaSink`: writes result rows to a topic as JSON or Avro, keyed by `key.field` or the query's
 //! GROUP BY columns; an EMIT CHANGES delete becomes a tombstone. librdkafka retries failed
 //! sends; a message that still fails fails the job at the next flush, never silently.
 
@@ -16,6 +16,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
 
 use super::source::kafka_error;
+use crate::connectors::avro::{AvroEncoder, AvroFormat};
 use crate::connectors::sink::Sink;
 use crate::error::{Result, VeloError};
 use crate::exec::change::is_delete;
@@ -54,15 +55,19 @@ pub struct KafkaSink {
     producer: ThreadedProducer<DeliveryTracker>,
     key_fields: Vec<String>,
     payload: Vec<u8>,
+    /// Encodes rows as Avro datums; None: JSON.
+    avro: Option<AvroEncoder>,
 }
 
 impl KafkaSink {
-    /// Connects a producer with `client` settings (acks=all unless they say otherwise).
+    /// Connects a producer with `client` settings (acks=all unless they say otherwise); rows
+    /// are written as Avro when `avro` is set, else as JSON.
     pub fn create(
         name: &str,
         topic: &str,
         client: &BTreeMap<String, String>,
         key_fields: &[String],
+        avro: Option<&AvroFormat>,
     ) -> Result<Self> {
         let mut config = ClientConfig::new();
         config.set("acks", "all");
@@ -78,6 +83,7 @@ impl KafkaSink {
             producer,
             key_fields: key_fields.to_vec(),
             payload: Vec::new(),
+            avro: avro.map(AvroEncoder::new),
         })
     }
 
@@ -152,6 +158,13 @@ impl Sink for KafkaSink {
         if is_delete(batch) && keys.is_some() {
             for row in 0..batch.num_rows() {
                 self.send(key(row), None)?;
+            }
+            return Ok(());
+        }
+        if let Some(encoder) = &mut self.avro {
+            let rows = encoder.encode(batch)?;
+            for (row, datum) in rows.iter().enumerate() {
+                self.send(key(row), Some(&datum))?;
             }
             return Ok(());
         }

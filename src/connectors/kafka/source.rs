@@ -1,4 +1,4 @@
-//! `KafkaSource`: a consumer-group member reading one topic in JSON batches. Offsets are never
+//! `KafkaSource`: a consumer-group member reading one topic in JSON or Avro batches. Offsets are never
 //! committed automatically: the job commits them once the outputs derived from the records
 //! are acknowledged by the sink (at-least-once end to end).
 
@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use base64::Engine;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::config::{client_config, topic_of, KafkaDefaults};
+use crate::connectors::avro::{AvroDecoder, AvroFormat};
 use crate::connectors::decode::{decode_json, decode_with_fallback};
 use crate::connectors::BadRecord;
 use crate::error::{Result, VeloError};
@@ -34,8 +36,10 @@ pub struct KafkaSourceConfig {
     pub topic: String,
     /// The consumer's librdkafka settings (group, brokers, offsets reset, ...).
     pub client: ClientConfig,
-    /// The declared columns of the JSON payloads.
+    /// The payload columns: declared, or those of the Avro schema.
     pub schema: SchemaRef,
+    /// The Avro schema and framing of the payloads; None: JSON.
+    pub avro: Option<AvroFormat>,
     pub event_time_field: Option<String>,
     pub event_time_format: Option<EventTimeFormat>,
     /// Where payloads that do not decode are sent, when set.
@@ -46,28 +50,36 @@ pub struct KafkaSourceConfig {
 }
 
 impl KafkaSourceConfig {
-    /// Reads `'<name>.*'` keys; the payload columns must be declared (`CREATE STREAM name
-    /// (cols) WITH (...)`), since a topic may be empty when the job starts.
+    /// Reads `'<name>.*'` keys. JSON payload columns must be declared (`CREATE STREAM name
+    /// (cols) WITH (...)`), since a topic may be empty when the job starts; Avro ones default
+    /// to the schema file's fields.
     pub fn from_properties(
         name: &str,
         props: &Properties,
         schema: Option<SchemaRef>,
         defaults: &KafkaDefaults,
     ) -> Result<Self> {
-        let schema = schema.ok_or_else(|| {
-            VeloError::Config(format!(
-                "Kafka source '{name}' needs its columns declared: \
-                 CREATE STREAM {name} (col TYPE, ...) WITH ('{name}.type' = 'kafka_source', ...)"
-            ))
-        })?;
-        match props.scoped(name, "format").as_deref() {
-            None | Some("json") => {}
+        let avro = match props.scoped(name, "format").as_deref() {
+            None | Some("json") => None,
+            Some("avro") => Some(AvroFormat::from_properties(name, props, true)?),
             Some(other) => {
                 return Err(VeloError::Config(format!(
-                    "'{name}.format' = '{other}': this build reads JSON from Kafka"
+                    "'{name}.format' = '{other}': a Kafka source reads json or avro"
                 )))
             }
-        }
+        };
+        let schema = match (schema, &avro) {
+            (Some(schema), _) => schema,
+            (None, Some(avro)) => avro
+                .arrow_schema()
+                .map_err(|e| VeloError::Config(format!("'{name}.avro.schema.file': {e}")))?,
+            (None, None) => {
+                return Err(VeloError::Config(format!(
+                    "Kafka source '{name}' needs its columns declared: \
+                     CREATE STREAM {name} (col TYPE, ...) WITH ('{name}.type' = 'kafka_source', ...)"
+                )))
+            }
+        };
         let batch_size = match props.scoped(name, "batch.size") {
             Some(b) => b.parse().map_err(|_| {
                 VeloError::Config(format!("'{name}.batch.size' must be a number, got '{b}'"))
@@ -89,6 +101,7 @@ impl KafkaSourceConfig {
             topic: topic_of(name, props),
             client,
             schema,
+            avro,
             event_time_field: props.scoped(name, "event.time.field"),
             event_time_format: EventTimeFormat::parse(
                 props.scoped(name, "event.time.format").as_deref(),
@@ -136,6 +149,8 @@ pub struct KafkaSource {
     dlq: Option<ThreadedProducer<DefaultProducerContext>>,
     /// Payload columns the query reads (plus the event-time field).
     projection: SchemaRef,
+    /// Decodes Avro payloads into `projection`; None for JSON.
+    avro: Option<AvroDecoder>,
     /// System columns the query reads, appended after the payload columns.
     system_columns: Vec<String>,
     buffer: Vec<u8>,
@@ -173,11 +188,16 @@ impl KafkaSource {
             None => None,
         };
         let projection = Arc::clone(&config.schema);
+        let avro = match &config.avro {
+            Some(format) => Some(AvroDecoder::new(format, Arc::clone(&projection))?),
+            None => None,
+        };
         Ok(KafkaSource {
             config,
             consumer: Arc::new(consumer),
             dlq,
             projection,
+            avro,
             system_columns: SYSTEM_COLUMNS.iter().map(|(n, _)| n.to_string()).collect(),
             buffer: Vec::new(),
             ends: Vec::new(),
@@ -233,6 +253,9 @@ impl KafkaSource {
             }
         }
         self.projection = Arc::new(Schema::new(fields));
+        if let Some(decoder) = &mut self.avro {
+            decoder.set_target(Arc::clone(&self.projection));
+        }
         self.system_columns = SYSTEM_COLUMNS
             .iter()
             .map(|(n, _)| n.to_string())
@@ -274,6 +297,7 @@ impl KafkaSource {
                 &mut self.metas,
                 &message,
                 headers,
+                self.avro.is_none(),
             );
         }
         if next_offsets.is_empty() {
@@ -313,12 +337,19 @@ impl KafkaSource {
     /// Decodes the buffered payloads in one go; if that fails, one by one to find the bad ones.
     fn decode(&mut self) -> Result<(RecordBatch, Vec<usize>, Vec<BadRecord>)> {
         let projection = &self.projection;
+        let avro = &mut self.avro;
         let decoded = decode_with_fallback(
             projection,
             &self.buffer,
             &self.ends,
-            "not a JSON object",
-            |data, rows| decode_json(projection, data, rows),
+            match avro {
+                Some(_) => "not one Avro record",
+                None => "not a JSON object",
+            },
+            |data, ends| match avro {
+                Some(decoder) => decoder.decode(data, ends),
+                None => decode_json(projection, data, ends.len()),
+            },
         )?;
         let mut bad = Vec::with_capacity(decoded.failed.len());
         for (i, reason) in decoded.failed {
@@ -344,15 +375,24 @@ impl KafkaSource {
         let (Some(producer), Some(topic)) = (&self.dlq, &self.config.dlq_topic) else {
             return Ok(());
         };
-        let envelope = serde_json::json!({
+        let mut envelope = serde_json::json!({
             "source": self.config.name,
             "topic": self.config.topic,
             "partition": meta.partition,
             "offset": meta.offset,
             "reason": reason,
-            "payload": String::from_utf8_lossy(payload).trim_end(),
-        })
-        .to_string();
+        });
+        // A binary (Avro) payload travels as base64, so not one byte of it is lost.
+        envelope[if self.avro.is_some() {
+            "payload_base64"
+        } else {
+            "payload"
+        }] = match self.avro {
+            Some(_) => base64::engine::general_purpose::STANDARD.encode(payload),
+            None => String::from_utf8_lossy(payload).trim_end().to_string(),
+        }
+        .into();
+        let envelope = envelope.to_string();
         let mut record = BaseRecord::to(topic).payload(&envelope);
         if let Some(k) = &meta.key {
             record = record.key(k.as_str());
@@ -485,13 +525,17 @@ fn push_message(
     metas: &mut Vec<Meta>,
     message: &BorrowedMessage<'_>,
     headers: Option<String>,
+    json: bool,
 ) {
     // A tombstone carries no record; an empty payload decodes as a bad record.
     let Some(payload) = message.payload() else {
         return;
     };
     buffer.extend_from_slice(payload);
-    buffer.push(b'\n');
+    if json {
+        // Keeps a payload with no closing brace from running into the next one.
+        buffer.push(b'\n');
+    }
     ends.push(buffer.len());
     metas.push(Meta {
         partition: message.partition(),
