@@ -14,30 +14,6 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::ClientConfig;
 use velostream::server::{deploy_app, AppOptions};
 
-/// Produces the trades with ids in `ids` to topic `trades`, keyed by symbol.
-fn produce_trades(bootstrap: &str, ids: std::ops::Range<i64>) {
-    produce(bootstrap, "trades", &ids.map(trade).collect::<Vec<_>>());
-}
-
-const SOURCE: &str =
-    "CREATE STREAM trades (id BIGINT, symbol VARCHAR, price DOUBLE, quantity BIGINT, ts BIGINT)
-WITH ('trades.type' = 'kafka_source', 'trades.topic.name' = 'trades',
-      'trades.group.id' = 'GROUP', 'trades.session.timeout.ms' = '6000',
-      'trades.event.time.field' = 'ts', 'trades.commit.interval' = '0s');\n";
-
-fn source(group: &str) -> String {
-    SOURCE.replace("GROUP", group)
-}
-
-fn trade(id: i64) -> (Option<String>, String) {
-    let symbol = format!("S{}", id % 7);
-    let payload = serde_json::json!({
-        "id": id, "symbol": symbol, "price": (id % 100) as f64 / 4.0,
-        "quantity": id % 1000, "ts": 1_700_000_000_000i64 + id * 1000,
-    });
-    (Some(symbol), payload.to_string())
-}
-
 #[test]
 fn filter_job_writes_matching_records() {
     with_timeout(Duration::from_secs(120), || {
@@ -102,13 +78,7 @@ fn tumbling_emit_final_closes_windows_on_event_time() {
         // 600 records one second apart: ten minutes. Then, on every partition, a record an
         // hour later moves that partition's watermark, so every window closes.
         produce_trades(&bootstrap, 0..600);
-        for p in 0..4 {
-            let clock = serde_json::json!({
-                "id": 100_000 + p, "symbol": "clock", "price": 1.0, "quantity": 0,
-                "ts": 1_700_000_000_000i64 + 3_600_000,
-            });
-            produce_to(&bootstrap, "trades", Some(p), &[(None, clock.to_string())]);
-        }
+        produce_clocks(&bootstrap, 4);
         let sql = source("g-window")
             + "CREATE STREAM per_minute AS SELECT symbol, _window_start, COUNT(*) AS n FROM trades \
                WHERE quantity > 0 OR id < 100000 \

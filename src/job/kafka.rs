@@ -112,6 +112,17 @@ impl OffsetCommitter {
         Ok(())
     }
 
+    /// Before the reading side rewinds to the committed offsets: commits what is done, and
+    /// forgets the barriers still pending, whose records will be read again behind new ones.
+    pub fn restart(&mut self, sink: Option<&mut Box<dyn Sink>>) -> Result<()> {
+        for barrier in self.barriers.try_iter() {
+            self.done.on_barrier(barrier);
+        }
+        self.commit(sink)?;
+        self.done.pending.clear();
+        Ok(())
+    }
+
     /// Flushes the sink (waiting for its acknowledgements), then commits what is done.
     pub fn commit(&mut self, sink: Option<&mut Box<dyn Sink>>) -> Result<()> {
         self.last_commit = Instant::now();

@@ -19,7 +19,7 @@ use crate::connectors::kafka::{KafkaDefaults, KafkaSource, KafkaSourceConfig};
 use crate::connectors::{open_sink, BadRecord, SinkConfig};
 use crate::error::{Result, VeloError};
 use crate::partition::{
-    default_partitions, run_partitioned, Delivery, InputEvent, PartitionOptions,
+    default_partitions, run_partitioned, Delivery, InputEvent, PartitionOptions, PartitionStats,
     DEFAULT_QUEUE_DEPTH,
 };
 use crate::sql::script::{parse_script, Statement, StatementKind};
@@ -498,7 +498,10 @@ fn run_job(
     };
     let stop = options.stop.clone();
     let stopped = move || stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
-    let deliver = |delivery: Delivery| -> Result<()> {
+    let deliver = |output: &mut JobOutput,
+                   committer: Option<&mut OffsetCommitter>,
+                   delivery: Delivery|
+     -> Result<()> {
         match delivery {
             Delivery::Rows(batch) => output.write(batch),
             Delivery::Late(batch) => lock(&dead_letter).write_late(&id, batch),
@@ -507,7 +510,7 @@ fn run_job(
                 id,
                 held_since,
                 max_event_time,
-            } => match committer.as_mut() {
+            } => match committer {
                 Some(c) => c.on_checkpoint(id, held_since, max_event_time, output.sink.as_mut()),
                 None => Ok(()),
             },
@@ -519,45 +522,74 @@ fn run_job(
                 return Err(VeloError::Execution("the Kafka source is not open".into()));
             };
             let mut barrier = 0u64;
-            // Events waiting to be handed out: a poll can yield an assignment change, a batch
-            // and its checkpoint barrier at once.
-            let mut queued: VecDeque<InputEvent> = VecDeque::new();
             tracing::info!(job = %id, topic = %config.topic, "reading Kafka");
-            run_partitioned(
-                &plan,
-                &partitions,
-                || {
-                    if let Some(event) = queued.pop_front() {
-                        return Ok(Some(event));
-                    }
-                    if stopped() {
-                        return Ok(Some(InputEvent::Stop));
-                    }
-                    let polled = source.next_batch(KAFKA_POLL_WAIT)?;
-                    // After the poll: the group join that assigns partitions happens inside it,
-                    // and the clock must know every partition before the first batch counts.
-                    if let Some(partitions) = source.assignment_if_changed()? {
-                        tracing::info!(job = %id, ?partitions, "partitions assigned");
-                        queued.push_back(InputEvent::Partitions(partitions));
-                    }
-                    let Some(polled) = polled else {
-                        queued.push_back(InputEvent::Idle);
-                        return Ok(queued.pop_front());
+            let mut late_records = 0;
+            loop {
+                // Events waiting to be handed out: a poll can yield an assignment change, a
+                // batch and its checkpoint barrier at once.
+                let mut queued: VecDeque<InputEvent> = VecDeque::new();
+                let mut revoked = Vec::new();
+                let stats = run_partitioned(
+                    &plan,
+                    &partitions,
+                    || {
+                        if let Some(event) = queued.pop_front() {
+                            return Ok(Some(event));
+                        }
+                        if stopped() {
+                            return Ok(Some(InputEvent::Stop));
+                        }
+                        let polled = source.next_batch(KAFKA_POLL_WAIT)?;
+                        // After the poll: the group join that assigns partitions happens inside
+                        // it, and the clock must know every partition before a batch counts.
+                        if let Some(change) = source.assignment_if_changed()? {
+                            if !change.revoked.is_empty() {
+                                // The state of every key may hold records of a revoked
+                                // partition: stop, and rebuild it without them (below). The
+                                // polled batch is read again from the committed offsets.
+                                revoked = change.revoked;
+                                return Ok(Some(InputEvent::Stop));
+                            }
+                            tracing::info!(job = %id, partitions = ?change.assigned, "partitions assigned");
+                            queued.push_back(InputEvent::Partitions(change.assigned));
+                        }
+                        let Some(polled) = polled else {
+                            queued.push_back(InputEvent::Idle);
+                            return Ok(queued.pop_front());
+                        };
+                        summary.records_in += polled.batch.num_rows() as u64;
+                        record_bad(&mut summary, &dead_letter, &config.name, polled.bad_records)?;
+                        barrier += 1;
+                        // The committer may have stopped with an error; the output side
+                        // reports it.
+                        let _ = barriers.send(Barrier {
+                            id: barrier,
+                            next_offsets: polled.next_offsets,
+                        });
+                        queued.push_back(InputEvent::Batch(polled.batch));
+                        queued.push_back(InputEvent::Checkpoint(barrier));
+                        Ok(queued.pop_front())
+                    },
+                    |d| deliver(&mut output, committer.as_mut(), d),
+                )?;
+                late_records += stats.late_records;
+                if revoked.is_empty() {
+                    break PartitionStats {
+                        late_records,
+                        ..stats
                     };
-                    summary.records_in += polled.batch.num_rows() as u64;
-                    record_bad(&mut summary, &dead_letter, &config.name, polled.bad_records)?;
-                    barrier += 1;
-                    // The committer may have stopped with an error; the output side reports it.
-                    let _ = barriers.send(Barrier {
-                        id: barrier,
-                        next_offsets: polled.next_offsets,
-                    });
-                    queued.push_back(InputEvent::Batch(polled.batch));
-                    queued.push_back(InputEvent::Checkpoint(barrier));
-                    Ok(queued.pop_front())
-                },
-                deliver,
-            )?
+                }
+                // Commit what is done while the group may still accept it, then drop all
+                // state and read the partitions kept from their committed offsets: state
+                // built from a revoked partition's records is rebuilt by its new owner, and
+                // must not be emitted here too.
+                tracing::info!(job = %id, ?revoked, "partitions revoked: rebuilding state from the committed offsets");
+                output.flush()?;
+                if let Some(c) = committer.as_mut() {
+                    c.restart(output.sink.as_mut())?;
+                }
+                source.rewind_to_committed()?;
+            }
         }
         JobInput::Upstream(name) => {
             let mut batches = outputs.get(name).into_iter().flatten();
@@ -570,7 +602,7 @@ fn run_job(
                         InputEvent::Batch(b.clone())
                     }))
                 },
-                deliver,
+                |d| deliver(&mut output, None, d),
             )?
         }
         JobInput::File(config) => {
@@ -603,7 +635,7 @@ fn run_job(
                         InputEvent::Batch(chunk.batch)
                     }))
                 },
-                deliver,
+                |d| deliver(&mut output, None, d),
             )?;
             if let Some(p) = progress {
                 p.finish_and_clear();

@@ -163,3 +163,42 @@ pub fn mock(topics: &[(&str, i32)]) -> MockKafka {
     }
     mock
 }
+
+/// Produces the trades with ids in `ids` to topic `trades`, keyed by symbol.
+pub fn produce_trades(bootstrap: &str, ids: std::ops::Range<i64>) {
+    produce(bootstrap, "trades", &ids.map(trade).collect::<Vec<_>>());
+}
+
+/// The JSON `trades` source, consuming as group `GROUP`.
+pub const SOURCE: &str =
+    "CREATE STREAM trades (id BIGINT, symbol VARCHAR, price DOUBLE, quantity BIGINT, ts BIGINT)
+WITH ('trades.type' = 'kafka_source', 'trades.topic.name' = 'trades',
+      'trades.group.id' = 'GROUP', 'trades.session.timeout.ms' = '6000',
+      'trades.event.time.field' = 'ts', 'trades.commit.interval' = '0s');\n";
+
+/// The `trades` source for consumer group `group`.
+pub fn source(group: &str) -> String {
+    SOURCE.replace("GROUP", group)
+}
+
+/// Trade `id`: one of seven symbols, one second after trade `id - 1`; keyed by symbol.
+pub fn trade(id: i64) -> (Option<String>, String) {
+    let symbol = format!("S{}", id % 7);
+    let payload = serde_json::json!({
+        "id": id, "symbol": symbol, "price": (id % 100) as f64 / 4.0,
+        "quantity": id % 1000, "ts": 1_700_000_000_000i64 + id * 1000,
+    });
+    (Some(symbol), payload.to_string())
+}
+
+/// On each of `partitions` partitions of `trades`, a "clock" trade (id 100000 + partition) an
+/// hour after the first trade: it moves every partition's watermark past the trades before it.
+pub fn produce_clocks(bootstrap: &str, partitions: i32) {
+    for p in 0..partitions {
+        let clock = serde_json::json!({
+            "id": 100_000 + p, "symbol": "clock", "price": 1.0, "quantity": 0,
+            "ts": 1_700_000_000_000i64 + 3_600_000,
+        });
+        produce_to(bootstrap, "trades", Some(p), &[(None, clock.to_string())]);
+    }
+}

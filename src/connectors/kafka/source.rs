@@ -132,6 +132,17 @@ pub struct KafkaBatch {
     pub next_offsets: BTreeMap<i32, i64>,
 }
 
+/// How long a rewind waits for the group's committed offsets.
+const REWIND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A change of the partitions assigned to this consumer.
+pub struct AssignmentChange {
+    /// Every partition assigned now.
+    pub assigned: Vec<i32>,
+    /// The partitions assigned before and not any more.
+    pub revoked: Vec<i32>,
+}
+
 /// One message's metadata, kept while its payload waits in the decode buffer.
 struct Meta {
     partition: i32,
@@ -207,8 +218,9 @@ impl KafkaSource {
         })
     }
 
-    /// The partitions assigned to this consumer, when they changed since the last call.
-    pub fn assignment_if_changed(&mut self) -> Result<Option<Vec<i32>>> {
+    /// The partitions assigned to this consumer, and those it lost, when they changed since
+    /// the last call.
+    pub fn assignment_if_changed(&mut self) -> Result<Option<AssignmentChange>> {
         let list = self.consumer.assignment().map_err(|e| {
             kafka_error(
                 &format!("reading the assignment of '{}'", self.config.name),
@@ -224,8 +236,49 @@ impl KafkaSource {
         if partitions == self.assigned {
             return Ok(None);
         }
+        let revoked = self
+            .assigned
+            .iter()
+            .filter(|p| !partitions.contains(p))
+            .copied()
+            .collect();
         self.assigned = partitions.clone();
-        Ok(Some(partitions))
+        Ok(Some(AssignmentChange {
+            assigned: partitions,
+            revoked,
+        }))
+    }
+
+    /// Moves every assigned partition back to its committed offset (or, with none committed,
+    /// to where `auto.offset.reset` says), so records already read are read again; the next
+    /// [`Self::assignment_if_changed`] reports the whole assignment.
+    pub fn rewind_to_committed(&mut self) -> Result<()> {
+        let context = format!("rewinding '{}' to its committed offsets", self.config.name);
+        let committed = self
+            .consumer
+            .committed(REWIND_TIMEOUT)
+            .map_err(|e| kafka_error(&context, e))?;
+        let latest = matches!(
+            self.config.client.get("auto.offset.reset"),
+            Some("latest" | "largest" | "end")
+        );
+        for element in committed.elements_for_topic(&self.config.topic) {
+            let offset = match element.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ if latest => Offset::End,
+                _ => Offset::Beginning,
+            };
+            self.consumer
+                .seek(
+                    &self.config.topic,
+                    element.partition(),
+                    offset,
+                    REWIND_TIMEOUT,
+                )
+                .map_err(|e| kafka_error(&context, e))?;
+        }
+        self.assigned.clear();
+        Ok(())
     }
 
     /// The consumer, for committing offsets from the output side.
