@@ -46,10 +46,12 @@ impl DoneOffsets {
         if let Some((_, delivered)) = self.pending.iter_mut().find(|(b, _)| b.id == id) {
             *delivered = Some(max_event_time);
         }
-        // Done: delivered, and older than every record still held in open state.
-        while let Some((_, Some(latest))) = self.pending.front() {
+        // Done: delivered, and older than every record still held in open state. A barrier
+        // with no offsets (sent while the source is idle) covers no records.
+        while let Some((barrier, Some(latest))) = self.pending.front() {
             let done = match held_since {
                 None => true,
+                Some(_) if barrier.next_offsets.is_empty() => true,
                 Some(held) => latest.is_some_and(|t| t < held),
             };
             if !done {
@@ -183,6 +185,24 @@ mod tests {
         // Nothing held any more (e.g. every window emitted).
         done.on_checkpoint(2, None, Some(119_000));
         assert_eq!(done.ready, BTreeMap::from([(0, 20)]));
+    }
+
+    #[test]
+    fn an_idle_barrier_commits_what_is_done_before_it_and_never_blocks() {
+        let mut done = DoneOffsets::default();
+        done.on_barrier(barrier(1, 0, 10));
+        done.on_barrier(Barrier {
+            id: 2,
+            next_offsets: BTreeMap::new(),
+        });
+        done.on_barrier(barrier(3, 0, 20));
+        done.on_checkpoint(1, Some(60_000), Some(59_000));
+        // The idle barrier saw no records: done though a window is open.
+        done.on_checkpoint(2, Some(60_000), None);
+        assert_eq!(done.ready, BTreeMap::from([(0, 10)]));
+        done.on_checkpoint(3, Some(60_000), Some(70_000));
+        assert_eq!(done.ready, BTreeMap::from([(0, 10)]), "barrier 3 is held");
+        assert_eq!(done.pending.len(), 1);
     }
 
     #[test]

@@ -554,7 +554,15 @@ fn run_job(
                             queued.push_back(InputEvent::Partitions(change.assigned));
                         }
                         let Some(polled) = polled else {
+                            // An idle source still needs its done offsets committed: a
+                            // barrier with no records lets the output side commit them.
+                            barrier += 1;
+                            let _ = barriers.send(Barrier {
+                                id: barrier,
+                                next_offsets: BTreeMap::new(),
+                            });
                             queued.push_back(InputEvent::Idle);
+                            queued.push_back(InputEvent::Checkpoint(barrier));
                             return Ok(queued.pop_front());
                         };
                         summary.records_in += polled.batch.num_rows() as u64;

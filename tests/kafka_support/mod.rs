@@ -202,3 +202,26 @@ pub fn produce_clocks(bootstrap: &str, partitions: i32) {
         produce_to(bootstrap, "trades", Some(p), &[(None, clock.to_string())]);
     }
 }
+
+/// The sum over `topic`'s `partitions` partitions of the offsets `group` has committed.
+pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+    let watcher: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut list = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    watcher
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("committed offsets")
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}

@@ -1,6 +1,7 @@
 //! Kafka from the benchmark tool: `produce` writes generated records to a topic (a demo feed
 //! for `velo-sql deploy-app`), and `kafka` measures a job end to end through librdkafka's
-//! mock cluster: a 4-partition input topic → the job → an output topic.
+//! mock cluster: a 4-partition input topic → the job → an output topic, beside the producer's
+//! and a bare consumer's rates on the same cluster.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use velostream::connectors::kafka::MockKafka;
 use velostream::server::{deploy_app, AppOptions};
 
-use crate::generators::{write_records, Format, Stream};
+use crate::generators::{write_records, Format, Stream, BASE_TIME_MS};
 use crate::BenchResult;
 
 /// A `Write` that sends every line as one message (the header line of CSV is skipped).
@@ -106,28 +107,95 @@ pub const KAFKA_JOBS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Measures `job` end to end on a mock cluster: `rows` trades are produced evenly over a
-/// 4-partition topic first (untimed), then the job runs; the clock stops at its last output
-/// message. The mock keeps at most 100,000 messages per partition, so up to 400,000 rows.
+/// Measures `job` end to end on a mock cluster, in three timed phases over the same `rows`
+/// trades on a 4-partition topic: the producer filling the topic, a bare consumer reading it
+/// (the broker's ceiling for any client), and the job reading it and writing its output topic
+/// (the clock runs from the job's start, group join included, until it is done: for `filter`,
+/// every input offset committed, so every output acknowledged; for `tumbling`, every window
+/// in the output topic). Up to 200,000 rows: the mock stalls consumers of a larger backlog.
 pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) -> BenchResult<()> {
     let sql = KAFKA_JOBS
         .iter()
         .find(|(name, _)| *name == job)
         .map(|(_, sql)| *sql)
         .ok_or_else(|| format!("unknown Kafka job '{job}' (filter, tumbling)"))?;
+    if rows > 200_000 {
+        // Past about 60,000 messages per partition, consumers of the mock stall on the backlog.
+        return Err(
+            "the mock cluster serves a backlog of up to 200,000 rows: use --rows 200000 or fewer"
+                .into(),
+        );
+    }
     let mock = MockKafka::start(1)?;
     mock.create_topic("trades", 4)?;
     mock.create_topic("out", 4)?;
     let brokers = mock.bootstrap_servers().to_string();
-    if rows > 400_000 {
-        return Err(
-            "the mock cluster keeps 100,000 messages per partition: use --rows 400000 or fewer"
-                .into(),
-        );
+
+    let started = Instant::now();
+    let produced = produce(
+        &brokers,
+        "trades",
+        Stream::Trades,
+        (rows, keys, seed),
+        Some(4),
+    )?;
+    let produce_seconds = started.elapsed().as_secs_f64();
+    // On every partition, a trade an hour later (quantity 0: the filter drops it) moves the
+    // watermark past every window of the generated trades, so the tumbling job emits them all.
+    let clocks: Vec<String> = (0..4)
+        .map(|_| {
+            format!(
+                r#"{{"symbol":"clock","price":1.00,"quantity":0,"ts":{}}}"#,
+                BASE_TIME_MS + 3_600_000
+            )
+        })
+        .collect();
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()?;
+    for (p, clock) in clocks.iter().enumerate() {
+        let record: BaseRecord<'_, (), str> = BaseRecord::to("trades")
+            .payload(clock.as_str())
+            .partition(p as i32);
+        producer.send(record).map_err(|(e, _)| e)?;
     }
+    producer.flush(Duration::from_secs(30))?;
+    let produced = produced + clocks.len() as u64;
+
+    let bare: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "velo-bench-bare")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    bare.subscribe(&["trades"])?;
+    let mut read = 0u64;
+    let mut first_read = None;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while read < produced && Instant::now() < deadline {
+        if let Some(m) = bare.poll(Duration::from_millis(100)) {
+            m?;
+            first_read.get_or_insert_with(Instant::now);
+            read += 1;
+        }
+    }
+    let bare_seconds = first_read.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    drop(bare);
+
+    // The filter job commits a source offset only after the outputs of the records before it
+    // are acknowledged by the output topic, so it is done when its group's committed offsets
+    // reach the end of every input partition; watching them (rather than reading the output
+    // topic meanwhile) keeps a reader's fetches off the single-threaded mock broker. The
+    // tumbling job holds the offsets of its last (clock) windows, so it is done when its
+    // output holds every window of the trades.
+    let windows = match job {
+        "tumbling" => Some(trade_windows(rows, keys, seed)?),
+        _ => None,
+    };
     let app = format!(
         "CREATE STREAM trades (symbol VARCHAR, price DOUBLE, quantity BIGINT, ts BIGINT) \
          WITH ('trades.type' = 'kafka_source', 'trades.topic.name' = 'trades', \
+         'trades.group.id' = 'bench', 'trades.commit.interval' = '100ms', \
          'trades.event.time.field' = 'ts', 'trades.watermark.max_out_of_orderness' = '2s');\n{sql}"
     );
     let stop = Arc::new(AtomicBool::new(false));
@@ -136,56 +204,82 @@ pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) ->
         partitions,
         queue_depth: 0,
     };
+    let watcher: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "bench-out")
+        .create()?;
+    let mut input = TopicPartitionList::new();
+    for p in 0..4 {
+        input.add_partition("trades", p);
+    }
+    let flag = Arc::clone(&stop);
+    let started = Instant::now();
+    let app_thread = std::thread::spawn(move || deploy_app(&app, &options, flag));
+    let mut seconds = None;
     let reader: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("group.id", "velo-bench-reader")
         .set("auto.offset.reset", "earliest")
         .create()?;
-    reader.subscribe(&["out"])?;
-    let flag = Arc::clone(&stop);
-    let app_thread = std::thread::spawn(move || deploy_app(&app, &options, flag));
-    // Let the job join its group, then feed it while it runs (the mock serves a consumer
-    // that reads as the data arrives best; the rate is then the slower of producer and job).
-    std::thread::sleep(Duration::from_secs(2));
-    let started = Instant::now();
-    let feed_brokers = brokers.clone();
-    let feeder = std::thread::spawn(move || {
-        produce(
-            &feed_brokers,
-            "trades",
-            Stream::Trades,
-            (rows, keys, seed),
-            Some(4),
-        )
-        .map_err(|e| e.to_string())
-    });
-    // The job has caught up when its output has been quiet for a while after the last message.
-    let mut outputs = 0u64;
-    let mut last_output = started;
-    loop {
-        match reader.poll(Duration::from_millis(100)) {
-            Some(Ok(_)) => {
-                outputs += 1;
-                last_output = Instant::now();
-            }
-            Some(Err(e)) => return Err(e.into()),
-            None if outputs > 0 && last_output.elapsed() > Duration::from_secs(5) => break,
-            None if started.elapsed() > Duration::from_secs(600) => break,
-            None => {}
-        }
+    if windows.is_some() {
+        reader.subscribe(&["out"])?;
     }
-    let produced = feeder.join().map_err(|_| "the feeder panicked")??;
+    let mut seen = 0u64;
+    while started.elapsed() < Duration::from_secs(300) && !app_thread.is_finished() {
+        if let Some(expected) = windows {
+            match reader.poll(Duration::from_millis(100)) {
+                Some(m) => {
+                    m?;
+                    seen += 1;
+                    if seen >= expected {
+                        seconds = Some(started.elapsed().as_secs_f64());
+                        break;
+                    }
+                }
+                None => continue,
+            }
+            continue;
+        }
+        let committed: i64 = watcher
+            .committed_offsets(input.clone(), Duration::from_secs(5))?
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            })
+            .sum();
+        if committed as u64 >= produced {
+            seconds = Some(started.elapsed().as_secs_f64());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
     stop.store(true, Ordering::SeqCst);
     let outcomes = app_thread.join().map_err(|_| "the app panicked")??;
-    let seconds = (last_output - started).as_secs_f64();
+    let seconds = seconds.ok_or("the job did not finish its input within 300s")?;
+    let produced = produced - clocks.len() as u64;
     let records_in = outcomes
         .iter()
         .map(|(_, r)| r.as_ref().map(|s| s.records_in).unwrap_or(0))
         .sum::<u64>();
+    let records_out = outcomes
+        .iter()
+        .map(|(_, r)| r.as_ref().map(|s| s.records_out).unwrap_or(0))
+        .sum::<u64>();
+    let rate = |n: u64, s: f64| n as f64 / s.max(f64::EPSILON);
+    println!("kafka {job} ({produced} JSON trades on 4 partitions; {partitions} job partitions)");
     println!(
-        "kafka {job}: {produced} records produced while the job ran; job read {records_in}, \
-         wrote {outputs} messages; {:.0} records/s end to end ({partitions} partitions, {seconds:.2}s to the last output)",
-        produced as f64 / seconds.max(f64::EPSILON)
+        "  producer fills the topic:   {:>9.0} records/s ({produce_seconds:.2}s)",
+        rate(produced, produce_seconds)
+    );
+    println!(
+        "  bare consumer reads it:     {:>9.0} records/s ({bare_seconds:.2}s from the first message)",
+        rate(read, bare_seconds)
+    );
+    println!(
+        "  job, start to done:         {:>9.0} records/s ({seconds:.2}s, group join included; read {records_in}, wrote {records_out} rows)",
+        rate(produced, seconds)
     );
     for (name, outcome) in outcomes {
         if let Err(e) = outcome {
@@ -193,4 +287,17 @@ pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) ->
         }
     }
     Ok(())
+}
+
+/// How many (symbol, minute) windows the generated trades fill: the tumbling job's output rows.
+fn trade_windows(rows: u64, keys: u64, seed: u64) -> BenchResult<u64> {
+    let mut lines = Vec::new();
+    write_records(Stream::Trades, rows, keys, Format::Jsonl, seed, &mut lines)?;
+    let mut windows = std::collections::HashSet::new();
+    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let trade: serde_json::Value = serde_json::from_slice(line)?;
+        let ts = trade["ts"].as_i64().ok_or("a generated trade without ts")?;
+        windows.insert((trade["symbol"].to_string(), ts.div_euclid(60_000)));
+    }
+    Ok(windows.len() as u64)
 }
