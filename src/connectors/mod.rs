@@ -9,4 +9,4 @@ pub mod sink;
 
 pub use file_sink::{FileSink, StdoutSink};
 pub use file_source::{BadRecord, FileFormat, FileSource, FileSourceConfig};
-pub use sink::{open_sink, Sink, SinkConfig};
+pub use sink::{open_sink, Sink, SinkConfig, SinkProgress};

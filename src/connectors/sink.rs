@@ -17,6 +17,20 @@ pub trait Sink: Send {
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()>;
     /// Makes everything written so far durable/visible.
     fn flush(&mut self) -> Result<()>;
+    /// For a sink that acknowledges writes on its own (Kafka): how many rows were written and
+    /// how many of the first ones are acknowledged, without waiting; an error if a write
+    /// failed for good. None: only [`Sink::flush`] tells.
+    fn progress(&mut self) -> Result<Option<SinkProgress>> {
+        Ok(None)
+    }
+}
+
+/// Rows written to a sink, and how many of the first of them are acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkProgress {
+    pub written: u64,
+    /// Every row before this count is acknowledged.
+    pub acknowledged: u64,
 }
 
 /// A sink's settings, from `'<name>.type'` and friends.

@@ -6,8 +6,10 @@
 //! before it has been delivered — except what open state still holds (an EMIT FINAL window not
 //! yet closed); the delivery carries the latest event time of those records (tracked by the
 //! router) and the earliest event time held (`held_since`). Barriers whose records are all
-//! older than the state held are done; their offsets are committed after a sink flush, at most
-//! once per commit interval.
+//! older than the state held are done. Their offsets are committed at most once per commit
+//! interval, once the sink has acknowledged every output written before they were done: a
+//! Kafka sink reports that as it goes (the pipeline never waits for it); other sinks are
+//! flushed first.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::Receiver;
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::BaseConsumer;
 
 use crate::connectors::kafka::KafkaSource;
-use crate::connectors::Sink;
+use crate::connectors::{Sink, SinkProgress};
 use crate::error::Result;
 
 /// What the reading side knew when it sent a barrier.
@@ -58,10 +60,7 @@ impl DoneOffsets {
                 break;
             }
             if let Some((barrier, _)) = self.pending.pop_front() {
-                for (partition, offset) in barrier.next_offsets {
-                    let next = self.ready.entry(partition).or_insert(offset);
-                    *next = (*next).max(offset);
-                }
+                merge(&mut self.ready, barrier.next_offsets);
             }
         }
     }
@@ -73,6 +72,9 @@ pub struct OffsetCommitter {
     topic: String,
     barriers: Receiver<Barrier>,
     done: DoneOffsets,
+    /// Done offsets waiting for the sink to acknowledge the rows written before they were
+    /// done (that many rows, then the offsets), oldest first.
+    awaiting: VecDeque<(u64, BTreeMap<i32, i64>)>,
     interval: Duration,
     last_commit: Instant,
 }
@@ -90,6 +92,7 @@ impl OffsetCommitter {
             topic: topic.to_string(),
             barriers,
             done: DoneOffsets::default(),
+            awaiting: VecDeque::new(),
             interval,
             last_commit: Instant::now(),
         }
@@ -108,9 +111,40 @@ impl OffsetCommitter {
             self.done.on_barrier(barrier);
         }
         self.done.on_checkpoint(id, held_since, max_event_time);
-        if self.last_commit.elapsed() >= self.interval {
-            self.commit(sink)?;
+        if self.last_commit.elapsed() < self.interval {
+            return Ok(());
         }
+        let Some(sink) = sink else {
+            return self.commit(None);
+        };
+        match sink.progress()? {
+            Some(progress) => self.commit_acknowledged(progress),
+            None => self.commit(Some(sink)),
+        }
+    }
+
+    /// Commits the done offsets whose outputs `progress` says are acknowledged; the newly
+    /// done ones wait for the rows written so far.
+    fn commit_acknowledged(&mut self, progress: SinkProgress) -> Result<()> {
+        if !self.done.ready.is_empty() {
+            let ready = std::mem::take(&mut self.done.ready);
+            self.awaiting.push_back((progress.written, ready));
+        }
+        let mut offsets = BTreeMap::new();
+        while let Some((written, _)) = self.awaiting.front() {
+            if *written > progress.acknowledged {
+                break;
+            }
+            if let Some((_, ready)) = self.awaiting.pop_front() {
+                merge(&mut offsets, ready);
+            }
+        }
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        self.last_commit = Instant::now();
+        KafkaSource::commit(&self.consumer, &self.topic, &offsets)?;
+        tracing::debug!(topic = %self.topic, ?offsets, "committed");
         Ok(())
     }
 
@@ -125,19 +159,31 @@ impl OffsetCommitter {
         Ok(())
     }
 
-    /// Flushes the sink (waiting for its acknowledgements), then commits what is done.
+    /// Flushes the sink (waiting for its acknowledgements), then commits everything done.
     pub fn commit(&mut self, sink: Option<&mut Box<dyn Sink>>) -> Result<()> {
         self.last_commit = Instant::now();
-        if self.done.ready.is_empty() {
+        let mut offsets = BTreeMap::new();
+        for (_, ready) in self.awaiting.drain(..) {
+            merge(&mut offsets, ready);
+        }
+        merge(&mut offsets, std::mem::take(&mut self.done.ready));
+        if offsets.is_empty() {
             return Ok(());
         }
         if let Some(sink) = sink {
             sink.flush()?;
         }
-        KafkaSource::commit(&self.consumer, &self.topic, &self.done.ready)?;
-        tracing::debug!(topic = %self.topic, offsets = ?self.done.ready, "committed");
-        self.done.ready.clear();
+        KafkaSource::commit(&self.consumer, &self.topic, &offsets)?;
+        tracing::debug!(topic = %self.topic, ?offsets, "committed");
         Ok(())
+    }
+}
+
+/// Adds `more` offsets to `offsets`, keeping the later offset of a partition in both.
+fn merge(offsets: &mut BTreeMap<i32, i64>, more: BTreeMap<i32, i64>) {
+    for (partition, offset) in more {
+        let next = offsets.entry(partition).or_insert(offset);
+        *next = (*next).max(offset);
     }
 }
 

@@ -220,6 +220,8 @@ pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) ->
         .set("bootstrap.servers", &brokers)
         .set("group.id", "velo-bench-reader")
         .set("auto.offset.reset", "earliest")
+        // Not half a second parked in a fetch when the last windows arrive.
+        .set("fetch.wait.max.ms", "5")
         .create()?;
     if windows.is_some() {
         reader.subscribe(&["out"])?;

@@ -1,8 +1,10 @@
 //! `KafkaSink`: writes result rows to a topic as JSON or Avro, keyed by `key.field` or the query's
 //! GROUP BY columns; an EMIT CHANGES delete becomes a tombstone. librdkafka retries failed
-//! sends; a message that still fails fails the job at the next flush, never silently.
+//! sends; a message that still fails fails the job at the next flush or progress check, never
+//! silently. Every message is numbered, so the job can commit source offsets as soon as the
+//! messages before them are acknowledged, without stopping to flush.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,16 +19,42 @@ use rdkafka::{ClientConfig, ClientContext};
 
 use super::source::kafka_error;
 use crate::connectors::avro::{AvroEncoder, AvroFormat};
-use crate::connectors::sink::Sink;
+use crate::connectors::sink::{Sink, SinkProgress};
 use crate::error::{Result, VeloError};
 use crate::exec::change::is_delete;
 
 /// How long a flush waits for every message to be acknowledged.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Counts messages librdkafka gave up on, with the first reason.
+/// Which numbered messages are settled (acknowledged or given up on).
+#[derive(Default)]
+struct Settled {
+    /// Every message numbered below this is settled.
+    prefix: u64,
+    /// Settled messages above `prefix` (acknowledgements of different partitions interleave).
+    ahead: BTreeSet<u64>,
+}
+
+impl Settled {
+    fn settle(&mut self, seq: u64) {
+        if seq != self.prefix {
+            self.ahead.insert(seq);
+            return;
+        }
+        self.prefix += 1;
+        while self.ahead.remove(&self.prefix) {
+            self.prefix += 1;
+        }
+    }
+}
+
+/// Follows delivery reports: which messages are settled, and those librdkafka gave up on,
+/// with the first reason. Reports arrive on the producer's polling thread.
 #[derive(Default)]
 struct DeliveryTracker {
+    settled: Mutex<Settled>,
+    /// `settled.prefix`, readable without the lock.
+    acknowledged: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
@@ -34,9 +62,17 @@ struct DeliveryTracker {
 impl ClientContext for DeliveryTracker {}
 
 impl ProducerContext for DeliveryTracker {
-    type DeliveryOpaque = ();
+    /// The message's number.
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        let mut settled = self
+            .settled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        settled.settle(seq as u64);
+        self.acknowledged.store(settled.prefix, Ordering::Release);
+        drop(settled);
         if let Err((e, _)) = result {
             self.failed.fetch_add(1, Ordering::SeqCst);
             let mut first = self
@@ -57,6 +93,8 @@ pub struct KafkaSink {
     payload: Vec<u8>,
     /// Encodes rows as Avro datums; None: JSON.
     avro: Option<AvroEncoder>,
+    /// Messages sent so far; the next one's number.
+    written: u64,
 }
 
 impl KafkaSink {
@@ -84,11 +122,13 @@ impl KafkaSink {
             key_fields: key_fields.to_vec(),
             payload: Vec::new(),
             avro: avro.map(AvroEncoder::new),
+            written: 0,
         })
     }
 
-    fn send(&self, key: Option<&str>, payload: Option<&[u8]>) -> Result<()> {
-        let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&self.topic);
+    fn send(&mut self, key: Option<&str>, payload: Option<&[u8]>) -> Result<()> {
+        let mut record: BaseRecord<'_, str, [u8], usize> =
+            BaseRecord::with_opaque_to(&self.topic, self.written as usize);
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -97,7 +137,10 @@ impl KafkaSink {
         }
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.written += 1;
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     // The local queue is full: wait for acknowledgements (backpressure).
                     record = r;
@@ -197,6 +240,21 @@ impl Sink for KafkaSink {
                 e,
             )
         })?;
+        self.check_failures()
+    }
+
+    fn progress(&mut self) -> Result<Option<SinkProgress>> {
+        self.check_failures()?;
+        Ok(Some(SinkProgress {
+            written: self.written,
+            acknowledged: self.producer.context().acknowledged.load(Ordering::Acquire),
+        }))
+    }
+}
+
+impl KafkaSink {
+    /// Fails if librdkafka gave up on any message.
+    fn check_failures(&self) -> Result<()> {
         let context = self.producer.context();
         let failed = context.failed.load(Ordering::SeqCst);
         if failed > 0 {
@@ -212,5 +270,23 @@ impl Sink for KafkaSink {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settled;
+
+    #[test]
+    fn out_of_order_acknowledgements_settle_a_prefix() {
+        let mut settled = Settled::default();
+        settled.settle(1);
+        settled.settle(3);
+        assert_eq!(settled.prefix, 0, "message 0 is not acknowledged yet");
+        settled.settle(0);
+        assert_eq!(settled.prefix, 2);
+        settled.settle(2);
+        assert_eq!(settled.prefix, 4);
+        assert!(settled.ahead.is_empty());
     }
 }
