@@ -90,9 +90,6 @@ impl AvroFormat {
     }
 }
 
-/// Rows the decoder is first built for; it is rebuilt for larger batches.
-const INITIAL_BATCH_SIZE: usize = 1024;
-
 /// Decodes Avro messages into batches of a target schema (columns matched by name and cast;
 /// columns the Avro schema lacks are NULL).
 pub struct AvroDecoder {
@@ -105,9 +102,9 @@ pub struct AvroDecoder {
 }
 
 impl AvroDecoder {
-    /// A decoder of `format`'s datums into `target` columns.
-    pub fn new(format: &AvroFormat, target: SchemaRef) -> Result<Self> {
-        let (decoder, prefix) = Self::build(&format.schema_json, INITIAL_BATCH_SIZE)
+    /// A decoder of `format`'s datums into `target` columns, up to `batch_size` at a time.
+    pub fn new(format: &AvroFormat, target: SchemaRef, batch_size: usize) -> Result<Self> {
+        let (decoder, prefix) = Self::build(&format.schema_json, batch_size)
             .map_err(|e| VeloError::Config(format!("Avro schema: {e}")))?;
         Ok(AvroDecoder {
             format: format.clone(),
@@ -144,8 +141,9 @@ impl AvroDecoder {
         Ok((decoder, prefix))
     }
 
-    /// Decodes the messages laid out back to back in `data` (message `i` ends at `ends[i]`)
-    /// into one batch. The error is the reason, for a bad-record report.
+    /// Decodes the messages laid out back to back in `data` (message `i` ends at `ends[i]`;
+    /// at most the batch size) into one batch. The error is the reason, for a bad-record
+    /// report.
     pub fn decode(
         &mut self,
         data: &[u8],
@@ -165,10 +163,6 @@ impl AvroDecoder {
         data: &[u8],
         ends: &[usize],
     ) -> std::result::Result<RecordBatch, String> {
-        if ends.len() > self.decoder.batch_size() {
-            let (decoder, _) = Self::build(&self.format.schema_json, ends.len())?;
-            self.decoder = decoder;
-        }
         self.framed.clear();
         let mut start = 0;
         for &end in ends {
@@ -223,66 +217,40 @@ fn conform(batch: &RecordBatch, target: &SchemaRef) -> std::result::Result<Recor
     .map_err(|e| e.to_string())
 }
 
-/// Encodes result rows as one bare Avro datum each.
+/// Encodes result rows as one bare Avro datum each, with the format's schema.
 pub struct AvroEncoder {
-    /// The schema file's Avro schema, if the sink names one; else derived from the rows.
-    schema_json: Option<String>,
-    /// The encoder and the Arrow columns it takes, built for the first batch's columns.
-    encoder: Option<(SchemaRef, SchemaRef, Encoder)>,
+    /// The Arrow columns the schema takes, carrying the schema itself as metadata.
+    target: SchemaRef,
+    encoder: Encoder,
 }
 
 impl AvroEncoder {
-    /// An encoder writing `format`'s schema (derived from the rows when it has none).
-    pub fn new(format: &AvroFormat) -> Self {
-        AvroEncoder {
-            schema_json: (!format.schema_json.is_empty()).then(|| format.schema_json.clone()),
-            encoder: None,
-        }
+    /// An encoder writing `format`'s schema (the sink's schema file, or the one the planner
+    /// derived from the result columns).
+    pub fn new(format: &AvroFormat) -> Result<Self> {
+        let columns = format
+            .arrow_schema()
+            .map_err(|e| VeloError::Config(format!("Avro schema: {e}")))?;
+        let metadata = [(SCHEMA_METADATA_KEY.to_string(), format.schema_json.clone())].into();
+        let target = Arc::new(Schema::new_with_metadata(
+            columns.fields().clone(),
+            metadata,
+        ));
+        let encoder = WriterBuilder::new(target.as_ref().clone())
+            .build_encoder::<AvroBinaryFormat>()
+            .map_err(|e| VeloError::Config(format!("Avro schema for the result rows: {e}")))?;
+        Ok(AvroEncoder { target, encoder })
     }
 
     /// One datum per row of `batch`, each as a byte range of the returned buffer.
     pub fn encode(&mut self, batch: &RecordBatch) -> Result<arrow_avro::writer::EncodedRows> {
-        let stale = match &self.encoder {
-            Some((input, _, _)) => input != &batch.schema(),
-            None => true,
-        };
-        if stale {
-            self.encoder = Some(self.build(batch.schema())?);
-        }
-        let Some((_, target, encoder)) = self.encoder.as_mut() else {
-            return Err(VeloError::Execution("Avro encoder missing".to_string()));
-        };
-        let batch = conform(batch, target).map_err(|e| {
+        let batch = conform(batch, &self.target).map_err(|e| {
             VeloError::Execution(format!("result rows do not fit the Avro schema: {e}"))
         })?;
-        encoder
+        self.encoder
             .encode(&batch)
             .map_err(|e| VeloError::Execution(format!("encoding Avro: {e}")))?;
-        Ok(encoder.flush())
-    }
-
-    fn build(&self, input: SchemaRef) -> Result<(SchemaRef, SchemaRef, Encoder)> {
-        let target = match &self.schema_json {
-            Some(json) => {
-                let format = AvroFormat {
-                    schema_json: json.clone(),
-                    framing: Framing::None,
-                };
-                let columns = format
-                    .arrow_schema()
-                    .map_err(|e| VeloError::Config(format!("Avro schema: {e}")))?;
-                let metadata = [(SCHEMA_METADATA_KEY.to_string(), json.clone())].into();
-                Arc::new(Schema::new_with_metadata(
-                    columns.fields().clone(),
-                    metadata,
-                ))
-            }
-            None => Arc::new(Schema::new(input.fields().clone())),
-        };
-        let encoder = WriterBuilder::new(target.as_ref().clone())
-            .build_encoder::<AvroBinaryFormat>()
-            .map_err(|e| VeloError::Config(format!("Avro schema for the result rows: {e}")))?;
-        Ok((input, target, encoder))
+        Ok(self.encoder.flush())
     }
 }
 
@@ -350,7 +318,7 @@ mod tests {
 
     #[test]
     fn decodes_bare_datums_into_the_declared_columns() {
-        let mut decoder = AvroDecoder::new(&format(Framing::None), target()).unwrap();
+        let mut decoder = AvroDecoder::new(&format(Framing::None), target(), 16).unwrap();
         let (data, ends) = concat(&[trade("AAPL", 10, Some(1.5)), trade("MSFT", -3, None)]);
         let batch = decoder.decode(&data, &ends).unwrap();
         assert_eq!(batch.num_rows(), 2);
@@ -382,7 +350,7 @@ mod tests {
 
     #[test]
     fn a_truncated_or_padded_message_is_an_error_and_the_decoder_recovers() {
-        let mut decoder = AvroDecoder::new(&format(Framing::None), target()).unwrap();
+        let mut decoder = AvroDecoder::new(&format(Framing::None), target(), 16).unwrap();
         let good = trade("AAPL", 10, Some(1.5));
         let short = good[..good.len() - 3].to_vec();
         let (data, ends) = concat(&[short]);
@@ -397,7 +365,7 @@ mod tests {
 
     #[test]
     fn confluent_framing_strips_the_header() {
-        let mut decoder = AvroDecoder::new(&format(Framing::Confluent), target()).unwrap();
+        let mut decoder = AvroDecoder::new(&format(Framing::Confluent), target(), 16).unwrap();
         let mut framed = vec![0, 0, 0, 0, 42];
         framed.extend(trade("IBM", 7, Some(2.0)));
         let (data, ends) = concat(&[framed]);
@@ -423,7 +391,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let mut encoder = AvroEncoder::new(&format(Framing::None));
+        let mut encoder = AvroEncoder::new(&format(Framing::None)).unwrap();
         let rows = encoder.encode(&batch).unwrap();
         let rows: Vec<Vec<u8>> = rows.iter().map(|r| r.to_vec()).collect();
         assert_eq!(
@@ -447,9 +415,9 @@ mod tests {
         )
         .unwrap();
         let format = AvroFormat::derived(&schema).unwrap();
-        let rows = AvroEncoder::new(&format).encode(&batch).unwrap();
+        let rows = AvroEncoder::new(&format).unwrap().encode(&batch).unwrap();
         let (data, ends) = concat(&rows.iter().map(|r| r.to_vec()).collect::<Vec<_>>());
-        let back = AvroDecoder::new(&format, schema)
+        let back = AvroDecoder::new(&format, schema, 16)
             .unwrap()
             .decode(&data, &ends)
             .unwrap();

@@ -53,26 +53,26 @@ impl Settled {
 #[derive(Default)]
 struct DeliveryTracker {
     settled: Mutex<Settled>,
-    /// `settled.prefix`, readable without the lock.
-    acknowledged: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
 
 impl ClientContext for DeliveryTracker {}
 
+impl DeliveryTracker {
+    fn settled(&self) -> std::sync::MutexGuard<'_, Settled> {
+        self.settled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 impl ProducerContext for DeliveryTracker {
     /// The message's number.
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
-        let mut settled = self
-            .settled
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        settled.settle(seq as u64);
-        self.acknowledged.store(settled.prefix, Ordering::Release);
-        drop(settled);
+        self.settled().settle(seq as u64);
         if let Err((e, _)) = result {
             self.failed.fetch_add(1, Ordering::SeqCst);
             let mut first = self
@@ -121,7 +121,7 @@ impl KafkaSink {
             producer,
             key_fields: key_fields.to_vec(),
             payload: Vec::new(),
-            avro: avro.map(AvroEncoder::new),
+            avro: avro.map(AvroEncoder::new).transpose()?,
             written: 0,
         })
     }
@@ -247,7 +247,7 @@ impl Sink for KafkaSink {
         self.check_failures()?;
         Ok(Some(SinkProgress {
             written: self.written,
-            acknowledged: self.producer.context().acknowledged.load(Ordering::Acquire),
+            acknowledged: self.producer.context().settled().prefix,
         }))
     }
 }

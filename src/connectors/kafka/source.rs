@@ -204,7 +204,11 @@ impl KafkaSource {
         };
         let projection = Arc::clone(&config.schema);
         let avro = match &config.avro {
-            Some(format) => Some(AvroDecoder::new(format, Arc::clone(&projection))?),
+            Some(format) => Some(AvroDecoder::new(
+                format,
+                Arc::clone(&projection),
+                config.batch_size,
+            )?),
             None => None,
         };
         Ok(KafkaSource {
@@ -440,15 +444,17 @@ impl KafkaSource {
             "reason": reason,
         });
         // A binary (Avro) payload travels as base64, so not one byte of it is lost.
-        envelope[if self.avro.is_some() {
-            "payload_base64"
-        } else {
-            "payload"
-        }] = match self.avro {
-            Some(_) => base64::engine::general_purpose::STANDARD.encode(payload),
-            None => String::from_utf8_lossy(payload).trim_end().to_string(),
-        }
-        .into();
+        let (field, text) = match self.avro {
+            Some(_) => (
+                "payload_base64",
+                base64::engine::general_purpose::STANDARD.encode(payload),
+            ),
+            None => (
+                "payload",
+                String::from_utf8_lossy(payload).trim_end().to_string(),
+            ),
+        };
+        envelope[field] = text.into();
         let envelope = envelope.to_string();
         let mut record = BaseRecord::to(topic).payload(&envelope);
         if let Some(k) = &meta.key {
