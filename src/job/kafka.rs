@@ -107,9 +107,7 @@ impl OffsetCommitter {
         max_event_time: Option<i64>,
         sink: Option<&mut Box<dyn Sink>>,
     ) -> Result<()> {
-        for barrier in self.barriers.try_iter() {
-            self.done.on_barrier(barrier);
-        }
+        self.take_barriers();
         self.done.on_checkpoint(id, held_since, max_event_time);
         if self.last_commit.elapsed() < self.interval {
             return Ok(());
@@ -143,17 +141,13 @@ impl OffsetCommitter {
             return Ok(());
         }
         self.last_commit = Instant::now();
-        KafkaSource::commit(&self.consumer, &self.topic, &offsets)?;
-        tracing::debug!(topic = %self.topic, ?offsets, "committed");
-        Ok(())
+        self.commit_offsets(&offsets)
     }
 
     /// Before the reading side rewinds to the committed offsets: commits what is done, and
     /// forgets the barriers still pending, whose records will be read again behind new ones.
     pub fn restart(&mut self, sink: Option<&mut Box<dyn Sink>>) -> Result<()> {
-        for barrier in self.barriers.try_iter() {
-            self.done.on_barrier(barrier);
-        }
+        self.take_barriers();
         self.commit(sink)?;
         self.done.pending.clear();
         Ok(())
@@ -173,7 +167,18 @@ impl OffsetCommitter {
         if let Some(sink) = sink {
             sink.flush()?;
         }
-        KafkaSource::commit(&self.consumer, &self.topic, &offsets)?;
+        self.commit_offsets(&offsets)
+    }
+
+    /// The barriers the reading side has sent since the last call.
+    fn take_barriers(&mut self) {
+        for barrier in self.barriers.try_iter() {
+            self.done.on_barrier(barrier);
+        }
+    }
+
+    fn commit_offsets(&self, offsets: &BTreeMap<i32, i64>) -> Result<()> {
+        KafkaSource::commit(&self.consumer, &self.topic, offsets)?;
         tracing::debug!(topic = %self.topic, ?offsets, "committed");
         Ok(())
     }

@@ -553,28 +553,32 @@ fn run_job(
                             tracing::info!(job = %id, partitions = ?change.assigned, "partitions assigned");
                             queued.push_back(InputEvent::Partitions(change.assigned));
                         }
-                        let Some(polled) = polled else {
-                            // An idle source still needs its done offsets committed: a
-                            // barrier with no records lets the output side commit them.
-                            barrier += 1;
-                            let _ = barriers.send(Barrier {
-                                id: barrier,
-                                next_offsets: BTreeMap::new(),
-                            });
-                            queued.push_back(InputEvent::Idle);
-                            queued.push_back(InputEvent::Checkpoint(barrier));
-                            return Ok(queued.pop_front());
+                        // Every poll ends with a barrier; an idle one (no records, no offsets)
+                        // still lets the output side commit what is done.
+                        let next_offsets = match polled {
+                            Some(polled) => {
+                                summary.records_in += polled.batch.num_rows() as u64;
+                                record_bad(
+                                    &mut summary,
+                                    &dead_letter,
+                                    &config.name,
+                                    polled.bad_records,
+                                )?;
+                                queued.push_back(InputEvent::Batch(polled.batch));
+                                polled.next_offsets
+                            }
+                            None => {
+                                queued.push_back(InputEvent::Idle);
+                                BTreeMap::new()
+                            }
                         };
-                        summary.records_in += polled.batch.num_rows() as u64;
-                        record_bad(&mut summary, &dead_letter, &config.name, polled.bad_records)?;
                         barrier += 1;
                         // The committer may have stopped with an error; the output side
                         // reports it.
                         let _ = barriers.send(Barrier {
                             id: barrier,
-                            next_offsets: polled.next_offsets,
+                            next_offsets,
                         });
-                        queued.push_back(InputEvent::Batch(polled.batch));
                         queued.push_back(InputEvent::Checkpoint(barrier));
                         Ok(queued.pop_front())
                     },
