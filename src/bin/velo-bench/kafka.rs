@@ -28,6 +28,27 @@ struct TopicWriter {
 }
 
 impl TopicWriter {
+    /// A writer to `topic` (round-robin over `partitions` when given).
+    fn open(brokers: &str, topic: &str, partitions: Option<i32>) -> BenchResult<Self> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("linger.ms", "5")
+            .create()?;
+        Ok(TopicWriter {
+            producer,
+            topic: topic.to_string(),
+            line: Vec::new(),
+            sent: 0,
+            partitions,
+        })
+    }
+
+    /// Waits until every message is acknowledged; returns how many were sent.
+    fn finish(self) -> BenchResult<u64> {
+        self.producer.flush(Duration::from_secs(60))?;
+        Ok(self.sent)
+    }
+
     fn send_line(&mut self) -> std::io::Result<()> {
         let mut record: BaseRecord<'_, (), [u8]> = BaseRecord::to(&self.topic).payload(&self.line);
         if let Some(p) = self.partitions {
@@ -76,20 +97,9 @@ pub fn produce(
     partitions: Option<i32>,
 ) -> BenchResult<u64> {
     let (rows, keys, seed) = workload;
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .create()?;
-    let mut writer = TopicWriter {
-        producer,
-        topic: topic.to_string(),
-        line: Vec::new(),
-        sent: 0,
-        partitions,
-    };
+    let mut writer = TopicWriter::open(brokers, topic, partitions)?;
     write_records(stream, rows, keys, Format::Jsonl, seed, &mut writer)?;
-    writer.producer.flush(Duration::from_secs(60))?;
-    Ok(writer.sent)
+    writer.finish()
 }
 
 /// The jobs `kafka` can measure: name and SQL (reading topic `trades`, writing `out`).
@@ -132,7 +142,7 @@ pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) ->
     let brokers = mock.bootstrap_servers().to_string();
 
     let started = Instant::now();
-    let produced = produce(
+    let trades = produce(
         &brokers,
         "trades",
         Stream::Trades,
@@ -142,25 +152,15 @@ pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) ->
     let produce_seconds = started.elapsed().as_secs_f64();
     // On every partition, a trade an hour later (quantity 0: the filter drops it) moves the
     // watermark past every window of the generated trades, so the tumbling job emits them all.
-    let clocks: Vec<String> = (0..4)
-        .map(|_| {
-            format!(
-                r#"{{"symbol":"clock","price":1.00,"quantity":0,"ts":{}}}"#,
-                BASE_TIME_MS + 3_600_000
-            )
-        })
-        .collect();
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()?;
-    for (p, clock) in clocks.iter().enumerate() {
-        let record: BaseRecord<'_, (), str> = BaseRecord::to("trades")
-            .payload(clock.as_str())
-            .partition(p as i32);
-        producer.send(record).map_err(|(e, _)| e)?;
+    let mut clocks = TopicWriter::open(&brokers, "trades", Some(4))?;
+    for _ in 0..4 {
+        writeln!(
+            clocks,
+            r#"{{"symbol":"clock","price":1.00,"quantity":0,"ts":{}}}"#,
+            BASE_TIME_MS + 3_600_000
+        )?;
     }
-    producer.flush(Duration::from_secs(30))?;
-    let produced = produced + clocks.len() as u64;
+    let input = trades + clocks.finish()?;
 
     let bare: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -172,7 +172,7 @@ pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) ->
     let mut read = 0u64;
     let mut first_read = None;
     let deadline = Instant::now() + Duration::from_secs(300);
-    while read < produced && Instant::now() < deadline {
+    while read < input && Instant::now() < deadline {
         if let Some(m) = bare.poll(Duration::from_millis(100)) {
             m?;
             first_read.get_or_insert_with(Instant::now);
@@ -182,16 +182,6 @@ pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) ->
     let bare_seconds = first_read.map_or(0.0, |t| t.elapsed().as_secs_f64());
     drop(bare);
 
-    // The filter job commits a source offset only after the outputs of the records before it
-    // are acknowledged by the output topic, so it is done when its group's committed offsets
-    // reach the end of every input partition; watching them (rather than reading the output
-    // topic meanwhile) keeps a reader's fetches off the single-threaded mock broker. The
-    // tumbling job holds the offsets of its last (clock) windows, so it is done when its
-    // output holds every window of the trades.
-    let windows = match job {
-        "tumbling" => Some(trade_windows(rows, keys, seed)?),
-        _ => None,
-    };
     let app = format!(
         "CREATE STREAM trades (symbol VARCHAR, price DOUBLE, quantity BIGINT, ts BIGINT) \
          WITH ('trades.type' = 'kafka_source', 'trades.topic.name' = 'trades', \
@@ -204,63 +194,27 @@ pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) ->
         partitions,
         queue_depth: 0,
     };
-    let watcher: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "bench-out")
-        .create()?;
-    let mut input = TopicPartitionList::new();
-    for p in 0..4 {
-        input.add_partition("trades", p);
-    }
     let flag = Arc::clone(&stop);
     let started = Instant::now();
     let app_thread = std::thread::spawn(move || deploy_app(&app, &options, flag));
-    let mut seconds = None;
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "velo-bench-reader")
-        .set("auto.offset.reset", "earliest")
-        // Not half a second parked in a fetch when the last windows arrive.
-        .set("fetch.wait.max.ms", "5")
-        .create()?;
-    if windows.is_some() {
-        reader.subscribe(&["out"])?;
-    }
-    let mut seen = 0u64;
-    while started.elapsed() < Duration::from_secs(300) && !app_thread.is_finished() {
-        if let Some(expected) = windows {
-            match reader.poll(Duration::from_millis(100)) {
-                Some(m) => {
-                    m?;
-                    seen += 1;
-                    if seen >= expected {
-                        seconds = Some(started.elapsed().as_secs_f64());
-                        break;
-                    }
-                }
-                None => continue,
-            }
-            continue;
+    let done = || app_thread.is_finished();
+    // The filter job commits a source offset only after the outputs of the records before it
+    // are acknowledged by the output topic, so it is done when its group's committed offsets
+    // reach the end of every input partition; watching them (rather than reading the output
+    // topic meanwhile) keeps a reader's fetches off the single-threaded mock broker. The
+    // tumbling job holds the offsets of its last (clock) windows, so it is done when its
+    // output holds every window of the trades.
+    let finished = match job {
+        "tumbling" => {
+            let windows = trade_windows(rows, keys, seed)?;
+            wait_for_messages(&brokers, "out", windows, done)?
         }
-        let committed: i64 = watcher
-            .committed_offsets(input.clone(), Duration::from_secs(5))?
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(o) => o,
-                _ => 0,
-            })
-            .sum();
-        if committed as u64 >= produced {
-            seconds = Some(started.elapsed().as_secs_f64());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        _ => wait_for_commits(&brokers, "bench-out", "trades", input, done)?,
+    };
+    let seconds = finished.map(|t| (t - started).as_secs_f64());
     stop.store(true, Ordering::SeqCst);
     let outcomes = app_thread.join().map_err(|_| "the app panicked")??;
     let seconds = seconds.ok_or("the job did not finish its input within 300s")?;
-    let produced = produced - clocks.len() as u64;
     let records_in = outcomes
         .iter()
         .map(|(_, r)| r.as_ref().map(|s| s.records_in).unwrap_or(0))
@@ -270,10 +224,10 @@ pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) ->
         .map(|(_, r)| r.as_ref().map(|s| s.records_out).unwrap_or(0))
         .sum::<u64>();
     let rate = |n: u64, s: f64| n as f64 / s.max(f64::EPSILON);
-    println!("kafka {job} ({produced} JSON trades on 4 partitions; {partitions} job partitions)");
+    println!("kafka {job} ({trades} JSON trades on 4 partitions; {partitions} job partitions)");
     println!(
         "  producer fills the topic:   {:>9.0} records/s ({produce_seconds:.2}s)",
-        rate(produced, produce_seconds)
+        rate(trades, produce_seconds)
     );
     println!(
         "  bare consumer reads it:     {:>9.0} records/s ({bare_seconds:.2}s from the first message)",
@@ -281,7 +235,7 @@ pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) ->
     );
     println!(
         "  job, start to done:         {:>9.0} records/s ({seconds:.2}s, group join included; read {records_in}, wrote {records_out} rows)",
-        rate(produced, seconds)
+        rate(trades, seconds)
     );
     for (name, outcome) in outcomes {
         if let Err(e) = outcome {
@@ -302,4 +256,72 @@ fn trade_windows(rows: u64, keys: u64, seed: u64) -> BenchResult<u64> {
         windows.insert((trade["symbol"].to_string(), ts.div_euclid(60_000)));
     }
     Ok(windows.len() as u64)
+}
+
+/// How long to wait for a job to finish its input.
+const JOB_LIMIT: Duration = Duration::from_secs(300);
+
+/// When `group` has committed `records` offsets over `topic`'s 4 partitions; None if `stopped`
+/// or the limit came first.
+fn wait_for_commits(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    records: u64,
+    stopped: impl Fn() -> bool,
+) -> BenchResult<Option<Instant>> {
+    let watcher: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()?;
+    let mut partitions = TopicPartitionList::new();
+    for p in 0..4 {
+        partitions.add_partition(topic, p);
+    }
+    let deadline = Instant::now() + JOB_LIMIT;
+    while Instant::now() < deadline && !stopped() {
+        let committed: i64 = watcher
+            .committed_offsets(partitions.clone(), Duration::from_secs(5))?
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            })
+            .sum();
+        if committed as u64 >= records {
+            return Ok(Some(Instant::now()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(None)
+}
+
+/// When `topic` holds `messages` messages; None if `stopped` or the limit came first.
+fn wait_for_messages(
+    brokers: &str,
+    topic: &str,
+    messages: u64,
+    stopped: impl Fn() -> bool,
+) -> BenchResult<Option<Instant>> {
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "velo-bench-reader")
+        .set("auto.offset.reset", "earliest")
+        // Not half a second parked in a fetch when the last messages arrive.
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    reader.subscribe(&[topic])?;
+    let deadline = Instant::now() + JOB_LIMIT;
+    let mut seen = 0u64;
+    while Instant::now() < deadline && !stopped() {
+        if let Some(m) = reader.poll(Duration::from_millis(100)) {
+            m?;
+            seen += 1;
+            if seen >= messages {
+                return Ok(Some(Instant::now()));
+            }
+        }
+    }
+    Ok(None)
 }
