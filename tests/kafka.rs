@@ -86,11 +86,7 @@ fn tumbling_emit_final_closes_windows_on_event_time() {
                WITH ('per_minute.type' = 'kafka_sink', 'per_minute.topic.name' = 'per_minute');";
         let (stop, app) = start_app(sql, &bootstrap, 2);
         let out = consume(&bootstrap, "per_minute", Duration::from_secs(60), |o| {
-            o.iter()
-                .filter_map(|(_, v)| v.as_ref())
-                .map(|v| v["n"].as_i64().unwrap_or(0))
-                .sum::<i64>()
-                >= 600
+            n_sum(o) >= 600
         });
         stop_app(stop, app);
         let mut counts: BTreeMap<(String, i64), i64> = BTreeMap::new();
@@ -101,23 +97,14 @@ fn tumbling_emit_final_closes_windows_on_event_time() {
                 serde_json::from_str(k.as_deref().expect("a key")).expect("JSON key");
             assert_eq!(key["symbol"], v["symbol"]);
             assert_eq!(key["_window_start"], v["_window_start"]);
-            let key = (
-                v["symbol"].as_str().expect("symbol").to_string(),
-                v["_window_start"].as_i64().expect("start"),
-            );
             assert!(
-                counts.insert(key, v["n"].as_i64().expect("n")).is_none(),
+                counts
+                    .insert(window_of(v), v["n"].as_i64().expect("n"))
+                    .is_none(),
                 "one row per window"
             );
         }
-        let mut want: BTreeMap<(String, i64), i64> = BTreeMap::new();
-        for id in 0..600i64 {
-            let ts = 1_700_000_000_000i64 + id * 1000;
-            *want
-                .entry((format!("S{}", id % 7), ts - ts.rem_euclid(60_000)))
-                .or_default() += 1;
-        }
-        assert_eq!(counts, want);
+        assert_eq!(counts, trades_per_minute(0..600));
     });
 }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -223,5 +224,34 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
             rdkafka::Offset::Offset(o) => o,
             _ => 0,
         })
+        .sum()
+}
+
+/// The per-minute tumbling-window counts of the trades with ids in `ids`, by (symbol, window
+/// start): what a `COUNT(*) ... GROUP BY symbol WINDOW TUMBLING(ts, 1m)` job emits.
+pub fn trades_per_minute(ids: std::ops::Range<i64>) -> BTreeMap<(String, i64), i64> {
+    let mut counts = BTreeMap::new();
+    for id in ids {
+        let ts = 1_700_000_000_000i64 + id * 1000;
+        *counts
+            .entry((format!("S{}", id % 7), ts - ts.rem_euclid(60_000)))
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// A window row's (symbol, window start).
+pub fn window_of(row: &serde_json::Value) -> (String, i64) {
+    (
+        row["symbol"].as_str().expect("symbol").to_string(),
+        row["_window_start"].as_i64().expect("window start"),
+    )
+}
+
+/// The sum of the `n` column over the rows consumed.
+pub fn n_sum(out: &[Consumed]) -> i64 {
+    out.iter()
+        .filter_map(|(_, v)| v.as_ref())
+        .map(|v| v["n"].as_i64().unwrap_or(0))
         .sum()
 }
