@@ -71,6 +71,7 @@ fn most_in_flight(sql: &str, depth: usize) -> u64 {
         &PartitionOptions {
             partitions: 2,
             queue_depth: depth,
+            source_key: Vec::new(),
         },
         || {
             if next == BATCHES {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use kafka_support::*;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
+use velostream::job::JobSummary;
 use velostream::server::{deploy_app, AppOptions};
 
 #[test]
@@ -70,25 +71,34 @@ fn group_by_emit_changes_keys_messages_and_deletes_become_tombstones() {
     });
 }
 
+/// Runs a per-minute tumbling count over 600 trades (ten minutes, keyed by symbol, on four
+/// partitions) read through `source_sql`, on `workers` workers, until every trade is counted;
+/// the output messages and the job summaries.
+fn per_minute_counts(source_sql: String, workers: usize) -> (Vec<Consumed>, Vec<JobSummary>) {
+    let kafka = mock(&[("trades", 4), ("per_minute", 1)]);
+    let bootstrap = kafka.bootstrap_servers().to_string();
+    produce_trades(&bootstrap, 0..600);
+    // On every partition, a record an hour later moves that partition's watermark, so every
+    // window closes. The clocks are unkeyed, so "clock" rows sit in every partition; the
+    // WHERE drops them.
+    produce_clocks(&bootstrap, 4);
+    let sql = source_sql
+        + "CREATE STREAM per_minute AS SELECT symbol, _window_start, COUNT(*) AS n FROM trades \
+           WHERE quantity > 0 OR id < 100000 \
+           GROUP BY symbol WINDOW TUMBLING(ts, 1m) EMIT FINAL \
+           WITH ('per_minute.type' = 'kafka_sink', 'per_minute.topic.name' = 'per_minute');";
+    let (stop, app) = start_app(sql, &bootstrap, workers);
+    let out = consume(&bootstrap, "per_minute", Duration::from_secs(60), |o| {
+        n_sum(o) >= 600
+    });
+    (out, stop_app(stop, app))
+}
+
 #[test]
 fn tumbling_emit_final_closes_windows_on_event_time() {
     with_timeout(Duration::from_secs(120), || {
-        let kafka = mock(&[("trades", 4), ("per_minute", 1)]);
-        let bootstrap = kafka.bootstrap_servers().to_string();
-        // 600 records one second apart: ten minutes. Then, on every partition, a record an
-        // hour later moves that partition's watermark, so every window closes.
-        produce_trades(&bootstrap, 0..600);
-        produce_clocks(&bootstrap, 4);
-        let sql = source("g-window")
-            + "CREATE STREAM per_minute AS SELECT symbol, _window_start, COUNT(*) AS n FROM trades \
-               WHERE quantity > 0 OR id < 100000 \
-               GROUP BY symbol WINDOW TUMBLING(ts, 1m) EMIT FINAL \
-               WITH ('per_minute.type' = 'kafka_sink', 'per_minute.topic.name' = 'per_minute');";
-        let (stop, app) = start_app(sql, &bootstrap, 2);
-        let out = consume(&bootstrap, "per_minute", Duration::from_secs(60), |o| {
-            n_sum(o) >= 600
-        });
-        stop_app(stop, app);
+        let (out, summaries) = per_minute_counts(source("g-window"), 2);
+        assert!(summaries.iter().all(|s| !s.direct), "no key.field: hashed");
         let mut counts: BTreeMap<(String, i64), i64> = BTreeMap::new();
         for (k, v) in &out {
             let v = v.as_ref().expect("a row");
@@ -106,6 +116,46 @@ fn tumbling_emit_final_closes_windows_on_event_time() {
         }
         assert_eq!(counts, trades_per_minute(0..600));
     });
+}
+
+#[test]
+fn a_topic_keyed_by_the_group_key_feeds_its_partitions_to_the_workers_directly() {
+    with_timeout(Duration::from_secs(120), || {
+        let keyed = source("g-direct").replace(
+            "'trades.event.time.field'",
+            "'trades.key.field' = 'symbol', 'trades.event.time.field'",
+        );
+        let (out, summaries) = per_minute_counts(keyed, 3);
+        assert!(
+            summaries.iter().all(|s| s.direct && s.partitions == 3),
+            "fed directly on 3 workers"
+        );
+        let counts: BTreeMap<(String, i64), i64> = out
+            .iter()
+            .filter_map(|(_, v)| v.as_ref())
+            .map(|v| (window_of(v), v["n"].as_i64().expect("n")))
+            .collect();
+        assert_eq!(counts, trades_per_minute(0..600));
+        assert_eq!(out.len(), counts.len(), "one row per window");
+    });
+}
+
+#[test]
+fn a_source_key_field_must_name_a_column() {
+    let sql = source("g-bad-key").replace(
+        "'trades.event.time.field'",
+        "'trades.key.field' = 'sym', 'trades.event.time.field'",
+    ) + "CREATE STREAM copy AS SELECT * FROM trades;";
+    let options = AppOptions {
+        brokers: Some("localhost:1".into()),
+        ..Default::default()
+    };
+    let stop = Arc::new(AtomicBool::new(true));
+    let err = deploy_app(&sql, &options, stop).expect_err("planning fails");
+    assert!(
+        err.to_string().contains("'trades.key.field' names 'sym'"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -4,7 +4,16 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
+use std::sync::Arc;
+
+use arrow::array::{Int32Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
 use velostream::job::{plan_script, JobOptions, JobSummary};
+use velostream::partition::{
+    run_partitioned, Delivery, InputEvent, PartitionOptions, PartitionRun,
+};
+use velostream::sql::QueryPlanner;
 
 const ROWS: usize = 20_000;
 const SYMBOLS: usize = 37;
@@ -280,4 +289,148 @@ fn watermark_is_global_across_workers() {
             "at {n} partitions: {quiet:?}"
         );
     }
+}
+
+/// Rows of `symbols` symbols, one second apart, each in the source partition of its symbol
+/// (`symbol % 3`), as a topic keyed by symbol holds them: every event is one batch with a run
+/// from each partition, the partitions read in turn.
+fn keyed_events(rows: usize, symbols: usize) -> Vec<(RecordBatch, Vec<PartitionRun>)> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("symbol", DataType::Utf8, true),
+        Field::new("quantity", DataType::Int64, true),
+        Field::new("ts", DataType::Int64, true),
+        Field::new("_partition", DataType::Int32, true),
+    ]));
+    let mut partitions: Vec<Vec<(String, i64, i64)>> = vec![Vec::new(); 3];
+    for i in 0..rows {
+        let s = (i * 7 + i / 13) % symbols;
+        partitions[s % 3].push((format!("s{s:02}"), (i % 97) as i64, i as i64 * 1000));
+    }
+    let mut events = Vec::new();
+    let chunk = 17;
+    for start in (0..rows.div_ceil(3)).step_by(chunk) {
+        let mut runs = Vec::new();
+        let (mut symbol, mut quantity, mut ts, mut partition) = (vec![], vec![], vec![], vec![]);
+        for (p, records) in partitions.iter().enumerate() {
+            let part = &records[start.min(records.len())..(start + chunk).min(records.len())];
+            if part.is_empty() {
+                continue;
+            }
+            runs.push(PartitionRun {
+                partition: p as i32,
+                rows: part.len(),
+            });
+            for (s, q, t) in part {
+                symbol.push(s.clone());
+                quantity.push(*q);
+                ts.push(*t);
+                partition.push(p as i32);
+            }
+        }
+        if runs.is_empty() {
+            continue;
+        }
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(symbol)),
+                Arc::new(Int64Array::from(quantity)),
+                Arc::new(Int64Array::from(ts)),
+                Arc::new(Int32Array::from(partition)),
+            ],
+        )
+        .expect("batch");
+        events.push((batch, runs));
+    }
+    events
+}
+
+/// Runs `sql` over the events with `partitions` workers, fed as a topic keyed by symbol
+/// (`keyed`) or as plain batches; the output rows as JSON, and whether routing was direct.
+fn run_keyed(
+    sql: &str,
+    events: &[(RecordBatch, Vec<PartitionRun>)],
+    partitions: usize,
+    keyed: bool,
+) -> (Vec<serde_json::Value>, bool) {
+    let mut planner = QueryPlanner::new();
+    let schema = events[0].0.schema();
+    planner.register_source("trades", schema).expect("source");
+    let plan = planner.plan_sql(sql, "q").expect("plan");
+    let mut options = PartitionOptions::new(partitions);
+    if keyed {
+        options.source_key = vec!["symbol".to_string()];
+    }
+    let mut input = std::iter::once(InputEvent::Partitions(vec![0, 1, 2])).chain(
+        events.iter().map(|(batch, runs)| match keyed {
+            true => InputEvent::PartitionedBatch {
+                batch: batch.clone(),
+                runs: runs.clone(),
+            },
+            false => InputEvent::Batch(batch.clone()),
+        }),
+    );
+    let mut rows = Vec::new();
+    let stats = run_partitioned(
+        &plan,
+        &options,
+        || Ok(input.next()),
+        |delivery| {
+            if let Delivery::Rows(batch) = delivery {
+                let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+                writer.write(&batch).expect("json");
+                writer.finish().expect("json");
+                let text = writer.into_inner();
+                if !text.is_empty() {
+                    let parsed: Vec<serde_json::Value> =
+                        serde_json::from_slice(&text).expect("rows");
+                    rows.extend(parsed);
+                }
+            }
+            Ok(())
+        },
+    )
+    .expect("run");
+    (rows, stats.direct)
+}
+
+#[test]
+fn a_source_partitioned_by_the_key_feeds_workers_directly_with_the_same_answer() {
+    let events = keyed_events(6000, 12);
+    for (sql, key) in [
+        (
+            "SELECT symbol, COUNT(*) AS n, SUM(quantity) AS qty FROM trades GROUP BY symbol EMIT CHANGES",
+            &["symbol"][..],
+        ),
+        (
+            "SELECT symbol, _window_start, COUNT(*) AS n, SUM(quantity) AS qty FROM trades \
+             GROUP BY symbol WINDOW TUMBLING(ts, 1m) EMIT FINAL",
+            &["symbol", "_window_start"][..],
+        ),
+    ] {
+        let (base, direct) = run_keyed(sql, &events, 1, false);
+        assert!(!direct);
+        assert!(base.len() > 100, "{sql}: output");
+        let per_key = |rows: &[serde_json::Value]| {
+            let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for r in rows {
+                by_key.entry(key_of(r, key)).or_default().push(r.to_string());
+            }
+            by_key
+        };
+        for n in [1, 2, 4] {
+            let (rows, direct) = run_keyed(sql, &events, n, true);
+            assert_eq!(direct, n > 1, "{sql}: direct at {n}");
+            assert_eq!(rows.len(), base.len(), "{sql}: rows at {n}");
+            assert_eq!(per_key(&rows), per_key(&base), "{sql}: per key at {n}");
+        }
+    }
+    // A key that does not hold the source's key is hashed as usual.
+    let (_, direct) = run_keyed(
+        "SELECT quantity, COUNT(*) AS n FROM trades GROUP BY quantity EMIT CHANGES",
+        &events,
+        2,
+        true,
+    );
+    assert!(!direct, "grouped by another column: hashed");
 }

@@ -70,6 +70,8 @@ pub struct JobSummary {
     pub late_records: u64,
     /// Partition workers the job ran on.
     pub partitions: usize,
+    /// The source's partitions fed the workers directly (see `'<src>.key.field'`).
+    pub direct: bool,
     /// The output batches, when the options asked to collect them.
     pub output: Option<Vec<RecordBatch>>,
 }
@@ -470,6 +472,10 @@ fn run_job(
             0 => default_partitions(),
             n => n,
         },
+        source_key: match &job.input {
+            JobInput::Kafka(config) => config.key_fields.clone(),
+            _ => Vec::new(),
+        },
         queue_depth: match options.queue_depth {
             0 => DEFAULT_QUEUE_DEPTH,
             n => n,
@@ -564,7 +570,10 @@ fn run_job(
                                     &config.name,
                                     polled.bad_records,
                                 )?;
-                                queued.push_back(InputEvent::Batch(polled.batch));
+                                queued.push_back(InputEvent::PartitionedBatch {
+                                    batch: polled.batch,
+                                    runs: polled.runs,
+                                });
                                 polled.next_offsets
                             }
                             None => {
@@ -663,6 +672,10 @@ fn run_job(
     summary.records_out = output.records_out;
     summary.late_records = stats.late_records;
     summary.partitions = stats.partitions;
+    summary.direct = stats.direct;
+    if stats.direct {
+        tracing::info!(job = %id, "the source's partitions fed the workers directly");
+    }
     if let Some(reason) = stats.single_reason {
         tracing::info!(job = %id, reason, "the query runs on one partition");
     }

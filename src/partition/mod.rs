@@ -10,5 +10,5 @@ pub use pipeline::{
     default_partitions, run_partitioned, Delivery, InputEvent, PartitionOptions, PartitionStats,
     DEFAULT_QUEUE_DEPTH,
 };
-pub use router::{PartitionRouter, Piece, Routing};
+pub use router::{PartitionRouter, PartitionRun, Piece, Routing};
 pub use worker::PartitionWorker;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 
-use super::router::{PartitionRouter, Routing};
+use super::router::{PartitionRouter, PartitionRun, Routing};
 use super::worker::{PartitionWorker, WorkerInput, WorkerOutput};
 use crate::error::{Result, VeloError};
 use crate::exec::input::InputAdapter;
@@ -31,6 +31,9 @@ pub struct PartitionOptions {
     pub partitions: usize,
     /// Batches each queue holds before its writer waits.
     pub queue_depth: usize,
+    /// The input columns the source is partitioned by (see `PartitionRouter::new`); empty
+    /// when unknown.
+    pub source_key: Vec<String>,
 }
 
 impl PartitionOptions {
@@ -39,6 +42,7 @@ impl PartitionOptions {
         PartitionOptions {
             partitions,
             queue_depth: DEFAULT_QUEUE_DEPTH,
+            source_key: Vec::new(),
         }
     }
 }
@@ -54,6 +58,11 @@ pub fn default_partitions() -> usize {
 pub enum InputEvent {
     /// Records, in any schema the query's input adapter accepts.
     Batch(RecordBatch),
+    /// Records that come in runs from the source's partitions (`runs` covers the batch).
+    PartitionedBatch {
+        batch: RecordBatch,
+        runs: Vec<PartitionRun>,
+    },
     /// The source has nothing now: re-check the watermark and flush the sink.
     Idle,
     /// A barrier: once every output of the input before it has been delivered, the output
@@ -102,6 +111,8 @@ pub struct PartitionStats {
     pub partitions: usize,
     /// Why the query ran on one worker, when it could not be split.
     pub single_reason: Option<&'static str>,
+    /// The source's partitions fed the workers directly (no key hashing).
+    pub direct: bool,
     /// Input batches routed.
     pub epochs: u64,
     /// Records dropped as too late, over all workers.
@@ -128,7 +139,8 @@ where
         Routing::Single(reason) if options.partitions > 1 => Some(*reason),
         _ => None,
     };
-    let mut router = PartitionRouter::new(routing, options.partitions);
+    let mut router = PartitionRouter::new(routing, options.partitions, &options.source_key);
+    let direct = router.is_direct();
     let n = router.partitions();
     let depth = options.queue_depth.max(1);
     let mut adapter = InputAdapter::new(plan.input_schema.clone(), plan.source.clone());
@@ -181,6 +193,7 @@ where
         }
         stats.stats.partitions = n;
         stats.stats.single_reason = single_reason;
+        stats.stats.direct = direct;
         stats.stats.epochs = stats.epochs;
         Ok(stats.stats)
     })
@@ -205,18 +218,14 @@ where
         let nothing = || vec![None; to_workers.len()];
         let (pieces, watermark, flush, checkpoint) = match event {
             InputEvent::Batch(batch) if batch.num_rows() > 0 => {
-                let batch = adapter.adapt(batch)?;
-                let watermark = match clock {
-                    Some(c) => {
-                        let (watermark, batch_max) = c.observe(&batch)?;
-                        segment_max = segment_max.max(batch_max);
-                        watermark
-                    }
-                    None => None,
-                };
+                let (batch, watermark) = observe(adapter, clock, &mut segment_max, batch)?;
                 (router.split(batch)?, watermark, false, None)
             }
-            InputEvent::Batch(_) => continue,
+            InputEvent::PartitionedBatch { batch, runs } if batch.num_rows() > 0 => {
+                let (batch, watermark) = observe(adapter, clock, &mut segment_max, batch)?;
+                (router.split_runs(batch, &runs)?, watermark, false, None)
+            }
+            InputEvent::Batch(_) | InputEvent::PartitionedBatch { .. } => continue,
             InputEvent::Idle => (
                 nothing(),
                 clock.as_ref().and_then(EventClock::watermark),
@@ -252,6 +261,26 @@ where
         }
     }
     Ok(Some(true))
+}
+
+/// Adapts a batch to the query's input and advances the event clock over it: the batch and
+/// the watermark after it.
+fn observe(
+    adapter: &mut InputAdapter,
+    clock: &mut Option<EventClock>,
+    segment_max: &mut Option<i64>,
+    batch: RecordBatch,
+) -> Result<(RecordBatch, Option<i64>)> {
+    let batch = adapter.adapt(batch)?;
+    let watermark = match clock {
+        Some(c) => {
+            let (watermark, batch_max) = c.observe(&batch)?;
+            *segment_max = (*segment_max).max(batch_max);
+            watermark
+        }
+        None => None,
+    };
+    Ok((batch, watermark))
 }
 
 struct Collected {

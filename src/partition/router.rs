@@ -1,13 +1,17 @@
 //! Routing: which partition worker each input row goes to. Keyed queries hash their key
 //! (GROUP BY or PARTITION BY expressions, evaluated on the input) so a key's rows always
 //! meet the same worker and its state; stateless queries deal whole batches round-robin.
+//! A source already partitioned by (part of) the key feeds its partitions to the workers
+//! directly: each source partition always goes to the same worker, with no hashing or gather.
 
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, UInt32Array};
+use arrow::buffer::ScalarBuffer;
 use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::hash_utils::{create_hashes, RandomState};
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::Result;
@@ -90,29 +94,60 @@ fn same_exprs(a: &[Arc<dyn PhysicalExpr>], b: &[Arc<dyn PhysicalExpr>]) -> bool 
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_string() == y.to_string())
 }
 
+/// A run of consecutive rows of a batch that all come from one source partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionRun {
+    /// The source partition (a Kafka partition).
+    pub partition: i32,
+    /// How many rows the run holds.
+    pub rows: usize,
+}
+
 /// Splits input batches into one piece per partition worker.
 pub struct PartitionRouter {
     routing: Routing,
     partitions: usize,
+    /// The source's partitions split the key: route by source partition instead of by hash.
+    direct: bool,
     next: usize,
     hashes: Vec<u64>,
-    rows: Vec<Vec<u32>>,
+    /// Each row's partition, then each partition's first slot in the row buffer.
+    targets: Vec<u32>,
+    starts: Vec<usize>,
     random_state: RandomState,
 }
 
 impl PartitionRouter {
     /// A router over `partitions` workers (a `Single` routing always uses one).
-    pub fn new(routing: Routing, partitions: usize) -> Self {
+    /// `source_key`: the input columns the source is partitioned by (equal values never come
+    /// from two source partitions); when the routing key holds all of them, every key lives in
+    /// one source partition and batches that say their partitions are fed directly.
+    pub fn new(routing: Routing, partitions: usize, source_key: &[String]) -> Self {
         let partitions = match routing {
             Routing::Single(_) => 1,
             _ => partitions.max(1),
         };
+        let direct = match &routing {
+            Routing::Hash(key) => {
+                !source_key.is_empty()
+                    && source_key.iter().all(|name| {
+                        key.iter().any(|e| {
+                            e.as_ref()
+                                .downcast_ref::<Column>()
+                                .is_some_and(|c| c.name() == name)
+                        })
+                    })
+            }
+            _ => false,
+        };
         PartitionRouter {
             routing,
             partitions,
+            direct,
             next: 0,
             hashes: Vec::new(),
-            rows: vec![Vec::new(); partitions],
+            targets: Vec::new(),
+            starts: Vec::new(),
             random_state: RandomState::with_seed(0x7665_6c6f),
         }
     }
@@ -120,6 +155,48 @@ impl PartitionRouter {
     /// How many workers the routing uses.
     pub fn partitions(&self) -> usize {
         self.partitions
+    }
+
+    /// True when batches from a partitioned source go to workers by source partition.
+    pub fn is_direct(&self) -> bool {
+        self.direct && self.partitions > 1
+    }
+
+    /// Splits a batch whose rows come in `runs` from the source's partitions. With direct
+    /// routing, each run goes whole to its source partition's worker (a slice, no copy);
+    /// otherwise the batch is split by key hash like any other.
+    pub fn split_runs(
+        &mut self,
+        batch: RecordBatch,
+        runs: &[PartitionRun],
+    ) -> Result<Vec<Option<Piece>>> {
+        if !self.is_direct() {
+            return self.split(batch);
+        }
+        let mut slices: Vec<Vec<RecordBatch>> = vec![Vec::new(); self.partitions];
+        let mut offset = 0;
+        for run in runs {
+            let rows = run.rows.min(batch.num_rows() - offset);
+            if rows > 0 {
+                let worker = run.partition.rem_euclid(self.partitions as i32) as usize;
+                slices[worker].push(batch.slice(offset, rows));
+            }
+            offset += rows;
+        }
+        if offset < batch.num_rows() {
+            return Err(crate::error::VeloError::Execution(format!(
+                "the partition runs cover {offset} of the batch's {} rows",
+                batch.num_rows()
+            )));
+        }
+        Ok(slices
+            .into_iter()
+            .map(|s| match s.len() {
+                0 => None,
+                1 => s.into_iter().next().map(Piece::Whole),
+                _ => Some(Piece::Slices(s)),
+            })
+            .collect())
     }
 
     /// The batch's rows per worker, in input order within each piece (None: no rows). Only
@@ -145,20 +222,37 @@ impl PartitionRouter {
         self.hashes.clear();
         self.hashes.resize(batch.num_rows(), 0);
         create_hashes(&arrays, &self.random_state, &mut self.hashes)?;
-        for rows in &mut self.rows {
-            rows.clear();
-        }
+        // A counting sort of the row numbers by partition: one buffer, each piece a slice of it.
         let n = self.partitions as u128;
-        for (row, hash) in self.hashes.iter().enumerate() {
-            // Multiply-shift maps the hash onto 0..n without a division.
-            let partition = ((*hash as u128 * n) >> 64) as usize;
-            self.rows[partition].push(row as u32);
+        self.targets.clear();
+        self.targets.extend(
+            self.hashes
+                .iter()
+                // Multiply-shift maps the hash onto 0..n without a division.
+                .map(|hash| ((*hash as u128 * n) >> 64) as u32),
+        );
+        self.starts.clear();
+        self.starts.resize(self.partitions + 1, 0);
+        for &target in &self.targets {
+            self.starts[target as usize + 1] += 1;
         }
-        for (piece, rows) in pieces.iter_mut().zip(&self.rows) {
-            if rows.len() == batch.num_rows() {
+        for p in 0..self.partitions {
+            self.starts[p + 1] += self.starts[p];
+        }
+        let mut next = self.starts.clone();
+        let mut rows = vec![0u32; batch.num_rows()];
+        for (row, &target) in self.targets.iter().enumerate() {
+            let slot = &mut next[target as usize];
+            rows[*slot] = row as u32;
+            *slot += 1;
+        }
+        let rows = ScalarBuffer::from(rows);
+        for (p, piece) in pieces.iter_mut().enumerate() {
+            let (start, end) = (self.starts[p], self.starts[p + 1]);
+            if end - start == batch.num_rows() {
                 *piece = Some(Piece::Whole(batch.clone()));
-            } else if !rows.is_empty() {
-                let rows = UInt32Array::from(rows.clone());
+            } else if end > start {
+                let rows = UInt32Array::new(rows.slice(start, end - start), None);
                 *piece = Some(Piece::Rows(batch.clone(), rows));
             }
         }
@@ -173,14 +267,17 @@ pub enum Piece {
     Whole(RecordBatch),
     /// These rows of the (shared) batch, in order.
     Rows(RecordBatch, UInt32Array),
+    /// Slices of the batch (runs of the worker's source partitions), in order.
+    Slices(Vec<RecordBatch>),
 }
 
 impl Piece {
-    /// The rows as a batch of their own.
-    pub fn into_batch(self) -> Result<RecordBatch> {
+    /// The rows as batches of their own, in order.
+    pub fn into_batches(self) -> Result<Vec<RecordBatch>> {
         match self {
-            Piece::Whole(batch) => Ok(batch),
-            Piece::Rows(batch, rows) => Ok(take_record_batch(&batch, &rows)?),
+            Piece::Whole(batch) => Ok(vec![batch]),
+            Piece::Rows(batch, rows) => Ok(vec![take_record_batch(&batch, &rows)?]),
+            Piece::Slices(slices) => Ok(slices),
         }
     }
 }
@@ -190,15 +287,27 @@ mod tests {
     use super::*;
     use crate::sql::QueryPlanner;
     use arrow::array::{Array, Int64Array, StringArray};
-    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-    fn routing(sql: &str) -> Routing {
-        let mut planner = QueryPlanner::new();
-        let schema = Arc::new(Schema::new(vec![
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
             Field::new("s", DataType::Utf8, true),
             Field::new("v", DataType::Int64, true),
             Field::new("ts", DataType::Int64, true),
-        ]));
+        ]))
+    }
+
+    /// The routing key of `GROUP BY s`.
+    fn key_s() -> Vec<Arc<dyn PhysicalExpr>> {
+        match routing("SELECT s, COUNT(*) FROM t GROUP BY s") {
+            Routing::Hash(key) => key,
+            other => panic!("not hashed: {other:?}"),
+        }
+    }
+
+    fn routing(sql: &str) -> Routing {
+        let mut planner = QueryPlanner::new();
+        let schema = schema();
         planner.register_source("t", schema).expect("source");
         Routing::for_plan(&planner.plan_sql(sql, "q").expect("plan"))
     }
@@ -250,15 +359,8 @@ mod tests {
 
     #[test]
     fn a_key_always_lands_on_the_same_worker_in_input_order() {
-        let Routing::Hash(key) = routing("SELECT s, COUNT(*) FROM t GROUP BY s") else {
-            panic!("hashed")
-        };
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("s", DataType::Utf8, true),
-            Field::new("v", DataType::Int64, true),
-            Field::new("ts", DataType::Int64, true),
-        ]));
-        let mut router = PartitionRouter::new(Routing::Hash(key), 4);
+        let (key, schema) = (key_s(), schema());
+        let mut router = PartitionRouter::new(Routing::Hash(key), 4, &[]);
         let mut home: std::collections::HashMap<String, usize> = Default::default();
         let mut used = std::collections::HashSet::new();
         for round in 0..3i64 {
@@ -279,7 +381,8 @@ mod tests {
             let mut total = 0;
             for (worker, piece) in router.split(batch).expect("split").into_iter().enumerate() {
                 let Some(piece) = piece else { continue };
-                let rows = piece.into_batch().expect("rows");
+                let [rows] = <[RecordBatch; 1]>::try_from(piece.into_batches().expect("rows"))
+                    .expect("one batch");
                 total += rows.num_rows();
                 used.insert(worker);
                 let keys = rows
@@ -304,5 +407,65 @@ mod tests {
             assert_eq!(total, n as usize);
         }
         assert_eq!(used.len(), 4, "50 keys spread over every worker");
+    }
+
+    #[test]
+    fn runs_of_a_source_partitioned_by_the_key_go_whole_to_their_worker() {
+        let (key, schema) = (key_s(), schema());
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    (0..10).map(|i| format!("k{i}")),
+                )),
+                Arc::new(Int64Array::from_iter_values(0..10)),
+                Arc::new(Int64Array::from(vec![0; 10])),
+            ],
+        )
+        .expect("batch");
+        let runs = [(0, 3), (1, 2), (2, 4), (0, 1)]
+            .map(|(partition, rows)| PartitionRun { partition, rows });
+        let values = |piece: Option<Piece>| -> Vec<Vec<i64>> {
+            piece
+                .map(|p| p.into_batches().expect("batches"))
+                .unwrap_or_default()
+                .iter()
+                .map(|b| {
+                    let v = b
+                        .column(1)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .expect("v");
+                    v.values().to_vec()
+                })
+                .collect()
+        };
+        let mut direct = PartitionRouter::new(Routing::Hash(key.clone()), 2, &["s".into()]);
+        assert!(direct.is_direct());
+        let pieces = direct.split_runs(batch.clone(), &runs).expect("split");
+        let [first, second] = <[Option<Piece>; 2]>::try_from(pieces).expect("two pieces");
+        assert_eq!(
+            values(first),
+            vec![vec![0, 1, 2], vec![5, 6, 7, 8], vec![9]]
+        );
+        assert_eq!(values(second), vec![vec![3, 4]]);
+
+        let short = [PartitionRun {
+            partition: 0,
+            rows: 4,
+        }];
+        assert!(direct.split_runs(batch.clone(), &short).is_err());
+
+        let mut hashed = PartitionRouter::new(Routing::Hash(key), 2, &["v".into()]);
+        assert!(!hashed.is_direct(), "the source key is not the routing key");
+        let total: usize = hashed
+            .split_runs(batch, &runs)
+            .expect("split")
+            .into_iter()
+            .flatten()
+            .flat_map(|p| p.into_batches().expect("batches"))
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(total, 10);
     }
 }

@@ -83,10 +83,12 @@ impl PartitionWorker {
                 checkpoint,
                 started,
             } => {
-                let mut out = match rows {
-                    Some(piece) => self.engine.execute_batch_sync(id, piece.into_batch()?)?,
-                    None => Vec::new(),
-                };
+                let mut out = Vec::new();
+                if let Some(piece) = rows {
+                    for batch in piece.into_batches()? {
+                        out.extend(self.engine.execute_batch_sync(id, batch)?);
+                    }
+                }
                 if let Some(wm) = watermark {
                     out.extend(self.engine.advance_watermark(id, wm)?);
                 }

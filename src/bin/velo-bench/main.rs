@@ -47,6 +47,10 @@ struct WorkloadArgs {
     /// Rows per in-memory batch.
     #[arg(long, default_value_t = 8192)]
     batch_size: usize,
+    /// Engine mode: read the input as a topic of this many partitions keyed by the query's
+    /// key, fed to the workers directly (0: one stream, split by key hash).
+    #[arg(long, default_value_t = 0)]
+    keyed_source: usize,
 }
 
 impl WorkloadArgs {
@@ -56,6 +60,7 @@ impl WorkloadArgs {
             keys: self.keys,
             seed: self.seed,
             batch_size: self.batch_size,
+            keyed_source: self.keyed_source,
         }
     }
 }
@@ -215,6 +220,7 @@ fn run_child(
         .args(["--keys", &workload.keys.to_string()])
         .args(["--seed", &workload.seed.to_string()])
         .args(["--batch-size", &workload.batch_size.to_string()])
+        .args(["--keyed-source", &workload.keyed_source.to_string()])
         .args(["--format", format.extension()])
         .arg("--workdir")
         .arg(workdir)

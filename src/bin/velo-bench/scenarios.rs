@@ -5,10 +5,19 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
+use std::sync::Arc;
 use velostream::job::{plan_script, JobOptions};
+
+use arrow::array::Int32Array;
+use arrow::compute::concat_batches;
+use arrow::record_batch::RecordBatch;
+use datafusion::physical_expr::expressions::Column;
+use velostream::exec::input::InputAdapter;
 use velostream::partition::{
-    run_partitioned, Delivery, InputEvent, PartitionOptions, DEFAULT_QUEUE_DEPTH,
+    run_partitioned, Delivery, InputEvent, PartitionOptions, PartitionRouter, PartitionRun,
+    Routing, DEFAULT_QUEUE_DEPTH,
 };
+use velostream::sql::PlannedQuery;
 use velostream::sql::QueryPlanner;
 
 use crate::generators::{self, Format, Stream};
@@ -112,6 +121,8 @@ pub struct Workload {
     pub keys: u64,
     pub seed: u64,
     pub batch_size: usize,
+    /// Source partitions of a keyed input (0: one unkeyed stream).
+    pub keyed_source: usize,
 }
 
 /// Engine only: generates the batches (untimed), plans the query, and times
@@ -133,13 +144,23 @@ pub fn run_engine(
     let mut planner = QueryPlanner::new();
     planner.register_source(scenario.stream.source_name(), scenario.stream.schema())?;
     let plan = planner.plan_sql(scenario.sql, "bench")?;
-    let base_rss_kb = memory_kb("VmRSS");
 
+    let (events, source_key) = match workload.keyed_source {
+        0 => (batches.into_iter().map(|b| (b, None)).collect(), Vec::new()),
+        p => keyed_topic(&plan, batches, p, workload.batch_size)?,
+    };
+    let base_rss_kb = memory_kb("VmRSS");
     let options = PartitionOptions {
         partitions,
         queue_depth: DEFAULT_QUEUE_DEPTH,
+        source_key,
     };
-    let mut next = batches.iter();
+    // A keyed topic's partitions are declared first, as a Kafka assignment is: none of them
+    // is overtaken by the watermark before it sends.
+    let declared = (workload.keyed_source > 0)
+        .then(|| InputEvent::Partitions((0..workload.keyed_source as i32).collect()));
+    let mut declared = declared.into_iter();
+    let mut next = events.iter();
     let mut output_rows = 0u64;
     let mut late_rows = 0u64;
     let started = Instant::now();
@@ -147,7 +168,18 @@ pub fn run_engine(
         &plan,
         &options,
         // Clones share the column buffers: handing out a batch costs a few Arc increments.
-        || Ok(next.next().map(|b| InputEvent::Batch(b.clone()))),
+        || {
+            if let Some(event) = declared.next() {
+                return Ok(Some(event));
+            }
+            Ok(next.next().map(|(batch, run)| match run {
+                Some(run) => InputEvent::PartitionedBatch {
+                    batch: batch.clone(),
+                    runs: vec![*run],
+                },
+                None => InputEvent::Batch(batch.clone()),
+            }))
+        },
         |delivery| {
             match delivery {
                 Delivery::Rows(b) => output_rows += b.num_rows() as u64,
@@ -158,10 +190,13 @@ pub fn run_engine(
         },
     )?;
     let seconds = started.elapsed().as_secs_f64();
-    drop(batches);
+    drop(events);
     Ok(RunResult {
         scenario: scenario.name.to_string(),
-        mode: "engine".into(),
+        mode: match workload.keyed_source {
+            0 => "engine".into(),
+            p => format!("engine, keyed source of {p}"),
+        },
         partitions: stats.partitions,
         requested_partitions: partitions,
         rows: workload.rows,
@@ -176,6 +211,74 @@ pub fn run_engine(
         single_reason: stats.single_reason.map(str::to_string),
         format: None,
     })
+}
+
+/// The input as a topic of `partitions` partitions keyed by the query's routing key would
+/// hold it (untimed): each row in the partition of its key's hash, a `_partition` column, and
+/// the partitions read in turn, a batch at a time. Also the key columns, for the router.
+/// A query without a key reads the batches as they are.
+#[allow(clippy::type_complexity)]
+fn keyed_topic(
+    plan: &PlannedQuery,
+    batches: Vec<RecordBatch>,
+    partitions: usize,
+    batch_size: usize,
+) -> BenchResult<(Vec<(RecordBatch, Option<PartitionRun>)>, Vec<String>)> {
+    let Routing::Hash(key) = Routing::for_plan(plan) else {
+        return Ok((batches.into_iter().map(|b| (b, None)).collect(), Vec::new()));
+    };
+    let names: Vec<String> = key
+        .iter()
+        .filter_map(|e| {
+            e.as_ref()
+                .downcast_ref::<Column>()
+                .map(|c| c.name().to_string())
+        })
+        .collect();
+    let schema = Arc::clone(&plan.input_schema);
+    let mut adapter = InputAdapter::new(Arc::clone(&schema), plan.source.clone());
+    let mut router = PartitionRouter::new(Routing::Hash(key), partitions, &[]);
+    let mut rows: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
+    for batch in batches {
+        for (p, piece) in router.split(adapter.adapt(batch)?)?.into_iter().enumerate() {
+            if let Some(piece) = piece {
+                rows[p].extend(piece.into_batches()?);
+            }
+        }
+    }
+    let partition_column = schema.index_of("_partition").ok();
+    let mut topic: Vec<Vec<RecordBatch>> = Vec::with_capacity(partitions);
+    for (p, pieces) in rows.iter().enumerate() {
+        let all = concat_batches(&schema, pieces)?;
+        let mut chunks = Vec::new();
+        for start in (0..all.num_rows()).step_by(batch_size.max(1)) {
+            let chunk = all.slice(start, batch_size.min(all.num_rows() - start));
+            let chunk = match partition_column {
+                Some(i) => {
+                    let mut columns = chunk.columns().to_vec();
+                    columns[i] = Arc::new(Int32Array::from_value(p as i32, chunk.num_rows()));
+                    RecordBatch::try_new(Arc::clone(&schema), columns)?
+                }
+                None => chunk,
+            };
+            chunks.push(chunk);
+        }
+        topic.push(chunks);
+    }
+    let mut events = Vec::new();
+    let longest = topic.iter().map(Vec::len).max().unwrap_or(0);
+    for i in 0..longest {
+        for (p, chunks) in topic.iter().enumerate() {
+            if let Some(chunk) = chunks.get(i) {
+                let run = PartitionRun {
+                    partition: p as i32,
+                    rows: chunk.num_rows(),
+                };
+                events.push((chunk.clone(), Some(run)));
+            }
+        }
+    }
+    Ok((events, names))
 }
 
 /// The file an end-to-end run of `stream` reads, under `dir`.

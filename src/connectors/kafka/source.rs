@@ -22,6 +22,7 @@ use crate::connectors::BadRecord;
 use crate::error::{Result, VeloError};
 use crate::exec::event_time::{to_epoch_millis, EventTimeFormat};
 use crate::exec::input::now_millis;
+use crate::partition::PartitionRun;
 use crate::sql::planner::SYSTEM_COLUMNS;
 use crate::sql::properties::parse_duration_ms;
 use crate::sql::Properties;
@@ -47,6 +48,9 @@ pub struct KafkaSourceConfig {
     pub batch_size: usize,
     /// How often done offsets are committed (`'<src>.commit.interval'`, default 1s).
     pub commit_interval: Duration,
+    /// The columns the message key is made of (`'<src>.key.field'`): the producer's
+    /// partitioner keeps equal values in one partition, so the topic is partitioned by them.
+    pub key_fields: Vec<String>,
 }
 
 impl KafkaSourceConfig {
@@ -100,7 +104,17 @@ impl KafkaSourceConfig {
                 ("fetch.queue.backoff.ms", "10"),
             ],
         )?;
+        let key_fields: Vec<String> = props
+            .scoped(name, "key.field")
+            .map(|list| list.split(',').map(|f| f.trim().to_string()).collect())
+            .unwrap_or_default();
+        if let Some(missing) = key_fields.iter().find(|f| schema.index_of(f).is_err()) {
+            return Err(VeloError::Config(format!(
+                "'{name}.key.field' names '{missing}', which is not a column of '{name}'"
+            )));
+        }
         Ok(KafkaSourceConfig {
+            key_fields,
             name: name.to_string(),
             topic: topic_of(name, props),
             client,
@@ -132,6 +146,8 @@ impl KafkaSourceConfig {
 /// partition once this batch is done.
 pub struct KafkaBatch {
     pub batch: RecordBatch,
+    /// The batch's rows in runs from one partition each, in order.
+    pub runs: Vec<PartitionRun>,
     pub bad_records: Vec<BadRecord>,
     pub next_offsets: BTreeMap<i32, i64>,
 }
@@ -366,8 +382,17 @@ impl KafkaSource {
         }
         let (batch, kept, bad_records) = self.decode()?;
         let batch = self.add_system_columns(batch, &kept)?;
+        let mut runs: Vec<PartitionRun> = Vec::new();
+        for &i in &kept {
+            let partition = self.metas[i].partition;
+            match runs.last_mut() {
+                Some(run) if run.partition == partition => run.rows += 1,
+                _ => runs.push(PartitionRun { partition, rows: 1 }),
+            }
+        }
         Ok(Some(KafkaBatch {
             batch,
+            runs,
             bad_records,
             next_offsets,
         }))
