@@ -409,18 +409,24 @@ fn a_later_statement_reads_an_earlier_ones_topic() {
         let kafka = mock(&[("trades", 2), ("big", 2), ("big_per_symbol", 1)]);
         let bootstrap = kafka.bootstrap_servers().to_string();
         produce_trades(&bootstrap, 0..2000);
+        // `big` is keyed by symbol, so the second statement's GROUP BY symbol reads its
+        // partitions directly.
         let sql = source("g-chain")
             + "CREATE STREAM big AS SELECT id, symbol FROM trades WHERE quantity > 900 \
-               WITH ('big.type' = 'kafka_sink', 'big.topic.name' = 'big');
+               WITH ('big.type' = 'kafka_sink', 'big.topic.name' = 'big', 'big.key.field' = 'symbol');
                CREATE TABLE big_per_symbol AS SELECT symbol, COUNT(*) AS n FROM big \
                GROUP BY symbol EMIT CHANGES \
                WITH ('big_per_symbol.type' = 'kafka_sink', 'big_per_symbol.topic.name' = 'big_per_symbol');";
-        let (stop, app) = start_app(sql, &bootstrap, 1);
+        let (stop, app) = start_app(sql, &bootstrap, 2);
         let want = (0..2000).filter(|id| id % 1000 > 900).count();
         let out = consume(&bootstrap, "big_per_symbol", Duration::from_secs(60), |o| {
             o.len() >= want
         });
-        stop_app(stop, app);
+        let summaries = stop_app(stop, app);
+        assert!(
+            summaries[1].direct,
+            "the keyed topic feeds the workers directly"
+        );
         // The last count per symbol adds up to every big trade.
         let mut last: BTreeMap<String, i64> = BTreeMap::new();
         for (_, v) in &out {

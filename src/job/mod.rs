@@ -306,6 +306,7 @@ fn upstream_topic(
         topic,
         client,
         avro,
+        key_fields,
         ..
     }) = sink
     else {
@@ -329,6 +330,11 @@ fn upstream_topic(
     )?;
     // Read the earlier statement's output in the format it writes.
     config.avro = avro.clone();
+    // Its messages are keyed by these columns (when they all exist; the sink skips missing
+    // ones), so the topic is partitioned by them.
+    if key_fields.iter().all(|f| schema.index_of(f).is_ok()) {
+        config.key_fields = key_fields.clone();
+    }
     Ok(config)
 }
 
