@@ -174,21 +174,8 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
                 planner.register_source(&source, schema.clone())?;
                 JobInput::Kafka(config)
             }
-            None => match source_config(&source, stmt, &declared, options)
-                .map_err(|e| at_statement(&script, stmt, e))?
-            {
-                JobInput::File(config) => {
-                    let file = FileSource::open(config.clone())
-                        .map_err(|e| at_statement(&script, stmt, e))?;
-                    planner.register_source(&source, file.schema().clone())?;
-                    JobInput::File(config)
-                }
-                JobInput::Kafka(config) => {
-                    planner.register_source(&source, config.schema.clone())?;
-                    JobInput::Kafka(config)
-                }
-                JobInput::Upstream(name) => JobInput::Upstream(name),
-            },
+            None => external_input(&source, stmt, &declared, options, &mut planner)
+                .map_err(|e| at_statement(&script, stmt, e))?,
         };
         let id = match stmt.name() {
             Some(n) => n.to_string(),
@@ -338,13 +325,15 @@ fn upstream_topic(
     Ok(config)
 }
 
-/// The source settings of `source`: its WITH keys (from the query or its declaration), or a
-/// `--source NAME=PATH` binding.
-fn source_config(
+/// The input of a query over `source`, a file or topic (not an earlier statement): its
+/// settings come from its WITH keys (from the query or its declaration) or a
+/// `--source NAME=PATH` binding, and its columns are registered with the planner.
+fn external_input(
     source: &str,
     stmt: &Statement,
     declared: &BTreeMap<String, (Option<SchemaRef>, Properties)>,
     options: &JobOptions,
+    planner: &mut QueryPlanner,
 ) -> Result<JobInput> {
     let mut props = stmt.properties.clone();
     let mut schema = None;
@@ -359,12 +348,18 @@ fn source_config(
         }
     }
     match props.scoped(source, "type").as_deref() {
-        Some("file_source") | None if props.scoped(source, "path").is_some() => Ok(
-            JobInput::File(FileSourceConfig::from_properties(source, &props, schema)?),
-        ),
-        Some("kafka_source") if options.serve => Ok(JobInput::Kafka(
-            KafkaSourceConfig::from_properties(source, &props, schema, &options.kafka)?,
-        )),
+        Some("file_source") | None if props.scoped(source, "path").is_some() => {
+            let config = FileSourceConfig::from_properties(source, &props, schema)?;
+            let file = FileSource::open(config.clone())?;
+            planner.register_source(source, file.schema().clone())?;
+            Ok(JobInput::File(config))
+        }
+        Some("kafka_source") if options.serve => {
+            let config =
+                KafkaSourceConfig::from_properties(source, &props, schema, &options.kafka)?;
+            planner.register_source(source, config.schema.clone())?;
+            Ok(JobInput::Kafka(config))
+        }
         Some("kafka_source") => Err(VeloError::Config(format!(
             "source '{source}' is a Kafka topic, which never ends: run the app with \
              velo-sql deploy-app instead of velo-sql-batch"
