@@ -21,6 +21,9 @@ use crate::sql::Properties;
 
 /// Rows per decoded batch.
 pub const DEFAULT_BATCH_SIZE: usize = 8192;
+/// Files read at once when `'<src>.readers'` is not set. A constant, not the core count, so
+/// the order batches arrive in (and so the output) is the same on every machine.
+pub const DEFAULT_READERS: usize = 4;
 /// Lines read to infer a schema.
 const INFER_LINES: usize = 1000;
 
@@ -87,6 +90,12 @@ pub struct FileSourceConfig {
     /// Where bad records are written, one JSON object per record, when set.
     pub dead_letter_path: Option<PathBuf>,
     pub batch_size: usize,
+    /// Files read at once, each by its own thread, their batches taken in turn
+    /// (`'<src>.readers'`, default 4; a followed file is read alone).
+    pub readers: usize,
+    /// Columns the files split the rows by (`'<src>.key.field'`): equal values are never in
+    /// two files, so a query keyed by them is fed file by file.
+    pub key_fields: Vec<String>,
 }
 
 impl FileSourceConfig {
@@ -145,6 +154,15 @@ impl FileSourceConfig {
                 .or_else(|| props.scoped(name, "dead_letter.path"))
                 .map(PathBuf::from),
             batch_size: batch_size.max(1),
+            readers: match props.scoped(name, "readers") {
+                Some(r) => r.parse::<usize>().ok().filter(|r| *r > 0).ok_or_else(|| {
+                    VeloError::Config(format!(
+                        "'{name}.readers' must be a positive whole number, got '{r}'"
+                    ))
+                })?,
+                None => DEFAULT_READERS,
+            },
+            key_fields: props.scoped_list(name, "key.field"),
         })
     }
 }
@@ -162,6 +180,8 @@ pub struct BadRecord {
 #[derive(Debug)]
 pub struct SourceBatch {
     pub batch: RecordBatch,
+    /// The file the rows come from: its place in the source's sorted file list.
+    pub file: usize,
     pub bad_records: Vec<BadRecord>,
     /// Bytes read for this batch (progress reporting).
     pub bytes: u64,
@@ -203,6 +223,8 @@ pub fn expand_paths(path: &str) -> Result<Vec<PathBuf>> {
 pub struct FileSource {
     config: FileSourceConfig,
     files: Vec<PathBuf>,
+    /// Each file's place in the whole source's file list (differs after `split`).
+    indices: Vec<usize>,
     /// Full data schema (declared or inferred).
     schema: SchemaRef,
     /// The data columns the query needs (decoding skips the rest).
@@ -239,6 +261,7 @@ impl FileSource {
         Ok(FileSource {
             projection: Arc::clone(&schema),
             schema,
+            indices: (0..files.len()).collect(),
             files,
             config,
             system_columns: Vec::new(),
@@ -280,6 +303,34 @@ impl FileSource {
         self.errors
     }
 
+    /// How many files the source reads.
+    pub fn file_count(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Deals the files to `readers` sources, file `i` to reader `i mod readers`, each with
+    /// this source's schema and projection; batches keep their file's place in the whole list.
+    pub fn split(self, readers: usize) -> Vec<FileSource> {
+        let readers = readers.clamp(1, self.files.len().max(1));
+        (0..readers)
+            .map(|r| {
+                let picked: Vec<usize> = (r..self.files.len()).step_by(readers).collect();
+                FileSource {
+                    config: self.config.clone(),
+                    files: picked.iter().map(|&i| self.files[i].clone()).collect(),
+                    indices: picked.iter().map(|&i| self.indices[i]).collect(),
+                    schema: Arc::clone(&self.schema),
+                    projection: Arc::clone(&self.projection),
+                    system_columns: self.system_columns.clone(),
+                    current: None,
+                    next_file: 0,
+                    chunk: LineChunk::new(DEFAULT_BATCH_SIZE),
+                    errors: 0,
+                }
+            })
+            .collect()
+    }
+
     /// Total size in bytes of the input files (for progress).
     pub fn total_bytes(&self) -> u64 {
         self.files
@@ -302,7 +353,7 @@ impl FileSource {
                     .map_err(|e| VeloError::io(format!("opening {}", path.display()), e))?;
                 self.current = Some(OpenFile {
                     path,
-                    index: self.next_file,
+                    index: self.indices[self.next_file],
                     reader: BufReader::with_capacity(1 << 20, file),
                     line: 0,
                     partial: Vec::new(),
@@ -331,8 +382,10 @@ impl FileSource {
                     continue;
                 }
                 std::thread::sleep(Duration::from_millis(100));
+                let file = file.index;
                 let empty = RecordBatch::new_empty(self.output_schema());
                 return Ok(Some(SourceBatch {
+                    file,
                     batch: empty,
                     bad_records: Vec::new(),
                     bytes: 0,
@@ -350,6 +403,7 @@ impl FileSource {
             }
             let batch = self.add_system_columns(batch, &lines_ok, &path, file_index)?;
             return Ok(Some(SourceBatch {
+                file: file_index,
                 batch,
                 bad_records: bad,
                 bytes: self.chunk.bytes,

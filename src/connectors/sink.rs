@@ -88,10 +88,7 @@ impl SinkConfig {
                         .into_iter()
                         .map(|(k, v)| (k.to_string(), v.to_string()))
                         .collect(),
-                    key_fields: props
-                        .scoped(name, "key.field")
-                        .map(|k| k.split(',').map(|f| f.trim().to_string()).collect())
-                        .unwrap_or_default(),
+                    key_fields: props.scoped_list(name, "key.field"),
                     avro,
                 })
             }

@@ -11,6 +11,7 @@ use std::time::Instant;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
+use self::file_readers::FileReaders;
 use self::kafka::{Barrier, OffsetCommitter};
 use self::output::{lock, progress_bar, record_bad, DeadLetterFile, JobOutput};
 use crate::connectors::avro::AvroFormat;
@@ -19,12 +20,13 @@ use crate::connectors::kafka::{KafkaDefaults, KafkaSource, KafkaSourceConfig};
 use crate::connectors::{open_sink, BadRecord, SinkConfig};
 use crate::error::{Result, VeloError};
 use crate::partition::{
-    default_partitions, run_partitioned, Delivery, InputEvent, PartitionOptions, PartitionStats,
-    DEFAULT_QUEUE_DEPTH,
+    default_partitions, run_partitioned, Delivery, InputEvent, PartitionOptions, PartitionRun,
+    PartitionStats, DEFAULT_QUEUE_DEPTH,
 };
 use crate::sql::script::{parse_script, Statement, StatementKind};
 use crate::sql::{PlannedQuery, Properties, QueryPlanner};
 
+mod file_readers;
 mod kafka;
 mod output;
 
@@ -325,6 +327,12 @@ fn upstream_topic(
     Ok(config)
 }
 
+/// The event to hand out before reading more: one already queued, else Stop when the job
+/// was asked to stop.
+fn pending(queued: &mut VecDeque<InputEvent>, stop: bool) -> Option<InputEvent> {
+    queued.pop_front().or(stop.then_some(InputEvent::Stop))
+}
+
 /// The input of a query over `source`, a file or topic (not an earlier statement): its
 /// settings come from its WITH keys (from the query or its declaration) or a
 /// `--source NAME=PATH` binding, and its columns are registered with the planner.
@@ -351,6 +359,15 @@ fn external_input(
         Some("file_source") | None if props.scoped(source, "path").is_some() => {
             let config = FileSourceConfig::from_properties(source, &props, schema)?;
             let file = FileSource::open(config.clone())?;
+            if let Some(missing) = config
+                .key_fields
+                .iter()
+                .find(|f| file.schema().index_of(f).is_err())
+            {
+                return Err(VeloError::Config(format!(
+                    "'{source}.key.field' names '{missing}', which is not a column of '{source}'"
+                )));
+            }
             planner.register_source(source, file.schema().clone())?;
             Ok(JobInput::File(config))
         }
@@ -475,7 +492,8 @@ fn run_job(
         },
         source_key: match &job.input {
             JobInput::Kafka(config) => config.key_fields.clone(),
-            _ => Vec::new(),
+            JobInput::File(config) => config.key_fields.clone(),
+            JobInput::Upstream(_) => Vec::new(),
         },
         queue_depth: match options.queue_depth {
             0 => DEFAULT_QUEUE_DEPTH,
@@ -540,11 +558,8 @@ fn run_job(
                     &plan,
                     &partitions,
                     || {
-                        if let Some(event) = queued.pop_front() {
+                        if let Some(event) = pending(&mut queued, stopped()) {
                             return Ok(Some(event));
-                        }
-                        if stopped() {
-                            return Ok(Some(InputEvent::Stop));
                         }
                         let polled = source.next_batch(KAFKA_POLL_WAIT)?;
                         // After the poll: the group join that assigns partitions happens inside
@@ -634,31 +649,49 @@ fn run_job(
             if let Some(p) = &config.dead_letter_path {
                 lock(&dead_letter).open(p)?;
             }
-            let stats = run_partitioned(
-                &plan,
-                &partitions,
-                || {
-                    if stopped() {
-                        return Ok(Some(InputEvent::Stop));
-                    }
-                    let Some(chunk) = source.next_batch()? else {
-                        return Ok(None);
-                    };
-                    summary.records_in += chunk.batch.num_rows() as u64;
-                    record_bad(&mut summary, &dead_letter, &config.name, chunk.bad_records)?;
-                    if let Some(p) = &progress {
-                        p.inc(chunk.bytes);
-                        p.set_message(format!("{} rows", summary.records_in));
-                    }
-                    Ok(Some(if chunk.batch.num_rows() == 0 {
-                        // A followed file is idle: make what was written so far visible.
-                        InputEvent::Idle
-                    } else {
-                        InputEvent::Batch(chunk.batch)
-                    }))
-                },
-                |d| deliver(&mut output, None, d),
-            )?;
+            // A followed file is the last one: read the files one after another then.
+            let readers = if config.watch { 1 } else { config.readers };
+            let stats = std::thread::scope(|scope| {
+                let mut readers = FileReaders::start(scope, source, readers)?;
+                let mut queued: VecDeque<InputEvent> = VecDeque::new();
+                run_partitioned(
+                    &plan,
+                    &partitions,
+                    || {
+                        if let Some(event) = pending(&mut queued, stopped()) {
+                            return Ok(Some(event));
+                        }
+                        let Some((chunk, files)) = readers.next()? else {
+                            return Ok(None);
+                        };
+                        summary.records_in += chunk.batch.num_rows() as u64;
+                        record_bad(&mut summary, &dead_letter, &config.name, chunk.bad_records)?;
+                        if let Some(p) = &progress {
+                            p.inc(chunk.bytes);
+                            p.set_message(format!("{} rows", summary.records_in));
+                        }
+                        // The files being read are the watermark's input partitions.
+                        if let Some(files) = files {
+                            queued.push_back(InputEvent::Partitions(files));
+                        }
+                        queued.push_back(if chunk.batch.num_rows() == 0 {
+                            // A followed file is idle: make what was written so far visible.
+                            InputEvent::Idle
+                        } else {
+                            let rows = chunk.batch.num_rows();
+                            InputEvent::PartitionedBatch {
+                                batch: chunk.batch,
+                                runs: vec![PartitionRun {
+                                    partition: chunk.file as i32,
+                                    rows,
+                                }],
+                            }
+                        });
+                        Ok(queued.pop_front())
+                    },
+                    |d| deliver(&mut output, None, d),
+                )
+            })?;
             if let Some(p) = progress {
                 p.finish_and_clear();
             }

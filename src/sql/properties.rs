@@ -53,6 +53,13 @@ impl Properties {
         }
     }
 
+    /// `<name>.<key>` as a comma-separated list of names (empty when unset).
+    pub fn scoped_list(&self, name: &str, key: &str) -> Vec<String> {
+        self.scoped(name, key)
+            .map(|list| list.split(',').map(|f| f.trim().to_string()).collect())
+            .unwrap_or_default()
+    }
+
     /// True when any key is scoped to `name`.
     pub fn has_scope(&self, name: &str) -> bool {
         let prefix = format!("{name}.");

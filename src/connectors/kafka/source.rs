@@ -104,10 +104,7 @@ impl KafkaSourceConfig {
                 ("fetch.queue.backoff.ms", "10"),
             ],
         )?;
-        let key_fields: Vec<String> = props
-            .scoped(name, "key.field")
-            .map(|list| list.split(',').map(|f| f.trim().to_string()).collect())
-            .unwrap_or_default();
+        let key_fields = props.scoped_list(name, "key.field");
         if let Some(missing) = key_fields.iter().find(|f| schema.index_of(f).is_err()) {
             return Err(VeloError::Config(format!(
                 "'{name}.key.field' names '{missing}', which is not a column of '{name}'"
