@@ -111,7 +111,7 @@ pub struct PartitionRouter {
     direct: bool,
     next: usize,
     hashes: Vec<u64>,
-    /// Each row's partition, then each partition's first slot in the row buffer.
+    /// Each row's partition, and each partition's first slot in the row buffer.
     targets: Vec<u32>,
     starts: Vec<usize>,
     random_state: RandomState,
@@ -222,7 +222,6 @@ impl PartitionRouter {
         self.hashes.clear();
         self.hashes.resize(batch.num_rows(), 0);
         create_hashes(&arrays, &self.random_state, &mut self.hashes)?;
-        // A counting sort of the row numbers by partition: one buffer, each piece a slice of it.
         let n = self.partitions as u128;
         self.targets.clear();
         self.targets.extend(
@@ -231,21 +230,7 @@ impl PartitionRouter {
                 // Multiply-shift maps the hash onto 0..n without a division.
                 .map(|hash| ((*hash as u128 * n) >> 64) as u32),
         );
-        self.starts.clear();
-        self.starts.resize(self.partitions + 1, 0);
-        for &target in &self.targets {
-            self.starts[target as usize + 1] += 1;
-        }
-        for p in 0..self.partitions {
-            self.starts[p + 1] += self.starts[p];
-        }
-        let mut next = self.starts.clone();
-        let mut rows = vec![0u32; batch.num_rows()];
-        for (row, &target) in self.targets.iter().enumerate() {
-            let slot = &mut next[target as usize];
-            rows[*slot] = row as u32;
-            *slot += 1;
-        }
+        let rows = rows_by_partition(&self.targets, self.partitions, &mut self.starts);
         let rows = ScalarBuffer::from(rows);
         for (p, piece) in pieces.iter_mut().enumerate() {
             let (start, end) = (self.starts[p], self.starts[p + 1]);
@@ -258,6 +243,44 @@ impl PartitionRouter {
         }
         Ok(pieces)
     }
+}
+
+/// The row numbers grouped by partition, in row order within each (one buffer; partition
+/// `p`'s rows are `starts[p]..starts[p + 1]`), for rows whose partitions are `targets`.
+pub fn rows_by_partition(targets: &[u32], partitions: usize, starts: &mut Vec<usize>) -> Vec<u32> {
+    starts.clear();
+    starts.resize(partitions + 1, 0);
+    // One slot more than the rows: the branch-free passes below store every row somewhere.
+    let mut rows = vec![0u32; targets.len() + 1];
+    if partitions <= 4 {
+        // A pass per partition that stores every row at the cursor and advances the cursor
+        // only for the partition's own rows: no branch, and the cursor stays in a register.
+        let mut at = 0;
+        for (p, start) in starts.iter_mut().enumerate().take(partitions) {
+            *start = at;
+            for (row, &target) in targets.iter().enumerate() {
+                rows[at] = row as u32;
+                at += usize::from(target as usize == p);
+            }
+        }
+        starts[partitions] = at;
+    } else {
+        // A counting sort: one pass to count, one to place.
+        for &target in targets {
+            starts[target as usize + 1] += 1;
+        }
+        for p in 0..partitions {
+            starts[p + 1] += starts[p];
+        }
+        let mut next = starts.clone();
+        for (row, &target) in targets.iter().enumerate() {
+            let slot = &mut next[target as usize];
+            rows[*slot] = row as u32;
+            *slot += 1;
+        }
+    }
+    rows.truncate(targets.len());
+    rows
 }
 
 /// One worker's share of an input batch.
@@ -467,5 +490,31 @@ mod tests {
             .map(|b| b.num_rows())
             .sum();
         assert_eq!(total, 10);
+    }
+
+    #[test]
+    fn rows_are_grouped_by_partition_in_row_order() {
+        let mut state = 11u64;
+        for partitions in [2, 3, 4, 5, 16] {
+            let targets: Vec<u32> = (0..1000)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    ((state >> 33) % partitions as u64) as u32
+                })
+                .collect();
+            let mut starts = Vec::new();
+            let rows = rows_by_partition(&targets, partitions, &mut starts);
+            assert_eq!(rows.len(), targets.len());
+            for p in 0..partitions {
+                let expected: Vec<u32> = (0..targets.len() as u32)
+                    .filter(|&r| targets[r as usize] == p as u32)
+                    .collect();
+                assert_eq!(
+                    rows[starts[p]..starts[p + 1]],
+                    expected[..],
+                    "{partitions}/{p}"
+                );
+            }
+        }
     }
 }
