@@ -13,6 +13,7 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
+use super::check_key_fields;
 use super::decode::{decode_json, decode_with_fallback};
 use crate::error::{Result, VeloError};
 use crate::exec::event_time::{constant_millis, to_epoch_millis, EventTimeFormat};
@@ -251,13 +252,15 @@ struct OpenFile {
 }
 
 impl FileSource {
-    /// Opens the source: finds its files and infers or takes its schema.
+    /// Opens the source: finds its files, infers or takes its schema, and checks its
+    /// `key.field` columns against it.
     pub fn open(config: FileSourceConfig) -> Result<Self> {
         let files = expand_paths(&config.path)?;
         let schema = match &config.schema {
             Some(s) => Arc::clone(s),
             None => Arc::new(infer_schema(&files, &config.format)?),
         };
+        check_key_fields(&config.name, &config.key_fields, &schema)?;
         Ok(FileSource {
             projection: Arc::clone(&schema),
             schema,

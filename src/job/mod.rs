@@ -359,15 +359,6 @@ fn external_input(
         Some("file_source") | None if props.scoped(source, "path").is_some() => {
             let config = FileSourceConfig::from_properties(source, &props, schema)?;
             let file = FileSource::open(config.clone())?;
-            if let Some(missing) = config
-                .key_fields
-                .iter()
-                .find(|f| file.schema().index_of(f).is_err())
-            {
-                return Err(VeloError::Config(format!(
-                    "'{source}.key.field' names '{missing}', which is not a column of '{source}'"
-                )));
-            }
             planner.register_source(source, file.schema().clone())?;
             Ok(JobInput::File(config))
         }

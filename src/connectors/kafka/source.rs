@@ -18,7 +18,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use super::config::{client_config, topic_of, KafkaDefaults};
 use crate::connectors::avro::{AvroDecoder, AvroFormat};
 use crate::connectors::decode::{decode_json, decode_with_fallback};
-use crate::connectors::BadRecord;
+use crate::connectors::{check_key_fields, BadRecord};
 use crate::error::{Result, VeloError};
 use crate::exec::event_time::{to_epoch_millis, EventTimeFormat};
 use crate::exec::input::now_millis;
@@ -105,11 +105,7 @@ impl KafkaSourceConfig {
             ],
         )?;
         let key_fields = props.scoped_list(name, "key.field");
-        if let Some(missing) = key_fields.iter().find(|f| schema.index_of(f).is_err()) {
-            return Err(VeloError::Config(format!(
-                "'{name}.key.field' names '{missing}', which is not a column of '{name}'"
-            )));
-        }
+        check_key_fields(name, &key_fields, &schema)?;
         Ok(KafkaSourceConfig {
             key_fields,
             name: name.to_string(),
