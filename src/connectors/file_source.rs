@@ -306,11 +306,6 @@ impl FileSource {
         self.errors
     }
 
-    /// How many files the source reads.
-    pub fn file_count(&self) -> usize {
-        self.files.len()
-    }
-
     /// Deals the files to `readers` sources, file `i` to reader `i mod readers`, each with
     /// this source's schema and projection; batches keep their file's place in the whole list.
     pub fn split(self, readers: usize) -> Vec<FileSource> {

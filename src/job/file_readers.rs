@@ -63,7 +63,7 @@ impl FileReaders {
     /// The next batch in turn, and the files being read when that set changed (each is an
     /// input partition the watermark waits for). None when every reader is done.
     pub(super) fn next(&mut self) -> Result<Option<(SourceBatch, Option<Vec<i32>>)>> {
-        for _ in 0..self.readers.len() {
+        while self.readers.iter().any(|r| r.file.is_some()) {
             let i = self.next;
             self.next = (i + 1) % self.readers.len();
             let reader = &mut self.readers[i];
@@ -80,11 +80,10 @@ impl FileReaders {
                     return Ok(Some((batch, files)));
                 }
                 Ok(Err(e)) => return Err(e),
+                // The reader is done; its turn passes to the next one.
                 Err(_) => {
                     reader.file = None;
                     self.changed = true;
-                    // Its turn passes to the next reader.
-                    return self.next();
                 }
             }
         }
