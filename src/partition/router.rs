@@ -14,7 +14,7 @@ use datafusion::common::hash_utils::{create_hashes, RandomState};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
 
-use crate::error::Result;
+use crate::error::{Result, VeloError};
 use crate::sql::{PlanStage, PlannedQuery};
 
 /// How a query's input is spread over partition workers.
@@ -107,12 +107,14 @@ pub struct PartitionRun {
 pub struct PartitionRouter {
     routing: Routing,
     partitions: usize,
-    /// The source's partitions split the key: route by source partition instead of by hash.
+    /// The source's partitions split the key (and there is more than one worker): route by
+    /// source partition instead of by hash.
     direct: bool,
     next: usize,
     hashes: Vec<u64>,
-    /// Each row's partition, and each partition's first slot in the row buffer.
+    /// Each row's partition (reused between batches).
     targets: Vec<u32>,
+    /// Each partition's first slot in the row buffer, and the end (reused between batches).
     starts: Vec<usize>,
     random_state: RandomState,
 }
@@ -129,7 +131,8 @@ impl PartitionRouter {
         };
         let direct = match &routing {
             Routing::Hash(key) => {
-                !source_key.is_empty()
+                partitions > 1
+                    && !source_key.is_empty()
                     && source_key.iter().all(|name| {
                         key.iter().any(|e| {
                             e.as_ref()
@@ -159,7 +162,7 @@ impl PartitionRouter {
 
     /// True when batches from a partitioned source go to workers by source partition.
     pub fn is_direct(&self) -> bool {
-        self.direct && self.partitions > 1
+        self.direct
     }
 
     /// Splits a batch whose rows come in `runs` from the source's partitions. With direct
@@ -184,7 +187,7 @@ impl PartitionRouter {
             offset += rows;
         }
         if offset < batch.num_rows() {
-            return Err(crate::error::VeloError::Execution(format!(
+            return Err(VeloError::Execution(format!(
                 "the partition runs cover {offset} of the batch's {} rows",
                 batch.num_rows()
             )));
@@ -247,7 +250,7 @@ impl PartitionRouter {
 
 /// The row numbers grouped by partition, in row order within each (one buffer; partition
 /// `p`'s rows are `starts[p]..starts[p + 1]`), for rows whose partitions are `targets`.
-pub fn rows_by_partition(targets: &[u32], partitions: usize, starts: &mut Vec<usize>) -> Vec<u32> {
+fn rows_by_partition(targets: &[u32], partitions: usize, starts: &mut Vec<usize>) -> Vec<u32> {
     starts.clear();
     starts.resize(partitions + 1, 0);
     // One slot more than the rows: the branch-free passes below store every row somewhere.
