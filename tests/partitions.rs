@@ -84,20 +84,28 @@ fn run_batched(
     let summary = summaries.pop().expect("one job");
     let mut rows = Vec::new();
     for batch in summary.output.iter().flatten() {
-        let deleted = velostream::exec::change::is_delete(batch);
-        let mut buf = Vec::new();
-        let mut writer = arrow::json::LineDelimitedWriter::new(&mut buf);
-        writer.write(batch).expect("json");
-        writer.finish().expect("json");
-        for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        rows.extend(json_rows(batch));
+    }
+    (summary, rows)
+}
+
+/// A batch's rows as JSON objects (a delete batch's carry `"_deleted": true`).
+fn json_rows(batch: &RecordBatch) -> Vec<serde_json::Value> {
+    let deleted = velostream::exec::change::is_delete(batch);
+    let mut buf = Vec::new();
+    let mut writer = arrow::json::LineDelimitedWriter::new(&mut buf);
+    writer.write(batch).expect("json");
+    writer.finish().expect("json");
+    buf.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|line| {
             let mut row: serde_json::Value = serde_json::from_slice(line).expect("row");
             if deleted {
                 row["_deleted"] = serde_json::Value::Bool(true);
             }
-            rows.push(row);
-        }
-    }
-    (summary, rows)
+            row
+        })
+        .collect()
 }
 
 fn key_of(row: &serde_json::Value, key: &[&str]) -> String {
@@ -377,15 +385,7 @@ fn run_keyed(
         || Ok(input.next()),
         |delivery| {
             if let Delivery::Rows(batch) = delivery {
-                let mut writer = arrow::json::ArrayWriter::new(Vec::new());
-                writer.write(&batch).expect("json");
-                writer.finish().expect("json");
-                let text = writer.into_inner();
-                if !text.is_empty() {
-                    let parsed: Vec<serde_json::Value> =
-                        serde_json::from_slice(&text).expect("rows");
-                    rows.extend(parsed);
-                }
+                rows.extend(json_rows(&batch));
             }
             Ok(())
         },
