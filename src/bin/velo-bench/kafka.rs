@@ -137,8 +137,8 @@ pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) ->
         );
     }
     let mock = MockKafka::start(1)?;
-    mock.create_topic("trades", 4)?;
-    mock.create_topic("out", 4)?;
+    mock.create_topic("trades", INPUT_PARTITIONS)?;
+    mock.create_topic("out", INPUT_PARTITIONS)?;
     let brokers = mock.bootstrap_servers().to_string();
 
     let started = Instant::now();
@@ -147,13 +147,13 @@ pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) ->
         "trades",
         Stream::Trades,
         (rows, keys, seed),
-        Some(4),
+        Some(INPUT_PARTITIONS),
     )?;
     let produce_seconds = started.elapsed().as_secs_f64();
     // On every partition, a trade an hour later (quantity 0: the filter drops it) moves the
     // watermark past every window of the generated trades, so the tumbling job emits them all.
-    let mut clocks = TopicWriter::open(&brokers, "trades", Some(4))?;
-    for _ in 0..4 {
+    let mut clocks = TopicWriter::open(&brokers, "trades", Some(INPUT_PARTITIONS))?;
+    for _ in 0..INPUT_PARTITIONS {
         writeln!(
             clocks,
             r#"{{"symbol":"clock","price":1.00,"quantity":0,"ts":{}}}"#,
@@ -171,7 +171,7 @@ pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) ->
     bare.subscribe(&["trades"])?;
     let mut read = 0u64;
     let mut first_read = None;
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + WAIT_LIMIT;
     while read < input && Instant::now() < deadline {
         if let Some(m) = bare.poll(Duration::from_millis(100)) {
             m?;
@@ -226,7 +226,9 @@ pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) ->
         .map(|(_, r)| r.as_ref().map(|s| s.records_out).unwrap_or(0))
         .sum::<u64>();
     let rate = |n: u64, s: f64| n as f64 / s.max(f64::EPSILON);
-    println!("kafka {job} ({trades} JSON trades on 4 partitions; {partitions} job partitions)");
+    println!(
+        "kafka {job} ({trades} JSON trades on {INPUT_PARTITIONS} partitions; {partitions} job partitions)"
+    );
     println!(
         "  producer fills the topic:   {:>9.0} records/s ({produce_seconds:.2}s)",
         rate(trades, produce_seconds)
@@ -260,10 +262,13 @@ fn trade_windows(rows: u64, keys: u64, seed: u64) -> BenchResult<u64> {
     Ok(windows.len() as u64)
 }
 
-/// How long to wait for a job to finish its input.
-const JOB_LIMIT: Duration = Duration::from_secs(300);
+/// How long to wait for a reader to see the whole topic, or a job to finish its input.
+const WAIT_LIMIT: Duration = Duration::from_secs(300);
 
-/// When `group` has committed `records` offsets over `topic`'s 4 partitions; None if `stopped`
+/// Partitions of the input topic (and of the output topic).
+const INPUT_PARTITIONS: i32 = 4;
+
+/// When `group` has committed `records` offsets over `topic`'s `INPUT_PARTITIONS` partitions; None if `stopped`
 /// or the limit came first.
 fn wait_for_commits(
     brokers: &str,
@@ -277,10 +282,10 @@ fn wait_for_commits(
         .set("group.id", group)
         .create()?;
     let mut partitions = TopicPartitionList::new();
-    for p in 0..4 {
+    for p in 0..INPUT_PARTITIONS {
         partitions.add_partition(topic, p);
     }
-    let deadline = Instant::now() + JOB_LIMIT;
+    let deadline = Instant::now() + WAIT_LIMIT;
     while Instant::now() < deadline && !stopped() {
         let committed: i64 = watcher
             .committed_offsets(partitions.clone(), Duration::from_secs(5))?
@@ -314,7 +319,7 @@ fn wait_for_messages(
         .set("fetch.wait.max.ms", "5")
         .create()?;
     reader.subscribe(&[topic])?;
-    let deadline = Instant::now() + JOB_LIMIT;
+    let deadline = Instant::now() + WAIT_LIMIT;
     let mut seen = 0u64;
     while Instant::now() < deadline && !stopped() {
         if let Some(m) = reader.poll(Duration::from_millis(100)) {

@@ -3,22 +3,20 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
-
 use std::sync::Arc;
-use velostream::job::{plan_script, JobOptions};
+use std::time::Instant;
 
 use arrow::array::Int32Array;
 use arrow::compute::concat_batches;
 use arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::expressions::Column;
 use velostream::exec::input::InputAdapter;
+use velostream::job::{plan_script, JobOptions};
 use velostream::partition::{
     run_partitioned, Delivery, InputEvent, PartitionOptions, PartitionRouter, PartitionRun,
     Routing, DEFAULT_QUEUE_DEPTH,
 };
-use velostream::sql::PlannedQuery;
-use velostream::sql::QueryPlanner;
+use velostream::sql::{PlannedQuery, QueryPlanner};
 
 use crate::generators::{self, Format, Stream};
 use crate::report::{memory_kb, RunResult};
