@@ -357,9 +357,11 @@ fn external_input(
     }
     match props.scoped(source, "type").as_deref() {
         Some("file_source") | None if props.scoped(source, "path").is_some() => {
-            let config = FileSourceConfig::from_properties(source, &props, schema)?;
+            let mut config = FileSourceConfig::from_properties(source, &props, schema)?;
             let file = FileSource::open(config.clone())?;
             planner.register_source(source, file.schema().clone())?;
+            // The job reads with the schema the query was planned on, not a second inference.
+            config.schema = Some(file.schema().clone());
             Ok(JobInput::File(config))
         }
         Some("kafka_source") if options.serve => {
