@@ -1,19 +1,31 @@
 //! Maps group-key values to dense group indices: the key table of every GROUP BY.
-
-use std::collections::HashMap;
+//!
+//! Interning uses DataFusion's `GroupValues`, which has specialised tables for one string or
+//! primitive column and for several columns; the key of each group is also kept in Arrow's
+//! row format, appended only when a batch brings new groups, so keys can be read back (all
+//! of them, or chosen groups) without giving them up.
 
 use arrow::array::ArrayRef;
+use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, Rows, SortField};
+use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
-use crate::error::Result;
+use crate::error::{Result, VeloError};
+
+/// The keyed part of a key table: the interner and the stored keys.
+struct Keyed {
+    schema: SchemaRef,
+    values: Box<dyn GroupValues>,
+    converter: RowConverter,
+    keys: Rows,
+}
 
 /// Interns group keys (any number of columns, NULL a value like any other) to indices 0..n.
 pub struct GroupKeys {
     /// None for a global aggregate (no GROUP BY): every row is group 0.
-    converter: Option<RowConverter>,
-    index: HashMap<Box<[u8]>, usize, ahash::RandomState>,
-    keys: Option<Rows>,
+    keyed: Option<Keyed>,
     global_seen: bool,
 }
 
@@ -22,9 +34,7 @@ impl GroupKeys {
     pub fn new(key_schema: &SchemaRef) -> Result<Self> {
         if key_schema.fields().is_empty() {
             return Ok(GroupKeys {
-                converter: None,
-                index: HashMap::default(),
-                keys: None,
+                keyed: None,
                 global_seen: false,
             });
         }
@@ -37,18 +47,21 @@ impl GroupKeys {
         )?;
         let keys = converter.empty_rows(0, 0);
         Ok(GroupKeys {
-            converter: Some(converter),
-            index: HashMap::default(),
-            keys: Some(keys),
+            keyed: Some(Keyed {
+                schema: key_schema.clone(),
+                values: new_group_values(key_schema.clone(), &GroupOrdering::None)?,
+                converter,
+                keys,
+            }),
             global_seen: false,
         })
     }
 
     /// Number of groups seen so far.
     pub fn len(&self) -> usize {
-        match self.converter {
+        match &self.keyed {
             None => usize::from(self.global_seen),
-            Some(_) => self.index.len(),
+            Some(k) => k.values.len(),
         }
     }
 
@@ -66,49 +79,194 @@ impl GroupKeys {
         groups: &mut Vec<usize>,
     ) -> Result<()> {
         groups.clear();
-        let (Some(converter), Some(keys)) = (&self.converter, &mut self.keys) else {
+        let Some(k) = &mut self.keyed else {
             self.global_seen |= num_rows > 0;
             groups.resize(num_rows, 0);
             return Ok(());
         };
-        let rows = converter.convert_columns(key_columns)?;
-        groups.reserve(num_rows);
-        for row in rows.iter() {
-            let bytes = row.as_ref();
-            let g = match self.index.get(bytes) {
-                Some(&g) => g,
-                None => {
-                    let g = self.index.len();
-                    self.index.insert(bytes.into(), g);
-                    keys.push(row);
-                    g
-                }
-            };
-            groups.push(g);
+        // The interner reads columns as its schema's types; a differing column is cast, not
+        // misread.
+        let cast_columns;
+        let columns = if key_columns
+            .iter()
+            .zip(k.schema.fields())
+            .all(|(c, f)| c.data_type() == f.data_type())
+        {
+            key_columns
+        } else {
+            cast_columns = key_columns
+                .iter()
+                .zip(k.schema.fields())
+                .map(|(c, f)| Ok(cast(c, f.data_type())?))
+                .collect::<Result<Vec<_>>>()?;
+            &cast_columns
+        };
+        let before = k.values.len();
+        k.values.intern(columns, groups)?;
+        if k.values.len() > before {
+            k.store_new_keys(columns, groups, before)?;
         }
         Ok(())
     }
 
     /// The key columns of every group, in group-index order.
     pub fn all_keys(&self) -> Result<Vec<ArrayRef>> {
-        match (&self.converter, &self.keys) {
-            (Some(c), Some(keys)) => Ok(c.convert_rows(keys.iter())?),
-            _ => Ok(Vec::new()),
+        match &self.keyed {
+            Some(k) => Ok(k.converter.convert_rows(k.keys.iter())?),
+            None => Ok(Vec::new()),
         }
     }
 
     /// The key columns of the given groups, in that order.
     pub fn keys_of(&self, groups: &[usize]) -> Result<Vec<ArrayRef>> {
-        match (&self.converter, &self.keys) {
-            (Some(c), Some(keys)) => Ok(c.convert_rows(groups.iter().map(|&g| keys.row(g)))?),
-            _ => Ok(Vec::new()),
+        match &self.keyed {
+            Some(k) => Ok(k
+                .converter
+                .convert_rows(groups.iter().map(|&g| k.keys.row(g)))?),
+            None => Ok(Vec::new()),
         }
     }
 
     /// Marks the global group as present even without rows (a global aggregate always has a row).
     pub fn ensure_global(&mut self) {
-        if self.converter.is_none() {
+        if self.keyed.is_none() {
             self.global_seen = true;
         }
+    }
+}
+
+impl Keyed {
+    /// Stores the keys of the groups numbered `first_new..` (new in this batch), in order.
+    fn store_new_keys(
+        &mut self,
+        columns: &[ArrayRef],
+        groups: &[usize],
+        first_new: usize,
+    ) -> Result<()> {
+        // Each new group's first row (interners number new groups in no promised order).
+        let mut first_rows = vec![u32::MAX; self.values.len() - first_new];
+        for (row, &g) in groups.iter().enumerate() {
+            if let Some(first) = g.checked_sub(first_new).and_then(|i| first_rows.get_mut(i)) {
+                if *first == u32::MAX {
+                    *first = row as u32;
+                }
+            }
+        }
+        if first_rows.contains(&u32::MAX) {
+            return Err(VeloError::Execution(
+                "the group key table numbered a group that no row has".into(),
+            ));
+        }
+        let rows = arrow::array::UInt32Array::from(first_rows);
+        let new_keys = columns
+            .iter()
+            .map(|c| Ok(arrow::compute::take(c.as_ref(), &rows, None)?))
+            .collect::<Result<Vec<_>>>()?;
+        self.converter.append(&mut self.keys, &new_keys)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Array, Int32Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn table(fields: Vec<(&str, DataType)>) -> GroupKeys {
+        let schema = Schema::new(
+            fields
+                .into_iter()
+                .map(|(n, t)| Field::new(n, t, true))
+                .collect::<Vec<_>>(),
+        );
+        GroupKeys::new(&Arc::new(schema)).expect("key table")
+    }
+
+    fn strings(values: &[Option<&str>]) -> ArrayRef {
+        Arc::new(StringArray::from(values.to_vec()))
+    }
+
+    fn intern(keys: &mut GroupKeys, columns: &[ArrayRef]) -> Vec<usize> {
+        let mut groups = Vec::new();
+        keys.intern(columns, columns[0].len(), &mut groups)
+            .expect("intern");
+        groups
+    }
+
+    #[test]
+    fn one_string_column_with_nulls_keeps_its_keys_across_batches() {
+        let mut keys = table(vec![("s", DataType::Utf8)]);
+        let first = intern(
+            &mut keys,
+            &[strings(&[Some("a"), None, Some("a"), Some("b")])],
+        );
+        assert_eq!(first, vec![0, 1, 0, 2]);
+        let second = intern(
+            &mut keys,
+            &[strings(&[Some("c"), Some("b"), None, Some("d")])],
+        );
+        assert_eq!(second, vec![3, 2, 1, 4]);
+        assert_eq!(keys.len(), 5);
+        let all = keys.all_keys().expect("keys");
+        assert_eq!(
+            all[0].as_ref(),
+            &StringArray::from(vec![Some("a"), None, Some("b"), Some("c"), Some("d")])
+                as &dyn Array
+        );
+        // Reading keys gives nothing up: interning goes on with the same numbers.
+        assert_eq!(
+            intern(&mut keys, &[strings(&[Some("d"), Some("a")])]),
+            vec![4, 0]
+        );
+        let chosen = keys.keys_of(&[4, 1, 0]).expect("keys of");
+        assert_eq!(
+            chosen[0].as_ref(),
+            &StringArray::from(vec![Some("d"), None, Some("a")]) as &dyn Array
+        );
+    }
+
+    #[test]
+    fn several_columns_are_one_key() {
+        let mut keys = table(vec![("s", DataType::Utf8), ("n", DataType::Int64)]);
+        let s = strings(&[Some("a"), Some("a"), Some("b"), Some("a"), None, None]);
+        let n: ArrayRef = Arc::new(Int64Array::from(vec![
+            Some(1),
+            Some(2),
+            Some(1),
+            Some(1),
+            None,
+            None,
+        ]));
+        assert_eq!(intern(&mut keys, &[s, n]), vec![0, 1, 2, 0, 3, 3]);
+        let all = keys.all_keys().expect("keys");
+        assert_eq!(
+            all[1].as_ref(),
+            &Int64Array::from(vec![Some(1), Some(2), Some(1), None]) as &dyn Array
+        );
+    }
+
+    #[test]
+    fn a_column_of_another_type_is_cast_to_the_key_type() {
+        let mut keys = table(vec![("n", DataType::Int64)]);
+        assert_eq!(
+            intern(&mut keys, &[Arc::new(Int64Array::from(vec![7, 8]))]),
+            vec![0, 1]
+        );
+        let narrow: ArrayRef = Arc::new(Int32Array::from(vec![8, 9, 7]));
+        assert_eq!(intern(&mut keys, &[narrow]), vec![1, 2, 0]);
+    }
+
+    #[test]
+    fn no_key_columns_is_one_global_group() {
+        let mut keys = table(vec![]);
+        assert!(keys.is_empty());
+        let mut groups = Vec::new();
+        keys.intern(&[], 3, &mut groups).expect("intern");
+        assert_eq!(groups, vec![0, 0, 0]);
+        assert_eq!(keys.len(), 1);
     }
 }
