@@ -54,8 +54,10 @@ impl LateRecords {
         strategy: LateDataStrategy,
     ) -> Result<Int64Array> {
         let times = event_times(time_expr, batch)?;
-        let no_time: BooleanArray = times.iter().map(|t| Some(t.is_none())).collect();
-        self.collect(batch, &no_time, "the record has no event time", strategy)?;
+        if times.null_count() > 0 {
+            let no_time: BooleanArray = times.iter().map(|t| Some(t.is_none())).collect();
+            self.collect(batch, &no_time, "the record has no event time", strategy)?;
+        }
         Ok(times)
     }
 
@@ -220,6 +222,13 @@ impl WindowAggregator {
     fn on_time(&mut self, batch: RecordBatch) -> Result<Option<(RecordBatch, Int64Array)>> {
         let times = self.late.timed(&self.time_expr, &batch, self.strategy)?;
         let watermark = self.watermark;
+        // A window's end grows with time: when the earliest row is on time, every row is.
+        let earliest = arrow::compute::min(&times);
+        if times.null_count() == 0
+            && earliest.is_none_or(|t| self.last_end(t).saturating_add(self.lateness) > watermark)
+        {
+            return Ok(Some((batch, times)));
+        }
         let late: BooleanArray = times
             .iter()
             .map(|t| {
@@ -257,13 +266,31 @@ impl WindowAggregator {
         let keys = self.output.keys(batch)?;
         let inputs = self.output.aggregates.inputs(batch)?;
         let mut by_pane: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-        for (i, t) in times.values().iter().enumerate() {
-            by_pane
-                .entry(align(*t, self.pane))
-                .or_default()
-                .push(i as u32);
+        let (Some(earliest), Some(latest)) =
+            (arrow::compute::min(times), arrow::compute::max(times))
+        else {
+            return Ok(());
+        };
+        let single = align(earliest, self.pane) == align(latest, self.pane);
+        if single {
+            by_pane.insert(align(earliest, self.pane), Vec::new());
+        } else {
+            // Rows come mostly in time order: collect runs of one pane.
+            let values = times.values();
+            let mut start = 0;
+            while start < values.len() {
+                let pane = align(values[start], self.pane);
+                let mut end = start + 1;
+                while end < values.len() && align(values[end], self.pane) == pane {
+                    end += 1;
+                }
+                by_pane
+                    .entry(pane)
+                    .or_default()
+                    .extend(start as u32..end as u32);
+                start = end;
+            }
         }
-        let single = by_pane.len() == 1;
         for (start, rows) in by_pane {
             let pane = match self.panes.remove(&start) {
                 Some(Pane::Open(t)) => t,
