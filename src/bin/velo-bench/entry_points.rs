@@ -75,52 +75,61 @@ fn batch_sync(batches: &[RecordBatch]) -> BenchResult<EntryResult> {
     })
 }
 
-fn record_sync(records: &[StreamRecord]) -> BenchResult<EntryResult> {
-    let (mut engine, id) = deployed()?;
-    let mut output_rows = 0;
-    let started = Instant::now();
-    for r in records {
-        output_rows += engine.execute_with_record_sync(&id, r)?.len() as u64;
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(EntryResult {
-        name: "per-record sync (execute_with_record_sync)",
-        rows: records.len() as u64,
-        output_rows,
-        seconds,
-    })
-}
+/// Records per turn when the two per-record paths take turns.
+const TURN: usize = 5_000;
 
-fn record_async(records: &[StreamRecord]) -> BenchResult<EntryResult> {
-    let (mut engine, id) = deployed()?;
+/// The per-record paths, sync and async, taking turns over the same records a few thousand
+/// at a time: they differ by a channel send, a few percent of a record's cost, so each must
+/// meet the same moments of machine noise.
+fn per_record(records: &[StreamRecord]) -> BenchResult<[EntryResult; 2]> {
+    let (mut sync_engine, sync_id) = deployed()?;
+    let (mut async_engine, async_id) = deployed()?;
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-    let started = Instant::now();
-    let output_rows = runtime.block_on(async {
-        let (tx, mut rx) = StreamExecutionEngine::output_channel(CHANNEL_CAPACITY);
-        // The consumer runs on the same thread: a full channel makes the producer yield to it.
-        let consumer = tokio::spawn(async move {
-            let mut n = 0u64;
-            while rx.recv().await.is_some() {
-                n += 1;
-            }
-            n
-        });
-        for r in records {
-            engine.execute_with_record(&id, r, &tx).await?;
+    let (tx, mut rx) = StreamExecutionEngine::output_channel(CHANNEL_CAPACITY);
+    let consumer = runtime.spawn(async move {
+        let mut n = 0u64;
+        while rx.recv().await.is_some() {
+            n += 1;
         }
-        drop(tx);
-        Ok::<u64, Box<dyn std::error::Error>>(consumer.await?)
-    })?;
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(EntryResult {
-        name: "async per-record (execute_with_record + channel)",
-        rows: records.len() as u64,
-        output_rows,
-        seconds,
-    })
+        n
+    });
+    let (mut sync_rows, mut sync_s, mut async_s) = (0u64, 0.0, 0.0);
+    for turn in records.chunks(TURN) {
+        let started = Instant::now();
+        for r in turn {
+            sync_rows += sync_engine.execute_with_record_sync(&sync_id, r)?.len() as u64;
+        }
+        sync_s += started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        runtime.block_on(async {
+            for r in turn {
+                async_engine.execute_with_record(&async_id, r, &tx).await?;
+            }
+            Ok::<(), velostream::VeloError>(())
+        })?;
+        async_s += started.elapsed().as_secs_f64();
+    }
+    // The consumer drains what is still queued after the last turn.
+    let started = Instant::now();
+    drop(tx);
+    let async_rows = runtime.block_on(consumer)?;
+    async_s += started.elapsed().as_secs_f64();
+    Ok([
+        EntryResult {
+            name: "per-record sync (execute_with_record_sync)",
+            rows: records.len() as u64,
+            output_rows: sync_rows,
+            seconds: sync_s,
+        },
+        EntryResult {
+            name: "async per-record (execute_with_record + channel)",
+            rows: records.len() as u64,
+            output_rows: async_rows,
+            seconds: async_s,
+        },
+    ])
 }
 
-/// Measures the three entry points; the per-record paths get the first `record_rows` rows.
 pub fn compare(workload: &Workload, record_rows: u64) -> BenchResult<Vec<EntryResult>> {
     let batches = generators::batches(
         Stream::Trades,
@@ -138,14 +147,10 @@ pub fn compare(workload: &Workload, record_rows: u64) -> BenchResult<Vec<EntryRe
         records.extend(batch_to_records(b, &template)?);
     }
     records.truncate(record_rows as usize);
-    Ok(vec![
-        batch_sync(&batches)?,
-        record_sync(&records)?,
-        record_async(&records)?,
-    ])
+    let [sync, wrapped] = per_record(&records)?;
+    Ok(vec![batch_sync(&batches)?, sync, wrapped])
 }
 
-/// The comparison as a Markdown table, with each rate's ratio to batch sync.
 pub fn table(results: &[EntryResult]) -> String {
     let base = results.first().map(EntryResult::rate).unwrap_or(0.0);
     let mut out = String::from(
