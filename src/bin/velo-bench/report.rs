@@ -21,6 +21,8 @@ pub struct RunResult {
     pub late_rows: u64,
     /// Timed wall seconds (generation excluded).
     pub seconds: f64,
+    /// CPU seconds (user + system, all threads) the process spent in the timed part.
+    pub cpu_s: f64,
     /// Seconds spent generating the in-memory input (engine mode).
     pub generate_s: f64,
     /// Per-batch latency (engine mode; the job runner does not report it).
@@ -52,6 +54,17 @@ pub fn memory_kb(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) this process has used so far, all threads included.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 impl RunResult {
     /// Input records per second.
     pub fn rate(&self) -> f64 {
@@ -67,6 +80,15 @@ impl RunResult {
         self.rate() / self.partitions.clamp(1, cores()) as f64
     }
 
+    /// Cores kept busy on average: CPU seconds over wall seconds.
+    pub fn cores_busy(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.cpu_s / self.seconds
+        } else {
+            0.0
+        }
+    }
+
     /// The result as a JSON object.
     pub fn to_json(&self) -> Value {
         json!({
@@ -78,6 +100,7 @@ impl RunResult {
             "output_rows": self.output_rows,
             "late_rows": self.late_rows,
             "seconds": self.seconds,
+            "cpu_s": self.cpu_s,
             "generate_s": self.generate_s,
             "records_per_s": self.rate(),
             "records_per_s_per_core": self.rate_per_core(),
@@ -114,6 +137,7 @@ impl RunResult {
             output_rows: int("output_rows")?,
             late_rows: int("late_rows")?,
             seconds: float("seconds").ok_or("result field 'seconds' is missing")?,
+            cpu_s: float("cpu_s").unwrap_or(0.0),
             generate_s: float("generate_s").unwrap_or(0.0),
             latency_p50_us: float("latency_p50_us"),
             latency_p99_us: float("latency_p99_us"),
@@ -147,8 +171,8 @@ fn human_us(us: Option<f64>) -> String {
 /// The results as a Markdown table.
 pub fn results_table(results: &[RunResult]) -> String {
     let mut out = String::from(
-        "| scenario | mode | partitions | rows | output rows | records/s | per core | p50 batch | p99 batch | peak RSS (input) |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | mode | partitions | rows | output rows | records/s | per core | cores busy | p50 batch | p99 batch | peak RSS (input) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in results {
         let mode = match &r.format {
@@ -161,7 +185,7 @@ pub fn results_table(results: &[RunResult]) -> String {
             format!("{} of {}", r.partitions, r.requested_partitions)
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} MB ({} MB) |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {} | {} MB ({} MB) |\n",
             r.scenario,
             mode,
             parts,
@@ -169,6 +193,7 @@ pub fn results_table(results: &[RunResult]) -> String {
             r.output_rows,
             human_rate(r.rate()),
             human_rate(r.rate_per_core()),
+            r.cores_busy(),
             human_us(r.latency_p50_us),
             human_us(r.latency_p99_us),
             r.peak_rss_kb / 1024,
@@ -243,6 +268,7 @@ mod tests {
             output_rows: 5,
             late_rows: 0,
             seconds: 0.5,
+            cpu_s: 0.75,
             generate_s: 0.1,
             latency_p50_us: Some(3.0),
             latency_p99_us: None,
@@ -252,7 +278,23 @@ mod tests {
             format: Some("csv".into()),
         };
         assert_eq!(RunResult::from_json(&r.to_json())?, r);
+        assert!(results_table(std::slice::from_ref(&r)).contains("| 1.50 |"));
         assert!(scaling_table(&[r], &[1, 2]).contains("| s | engine | - | 20 |"));
         Ok(())
+    }
+
+    #[test]
+    fn cpu_seconds_counts_this_process_work() {
+        use std::time::{Duration, Instant};
+        let before = cpu_seconds();
+        let started = Instant::now();
+        let mut spins = 0u64;
+        while cpu_seconds() - before < 0.005 && started.elapsed() < Duration::from_secs(10) {
+            spins = std::hint::black_box(spins.wrapping_add(1));
+        }
+        assert!(
+            cpu_seconds() - before >= 0.005,
+            "no CPU time after {spins} spins"
+        );
     }
 }

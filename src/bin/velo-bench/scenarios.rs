@@ -19,7 +19,7 @@ use velostream::partition::{
 use velostream::sql::{PlannedQuery, QueryPlanner};
 
 use crate::generators::{self, Format, Stream};
-use crate::report::{memory_kb, RunResult};
+use crate::report::{cpu_seconds, memory_kb, RunResult};
 use crate::BenchResult;
 
 /// One benchmark scenario.
@@ -161,6 +161,7 @@ pub fn run_engine(
     let mut next = events.iter();
     let mut output_rows = 0u64;
     let mut late_rows = 0u64;
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let stats = run_partitioned(
         &plan,
@@ -188,6 +189,7 @@ pub fn run_engine(
         },
     )?;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_s = cpu_seconds() - cpu_before;
     drop(events);
     Ok(RunResult {
         scenario: scenario.name.to_string(),
@@ -201,6 +203,7 @@ pub fn run_engine(
         output_rows,
         late_rows: late_rows.max(stats.late_records),
         seconds,
+        cpu_s,
         generate_s,
         latency_p50_us: Some(stats.latency_p50.as_secs_f64() * 1e6),
         latency_p99_us: Some(stats.latency_p99.as_secs_f64() * 1e6),
@@ -313,10 +316,12 @@ pub fn run_e2e(
         scenario.sql
     );
     let base_rss_kb = memory_kb("VmRSS");
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let planned = plan_script(&script, &options)?;
     let summaries = planned.run(&options)?;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_s = cpu_seconds() - cpu_before;
     // The output file only proves the run wrote; it is not kept.
     let _ = std::fs::remove_file(&output);
     let summary = summaries
@@ -332,6 +337,7 @@ pub fn run_e2e(
         output_rows: summary.records_out,
         late_rows: summary.late_records,
         seconds,
+        cpu_s,
         generate_s: 0.0,
         latency_p50_us: None,
         latency_p99_us: None,
