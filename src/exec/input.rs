@@ -20,6 +20,22 @@ pub struct InputAdapter {
     source: String,
     /// Records seen, used as `_offset` when the input carries none.
     records_in: i64,
+    /// `_partition` and `_topic` filled in for inputs without them: the same values in every
+    /// batch, so made once (for the largest batch so far) and handed out as slices.
+    partition_zeros: Option<ArrayRef>,
+    topic_names: Option<ArrayRef>,
+}
+
+/// The first `n` rows of `cache`, (re)made by `make` when it holds fewer.
+fn constant_column(
+    cache: &mut Option<ArrayRef>,
+    n: usize,
+    make: impl FnOnce(usize) -> ArrayRef,
+) -> ArrayRef {
+    match cache {
+        Some(column) if column.len() >= n => column.slice(0, n),
+        _ => Arc::clone(cache.insert(make(n))),
+    }
 }
 
 /// Wall-clock milliseconds since the epoch.
@@ -37,6 +53,8 @@ impl InputAdapter {
             schema,
             source: source.into(),
             records_in: 0,
+            partition_zeros: None,
+            topic_names: None,
         }
     }
 
@@ -82,11 +100,15 @@ impl InputAdapter {
                     "_offset" => Arc::new(Int64Array::from_iter_values(
                         (0..n as i64).map(|i| first_offset + i),
                     )),
-                    "_partition" => Arc::new(Int32Array::from_value(0, n)),
-                    "_topic" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                        self.source.as_str(),
-                        n,
-                    ))),
+                    "_partition" => constant_column(&mut self.partition_zeros, n, |n| {
+                        Arc::new(Int32Array::from_value(0, n))
+                    }),
+                    "_topic" => constant_column(&mut self.topic_names, n, |n| {
+                        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                            self.source.as_str(),
+                            n,
+                        )))
+                    }),
                     _ => new_null_array(f.data_type(), n),
                 };
                 Ok(col)
@@ -98,5 +120,49 @@ impl InputAdapter {
             columns,
             &options,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Field, Int32Type, Schema};
+
+    #[test]
+    fn system_columns_are_filled_for_every_batch_size() -> Result<()> {
+        let target = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Int64, true),
+            Field::new("_partition", DataType::Int32, true),
+            Field::new("_topic", DataType::Utf8, true),
+            Field::new("_offset", DataType::Int64, true),
+        ]));
+        let mut adapter = InputAdapter::new(target, "trades");
+        let input = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let mut offset = 0;
+        // Growing, then shrinking: the cached constants are remade, then sliced.
+        for n in [3usize, 5, 2, 0, 5] {
+            let batch = RecordBatch::try_new(
+                Arc::clone(&input),
+                vec![Arc::new(Int64Array::from_iter_values(0..n as i64))],
+            )?;
+            let out = adapter.adapt(batch)?;
+            assert_eq!(out.num_rows(), n);
+            let partitions = out.column(1).as_primitive::<Int32Type>();
+            assert_eq!(partitions.len(), n);
+            assert!(partitions.values().iter().all(|p| *p == 0));
+            assert_eq!(partitions.null_count(), 0);
+            let topics = out.column(2).as_string::<i32>();
+            assert_eq!(topics.len(), n);
+            assert!(topics.iter().all(|t| t == Some("trades")));
+            let offsets: Vec<i64> = out
+                .column(3)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .values()
+                .to_vec();
+            assert_eq!(offsets, (offset..offset + n as i64).collect::<Vec<_>>());
+            offset += n as i64;
+        }
+        Ok(())
     }
 }

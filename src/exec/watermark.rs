@@ -41,8 +41,8 @@ impl EventClock {
                 .downcast_ref::<Int32Array>()
                 .cloned()
         });
-        self.tracker.observe(&times, partitions.as_ref());
-        Ok((self.tracker.watermark(), arrow::compute::max(&times)))
+        let latest = self.tracker.observe(&times, partitions.as_ref());
+        Ok((self.tracker.watermark(), latest))
     }
 
     /// The watermark now (idle partitions may have stopped holding it back).
@@ -76,7 +76,8 @@ impl WatermarkTracker {
     }
 
     /// Records a batch's event times (NULLs ignored); `partitions` gives each row's partition.
-    pub fn observe(&mut self, times: &Int64Array, partitions: Option<&Int32Array>) {
+    /// Returns the batch's latest event time.
+    pub fn observe(&mut self, times: &Int64Array, partitions: Option<&Int32Array>) -> Option<i64> {
         let now = Instant::now();
         let single = match partitions {
             None => Some(0),
@@ -90,14 +91,13 @@ impl WatermarkTracker {
             Some(_) => None,
         };
         if let Some(p) = single {
-            if let Some(max) = arrow::compute::max(times) {
+            let max = arrow::compute::max(times);
+            if let Some(max) = max {
                 self.update(p, max, now);
             }
-            return;
+            return max;
         }
-        let Some(parts) = partitions else {
-            return;
-        };
+        let parts = partitions?;
         let mut batch_max: Vec<(i32, i64)> = Vec::new();
         for i in 0..times.len() {
             if times.is_null(i) {
@@ -110,9 +110,11 @@ impl WatermarkTracker {
                 None => batch_max.push((p, t)),
             }
         }
+        let latest = batch_max.iter().map(|(_, t)| *t).max();
         for (p, t) in batch_max {
             self.update(p, t, now);
         }
+        latest
     }
 
     /// Declares the input partitions: a partition that has sent nothing yet holds the
@@ -157,15 +159,17 @@ mod tests {
     fn minimum_over_partitions_minus_disorder() {
         let mut w = WatermarkTracker::new(5, None);
         assert_eq!(w.watermark(), None);
-        w.observe(
+        let latest = w.observe(
             &Int64Array::from(vec![100, 50, 300]),
             Some(&Int32Array::from(vec![0, 1, 0])),
         );
+        assert_eq!(latest, Some(300));
         assert_eq!(w.watermark(), Some(45));
-        w.observe(
+        let latest = w.observe(
             &Int64Array::from(vec![10]),
             Some(&Int32Array::from(vec![1])),
         );
+        assert_eq!(latest, Some(10), "the batch's own latest time");
         assert_eq!(w.watermark(), Some(45), "a watermark never goes back");
     }
 
@@ -198,10 +202,11 @@ mod tests {
     #[test]
     fn idle_partitions_stop_holding_it_back() {
         let mut w = WatermarkTracker::new(0, Some(0));
-        w.observe(
+        let latest = w.observe(
             &Int64Array::from(vec![100, 500]),
             Some(&Int32Array::from(vec![0, 1])),
         );
+        assert_eq!(latest, Some(500));
         // With a zero idle timeout every partition is idle at once: the maximum leads.
         assert_eq!(w.watermark(), Some(500));
     }
