@@ -130,6 +130,7 @@ fn per_record(records: &[StreamRecord]) -> BenchResult<[EntryResult; 2]> {
     ])
 }
 
+/// Measures the three entry points; the per-record paths get the first `record_rows` rows.
 pub fn compare(workload: &Workload, record_rows: u64) -> BenchResult<Vec<EntryResult>> {
     let batches = generators::batches(
         Stream::Trades,
@@ -151,6 +152,7 @@ pub fn compare(workload: &Workload, record_rows: u64) -> BenchResult<Vec<EntryRe
     Ok(vec![batch_sync(&batches)?, sync, wrapped])
 }
 
+/// The comparison as a Markdown table, with each rate's ratio to batch sync.
 pub fn table(results: &[EntryResult]) -> String {
     let base = results.first().map(EntryResult::rate).unwrap_or(0.0);
     let mut out = String::from(

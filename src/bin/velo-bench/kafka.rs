@@ -268,8 +268,8 @@ const WAIT_LIMIT: Duration = Duration::from_secs(300);
 /// Partitions of the input topic (and of the output topic).
 const INPUT_PARTITIONS: i32 = 4;
 
-/// When `group` has committed `records` offsets over `topic`'s `INPUT_PARTITIONS` partitions; None if `stopped`
-/// or the limit came first.
+/// When `group` has committed `records` offsets over `topic`'s `INPUT_PARTITIONS`
+/// partitions; None if `stopped` or the limit came first.
 fn wait_for_commits(
     brokers: &str,
     group: &str,
