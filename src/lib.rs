@@ -4,8 +4,10 @@
 //! `server` (velo-sql: runs an app's jobs until stopped)
 //! → `job` (runs a statement: source → partitions → sink; commits Kafka offsets)
 //! → `connectors` (files, Kafka, stdout) and `partition` (router, workers, output thread)
+//! → `checkpoint` (durable state: a job's checkpoints in a state store)
 //! → `exec` (operators, state, the engine) → `sql` (parse, plan).
 
+pub mod checkpoint;
 pub mod connectors;
 pub mod error;
 pub mod exec;

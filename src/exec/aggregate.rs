@@ -16,7 +16,9 @@ use datafusion::physical_expr::PhysicalExpr;
 use super::change::mark_delete;
 use super::group_table::{Aggregates, GroupTable};
 use super::operator::{evaluate, evaluate_predicate, Operator};
-use crate::error::Result;
+use super::shard::KeyShard;
+use super::snapshot::{column, owned_rows, with_column, OperatorState};
+use crate::error::{Result, VeloError};
 use crate::sql::script::EmitMode;
 use crate::sql::AggregatePlan;
 
@@ -117,6 +119,24 @@ pub fn apply_having(
     }
 }
 
+/// A group table's snapshot with each group's HAVING state (`_passing`, EMIT CHANGES).
+pub fn with_passing(rows: &RecordBatch, passing: &[bool]) -> Result<RecordBatch> {
+    let column: arrow::array::BooleanArray = (0..rows.num_rows())
+        .map(|g| Some(passing.get(g).copied().unwrap_or(false)))
+        .collect();
+    with_column(rows, "_passing", Arc::new(column))
+}
+
+/// The HAVING state of restored groups, in group order (see [`with_passing`]).
+pub fn passing_of(rows: &RecordBatch, operator: &str) -> Result<Vec<bool>> {
+    let passing = column(rows, "_passing", operator)?;
+    let passing = passing
+        .as_any()
+        .downcast_ref::<arrow::array::BooleanArray>()
+        .ok_or_else(|| VeloError::Execution(format!("{operator}: '_passing' is not BOOLEAN")))?;
+    Ok(passing.iter().map(|p| p.unwrap_or(false)).collect())
+}
+
 /// The GROUP BY operator (no window).
 pub struct GroupByAggregator {
     group_exprs: Vec<Arc<dyn PhysicalExpr>>,
@@ -198,6 +218,25 @@ impl Operator for GroupByAggregator {
 
     fn state_size(&self) -> usize {
         self.table.len()
+    }
+
+    fn snapshot(&mut self) -> Result<Option<OperatorState>> {
+        let rows = self.table.snapshot(&self.aggregates)?;
+        let rows = with_passing(&rows, &self.passing)?;
+        Ok(Some(OperatorState {
+            rows,
+            scalars: Default::default(),
+        }))
+    }
+
+    fn restore(&mut self, states: &[OperatorState], shard: &KeyShard) -> Result<()> {
+        let key_count = self.group_exprs.len();
+        let Some(rows) = owned_rows(states, shard, |r| r.columns()[..key_count].to_vec())? else {
+            return Ok(());
+        };
+        self.table.restore(&self.aggregates, &rows)?;
+        self.passing = passing_of(&rows, "GROUP BY")?;
+        Ok(())
     }
 
     fn held_since(&self) -> Option<i64> {

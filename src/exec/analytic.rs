@@ -187,6 +187,14 @@ impl AnalyticOperator {
 }
 
 impl Operator for AnalyticOperator {
+    fn snapshot(&mut self) -> Result<Option<super::snapshot::OperatorState>> {
+        Err(crate::error::VeloError::Config(
+            "analytic functions (OVER) cannot be checkpointed yet: run this job without \
+             --state-dir"
+                .into(),
+        ))
+    }
+
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         let n = batch.num_rows();
         let first_seq = self.next_seq;

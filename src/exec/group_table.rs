@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
@@ -13,7 +13,8 @@ use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
 use super::group_keys::GroupKeys;
 use super::operator::{evaluate, evaluate_predicate};
 use super::running::ChangeAccumulator;
-use crate::error::Result;
+use super::snapshot::state_batch;
+use crate::error::{Result, VeloError};
 
 /// The aggregate functions of a query, shared by all its group tables.
 pub struct Aggregates {
@@ -291,6 +292,95 @@ impl GroupTable {
             states,
             num_groups,
         })
+    }
+
+    /// The table's state as one batch: the key columns, then every aggregate's state
+    /// columns, named `_agg{i}:{form}:{j}`. The table goes on as before.
+    pub fn snapshot(&mut self, aggregates: &Aggregates) -> Result<RecordBatch> {
+        let num_groups = self.keys.len();
+        let mut fields: Vec<Field> = aggregates
+            .key_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut columns = self.keys.all_keys()?;
+        let mut add = |i: usize, form: &str, states: Vec<ArrayRef>| {
+            for (j, state) in states.into_iter().enumerate() {
+                fields.push(Field::new(
+                    format!("_agg{i}:{form}:{j}"),
+                    state.data_type().clone(),
+                    true,
+                ));
+                columns.push(state);
+            }
+        };
+        if let Accumulators::Changes(accs) = &mut self.accumulators {
+            for (i, acc) in accs.iter_mut().enumerate() {
+                let (form, states) = acc.state(num_groups)?;
+                add(i, form, states);
+            }
+        } else {
+            // Reading a GroupsAccumulator's state takes it out: rebuild the table from it.
+            let frozen = self.freeze()?;
+            for (i, states) in frozen.states.iter().enumerate() {
+                add(i, "groups", states.clone());
+            }
+            let mut fresh = GroupTable::new(aggregates, false)?;
+            fresh.merge(&frozen)?;
+            *self = fresh;
+        }
+        state_batch(Arc::new(Schema::new(fields)), columns, num_groups)
+    }
+
+    /// Loads groups from rows written by [`Self::snapshot`] into this empty table.
+    pub fn restore(&mut self, aggregates: &Aggregates, rows: &RecordBatch) -> Result<()> {
+        let key_count = aggregates.key_schema.fields().len();
+        let keys: Vec<ArrayRef> = rows.columns().iter().take(key_count).cloned().collect();
+        // Per aggregate: its form and state columns, in order.
+        let mut states: Vec<(String, Vec<ArrayRef>)> =
+            vec![(String::new(), Vec::new()); aggregates.len()];
+        for (field, column) in rows.schema().fields().iter().zip(rows.columns()) {
+            let Some(rest) = field.name().strip_prefix("_agg") else {
+                continue;
+            };
+            let mut parts = rest.splitn(3, ':');
+            let (Some(i), Some(form)) = (
+                parts.next().and_then(|i| i.parse::<usize>().ok()),
+                parts.next(),
+            ) else {
+                continue;
+            };
+            let slot = states.get_mut(i).ok_or_else(|| {
+                VeloError::Execution(format!(
+                    "checkpointed state names aggregate {i}, but the query has {}",
+                    aggregates.len()
+                ))
+            })?;
+            slot.0 = form.to_string();
+            slot.1.push(Arc::clone(column));
+        }
+        let num_groups = rows.num_rows();
+        match &mut self.accumulators {
+            Accumulators::Vectorized(_) => self.merge(&FrozenGroups {
+                keys,
+                states: states.into_iter().map(|(_, s)| s).collect(),
+                num_groups,
+            }),
+            Accumulators::Changes(accs) => {
+                self.keys
+                    .intern(&keys, num_groups, &mut self.group_indices)?;
+                if self.keys.len() != num_groups {
+                    return Err(VeloError::Execution(
+                        "checkpointed groups were restored into a table that had groups".into(),
+                    ));
+                }
+                for (acc, (form, columns)) in accs.iter_mut().zip(states) {
+                    acc.restore(&form, &columns)?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Adds the groups of a frozen table (same key columns), merging accumulator states.

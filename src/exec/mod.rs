@@ -14,5 +14,7 @@ pub mod processor;
 pub mod record;
 pub mod running;
 pub mod session;
+pub mod shard;
+pub mod snapshot;
 pub mod watermark;
 pub mod window;

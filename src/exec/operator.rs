@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray};
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, ArrayRef, BinaryArray, BooleanArray};
 use arrow::compute::{filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -12,6 +14,8 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
 
 use super::change::keep_kind;
+use super::shard::KeyShard;
+use super::snapshot::{column, counter_for, owned_rows, state_batch, OperatorState};
 use crate::error::{Result, VeloError};
 
 /// One step of a query pipeline. Hooks other than `process_batch` default to doing nothing.
@@ -47,6 +51,18 @@ pub trait Operator: Send {
     /// Late records kept for the dead-letter sink (with a `_late_reason` column), taken once.
     fn take_dead_letters(&mut self) -> Vec<RecordBatch> {
         Vec::new()
+    }
+
+    /// The operator's state for a checkpoint (None: it keeps none). The operator goes on
+    /// unchanged.
+    fn snapshot(&mut self) -> Result<Option<OperatorState>> {
+        Ok(None)
+    }
+
+    /// Loads checkpointed state before any input: `states` holds this operator's snapshot
+    /// from every partition of the checkpointed run; it keeps the keys `shard` owns.
+    fn restore(&mut self, _states: &[OperatorState], _shard: &KeyShard) -> Result<()> {
+        Ok(())
     }
 
     /// The earliest event time of a record whose output is still held back in open state
@@ -212,6 +228,31 @@ impl Operator for DistinctOperator {
     fn state_size(&self) -> usize {
         self.seen.len()
     }
+
+    fn snapshot(&mut self) -> Result<Option<OperatorState>> {
+        let rows: BinaryArray = self.seen.iter().map(|r| Some(r.as_ref())).collect();
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("_row", arrow::datatypes::DataType::Binary, false),
+        ]));
+        let n = rows.len();
+        Ok(Some(OperatorState {
+            rows: state_batch(schema, vec![Arc::new(rows)], n)?,
+            scalars: BTreeMap::new(),
+        }))
+    }
+
+    fn restore(&mut self, states: &[OperatorState], shard: &KeyShard) -> Result<()> {
+        // DISTINCT runs on one partition: its rows are unkeyed.
+        let Some(rows) = owned_rows(states, shard, |_| Vec::new())? else {
+            return Ok(());
+        };
+        let seen = column(&rows, "_row", "DISTINCT")?;
+        let seen = seen.as_any().downcast_ref::<BinaryArray>().ok_or_else(|| {
+            VeloError::Execution("DISTINCT: checkpointed rows are not BINARY".into())
+        })?;
+        self.seen.extend(seen.iter().flatten().map(Box::from));
+        Ok(())
+    }
 }
 
 /// LIMIT/OFFSET over the stream: skips then passes rows, then nothing more.
@@ -248,6 +289,26 @@ impl Operator for LimitOperator {
         };
         if take > 0 {
             out.push(batch.slice(0, take));
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<Option<OperatorState>> {
+        let mut scalars = BTreeMap::from([("to_skip".to_string(), self.to_skip as i64)]);
+        if let Some(r) = self.remaining {
+            scalars.insert("remaining".to_string(), r as i64);
+        }
+        Ok(Some(OperatorState::scalars_only(scalars)))
+    }
+
+    fn restore(&mut self, states: &[OperatorState], shard: &KeyShard) -> Result<()> {
+        // LIMIT runs on one partition; its counters are the first shard's.
+        if states.is_empty() || !shard.takes_unkeyed() {
+            return Ok(());
+        }
+        self.to_skip = counter_for(states, shard, "to_skip") as usize;
+        if self.remaining.is_some() {
+            self.remaining = Some(counter_for(states, shard, "remaining") as usize);
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! `QueryProcessor`: one deployed query — its operators and their state, owned outright.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -12,6 +13,8 @@ use super::operator::{
     DistinctOperator, FilterOperator, LimitOperator, Operator, ProjectOperator, SortOperator,
 };
 use super::session::SessionAggregator;
+use super::shard::KeyShard;
+use super::snapshot::OperatorState;
 use super::watermark::EventClock;
 use super::window::WindowAggregator;
 use crate::error::Result;
@@ -22,6 +25,8 @@ use crate::sql::{PlanStage, PlannedQuery};
 pub struct QueryProcessor {
     plan: PlannedQuery,
     operators: Vec<Box<dyn Operator>>,
+    /// Each operator's stable name in checkpoints: its position and kind ("2-aggregate").
+    names: Vec<String>,
     input: InputAdapter,
     /// Event-time tracking of windowed queries; None when the watermark is driven from
     /// outside (a partition worker, whose router owns the clock).
@@ -34,6 +39,12 @@ impl QueryProcessor {
     /// Builds the operators of `plan`.
     pub fn new(plan: PlannedQuery) -> Result<Self> {
         let mut operators: Vec<Box<dyn Operator>> = Vec::new();
+        let names = plan
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, stage)| format!("{i}-{}", stage.kind()))
+            .collect();
         let mut schema = Arc::clone(&plan.input_schema);
         for stage in &plan.stages {
             let op: Box<dyn Operator> = match stage {
@@ -73,6 +84,7 @@ impl QueryProcessor {
         Ok(QueryProcessor {
             plan,
             operators,
+            names,
             input,
             clock,
             watermark: i64::MIN,
@@ -124,6 +136,33 @@ impl QueryProcessor {
     /// `Operator::held_since`).
     pub fn held_since(&self) -> Option<i64> {
         self.operators.iter().filter_map(|o| o.held_since()).min()
+    }
+
+    /// The state of every stateful operator, by operator name, for a checkpoint. Fails for
+    /// an operator whose state cannot be checkpointed.
+    pub fn snapshot(&mut self) -> Result<Vec<(String, OperatorState)>> {
+        let mut states = Vec::new();
+        for (name, op) in self.names.iter().zip(self.operators.iter_mut()) {
+            if let Some(state) = op.snapshot()? {
+                states.push((name.clone(), state));
+            }
+        }
+        Ok(states)
+    }
+
+    /// Loads a checkpoint before any input: each operator takes the keys `shard` owns from
+    /// every partition's state under its name.
+    pub fn restore(
+        &mut self,
+        states: &BTreeMap<String, Vec<OperatorState>>,
+        shard: &KeyShard,
+    ) -> Result<()> {
+        for (name, op) in self.names.iter().zip(self.operators.iter_mut()) {
+            if let Some(states) = states.get(name) {
+                op.restore(states, shard)?;
+            }
+        }
+        Ok(())
     }
 
     /// The current watermark (i64::MIN before any event time).

@@ -275,6 +275,159 @@ impl ChangeAccumulator {
     }
 }
 
+/// The state columns of a running aggregate, and its name in a checkpoint.
+fn running_state(running: &Running, num_groups: usize) -> (&'static str, Vec<ArrayRef>) {
+    fn valid(seen: &[bool], n: usize) -> Option<NullBuffer> {
+        let mut bits = BooleanBufferBuilder::new(n);
+        for g in 0..n {
+            bits.append(seen.get(g).copied().unwrap_or(false));
+        }
+        Some(NullBuffer::new(bits.finish()))
+    }
+    fn padded<S: Copy + Default>(values: &[S], n: usize) -> Vec<S> {
+        let mut v = values.to_vec();
+        v.resize(n, S::default());
+        v
+    }
+    let n = num_groups;
+    let ints = |v: &[i64], seen: &[bool]| -> ArrayRef {
+        Arc::new(Int64Array::new(padded(v, n).into(), valid(seen, n)))
+    };
+    let floats = |v: &[f64], seen: &[bool]| -> ArrayRef {
+        Arc::new(PrimitiveArray::<Float64Type>::new(
+            padded(v, n).into(),
+            valid(seen, n),
+        ))
+    };
+    match running {
+        Running::Count(c) => ("count", vec![Arc::new(Int64Array::from(padded(c, n)))]),
+        Running::SumInt(s, seen) => ("sum_int", vec![ints(s, seen)]),
+        Running::SumFloat(s, seen) => ("sum_float", vec![floats(s, seen)]),
+        Running::MinInt(s, seen) => ("min_int", vec![ints(s, seen)]),
+        Running::MaxInt(s, seen) => ("max_int", vec![ints(s, seen)]),
+        Running::MinFloat(s, seen) => ("min_float", vec![floats(s, seen)]),
+        Running::MaxFloat(s, seen) => ("max_float", vec![floats(s, seen)]),
+        Running::Avg(s, seen) => {
+            let sums: Vec<f64> = s.iter().map(|(sum, _)| *sum).collect();
+            let counts: Vec<i64> = s.iter().map(|(_, count)| *count).collect();
+            ("avg", vec![floats(&sums, seen), ints(&counts, seen)])
+        }
+    }
+}
+
+/// A running aggregate rebuilt from its checkpointed columns (see `running_state`).
+fn running_from_state(form: &str, columns: &[ArrayRef]) -> Result<Option<Running>> {
+    fn ints(c: Option<&ArrayRef>) -> Result<(Vec<i64>, Vec<bool>)> {
+        let a = c
+            .and_then(|c| c.as_primitive_opt::<Int64Type>())
+            .ok_or_else(|| {
+                VeloError::Execution("a running aggregate's state is not BIGINT".into())
+            })?;
+        Ok((
+            a.values().to_vec(),
+            (0..a.len()).map(|i| a.is_valid(i)).collect(),
+        ))
+    }
+    fn floats(c: Option<&ArrayRef>) -> Result<(Vec<f64>, Vec<bool>)> {
+        let a = c
+            .and_then(|c| c.as_primitive_opt::<Float64Type>())
+            .ok_or_else(|| {
+                VeloError::Execution("a running aggregate's state is not DOUBLE".into())
+            })?;
+        Ok((
+            a.values().to_vec(),
+            (0..a.len()).map(|i| a.is_valid(i)).collect(),
+        ))
+    }
+    let first = columns.first();
+    Ok(Some(match form {
+        "count" => Running::Count(ints(first)?.0),
+        "sum_int" => ints(first).map(|(v, s)| Running::SumInt(v, s))?,
+        "sum_float" => floats(first).map(|(v, s)| Running::SumFloat(v, s))?,
+        "min_int" => ints(first).map(|(v, s)| Running::MinInt(v, s))?,
+        "max_int" => ints(first).map(|(v, s)| Running::MaxInt(v, s))?,
+        "min_float" => floats(first).map(|(v, s)| Running::MinFloat(v, s))?,
+        "max_float" => floats(first).map(|(v, s)| Running::MaxFloat(v, s))?,
+        "avg" => {
+            let (sums, seen) = floats(first)?;
+            let (counts, _) = ints(columns.get(1))?;
+            Running::Avg(sums.into_iter().zip(counts).collect(), seen)
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// The form name of per-group DataFusion accumulators in a checkpoint.
+const ACCUMULATOR_FORM: &str = "accumulator";
+
+impl ChangeAccumulator {
+    /// The state of every group (`num_groups` of them) as columns, with the name of the
+    /// form they are in; the accumulator is unchanged. An aggregate that has seen no input
+    /// has no columns.
+    pub fn state(&mut self, num_groups: usize) -> Result<(&'static str, Vec<ArrayRef>)> {
+        match self {
+            ChangeAccumulator::Unset(_) => Ok(("unset", Vec::new())),
+            ChangeAccumulator::Running(running) => Ok(running_state(running, num_groups)),
+            ChangeAccumulator::PerGroup { function, groups } => {
+                while groups.len() < num_groups {
+                    groups.push(function.create_accumulator()?);
+                }
+                let states = groups
+                    .iter_mut()
+                    .map(|acc| Ok(acc.state()?))
+                    .collect::<Result<Vec<Vec<ScalarValue>>>>()?;
+                let fields = function.state_fields()?;
+                let columns = (0..fields.len())
+                    .map(|j| {
+                        if states.is_empty() {
+                            return Ok(arrow::array::new_empty_array(fields[j].data_type()));
+                        }
+                        Ok(ScalarValue::iter_to_array(
+                            states.iter().map(|s| s[j].clone()),
+                        )?)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((ACCUMULATOR_FORM, columns))
+            }
+        }
+    }
+
+    /// Restores the state written by [`Self::state`] (`form` and its columns, one row per
+    /// group) into an accumulator that has seen nothing.
+    pub fn restore(&mut self, form: &str, columns: &[ArrayRef]) -> Result<()> {
+        let function = match self {
+            ChangeAccumulator::Unset(f) => Arc::clone(f),
+            _ => {
+                return Err(VeloError::Execution(
+                    "state restored into an aggregate that already has state".into(),
+                ))
+            }
+        };
+        if form == "unset" {
+            return Ok(());
+        }
+        if let Some(running) = running_from_state(form, columns)? {
+            *self = ChangeAccumulator::Running(running);
+            return Ok(());
+        }
+        if form != ACCUMULATOR_FORM {
+            return Err(VeloError::Execution(format!(
+                "unknown aggregate state form '{form}' in a checkpoint"
+            )));
+        }
+        let rows = columns.first().map_or(0, |c| c.len());
+        let mut groups = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let mut acc = function.create_accumulator()?;
+            let slice: Vec<ArrayRef> = columns.iter().map(|c| c.slice(row, 1)).collect();
+            acc.merge_batch(&slice)?;
+            groups.push(acc);
+        }
+        *self = ChangeAccumulator::PerGroup { function, groups };
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

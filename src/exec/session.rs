@@ -2,11 +2,12 @@
 //! `[first, last + gap)`; a record that bridges two sessions merges them. A session closes when
 //! the watermark passes its end.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, UInt32Array};
 use arrow::compute::take;
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
@@ -16,8 +17,10 @@ use super::aggregate::{apply_having, emit_changes};
 use super::change::mark_delete;
 use super::group_keys::GroupKeys;
 use super::operator::Operator;
+use super::shard::KeyShard;
+use super::snapshot::{column, counter_for, max_scalar, owned_rows, state_batch, OperatorState};
 use super::window::{LateRecords, WindowOutput};
-use crate::error::Result;
+use crate::error::{Result, VeloError};
 use crate::sql::script::{EmitMode, WindowKind};
 use crate::sql::window::{LateDataStrategy, WindowPlan};
 use crate::sql::AggregatePlan;
@@ -336,5 +339,130 @@ impl Operator for SessionAggregator {
 
     fn take_dead_letters(&mut self) -> Vec<RecordBatch> {
         std::mem::take(&mut self.late.dead_letters)
+    }
+
+    /// One row per open session: the group's keys, `_start`, `_last`, `_passing` and each
+    /// aggregate's accumulator state (`_agg{i}:{j}`).
+    fn snapshot(&mut self) -> Result<Option<OperatorState>> {
+        let mut groups = Vec::new();
+        let (mut starts, mut lasts, mut passing) = (Vec::new(), Vec::new(), Vec::new());
+        let mut states: Vec<Vec<Vec<ScalarValue>>> = Vec::new();
+        for (g, sessions) in self.sessions.iter_mut().enumerate() {
+            for session in sessions.iter_mut() {
+                groups.push(g);
+                starts.push(session.start);
+                lasts.push(session.last);
+                passing.push(self.passing.get(g).copied().unwrap_or(false));
+                states.push(
+                    session
+                        .accumulators
+                        .iter_mut()
+                        .map(|a| Ok(a.state()?))
+                        .collect::<Result<Vec<_>>>()?,
+                );
+            }
+        }
+        let scalars = BTreeMap::from([
+            ("watermark".to_string(), self.watermark),
+            ("late".to_string(), self.late.count as i64),
+        ]);
+        if groups.is_empty() {
+            return Ok(Some(OperatorState::scalars_only(scalars)));
+        }
+        let mut fields: Vec<Field> = self
+            .output
+            .aggregates
+            .key_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut columns = self.keys.keys_of(&groups)?;
+        for (name, values) in [("_start", starts), ("_last", lasts)] {
+            fields.push(Field::new(name, DataType::Int64, false));
+            columns.push(Arc::new(Int64Array::from(values)));
+        }
+        fields.push(Field::new("_passing", DataType::Boolean, false));
+        columns.push(Arc::new(BooleanArray::from(passing)));
+        let state_counts: Vec<usize> = states[0].iter().map(Vec::len).collect();
+        for (i, count) in state_counts.iter().enumerate() {
+            for j in 0..*count {
+                let array = ScalarValue::iter_to_array(states.iter().map(|s| s[i][j].clone()))?;
+                fields.push(Field::new(
+                    format!("_agg{i}:{j}"),
+                    array.data_type().clone(),
+                    true,
+                ));
+                columns.push(array);
+            }
+        }
+        let rows = state_batch(Arc::new(Schema::new(fields)), columns, groups.len())?;
+        Ok(Some(OperatorState { rows, scalars }))
+    }
+
+    fn restore(&mut self, states: &[OperatorState], shard: &KeyShard) -> Result<()> {
+        self.watermark = max_scalar(states, "watermark").unwrap_or(i64::MIN);
+        self.late.count = counter_for(states, shard, "late");
+        let key_count = self.output.aggregates.key_schema.fields().len();
+        let Some(rows) = owned_rows(states, shard, |r| r.columns()[..key_count].to_vec())? else {
+            return Ok(());
+        };
+        let keys: Vec<ArrayRef> = rows.columns()[..key_count].to_vec();
+        let mut groups = Vec::new();
+        self.keys.intern(&keys, rows.num_rows(), &mut groups)?;
+        let times = |name: &str| -> Result<Int64Array> {
+            column(&rows, name, "a session window")?
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .cloned()
+                .ok_or_else(|| {
+                    VeloError::Execution(format!("session state '{name}' is not BIGINT"))
+                })
+        };
+        let (starts, lasts) = (times("_start")?, times("_last")?);
+        let passing = column(&rows, "_passing", "a session window")?;
+        let passing = passing.as_any().downcast_ref::<BooleanArray>().cloned();
+        let state_columns: Vec<(usize, ArrayRef)> = rows
+            .schema()
+            .fields()
+            .iter()
+            .zip(rows.columns())
+            .filter_map(|(f, c)| {
+                let i = f
+                    .name()
+                    .strip_prefix("_agg")?
+                    .split(':')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((i, Arc::clone(c)))
+            })
+            .collect();
+        self.sessions.resize_with(self.keys.len(), Vec::new);
+        self.passing.resize(self.keys.len(), false);
+        for (row, &g) in groups.iter().enumerate() {
+            let mut accumulators = self.output.aggregates.row_accumulators()?;
+            for (i, acc) in accumulators.iter_mut().enumerate() {
+                let slice: Vec<ArrayRef> = state_columns
+                    .iter()
+                    .filter(|(a, _)| *a == i)
+                    .map(|(_, c)| c.slice(row, 1))
+                    .collect();
+                acc.merge_batch(&slice)?;
+            }
+            let (start, last) = (starts.value(row), lasts.value(row));
+            self.closing
+                .insert((last.saturating_add(self.gap), g, start));
+            self.passing[g] = passing.as_ref().is_some_and(|p| p.value(row));
+            self.sessions[g].push(Session {
+                start,
+                last,
+                accumulators,
+            });
+        }
+        for sessions in &mut self.sessions {
+            sessions.sort_by_key(|s| s.start);
+        }
+        Ok(())
     }
 }

@@ -15,10 +15,16 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::aggregate::{aggregates_of, apply_having, emit_changes, output_batch};
+use super::aggregate::{
+    aggregates_of, apply_having, emit_changes, output_batch, passing_of, with_passing,
+};
 use super::event_time::to_epoch_millis;
 use super::group_table::{AggregateInputs, Aggregates, FrozenGroups, GroupTable};
 use super::operator::{evaluate, Operator};
+use super::shard::KeyShard;
+use super::snapshot::{
+    counter_for, max_scalar, owned_rows, stack_tables, unstack_tables, OperatorState,
+};
 use crate::error::Result;
 use crate::sql::script::{EmitMode, WindowKind};
 use crate::sql::window::{LateDataStrategy, WindowPlan};
@@ -523,5 +529,57 @@ impl Operator for WindowAggregator {
 
     fn take_dead_letters(&mut self) -> Vec<RecordBatch> {
         std::mem::take(&mut self.late.dead_letters)
+    }
+
+    fn snapshot(&mut self) -> Result<Option<OperatorState>> {
+        let aggregates = &self.output.aggregates;
+        let mut tables = Vec::new();
+        for (start, pane) in self.panes.iter_mut() {
+            let rows = match pane {
+                Pane::Open(table) => table.snapshot(aggregates)?,
+                Pane::Frozen(frozen) => {
+                    let mut table = GroupTable::new(aggregates, false)?;
+                    table.merge(frozen)?;
+                    table.snapshot(aggregates)?
+                }
+            };
+            tables.push((*start, rows));
+        }
+        for (start, (table, passing)) in self.windows.iter_mut() {
+            let rows = table.snapshot(aggregates)?;
+            tables.push((*start, with_passing(&rows, passing)?));
+        }
+        let column = if self.per_record { "_window" } else { "_pane" };
+        let scalars = BTreeMap::from([
+            ("watermark".to_string(), self.watermark),
+            ("emitted_until".to_string(), self.emitted_until),
+            ("late".to_string(), self.late.count as i64),
+        ]);
+        Ok(Some(match stack_tables(tables, column)? {
+            Some(rows) => OperatorState { rows, scalars },
+            None => OperatorState::scalars_only(scalars),
+        }))
+    }
+
+    fn restore(&mut self, states: &[OperatorState], shard: &KeyShard) -> Result<()> {
+        self.watermark = max_scalar(states, "watermark").unwrap_or(i64::MIN);
+        self.emitted_until = max_scalar(states, "emitted_until").unwrap_or(i64::MIN);
+        self.late.count = counter_for(states, shard, "late");
+        let key_count = self.output.aggregates.key_schema.fields().len();
+        let Some(rows) = owned_rows(states, shard, |r| r.columns()[..key_count].to_vec())? else {
+            return Ok(());
+        };
+        let column = if self.per_record { "_window" } else { "_pane" };
+        for (start, rows) in unstack_tables(&rows, column, "a window")? {
+            let mut table = GroupTable::new(&self.output.aggregates, self.per_record)?;
+            table.restore(&self.output.aggregates, &rows)?;
+            if self.per_record {
+                let passing = passing_of(&rows, "a window")?;
+                self.windows.insert(start, (table, passing));
+            } else {
+                self.panes.insert(start, Pane::Open(table));
+            }
+        }
+        Ok(())
     }
 }

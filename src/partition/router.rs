@@ -10,11 +10,11 @@ use arrow::array::{ArrayRef, UInt32Array};
 use arrow::buffer::ScalarBuffer;
 use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
-use datafusion::common::hash_utils::{create_hashes, RandomState};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::{Result, VeloError};
+use crate::exec::shard::{hash_keys, partition_of};
 use crate::sql::{PlanStage, PlannedQuery};
 
 /// How a query's input is spread over partition workers.
@@ -116,7 +116,6 @@ pub struct PartitionRouter {
     targets: Vec<u32>,
     /// Each partition's first slot in the row buffer, and the end (reused between batches).
     starts: Vec<usize>,
-    random_state: RandomState,
 }
 
 impl PartitionRouter {
@@ -151,7 +150,6 @@ impl PartitionRouter {
             hashes: Vec::new(),
             targets: Vec::new(),
             starts: Vec::new(),
-            random_state: RandomState::with_seed(0x7665_6c6f),
         }
     }
 
@@ -222,17 +220,11 @@ impl PartitionRouter {
             .iter()
             .map(|e| e.evaluate(&batch)?.into_array(batch.num_rows()))
             .collect::<datafusion::error::Result<Vec<ArrayRef>>>()?;
-        self.hashes.clear();
-        self.hashes.resize(batch.num_rows(), 0);
-        create_hashes(&arrays, &self.random_state, &mut self.hashes)?;
-        let n = self.partitions as u128;
+        hash_keys(&arrays, batch.num_rows(), &mut self.hashes)?;
+        let n = self.partitions;
         self.targets.clear();
-        self.targets.extend(
-            self.hashes
-                .iter()
-                // Multiply-shift maps the hash onto 0..n without a division.
-                .map(|hash| ((*hash as u128 * n) >> 64) as u32),
-        );
+        self.targets
+            .extend(self.hashes.iter().map(|hash| partition_of(*hash, n)));
         let rows = rows_by_partition(&self.targets, self.partitions, &mut self.starts);
         let rows = ScalarBuffer::from(rows);
         for (p, piece) in pieces.iter_mut().enumerate() {

@@ -3,6 +3,7 @@
 
 pub mod analytic;
 pub mod functions;
+pub mod plan_shape;
 pub mod planner;
 pub mod properties;
 pub mod script;
