@@ -72,6 +72,7 @@ fn most_in_flight(sql: &str, depth: usize) -> u64 {
             partitions: 2,
             queue_depth: depth,
             source_key: Vec::new(),
+            restore: None,
         },
         || {
             if next == BATCHES {

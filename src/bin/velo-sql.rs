@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use velostream::job::durable::DEFAULT_CHECKPOINT_INTERVAL;
+use velostream::job::StateOptions;
 use velostream::server::{deploy_app, start_mock_kafka, stop_on_signal, AppOptions};
+use velostream::sql::properties::parse_duration_ms;
 use velostream::VeloError;
 
 /// Run velostream SQL apps continuously over Kafka and files.
@@ -36,6 +39,17 @@ enum Command {
         /// Batches per queue between reader, workers and sink.
         #[arg(long, default_value_t = 0)]
         queue_depth: usize,
+        /// Keep every Kafka job's state durable here: a directory, file:// URL, or (in a
+        /// build with the s3/gcs features) s3:// or gs:// URL. Jobs restore from it on start.
+        #[arg(long)]
+        state_dir: Option<String>,
+        /// Time between checkpoints, e.g. 10s or 500ms (a job's `-- @checkpoint_interval`
+        /// overrides it).
+        #[arg(long)]
+        checkpoint_interval: Option<String>,
+        /// Start with empty state even where a checkpoint exists (needed after a plan change).
+        #[arg(long)]
+        reset_state: bool,
     },
 }
 
@@ -62,7 +76,32 @@ fn run(args: Args) -> Result<ExitCode, VeloError> {
         mock_kafka,
         partitions,
         queue_depth,
+        state_dir,
+        checkpoint_interval,
+        reset_state,
     } = args.command;
+    let interval = match checkpoint_interval.as_deref() {
+        Some(text) => std::time::Duration::from_millis(
+            parse_duration_ms(text)
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| {
+                    VeloError::Config(format!(
+                        "--checkpoint-interval must be a positive duration such as 10s, got '{text}'"
+                    ))
+                })? as u64,
+        ),
+        None => DEFAULT_CHECKPOINT_INTERVAL,
+    };
+    if state_dir.is_none() && (checkpoint_interval.is_some() || reset_state) {
+        return Err(VeloError::Config(
+            "--checkpoint-interval and --reset-state need --state-dir".into(),
+        ));
+    }
+    let state = state_dir.map(|location| StateOptions {
+        location,
+        interval,
+        reset: reset_state,
+    });
     let sql = std::fs::read_to_string(&file)
         .map_err(|e| VeloError::Config(format!("cannot read {}: {e}", file.display())))?;
     let stop = stop_on_signal()?;
@@ -77,15 +116,27 @@ fn run(args: Args) -> Result<ExitCode, VeloError> {
         brokers: brokers.or_else(|| mock.as_ref().map(|m| m.bootstrap_servers().to_string())),
         partitions,
         queue_depth,
+        state,
     };
     let outcomes = deploy_app(&sql, &options, stop)?;
     let mut failed = false;
     for (job, outcome) in &outcomes {
         match outcome {
-            Ok(s) => eprintln!(
-                "{job}: {} records in, {} out, {} errors, {:.3}s",
-                s.records_in, s.records_out, s.errors, s.seconds
-            ),
+            Ok(s) => {
+                let checkpoints = s.checkpoints.as_ref().map_or(String::new(), |c| {
+                    format!(
+                        ", {} checkpoints (last: epoch {}, {} bytes, {} ms)",
+                        c.completed,
+                        c.last_epoch.map_or("-".to_string(), |e| e.to_string()),
+                        c.last_bytes,
+                        c.last_duration.as_millis()
+                    )
+                });
+                eprintln!(
+                    "{job}: {} records in, {} out, {} errors, {:.3}s{checkpoints}",
+                    s.records_in, s.records_out, s.errors, s.seconds
+                )
+            }
             Err(e) => {
                 failed = true;
                 eprintln!("{job}: failed: {e}");

@@ -16,22 +16,16 @@ pub use manifest::{Manifest, SourcePosition, StateFile};
 pub use store::StateStore;
 
 use crate::error::{Result, VeloError};
-use crate::exec::snapshot::OperatorState;
+use crate::exec::snapshot::{EncodedStates, OperatorState, RestoredStates};
 
 /// Complete checkpoints kept per job.
 pub const KEEP: usize = 3;
 
-/// The operator name the event clock's state is stored under.
-pub const CLOCK: &str = "clock";
-
-/// One partition worker's encoded state: (operator name, Arrow IPC bytes) per operator.
-pub type PartitionState = Vec<(String, Vec<u8>)>;
-
 /// A checkpoint read back: its manifest and every operator's state from every partition.
 pub struct Restored {
     pub manifest: Manifest,
-    /// By operator name, each partition's state (the event clock under [`CLOCK`]).
-    pub operators: BTreeMap<String, Vec<OperatorState>>,
+    /// By operator name, each partition's state (the event clock under `CLOCK_STATE`).
+    pub operators: RestoredStates,
 }
 
 /// What a job writes with each checkpoint besides its state.
@@ -107,7 +101,7 @@ impl Checkpoints {
     pub fn write(
         &self,
         info: CheckpointInfo<'_>,
-        partitions: Vec<PartitionState>,
+        partitions: Vec<EncodedStates>,
     ) -> Result<Manifest> {
         let width = partitions.len();
         let mut files = Vec::new();
@@ -164,7 +158,7 @@ impl Checkpoints {
             .get(&path)?
             .ok_or_else(|| VeloError::Execution(format!("{path} is gone")))?;
         let manifest = Manifest::decode(&bytes)?;
-        let mut operators: BTreeMap<String, Vec<OperatorState>> = BTreeMap::new();
+        let mut operators = RestoredStates::new();
         for file in &manifest.files {
             let bytes = self
                 .store

@@ -106,11 +106,11 @@ impl StateStore {
         if let Some(dir) = &self.local_root {
             let file = dir.join(relative);
             let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
-            sync(&file).map_err(|e| VeloError::io(&format!("syncing {}", file.display()), e))?;
+            sync(&file).map_err(|e| VeloError::io(format!("syncing {}", file.display()), e))?;
             if let Some(parent) = file.parent() {
                 // The rename that published the file is durable once its directory is.
                 sync(parent)
-                    .map_err(|e| VeloError::io(&format!("syncing {}", parent.display()), e))?;
+                    .map_err(|e| VeloError::io(format!("syncing {}", parent.display()), e))?;
             }
         }
         Ok(())

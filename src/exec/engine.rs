@@ -7,6 +7,8 @@ use tokio::sync::mpsc;
 
 use super::processor::QueryProcessor;
 use super::record::{batch_to_records, records_to_batch, StreamRecord};
+use super::shard::KeyShard;
+use super::snapshot::{EncodedStates, RestoredStates};
 use crate::error::{Result, VeloError};
 use crate::sql::PlannedQuery;
 
@@ -136,6 +138,26 @@ impl StreamExecutionEngine {
         watermark: i64,
     ) -> Result<Vec<RecordBatch>> {
         self.processor_mut(query_id)?.advance_watermark(watermark)
+    }
+
+    /// The query's state, encoded per operator, for a checkpoint.
+    pub fn snapshot(&mut self, query_id: &str) -> Result<EncodedStates> {
+        self.processor_mut(query_id)?
+            .snapshot()?
+            .into_iter()
+            .map(|(name, state)| Ok((name, state.encode()?)))
+            .collect()
+    }
+
+    /// Loads a checkpoint's state into the query before any input (see
+    /// `QueryProcessor::restore`).
+    pub fn restore(
+        &mut self,
+        query_id: &str,
+        states: &RestoredStates,
+        shard: &KeyShard,
+    ) -> Result<()> {
+        self.processor_mut(query_id)?.restore(states, shard)
     }
 
     /// The query's bounded input ended: returns what that releases (EMIT FINAL groups).

@@ -1,6 +1,5 @@
 //! `QueryProcessor`: one deployed query — its operators and their state, owned outright.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -14,7 +13,7 @@ use super::operator::{
 };
 use super::session::SessionAggregator;
 use super::shard::KeyShard;
-use super::snapshot::OperatorState;
+use super::snapshot::{OperatorState, RestoredStates};
 use super::watermark::EventClock;
 use super::window::WindowAggregator;
 use crate::error::Result;
@@ -152,11 +151,7 @@ impl QueryProcessor {
 
     /// Loads a checkpoint before any input: each operator takes the keys `shard` owns from
     /// every partition's state under its name.
-    pub fn restore(
-        &mut self,
-        states: &BTreeMap<String, Vec<OperatorState>>,
-        shard: &KeyShard,
-    ) -> Result<()> {
+    pub fn restore(&mut self, states: &RestoredStates, shard: &KeyShard) -> Result<()> {
         for (name, op) in self.names.iter().zip(self.operators.iter_mut()) {
             if let Some(states) = states.get(name) {
                 op.restore(states, shard)?;

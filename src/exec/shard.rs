@@ -66,7 +66,7 @@ impl KeyShard {
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{Array, StringArray};
+    use arrow::array::StringArray;
 
     use super::*;
 

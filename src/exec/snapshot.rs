@@ -20,6 +20,15 @@ use arrow::ipc::CompressionType;
 use super::shard::KeyShard;
 use crate::error::{Result, VeloError};
 
+/// The name the event clock's state is stored under, beside the operators'.
+pub const CLOCK_STATE: &str = "clock";
+
+/// One partition's state, encoded: (operator name, Arrow IPC bytes) per stateful operator.
+pub type EncodedStates = Vec<(String, Vec<u8>)>;
+
+/// A checkpoint's state read back: by operator name, every partition's state.
+pub type RestoredStates = BTreeMap<String, Vec<OperatorState>>;
+
 /// One operator's state in one partition.
 #[derive(Debug, Clone)]
 pub struct OperatorState {

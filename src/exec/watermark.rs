@@ -2,14 +2,17 @@
 //! out-of-orderness; a query's watermark is the minimum over its partitions, ignoring
 //! partitions idle for longer than the idle timeout. Advanced once per batch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, Int32Array, Int64Array};
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 
+use super::snapshot::{column, state_batch, OperatorState};
 use super::window::event_times;
-use crate::error::Result;
+use crate::error::{Result, VeloError};
 use crate::sql::window::WatermarkPlan;
 
 /// A query's event-time clock: evaluates each batch's event times and tracks the watermark.
@@ -53,6 +56,56 @@ impl EventClock {
     /// Declares the input partitions (see `WatermarkTracker::set_partitions`).
     pub fn set_partitions(&mut self, partitions: &[i32]) {
         self.tracker.set_partitions(partitions);
+    }
+
+    /// The highest event time of every input partition, for a checkpoint.
+    pub fn snapshot(&self) -> Result<OperatorState> {
+        let mut seen: Vec<(i32, i64)> = self
+            .tracker
+            .partitions
+            .iter()
+            .map(|(p, (max, _))| (*p, *max))
+            .collect();
+        seen.sort_unstable();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("partition", DataType::Int32, false),
+            Field::new("max_event_time", DataType::Int64, false),
+        ]));
+        let n = seen.len();
+        let rows = state_batch(
+            schema,
+            vec![
+                Arc::new(Int32Array::from_iter_values(seen.iter().map(|(p, _)| *p))),
+                Arc::new(Int64Array::from_iter_values(seen.iter().map(|(_, t)| *t))),
+            ],
+            n,
+        )?;
+        Ok(OperatorState {
+            rows,
+            scalars: BTreeMap::new(),
+        })
+    }
+
+    /// Takes back the partitions' event times of a checkpoint (each counts as active now).
+    pub fn restore(&mut self, state: &OperatorState) -> Result<()> {
+        if state.rows.num_columns() == 0 {
+            return Ok(());
+        }
+        let partitions = column(&state.rows, "partition", "the event clock")?;
+        let times = column(&state.rows, "max_event_time", "the event clock")?;
+        let (Some(partitions), Some(times)) = (
+            partitions.as_any().downcast_ref::<Int32Array>(),
+            times.as_any().downcast_ref::<Int64Array>(),
+        ) else {
+            return Err(VeloError::Execution(
+                "the checkpointed event clock has columns of the wrong type".into(),
+            ));
+        };
+        let now = Instant::now();
+        for (p, t) in partitions.values().iter().zip(times.values()) {
+            self.tracker.update(*p, *t, now);
+        }
+        Ok(())
     }
 }
 

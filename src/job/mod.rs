@@ -11,27 +11,30 @@ use std::time::Instant;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
+use self::durable::{CheckpointStats, CheckpointWriter};
 use self::file_readers::FileReaders;
 use self::kafka::{Barrier, OffsetCommitter};
-use self::output::{lock, progress_bar, record_bad, DeadLetterFile, JobOutput};
+use self::kafka_input::{run_kafka, KafkaInput};
+use self::output::{lock, progress_bar, record_bad, DeadLetterFile, Deliveries, JobOutput};
 use crate::connectors::avro::AvroFormat;
 use crate::connectors::file_source::{FileSource, FileSourceConfig};
 use crate::connectors::kafka::{KafkaDefaults, KafkaSource, KafkaSourceConfig};
 use crate::connectors::{open_sink, BadRecord, SinkConfig};
 use crate::error::{Result, VeloError};
 use crate::partition::{
-    default_partitions, run_partitioned, Delivery, InputEvent, PartitionOptions, PartitionRun,
-    PartitionStats, DEFAULT_QUEUE_DEPTH,
+    default_partitions, run_partitioned, InputEvent, PartitionOptions, PartitionRun,
+    DEFAULT_QUEUE_DEPTH,
 };
 use crate::sql::script::{parse_script, Statement, StatementKind};
 use crate::sql::{PlannedQuery, Properties, QueryPlanner};
 
+pub mod durable;
 mod file_readers;
 mod kafka;
+mod kafka_input;
 mod output;
 
-/// How long a Kafka poll waits for a first message before the job counts as idle.
-const KAFKA_POLL_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+pub use durable::StateOptions;
 
 /// Options of a batch run (the CLI's flags).
 #[derive(Debug, Clone, Default)]
@@ -56,6 +59,8 @@ pub struct JobOptions {
     /// The jobs run as a long-lived app (velo-sql): a statement reads an earlier one's output
     /// from that one's Kafka topic rather than from memory.
     pub serve: bool,
+    /// Durable state (`--state-dir`): Kafka jobs checkpoint there and restore from it.
+    pub state: Option<StateOptions>,
 }
 
 /// What one job did.
@@ -76,6 +81,8 @@ pub struct JobSummary {
     pub direct: bool,
     /// The output batches, when the options asked to collect them.
     pub output: Option<Vec<RecordBatch>>,
+    /// Checkpoints taken (jobs with durable state).
+    pub checkpoints: Option<CheckpointStats>,
 }
 
 impl JobSummary {
@@ -117,6 +124,8 @@ struct PlannedJob {
     retain_output: bool,
     /// The statement's `-- @num_partitions` annotation.
     partitions: Option<usize>,
+    /// The statement's `-- @checkpoint_interval` annotation.
+    checkpoint_interval: Option<std::time::Duration>,
 }
 
 /// A script with every job planned, ready to run.
@@ -267,12 +276,31 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
             })?),
             None => None,
         };
+        let checkpoint_interval = match stmt.annotations.get("checkpoint_interval") {
+            Some(text) => Some(
+                crate::sql::properties::parse_duration_ms(text)
+                    .filter(|ms| *ms > 0)
+                    .map(|ms| std::time::Duration::from_millis(ms as u64))
+                    .ok_or_else(|| {
+                        script.source.error(
+                            stmt.position.0,
+                            stmt.position.1,
+                            format!(
+                                "@checkpoint_interval must be a positive duration such as 1s, \
+                                 got '{text}'"
+                            ),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
         jobs.push(PlannedJob {
             plan,
             input,
             sink,
             retain_output: options.collect_output,
             partitions,
+            checkpoint_interval,
         });
     }
     Ok(PlannedScript { jobs })
@@ -469,7 +497,7 @@ fn run_job(
     if let Some(p) = plan.properties.get("late.data.dlq.path") {
         dead_letter.open(std::path::Path::new(p))?;
     }
-    let mut output = JobOutput {
+    let output = JobOutput {
         sink: job.sink.as_ref().map(open_sink).transpose()?,
         retained: job.retain_output.then(Vec::new),
         records_out: 0,
@@ -478,7 +506,7 @@ fn run_job(
         job: id.clone(),
         ..Default::default()
     };
-    let partitions = PartitionOptions {
+    let mut partitions = PartitionOptions {
         partitions: match job.partitions.unwrap_or(options.partitions) {
             0 => default_partitions(),
             n => n,
@@ -492,6 +520,7 @@ fn run_job(
             0 => DEFAULT_QUEUE_DEPTH,
             n => n,
         },
+        restore: None,
     };
     // Bad records are found on the reading side, late ones on the output side; the
     // dead-letter file serves both, off the hot path.
@@ -505,121 +534,67 @@ fn run_job(
         }
         _ => None,
     };
-    let mut committer = match (&job.input, &kafka) {
-        (JobInput::Kafka(config), Some(source)) => Some(OffsetCommitter::new(
-            source.consumer(),
-            &config.topic,
-            barrier_rx,
-            config.commit_interval,
-        )),
+    // Durable state covers Kafka jobs; a file job reads its files again from the start.
+    let durable = match (&job.input, &options.state) {
+        (JobInput::Kafka(_), Some(state)) => Some(StateOptions {
+            interval: job.checkpoint_interval.unwrap_or(state.interval),
+            ..state.clone()
+        }),
         _ => None,
     };
+    if durable.is_some() {
+        // Restored state is split by key hash, whichever source partitions fed it.
+        partitions.source_key.clear();
+    }
+    let mut deliveries = Deliveries {
+        job: id.clone(),
+        output,
+        dead_letter: &dead_letter,
+        committer: None,
+        checkpoints: None,
+    };
+    if let (JobInput::Kafka(config), Some(source)) = (&job.input, &kafka) {
+        match &durable {
+            Some(state) => {
+                deliveries.checkpoints = Some(CheckpointWriter::new(
+                    durable::open(&plan, state)?,
+                    &plan,
+                    &config.topic,
+                    source.consumer(),
+                ));
+            }
+            None => {
+                deliveries.committer = Some(OffsetCommitter::new(
+                    source.consumer(),
+                    &config.topic,
+                    barrier_rx,
+                    config.commit_interval,
+                ));
+            }
+        }
+    }
     let stop = options.stop.clone();
     let stopped = move || stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
-    let deliver = |output: &mut JobOutput,
-                   committer: Option<&mut OffsetCommitter>,
-                   delivery: Delivery|
-     -> Result<()> {
-        match delivery {
-            Delivery::Rows(batch) => output.write(batch),
-            Delivery::Late(batch) => lock(&dead_letter).write_late(&id, batch),
-            Delivery::Flush => output.flush(),
-            Delivery::Checkpoint {
-                id,
-                held_since,
-                max_event_time,
-            } => match committer {
-                Some(c) => c.on_checkpoint(id, held_since, max_event_time, output.sink.as_mut()),
-                None => Ok(()),
-            },
-        }
-    };
     let stats = match &job.input {
         JobInput::Kafka(config) => {
             let Some(source) = kafka.as_mut() else {
                 return Err(VeloError::Execution("the Kafka source is not open".into()));
             };
-            let mut barrier = 0u64;
-            tracing::info!(job = %id, topic = %config.topic, "reading Kafka");
-            let mut late_records = 0;
-            loop {
-                // Events waiting to be handed out: a poll can yield an assignment change, a
-                // batch and its checkpoint barrier at once.
-                let mut queued: VecDeque<InputEvent> = VecDeque::new();
-                let mut revoked = Vec::new();
-                let stats = run_partitioned(
-                    &plan,
-                    &partitions,
-                    || {
-                        if let Some(event) = pending(&mut queued, stopped()) {
-                            return Ok(Some(event));
-                        }
-                        let polled = source.next_batch(KAFKA_POLL_WAIT)?;
-                        // After the poll: the group join that assigns partitions happens inside
-                        // it, and the clock must know every partition before a batch counts.
-                        if let Some(change) = source.assignment_if_changed()? {
-                            if !change.revoked.is_empty() {
-                                // The state of every key may hold records of a revoked
-                                // partition: stop, and rebuild it without them (below). The
-                                // polled batch is read again from the committed offsets.
-                                revoked = change.revoked;
-                                return Ok(Some(InputEvent::Stop));
-                            }
-                            tracing::info!(job = %id, partitions = ?change.assigned, "partitions assigned");
-                            queued.push_back(InputEvent::Partitions(change.assigned));
-                        }
-                        // Every poll ends with a barrier; an idle one (no records, no offsets)
-                        // still lets the output side commit what is done.
-                        let next_offsets = match polled {
-                            Some(polled) => {
-                                summary.records_in += polled.batch.num_rows() as u64;
-                                record_bad(
-                                    &mut summary,
-                                    &dead_letter,
-                                    &config.name,
-                                    polled.bad_records,
-                                )?;
-                                queued.push_back(InputEvent::PartitionedBatch {
-                                    batch: polled.batch,
-                                    runs: polled.runs,
-                                });
-                                polled.next_offsets
-                            }
-                            None => {
-                                queued.push_back(InputEvent::Idle);
-                                BTreeMap::new()
-                            }
-                        };
-                        barrier += 1;
-                        // The committer may have stopped with an error; the output side
-                        // reports it.
-                        let _ = barriers.send(Barrier {
-                            id: barrier,
-                            next_offsets,
-                        });
-                        queued.push_back(InputEvent::Checkpoint(barrier));
-                        Ok(queued.pop_front())
-                    },
-                    |d| deliver(&mut output, committer.as_mut(), d),
-                )?;
-                late_records += stats.late_records;
-                if revoked.is_empty() {
-                    break PartitionStats {
-                        late_records,
-                        ..stats
-                    };
-                }
-                // Commit what is done while the group may still accept it, then drop all
-                // state and read the partitions kept from their committed offsets: state
-                // built from a revoked partition's records is rebuilt by its new owner, and
-                // must not be emitted here too.
-                tracing::info!(job = %id, ?revoked, "partitions revoked: rebuilding state from the committed offsets");
-                output.flush()?;
-                if let Some(c) = committer.as_mut() {
-                    c.restart(output.sink.as_mut())?;
-                }
-                source.rewind_to_committed()?;
-            }
+            let input = KafkaInput {
+                config,
+                source,
+                barriers,
+                durable,
+                dead_letter: &dead_letter,
+            };
+            run_kafka(
+                &plan,
+                partitions,
+                input,
+                &mut deliveries,
+                &mut summary,
+                &stopped,
+            )?
         }
         JobInput::Upstream(name) => {
             let mut batches = outputs.get(name).into_iter().flatten();
@@ -632,7 +607,7 @@ fn run_job(
                         InputEvent::Batch(b.clone())
                     }))
                 },
-                |d| deliver(&mut output, None, d),
+                |d| deliveries.deliver(d),
             )?
         }
         JobInput::File(config) => {
@@ -682,7 +657,7 @@ fn run_job(
                         });
                         Ok(queued.pop_front())
                     },
-                    |d| deliver(&mut output, None, d),
+                    |d| deliveries.deliver(d),
                 )
             })?;
             if let Some(p) = progress {
@@ -691,11 +666,18 @@ fn run_job(
             stats
         }
     };
+    let Deliveries {
+        mut output,
+        mut committer,
+        checkpoints,
+        ..
+    } = deliveries;
     output.flush()?;
     if let Some(c) = committer.as_mut() {
         c.commit(output.sink.as_mut())?;
     }
     lock(&dead_letter).flush()?;
+    summary.checkpoints = checkpoints.map(|w| w.stats);
     summary.records_out = output.records_out;
     summary.late_records = stats.late_records;
     summary.partitions = stats.partitions;

@@ -6,9 +6,12 @@ use std::sync::Mutex;
 
 use arrow::record_batch::RecordBatch;
 
+use super::durable::CheckpointWriter;
+use super::kafka::OffsetCommitter;
 use super::JobSummary;
 use crate::connectors::{BadRecord, Sink};
 use crate::error::{Result, VeloError};
+use crate::partition::Delivery;
 
 /// Counts bad records, writes them to the dead-letter file and keeps the first 100 to report.
 pub(super) fn record_bad(
@@ -117,6 +120,44 @@ impl JobOutput {
         match self.sink.as_mut() {
             Some(s) => s.flush(),
             None => Ok(()),
+        }
+    }
+}
+
+/// Where each delivery of a job's pipeline goes: result rows to the output, late records to
+/// the dead-letter file, barriers to the source's offset committer, state snapshots to the
+/// checkpoint writer.
+pub(super) struct Deliveries<'a> {
+    pub job: String,
+    pub output: JobOutput,
+    pub dead_letter: &'a Mutex<DeadLetterFile>,
+    /// At-least-once offset commits of a Kafka source without durable state.
+    pub committer: Option<OffsetCommitter>,
+    /// Checkpoints of a Kafka job with durable state.
+    pub checkpoints: Option<CheckpointWriter>,
+}
+
+impl Deliveries<'_> {
+    /// Hands one delivery on.
+    pub(super) fn deliver(&mut self, delivery: Delivery) -> Result<()> {
+        match delivery {
+            Delivery::Rows(batch) => self.output.write(batch),
+            Delivery::Late(batch) => lock(self.dead_letter).write_late(&self.job, batch),
+            Delivery::Flush => self.output.flush(),
+            Delivery::Checkpoint {
+                id,
+                held_since,
+                max_event_time,
+            } => match self.committer.as_mut() {
+                Some(c) => {
+                    c.on_checkpoint(id, held_since, max_event_time, self.output.sink.as_mut())
+                }
+                None => Ok(()),
+            },
+            Delivery::Snapshot { epoch, partitions } => match self.checkpoints.as_mut() {
+                Some(w) => w.on_snapshot(epoch, partitions, self.output.sink.as_mut()),
+                None => Ok(()),
+            },
         }
     }
 }

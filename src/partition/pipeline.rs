@@ -10,6 +10,7 @@
 //! anything of a later epoch.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
@@ -18,6 +19,8 @@ use super::router::{PartitionRouter, PartitionRun, Routing};
 use super::worker::{PartitionWorker, WorkerInput, WorkerOutput};
 use crate::error::{Result, VeloError};
 use crate::exec::input::InputAdapter;
+use crate::exec::shard::KeyShard;
+use crate::exec::snapshot::{EncodedStates, RestoredStates, CLOCK_STATE};
 use crate::exec::watermark::EventClock;
 use crate::sql::PlannedQuery;
 
@@ -34,6 +37,9 @@ pub struct PartitionOptions {
     /// The input columns the source is partitioned by (see `PartitionRouter::new`); empty
     /// when unknown.
     pub source_key: Vec<String>,
+    /// A checkpoint's state to start from (None: start empty). Each worker takes the keys it
+    /// owns at this width, whatever width wrote it.
+    pub restore: Option<Arc<RestoredStates>>,
 }
 
 impl PartitionOptions {
@@ -43,6 +49,7 @@ impl PartitionOptions {
             partitions,
             queue_depth: DEFAULT_QUEUE_DEPTH,
             source_key: Vec::new(),
+            restore: None,
         }
     }
 }
@@ -71,6 +78,10 @@ pub enum InputEvent {
     /// The input partitions the source reads now (a Kafka assignment): each holds the
     /// watermark back until it has sent data, so none is overtaken before it started.
     Partitions(Vec<i32>),
+    /// A state checkpoint after the input before it: every worker snapshots its state and
+    /// the output side receives `Delivery::Snapshot` with this epoch, after every output of
+    /// that input.
+    Snapshot(u64),
     /// Stop without ending the input: open state is dropped, not emitted (an unbounded
     /// source shutting down; its uncommitted records are read again on restart).
     Stop,
@@ -82,6 +93,14 @@ pub(crate) struct CheckpointMark {
     pub id: u64,
     /// The latest event time routed since the previous barrier.
     pub max_event_time: Option<i64>,
+}
+
+/// A state checkpoint as it travels through the workers.
+#[derive(Debug, Clone)]
+pub(crate) struct SnapshotMark {
+    pub epoch: u64,
+    /// The router's event clock, encoded (None: the query has no event time).
+    pub clock: Option<Arc<Vec<u8>>>,
 }
 
 /// What the output thread hands the sink, in order.
@@ -101,6 +120,13 @@ pub enum Delivery {
         id: u64,
         held_since: Option<i64>,
         max_event_time: Option<i64>,
+    },
+    /// Every worker's state after the input before snapshot `epoch`, all of whose output has
+    /// been delivered: per partition worker, its encoded operator states (the first also
+    /// holds the event clock's, under `CLOCK_STATE`).
+    Snapshot {
+        epoch: u64,
+        partitions: Vec<EncodedStates>,
     },
 }
 
@@ -145,9 +171,20 @@ where
     let depth = options.queue_depth.max(1);
     let mut adapter = InputAdapter::new(plan.input_schema.clone(), plan.source.clone());
     let mut clock = plan.watermark.as_ref().map(EventClock::new);
-    let workers = (0..n)
+    let mut workers = (0..n)
         .map(|_| PartitionWorker::new(plan.clone()))
         .collect::<Result<Vec<_>>>()?;
+    if let Some(states) = &options.restore {
+        for (index, worker) in workers.iter_mut().enumerate() {
+            worker.restore(states, &KeyShard { index, count: n })?;
+        }
+        if let (Some(clock), Some(state)) = (
+            clock.as_mut(),
+            states.get(CLOCK_STATE).and_then(|s| s.first()),
+        ) {
+            clock.restore(state)?;
+        }
+    }
 
     std::thread::scope(|scope| {
         let mut to_workers = Vec::with_capacity(n);
@@ -216,6 +253,7 @@ where
     while let Some(event) = next_input()? {
         let started = Instant::now();
         let nothing = || vec![None; to_workers.len()];
+        let mut snapshot = None;
         let (pieces, watermark, flush, checkpoint) = match event {
             InputEvent::Batch(batch) if batch.num_rows() > 0 => {
                 let (batch, watermark) = observe(adapter, clock, &mut segment_max, batch)?;
@@ -224,6 +262,14 @@ where
             InputEvent::PartitionedBatch { batch, runs } if batch.num_rows() > 0 => {
                 let (batch, watermark) = observe(adapter, clock, &mut segment_max, batch)?;
                 (router.split_runs(batch, &runs)?, watermark, false, None)
+            }
+            InputEvent::Snapshot(epoch) => {
+                let clock = match clock.as_ref() {
+                    Some(c) => Some(Arc::new(c.snapshot()?.encode()?)),
+                    None => None,
+                };
+                snapshot = Some(Box::new(SnapshotMark { epoch, clock }));
+                (nothing(), None, false, None)
             }
             InputEvent::Batch(_) | InputEvent::PartitionedBatch { .. } => continue,
             InputEvent::Idle => (
@@ -253,6 +299,7 @@ where
                 watermark,
                 flush,
                 checkpoint,
+                snapshot: snapshot.clone(),
                 started,
             };
             if tx.send(message).is_err() {
@@ -306,6 +353,7 @@ where
         let mut flush = false;
         let mut started = None;
         let mut checkpoint: Option<(CheckpointMark, Option<i64>)> = None;
+        let mut snapshot: Option<(u64, Vec<EncodedStates>)> = None;
         for worker in &workers {
             let out = match worker.recv() {
                 Ok(out) => out?,
@@ -333,6 +381,16 @@ where
                 };
                 checkpoint = Some((mark, earliest));
             }
+            if let Some((mark, states)) = out.snapshot {
+                let (_, partitions) = snapshot.get_or_insert_with(|| (mark.epoch, Vec::new()));
+                let mut states = states;
+                if partitions.is_empty() {
+                    if let Some(clock) = &mark.clock {
+                        states.push((CLOCK_STATE.to_string(), clock.as_ref().clone()));
+                    }
+                }
+                partitions.push(states);
+            }
             if let Some(late) = out.finished {
                 late_records += late;
                 finished += 1;
@@ -340,6 +398,9 @@ where
         }
         if flush {
             deliver(Delivery::Flush)?;
+        }
+        if let Some((epoch, partitions)) = snapshot {
+            deliver(Delivery::Snapshot { epoch, partitions })?;
         }
         if let Some((mark, held_since)) = checkpoint {
             deliver(Delivery::Checkpoint {

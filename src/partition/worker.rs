@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
 
-use super::pipeline::CheckpointMark;
+use super::pipeline::{CheckpointMark, SnapshotMark};
 use super::router::Piece;
 use crate::error::Result;
 use crate::exec::engine::StreamExecutionEngine;
+use crate::exec::shard::KeyShard;
+use crate::exec::snapshot::{EncodedStates, RestoredStates};
 use crate::sql::PlannedQuery;
 
 /// What the router sends a worker: every worker gets every epoch, with or without rows, so
@@ -23,6 +25,8 @@ pub(crate) enum WorkerInput {
         flush: bool,
         /// A checkpoint barrier: report what state still holds back.
         checkpoint: Option<CheckpointMark>,
+        /// A state checkpoint: snapshot the state after this epoch's rows and watermark.
+        snapshot: Option<Box<SnapshotMark>>,
         started: Instant,
     },
     /// No more input. `release`: the input is complete, so emit everything held; otherwise
@@ -38,6 +42,8 @@ pub(crate) struct WorkerOutput {
     pub flush: bool,
     /// A checkpoint barrier passed: the barrier and the worker's `held_since`.
     pub checkpoint: Option<(CheckpointMark, Option<i64>)>,
+    /// A state checkpoint passed: the mark and this worker's encoded state.
+    pub snapshot: Option<(SnapshotMark, EncodedStates)>,
     pub started: Option<Instant>,
     /// Set on the worker's last output (after end of input): its late-record count.
     pub finished: Option<u64>,
@@ -55,6 +61,11 @@ impl PartitionWorker {
         let mut engine = StreamExecutionEngine::new();
         let query_id = engine.deploy_with_external_watermarks(plan)?;
         Ok(PartitionWorker { engine, query_id })
+    }
+
+    /// Loads the keys `shard` owns from a checkpoint's state, before any input.
+    pub fn restore(&mut self, states: &RestoredStates, shard: &KeyShard) -> Result<()> {
+        self.engine.restore(&self.query_id, states, shard)
     }
 
     /// Processes epochs until the input ends or either side hangs up. An error is sent on as
@@ -81,6 +92,7 @@ impl PartitionWorker {
                 watermark,
                 flush,
                 checkpoint,
+                snapshot,
                 started,
             } => {
                 let mut out = Vec::new();
@@ -96,11 +108,16 @@ impl PartitionWorker {
                     Some(c) => Some((c, self.engine.held_since(id)?)),
                     None => None,
                 };
+                let snapshot = match snapshot {
+                    Some(mark) => Some((*mark, self.engine.snapshot(id)?)),
+                    None => None,
+                };
                 Ok(WorkerOutput {
                     rows: out,
                     late: self.engine.take_dead_letters(id)?,
                     flush,
                     checkpoint,
+                    snapshot,
                     started: Some(started),
                     finished: None,
                 })
@@ -116,6 +133,7 @@ impl PartitionWorker {
                     late: self.engine.take_dead_letters(id)?,
                     flush: true,
                     checkpoint: None,
+                    snapshot: None,
                     started: None,
                     finished: Some(self.engine.processor(id)?.late_records()),
                 })

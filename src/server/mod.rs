@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::connectors::kafka::{topic_of, KafkaDefaults, MockKafka};
 use crate::error::{Result, VeloError};
-use crate::job::{plan_script, JobOptions, JobSummary};
+use crate::job::{plan_script, JobOptions, JobSummary, StateOptions};
 use crate::sql::script::parse_script;
 
 /// Partitions of the topics a mock cluster creates when `'<name>.partitions'` does not say.
@@ -23,6 +23,8 @@ pub struct AppOptions {
     pub partitions: usize,
     /// Batches per queue between stages (0: the default).
     pub queue_depth: usize,
+    /// Durable state (`--state-dir`); None keeps state in memory only.
+    pub state: Option<StateOptions>,
 }
 
 /// Every Kafka topic an app names (sources, sinks, dead-letter topics), with the partitions
@@ -90,8 +92,16 @@ pub fn deploy_app(
         },
         stop: Some(stop),
         serve: true,
+        state: options.state.clone(),
         ..Default::default()
     };
     let planned = plan_script(sql, &job_options)?;
+    if options.state.is_none() {
+        tracing::warn!(
+            "no --state-dir: state is kept in memory only, so a crash or rebalance rebuilds it \
+             from the committed offsets (windows hold their offsets back; running aggregates \
+             restart from zero)"
+        );
+    }
     Ok(planned.run_concurrently(&job_options))
 }

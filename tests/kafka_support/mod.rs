@@ -136,6 +136,7 @@ pub fn start_app(
         brokers: Some(bootstrap.to_string()),
         partitions,
         queue_depth: 0,
+        state: None,
     };
     let flag = Arc::clone(&stop);
     let handle = std::thread::spawn(move || {

@@ -193,6 +193,7 @@ pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) ->
         brokers: Some(brokers.clone()),
         partitions,
         queue_depth: 0,
+        state: None,
     };
     // Counted before the clock starts: regenerating the trades takes a while.
     let windows = match job {

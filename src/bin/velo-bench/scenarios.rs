@@ -152,6 +152,7 @@ pub fn run_engine(
         partitions,
         queue_depth: DEFAULT_QUEUE_DEPTH,
         source_key,
+        restore: None,
     };
     // A keyed topic's partitions are declared first, as a Kafka assignment is: none of them
     // is overtaken by the watermark before it sends.
@@ -183,7 +184,7 @@ pub fn run_engine(
             match delivery {
                 Delivery::Rows(b) => output_rows += b.num_rows() as u64,
                 Delivery::Late(b) => late_rows += b.num_rows() as u64,
-                Delivery::Flush | Delivery::Checkpoint { .. } => {}
+                Delivery::Flush | Delivery::Checkpoint { .. } | Delivery::Snapshot { .. } => {}
             }
             Ok(())
         },

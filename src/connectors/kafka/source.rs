@@ -298,6 +298,28 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// Moves the assigned partitions that `positions` names to those next offsets (a
+    /// checkpoint's); returns the positions it applied.
+    pub fn seek_to(&mut self, positions: &BTreeMap<i32, i64>) -> Result<BTreeMap<i32, i64>> {
+        let context = format!("moving '{}' to its checkpoint's offsets", self.config.name);
+        let mut applied = BTreeMap::new();
+        for partition in &self.assigned {
+            let Some(&offset) = positions.get(partition) else {
+                continue;
+            };
+            self.consumer
+                .seek(
+                    &self.config.topic,
+                    *partition,
+                    Offset::Offset(offset),
+                    REWIND_TIMEOUT,
+                )
+                .map_err(|e| kafka_error(&context, e))?;
+            applied.insert(*partition, offset);
+        }
+        Ok(applied)
+    }
+
     /// The consumer, for committing offsets from the output side.
     pub fn consumer(&self) -> Arc<BaseConsumer> {
         Arc::clone(&self.consumer)

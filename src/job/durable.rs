@@ -1,0 +1,279 @@
+//! Durable state for a Kafka job: aligned checkpoints on the pipeline's barriers, and the
+//! restore that starts a job where its latest checkpoint left off.
+//!
+//! The reading side (`CheckpointTrigger`) tracks where the source stands and, once per
+//! interval, sends a snapshot barrier after a batch along with those positions. The barrier
+//! passes every worker, each encodes its state, and the output side (`CheckpointWriter`)
+//! receives it after every output of the input before it. It flushes the sink (so that output
+//! is acknowledged), writes the state files and the manifest, and then commits the positions
+//! to the consumer group, for monitoring tools only: a restore reads positions from the
+//! manifest. A crash at any point leaves the previous checkpoint intact, and the records
+//! after it are read again (at-least-once output; state counts each record once).
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::BaseConsumer;
+
+use crate::checkpoint::manifest::plan_change;
+use crate::checkpoint::{CheckpointInfo, Checkpoints, SourcePosition, StateStore};
+use crate::connectors::kafka::KafkaSource;
+use crate::connectors::Sink;
+use crate::error::{Result, VeloError};
+use crate::exec::processor::QueryProcessor;
+use crate::exec::snapshot::{EncodedStates, RestoredStates};
+use crate::sql::PlannedQuery;
+
+/// How often a job checkpoints when neither `--checkpoint-interval` nor the statement's
+/// `-- @checkpoint_interval` says.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A checkpoint the reading side asked for: its epoch and where the source stood.
+type DuePositions = (u64, BTreeMap<i32, i64>);
+
+/// Durable-state settings of a run (`--state-dir`, `--checkpoint-interval`, `--reset-state`).
+#[derive(Debug, Clone)]
+pub struct StateOptions {
+    /// A directory, `file://` URL, or (with the features) `s3://` / `gs://` URL.
+    pub location: String,
+    /// Time between checkpoints (a statement's `-- @checkpoint_interval` overrides it).
+    pub interval: Duration,
+    /// Ignore existing checkpoints (after a plan change) instead of refusing to start.
+    pub reset: bool,
+}
+
+/// What a checkpointing job starts from.
+pub struct Resume {
+    /// The state to load (None: no checkpoint, start empty).
+    pub states: Option<Arc<RestoredStates>>,
+    /// Where to read from, per partition (empty: the group's committed offsets).
+    pub positions: BTreeMap<i32, i64>,
+}
+
+/// Checkpoint counts and sizes, for the job's summary.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointStats {
+    pub completed: u64,
+    pub last_epoch: Option<u64>,
+    pub last_bytes: u64,
+    pub last_duration: Duration,
+    /// Time to read and check the checkpoint the job started from.
+    pub restore_duration: Option<Duration>,
+}
+
+/// Opens a job's checkpoints and checks its plan can be checkpointed at all.
+pub fn open(plan: &PlannedQuery, options: &StateOptions) -> Result<Checkpoints> {
+    // A stateful operator without snapshot support says so here, before anything runs.
+    QueryProcessor::new(plan.clone())?
+        .snapshot()
+        .map_err(|e| VeloError::Config(format!("job '{}': {e}", plan.id)))?;
+    Ok(Checkpoints::new(
+        StateStore::open(&options.location)?,
+        &plan.id,
+    ))
+}
+
+/// The reading side: where the source stands, and when the next checkpoint is due.
+pub struct CheckpointTrigger {
+    interval: Duration,
+    last: Instant,
+    next_epoch: u64,
+    /// Per partition, the next offset after every record handed to the pipeline.
+    positions: BTreeMap<i32, i64>,
+    to_writer: Sender<DuePositions>,
+}
+
+impl CheckpointTrigger {
+    /// A trigger that numbers checkpoints from `next_epoch`, and its writer's receiving end.
+    pub fn new(
+        interval: Duration,
+        next_epoch: u64,
+        positions: BTreeMap<i32, i64>,
+    ) -> (Self, Receiver<DuePositions>) {
+        let (to_writer, from_trigger) = channel();
+        let trigger = CheckpointTrigger {
+            interval,
+            last: Instant::now(),
+            next_epoch,
+            positions,
+            to_writer,
+        };
+        (trigger, from_trigger)
+    }
+
+    /// Records that the records before `next_offsets` were handed to the pipeline.
+    pub fn advance(&mut self, next_offsets: &BTreeMap<i32, i64>) {
+        for (partition, offset) in next_offsets {
+            let at = self.positions.entry(*partition).or_insert(*offset);
+            *at = (*at).max(*offset);
+        }
+    }
+
+    /// Forgets the position of partitions no longer read, and takes new start positions.
+    pub fn reset_positions(&mut self, positions: BTreeMap<i32, i64>) {
+        self.positions = positions;
+    }
+
+    /// The epoch of a checkpoint to take now, if one is due (or `force`d); its positions go
+    /// to the writer.
+    pub fn due(&mut self, force: bool) -> Option<u64> {
+        if !force && self.last.elapsed() < self.interval {
+            return None;
+        }
+        self.last = Instant::now();
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        // The writer may have stopped with an error; the output side reports it.
+        let _ = self.to_writer.send((epoch, self.positions.clone()));
+        Some(epoch)
+    }
+}
+
+/// The output side: writes each checkpoint once its barrier has passed every worker.
+pub struct CheckpointWriter {
+    checkpoints: Checkpoints,
+    plan: Vec<String>,
+    topic: String,
+    consumer: Arc<BaseConsumer>,
+    from_trigger: Receiver<DuePositions>,
+    pending: BTreeMap<u64, BTreeMap<i32, i64>>,
+    pub stats: CheckpointStats,
+}
+
+impl CheckpointWriter {
+    /// A writer for the job's checkpoints of `plan`, committing `topic`'s offsets; it takes
+    /// positions from a trigger once it [`Self::resume`]s.
+    pub fn new(
+        checkpoints: Checkpoints,
+        plan: &PlannedQuery,
+        topic: &str,
+        consumer: Arc<BaseConsumer>,
+    ) -> Self {
+        CheckpointWriter {
+            checkpoints,
+            plan: plan.state_shape(),
+            topic: topic.to_string(),
+            consumer,
+            from_trigger: channel().1,
+            pending: BTreeMap::new(),
+            stats: CheckpointStats::default(),
+        }
+    }
+
+    /// Starts (or starts over) from the latest good checkpoint, refusing one taken with
+    /// another plan unless `reset`; returns what to start from and the trigger of the
+    /// checkpoints to come, numbered after every one in the store.
+    pub fn resume(
+        &mut self,
+        plan: &PlannedQuery,
+        reset: bool,
+        interval: Duration,
+    ) -> Result<(Resume, CheckpointTrigger)> {
+        let resume = self.read_latest(plan, reset)?;
+        let next_epoch = self.checkpoints.next_epoch()?;
+        let (trigger, from_trigger) =
+            CheckpointTrigger::new(interval, next_epoch, resume.positions.clone());
+        self.from_trigger = from_trigger;
+        self.pending.clear();
+        Ok((resume, trigger))
+    }
+
+    fn read_latest(&mut self, plan: &PlannedQuery, reset: bool) -> Result<Resume> {
+        let checkpoints = &self.checkpoints;
+        let topic = self.topic.as_str();
+        let started = Instant::now();
+        let empty = Resume {
+            states: None,
+            positions: BTreeMap::new(),
+        };
+        if reset {
+            tracing::warn!(job = %plan.id, location = checkpoints.location(), "--reset-state: existing checkpoints are ignored");
+            return Ok(empty);
+        }
+        let Some(restored) = checkpoints.load_latest()? else {
+            tracing::info!(job = %plan.id, location = checkpoints.location(), "no checkpoint: starting with empty state");
+            return Ok(empty);
+        };
+        let manifest = &restored.manifest;
+        if let Some(change) = plan_change(&manifest.plan, &plan.state_shape()) {
+            return Err(VeloError::Config(format!(
+                "job '{}' changed since its checkpoint {} in {}: {change}. Its state does not fit \
+                 the new plan; restart with --reset-state to drop it",
+                plan.id,
+                manifest.epoch,
+                checkpoints.location()
+            )));
+        }
+        let positions = match &manifest.source {
+            Some(SourcePosition::Kafka { topic: t, offsets }) if t == topic => offsets.clone(),
+            Some(SourcePosition::Kafka { topic: t, .. }) => {
+                return Err(VeloError::Config(format!(
+                    "job '{}' checkpointed its reading of topic '{t}' and now reads '{topic}': \
+                     restart with --reset-state to drop its state",
+                    plan.id
+                )))
+            }
+            None => BTreeMap::new(),
+        };
+        self.stats.restore_duration = Some(started.elapsed());
+        self.stats.last_epoch = Some(manifest.epoch);
+        tracing::info!(
+            job = %plan.id,
+            epoch = manifest.epoch,
+            partitions_then = manifest.partitions,
+            ?positions,
+            ms = started.elapsed().as_millis() as u64,
+            "restored state from checkpoint"
+        );
+        Ok(Resume {
+            states: Some(Arc::new(restored.operators)),
+            positions,
+        })
+    }
+
+    /// The barrier of `epoch` came out of every worker with their states: make the output
+    /// before it durable, write the checkpoint, then commit its positions to the group.
+    pub fn on_snapshot(
+        &mut self,
+        epoch: u64,
+        partitions: Vec<EncodedStates>,
+        sink: Option<&mut Box<dyn Sink>>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        self.pending.extend(self.from_trigger.try_iter());
+        let positions = self.pending.remove(&epoch).ok_or_else(|| {
+            VeloError::Execution(format!("checkpoint {epoch} has no source positions"))
+        })?;
+        self.pending.retain(|e, _| *e > epoch);
+        if let Some(sink) = sink {
+            sink.flush()?;
+        }
+        let bytes: usize = partitions
+            .iter()
+            .flat_map(|p| p.iter().map(|(_, b)| b.len()))
+            .sum();
+        let info = CheckpointInfo {
+            epoch,
+            plan: &self.plan,
+            source: Some(SourcePosition::Kafka {
+                topic: self.topic.clone(),
+                offsets: positions.clone(),
+            }),
+        };
+        self.checkpoints.write(info, partitions)?;
+        KafkaSource::commit(&self.consumer, &self.topic, &positions)?;
+        self.stats.completed += 1;
+        self.stats.last_epoch = Some(epoch);
+        self.stats.last_bytes = bytes as u64;
+        self.stats.last_duration = started.elapsed();
+        tracing::debug!(
+            epoch,
+            bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "checkpoint written"
+        );
+        Ok(())
+    }
+}
