@@ -111,11 +111,6 @@ impl CheckpointTrigger {
         }
     }
 
-    /// Forgets the position of partitions no longer read, and takes new start positions.
-    pub fn reset_positions(&mut self, positions: BTreeMap<i32, i64>) {
-        self.positions = positions;
-    }
-
     /// The epoch of a checkpoint to take now, if one is due (or `force`d); its positions go
     /// to the writer.
     pub fn due(&mut self, force: bool) -> Option<u64> {
@@ -139,6 +134,9 @@ pub struct CheckpointWriter {
     consumer: Arc<BaseConsumer>,
     from_trigger: Receiver<DuePositions>,
     pending: BTreeMap<u64, BTreeMap<i32, i64>>,
+    /// The positions last committed to the group (only changes are committed: a consumer
+    /// still joining the group has its commits refused).
+    committed: BTreeMap<i32, i64>,
     pub stats: CheckpointStats,
 }
 
@@ -158,6 +156,7 @@ impl CheckpointWriter {
             consumer,
             from_trigger: channel().1,
             pending: BTreeMap::new(),
+            committed: BTreeMap::new(),
             stats: CheckpointStats::default(),
         }
     }
@@ -177,6 +176,7 @@ impl CheckpointWriter {
             CheckpointTrigger::new(interval, next_epoch, resume.positions.clone());
         self.from_trigger = from_trigger;
         self.pending.clear();
+        self.committed = resume.positions.clone();
         Ok((resume, trigger))
     }
 
@@ -263,7 +263,10 @@ impl CheckpointWriter {
             }),
         };
         self.checkpoints.write(info, partitions)?;
-        KafkaSource::commit(&self.consumer, &self.topic, &positions)?;
+        if positions != self.committed {
+            KafkaSource::commit(&self.consumer, &self.topic, &positions)?;
+            self.committed = positions;
+        }
         self.stats.completed += 1;
         self.stats.last_epoch = Some(epoch);
         self.stats.last_bytes = bytes as u64;

@@ -55,13 +55,13 @@ pub(super) fn run_kafka(
         // With durable state, (re)start from the latest checkpoint: its state, and its
         // positions once the group assigns the partitions.
         let mut trigger: Option<CheckpointTrigger> = None;
-        let mut seek: BTreeMap<i32, i64> = BTreeMap::new();
         if let (Some(writer), Some(options)) = (deliveries.checkpoints.as_mut(), &durable) {
             // --reset-state ignores the checkpoints of earlier runs, not this run's own.
             let reset = options.reset && writer.stats.completed == 0;
             let (resume, t) = writer.resume(plan, reset, options.interval)?;
             partitions.restore = resume.states;
-            seek = resume.positions;
+            // The checkpoint's positions are the truth, not the group's committed offsets.
+            source.start_at(resume.positions);
             trigger = Some(t);
         }
         let mut final_snapshot_taken = false;
@@ -84,7 +84,7 @@ pub(super) fn run_kafka(
                     }
                     return Ok(Some(InputEvent::Stop));
                 }
-                let mut polled = source.next_batch(KAFKA_POLL_WAIT)?;
+                let polled = source.next_batch(KAFKA_POLL_WAIT)?;
                 // After the poll: the group join that assigns partitions happens inside it, and
                 // the clock must know every partition before a batch counts.
                 if let Some(change) = source.assignment_if_changed()? {
@@ -95,16 +95,6 @@ pub(super) fn run_kafka(
                         return Ok(Some(InputEvent::Stop));
                     }
                     tracing::info!(job = %id, partitions = ?change.assigned, "partitions assigned");
-                    if !seek.is_empty() {
-                        // This poll read from the group's offsets: the checkpoint's positions
-                        // are the truth, so read from there instead.
-                        let at = source.seek_to(&seek)?;
-                        if let Some(t) = trigger.as_mut() {
-                            t.reset_positions(at);
-                        }
-                        seek.clear();
-                        polled = None;
-                    }
                     queued.push_back(InputEvent::Partitions(change.assigned));
                 }
                 // Every poll ends with a barrier; an idle one (no records, no offsets) still

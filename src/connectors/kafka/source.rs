@@ -145,6 +145,9 @@ pub struct KafkaBatch {
     pub next_offsets: BTreeMap<i32, i64>,
 }
 
+/// How long a seek to a checkpoint's offset waits for the consumer to take it.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How long a rewind waits for the group's committed offsets.
 const REWIND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -184,6 +187,9 @@ pub struct KafkaSource {
     assigned: Vec<i32>,
     /// The query reads `_headers`.
     wants_headers: bool,
+    /// Checkpoint positions not applied yet: a partition's records are dropped until its
+    /// seek takes (a seek fails until the partition is assigned and fetching).
+    start_at: BTreeMap<i32, i64>,
 }
 
 impl KafkaSource {
@@ -232,6 +238,7 @@ impl KafkaSource {
             metas: Vec::new(),
             assigned: Vec::new(),
             wants_headers: true,
+            start_at: BTreeMap::new(),
         })
     }
 
@@ -298,26 +305,43 @@ impl KafkaSource {
         Ok(())
     }
 
-    /// Moves the assigned partitions that `positions` names to those next offsets (a
-    /// checkpoint's); returns the positions it applied.
-    pub fn seek_to(&mut self, positions: &BTreeMap<i32, i64>) -> Result<BTreeMap<i32, i64>> {
-        let context = format!("moving '{}' to its checkpoint's offsets", self.config.name);
-        let mut applied = BTreeMap::new();
-        for partition in &self.assigned {
-            let Some(&offset) = positions.get(partition) else {
-                continue;
-            };
-            self.consumer
-                .seek(
-                    &self.config.topic,
-                    *partition,
-                    Offset::Offset(offset),
-                    REWIND_TIMEOUT,
-                )
-                .map_err(|e| kafka_error(&context, e))?;
-            applied.insert(*partition, offset);
-        }
-        Ok(applied)
+    /// Reads each partition that `positions` names from that next offset (a checkpoint's)
+    /// instead of the group's committed one, once it is assigned; until then its records are
+    /// dropped.
+    pub fn start_at(&mut self, positions: BTreeMap<i32, i64>) {
+        self.start_at = positions;
+    }
+
+    /// Seeks the assigned partitions still waiting for their start position; a partition
+    /// not fetching yet refuses, and is tried again on the next poll.
+    fn apply_start_positions(&mut self) -> Result<()> {
+        let list = self.consumer.assignment().map_err(|e| {
+            kafka_error(
+                &format!("reading the assignment of '{}'", self.config.name),
+                e,
+            )
+        })?;
+        let assigned: Vec<i32> = list
+            .elements_for_topic(&self.config.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        let (consumer, topic) = (&self.consumer, &self.config.topic);
+        self.start_at.retain(|partition, offset| {
+            if !assigned.contains(partition) {
+                return true;
+            }
+            // A timeout makes the seek synchronous: once it returns, no record fetched
+            // before it is handed out (a zero timeout would seek in the background).
+            match consumer.seek(topic, *partition, Offset::Offset(*offset), SEEK_TIMEOUT) {
+                Ok(()) => {
+                    tracing::info!(%topic, partition, offset, "reading from the checkpoint's offset");
+                    false
+                }
+                Err(_) => true,
+            }
+        });
+        Ok(())
     }
 
     /// The consumer, for committing offsets from the output side.
@@ -363,6 +387,9 @@ impl KafkaSource {
         self.ends.clear();
         self.metas.clear();
         let mut next_offsets = BTreeMap::new();
+        if !self.start_at.is_empty() {
+            self.apply_start_positions()?;
+        }
         let deadline = Instant::now() + wait;
         while self.metas.len() < self.config.batch_size {
             let timeout = if self.metas.is_empty() {
@@ -381,6 +408,10 @@ impl KafkaSource {
                 }
                 None => break,
             };
+            if self.start_at.contains_key(&message.partition()) {
+                // Read from the group's offset, before the checkpoint's took over.
+                continue;
+            }
             next_offsets.insert(message.partition(), message.offset() + 1);
             let headers = self.wants_headers.then(|| headers_json(&message));
             push_message(

@@ -1,0 +1,225 @@
+//! Crash tests: the velo-sql server, reading Kafka while input flows, is SIGKILLed at five
+//! moments and restarted each time (at a different width), with its state in a state
+//! directory. A GROUP BY EMIT CHANGES app must end with the exact count and sum of every key
+//! in its upsert output; a tumbling EMIT FINAL app must emit every window with its exact
+//! values (at least once). Without durable state the first test loses about half the counts.
+
+mod kafka_support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka_support::{consume, mock, produce, window_of, with_timeout, Consumed};
+
+const KEYS: i64 = 40;
+const RECORDS: i64 = 12_000;
+
+/// The velo-sql server running the app in `dir` with its state in `dir/state`.
+fn spawn(dir: &Path, bootstrap: &str, partitions: usize) -> Child {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_velo-sql"))
+        .args(["deploy-app", "--brokers", bootstrap, "--partitions"])
+        .arg(partitions.to_string())
+        .arg("--file")
+        .arg(dir.join("app.sql"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--checkpoint-interval", "150ms"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("velo-sql starts")
+}
+
+/// Record `i` of the input: key `K{i % 40}`, quantity `i % 13`, one second apart.
+fn record(i: i64) -> (Option<String>, String) {
+    let key = format!("K{}", i % KEYS);
+    let payload = serde_json::json!({
+        "symbol": key, "quantity": i % 13, "ts": 1_700_000_000_000i64 + i * 1000,
+    });
+    (Some(key), payload.to_string())
+}
+
+/// Produces the records in 24 chunks, 120 ms apart, on a thread.
+fn produce_while_running(bootstrap: String) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let chunk = RECORDS / 24;
+        for start in (0..RECORDS).step_by(chunk as usize) {
+            let records: Vec<_> = (start..(start + chunk).min(RECORDS)).map(record).collect();
+            produce(&bootstrap, "rin", &records);
+            std::thread::sleep(Duration::from_millis(120));
+        }
+    })
+}
+
+/// Kills the server at five moments while input flows, restarting it each time at another
+/// width; returns the server running after the last restart.
+fn kill_five_times(dir: &Path, bootstrap: &str) -> Child {
+    let mut server = spawn(dir, bootstrap, 2);
+    for (moment, width) in [(700, 4), (450, 1), (900, 3), (300, 2), (650, 4)] {
+        std::thread::sleep(Duration::from_millis(moment));
+        // SIGKILL: no drain, no last checkpoint.
+        server.kill().expect("kill");
+        server.wait().expect("reaped");
+        server = spawn(dir, bootstrap, width);
+    }
+    server
+}
+
+fn stop(mut server: Child, dir: &Path) {
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    let status = server.wait().expect("exits");
+    assert!(
+        status.success(),
+        "a drained server exits 0: {status}; log:\n{}",
+        log_of(dir)
+    );
+}
+
+/// The latest row of each key in the upsert output.
+fn latest(out: &[Consumed]) -> BTreeMap<String, serde_json::Value> {
+    out.iter()
+        .filter_map(|(k, v)| Some((k.clone()?, v.clone()?)))
+        .collect()
+}
+
+fn log_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+}
+
+#[test]
+fn group_by_emit_changes_survives_five_sigkills_with_exact_totals() {
+    with_timeout(Duration::from_secs(240), || {
+        let kafka = mock(&[("rin", 4), ("totals", 2)]);
+        let bootstrap = kafka.bootstrap_servers().to_string();
+        let dir = tempfile::tempdir().expect("dir");
+        let app = "CREATE STREAM rin (symbol VARCHAR, quantity BIGINT, ts BIGINT) \
+             WITH ('rin.type' = 'kafka_source', 'rin.topic.name' = 'rin', \
+                   'rin.group.id' = 'crash', 'rin.session.timeout.ms' = '2000', 'rin.heartbeat.interval.ms' = '300');\n\
+             CREATE TABLE totals AS SELECT symbol, COUNT(*) AS n, SUM(quantity) AS q \
+             FROM rin GROUP BY symbol EMIT CHANGES \
+             WITH ('totals.type' = 'kafka_sink', 'totals.topic.name' = 'totals');";
+        std::fs::write(dir.path().join("app.sql"), app).expect("app");
+        let mut expected: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for i in 0..RECORDS {
+            let e = expected.entry(format!("K{}", i % KEYS)).or_default();
+            e.0 += 1;
+            e.1 += i % 13;
+        }
+        let producer = produce_while_running(bootstrap.clone());
+        let server = kill_five_times(dir.path(), &bootstrap);
+        producer.join().expect("producer");
+        // The latest (n, q) per key, kept up to date as messages arrive (re-reading every
+        // message on every poll would be quadratic).
+        let seen = std::cell::RefCell::new((0usize, BTreeMap::<String, (i64, i64)>::new()));
+        let exact = |out: &[Consumed]| {
+            let mut seen = seen.borrow_mut();
+            let (read, latest) = &mut *seen;
+            for (k, v) in &out[*read..] {
+                if let (Some(k), Some(v)) = (k, v) {
+                    let row = (v["n"].as_i64().unwrap_or(-1), v["q"].as_i64().unwrap_or(-1));
+                    latest.insert(k.clone(), row);
+                }
+            }
+            *read = out.len();
+            *latest == expected
+        };
+        let started = Instant::now();
+        let out = consume(&bootstrap, "totals", Duration::from_secs(120), |o| exact(o));
+        let waited = started.elapsed();
+        stop(server, dir.path());
+        let log = log_of(dir.path());
+        assert!(
+            log.contains("restored state from checkpoint"),
+            "the restarts restored state:\n{log}"
+        );
+        let latest = latest(&out);
+        for (k, (n, q)) in &expected {
+            let row = latest.get(k).unwrap_or_else(|| panic!("no row for {k}"));
+            assert_eq!(
+                (row["n"].as_i64(), row["q"].as_i64()),
+                (Some(*n), Some(*q)),
+                "key {k} after {waited:?}; server log:\n{log}"
+            );
+        }
+    });
+}
+
+#[test]
+fn tumbling_emit_final_survives_five_sigkills_with_every_window_exact() {
+    with_timeout(Duration::from_secs(240), || {
+        let kafka = mock(&[("rin", 4), ("per_minute", 2)]);
+        let bootstrap = kafka.bootstrap_servers().to_string();
+        let dir = tempfile::tempdir().expect("dir");
+        let app = "CREATE STREAM rin (symbol VARCHAR, quantity BIGINT, ts BIGINT) \
+             WITH ('rin.type' = 'kafka_source', 'rin.topic.name' = 'rin', \
+                   'rin.group.id' = 'crash-windows', 'rin.session.timeout.ms' = '2000', 'rin.heartbeat.interval.ms' = '300', \
+                   'rin.event.time.field' = 'ts');\n\
+             CREATE STREAM per_minute AS SELECT symbol, _window_start, COUNT(*) AS n, \
+             SUM(quantity) AS q FROM rin GROUP BY symbol \
+             WINDOW TUMBLING(ts, INTERVAL '1' MINUTE) EMIT FINAL \
+             WITH ('per_minute.type' = 'kafka_sink', 'per_minute.topic.name' = 'per_minute');";
+        std::fs::write(dir.path().join("app.sql"), app).expect("app");
+        let mut expected: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
+        for i in 0..RECORDS {
+            let ts = 1_700_000_000_000i64 + i * 1000;
+            let e = expected
+                .entry((format!("K{}", i % KEYS), ts - ts.rem_euclid(60_000)))
+                .or_default();
+            e.0 += 1;
+            e.1 += i % 13;
+        }
+        let producer = produce_while_running(bootstrap.clone());
+        let server = kill_five_times(dir.path(), &bootstrap);
+        producer.join().expect("producer");
+        // A record an hour later on every partition closes every window.
+        for p in 0..4 {
+            let clock = serde_json::json!({
+                "symbol": "clock", "quantity": 0, "ts": 1_700_000_000_000i64 + 6 * 3_600_000,
+            });
+            kafka_support::produce_to(&bootstrap, "rin", Some(p), &[(None, clock.to_string())]);
+        }
+        // Windows seen so far, kept up to date as messages arrive.
+        let seen = std::cell::RefCell::new((0usize, std::collections::BTreeSet::new()));
+        let out = consume(&bootstrap, "per_minute", Duration::from_secs(120), |o| {
+            let mut seen = seen.borrow_mut();
+            let (read, windows) = &mut *seen;
+            for (_, v) in &o[*read..] {
+                if let Some(row) = v {
+                    windows.insert(window_of(row));
+                }
+            }
+            *read = o.len();
+            expected.keys().all(|w| windows.contains(w))
+        });
+        stop(server, dir.path());
+        let log = log_of(dir.path());
+        let mut seen: BTreeMap<(String, i64), Vec<(i64, i64)>> = BTreeMap::new();
+        for row in out.iter().filter_map(|(_, v)| v.as_ref()) {
+            let values = (
+                row["n"].as_i64().unwrap_or(-1),
+                row["q"].as_i64().unwrap_or(-1),
+            );
+            seen.entry(window_of(row)).or_default().push(values);
+        }
+        for (window, values) in &expected {
+            let emitted = seen
+                .get(window)
+                .unwrap_or_else(|| panic!("window {window:?} was never emitted; log:\n{log}"));
+            assert!(
+                emitted.iter().all(|v| v == values),
+                "window {window:?}: emitted {emitted:?}, expected {values:?}"
+            );
+        }
+        assert!(log.contains("restored state from checkpoint"), "{log}");
+    });
+}
