@@ -93,6 +93,9 @@ pub fn consume(
     )
 }
 
+/// Reads made so far in this process (each gets its own consumer group).
+static READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Reads `topic` from the start, each payload through `parse`, until `until` says enough or
 /// `limit` passes.
 pub fn consume_with<T>(
@@ -106,7 +109,13 @@ pub fn consume_with<T>(
         .set("bootstrap.servers", bootstrap)
         .set(
             "group.id",
-            format!("test-reader-{topic}-{}", std::process::id()),
+            // A group of its own per read: a second read joining the first's group would wait
+            // for the first reader's session to time out.
+            format!(
+                "test-reader-{topic}-{}-{}",
+                std::process::id(),
+                READS.fetch_add(1, Ordering::SeqCst)
+            ),
         )
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")

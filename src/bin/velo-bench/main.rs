@@ -3,6 +3,7 @@
 //! each in its own child process so peak memory is per scenario; `entry-points` compares the
 //! engine's batch, per-record and async entry points. See docs/benchmarks.md.
 
+mod checkpoints;
 mod entry_points;
 mod generators;
 mod kafka;
@@ -159,6 +160,21 @@ enum Command {
         partitions: usize,
         #[command(flatten)]
         workload: WorkloadArgs,
+    },
+    /// What durable state costs: GROUP BY EMIT CHANGES with and without a checkpoint every
+    /// interval (through the checkpoint store, to a temporary directory), then the restore.
+    Checkpoints {
+        #[command(flatten)]
+        workload: WorkloadArgs,
+        /// Partition workers.
+        #[arg(long, default_value_t = 1)]
+        partitions: usize,
+        /// Time between checkpoints, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Runs of each kind, taking turns; the fastest of each is reported.
+        #[arg(long, default_value_t = 2)]
+        repeat: usize,
     },
     /// One run in a fresh process (started by `run`; prints its result as a JSON line).
     #[command(hide = true)]
@@ -450,6 +466,20 @@ fn dispatch(args: Args) -> BenchResult<()> {
             }
             Ok(())
         }
+        Command::Checkpoints {
+            workload,
+            partitions,
+            interval_ms,
+            repeat,
+        } => checkpoints::compare(
+            workload.rows,
+            workload.keys,
+            workload.seed,
+            workload.batch_size,
+            partitions,
+            std::time::Duration::from_millis(interval_ms),
+            repeat,
+        ),
         Command::List => {
             for s in SCENARIOS {
                 println!(
