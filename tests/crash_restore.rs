@@ -46,23 +46,33 @@ fn record(i: i64) -> (Option<String>, String) {
     (Some(key), payload.to_string())
 }
 
-/// Produces the records in 24 chunks, 120 ms apart, on a thread.
+/// Produces the records in 24 chunks, 600 ms apart, on a thread: input flows through all
+/// five kills.
 fn produce_while_running(bootstrap: String) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let chunk = RECORDS / 24;
         for start in (0..RECORDS).step_by(chunk as usize) {
             let records: Vec<_> = (start..(start + chunk).min(RECORDS)).map(record).collect();
             produce(&bootstrap, "rin", &records);
-            std::thread::sleep(Duration::from_millis(120));
+            std::thread::sleep(Duration::from_millis(600));
         }
     })
 }
 
-/// Kills the server at five moments while input flows, restarting it each time at another
-/// width; returns the server running after the last restart.
+/// Kills the server at five moments while input flows, each some time after the run got its
+/// partitions (a restarted member waits for the killed one's session to expire first), and
+/// restarts it each time at another width; returns the server running after the last restart.
 fn kill_five_times(dir: &Path, bootstrap: &str) -> Child {
     let mut server = spawn(dir, bootstrap, 2);
-    for (moment, width) in [(700, 4), (450, 1), (900, 3), (300, 2), (650, 4)] {
+    let mut runs_reading = 0;
+    for (moment, width) in [(250, 4), (600, 1), (100, 3), (900, 2), (400, 4)] {
+        runs_reading += 1;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while log_of(dir).matches("partitions assigned").count() < runs_reading
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         std::thread::sleep(Duration::from_millis(moment));
         // SIGKILL: no drain, no last checkpoint.
         server.kill().expect("kill");
@@ -92,6 +102,15 @@ fn latest(out: &[Consumed]) -> BTreeMap<String, serde_json::Value> {
         .collect()
 }
 
+/// Every run was reading when killed: each got its partitions first.
+fn assert_killed_while_reading(log: &str) {
+    let reading = log.matches("partitions assigned").count();
+    assert!(
+        reading >= 6,
+        "only {reading} of 6 runs got partitions:\n{log}"
+    );
+}
+
 fn log_of(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
 }
@@ -104,7 +123,7 @@ fn group_by_emit_changes_survives_five_sigkills_with_exact_totals() {
         let dir = tempfile::tempdir().expect("dir");
         let app = "CREATE STREAM rin (symbol VARCHAR, quantity BIGINT, ts BIGINT) \
              WITH ('rin.type' = 'kafka_source', 'rin.topic.name' = 'rin', \
-                   'rin.group.id' = 'crash', 'rin.session.timeout.ms' = '2000', 'rin.heartbeat.interval.ms' = '300');\n\
+                   'rin.group.id' = 'crash', 'rin.session.timeout.ms' = '1000', 'rin.heartbeat.interval.ms' = '200');\n\
              CREATE TABLE totals AS SELECT symbol, COUNT(*) AS n, SUM(quantity) AS q \
              FROM rin GROUP BY symbol EMIT CHANGES \
              WITH ('totals.type' = 'kafka_sink', 'totals.topic.name' = 'totals');";
@@ -142,6 +161,7 @@ fn group_by_emit_changes_survives_five_sigkills_with_exact_totals() {
             log.contains("restored state from checkpoint"),
             "the restarts restored state:\n{log}"
         );
+        assert_killed_while_reading(&log);
         let latest = latest(&out);
         for (k, (n, q)) in &expected {
             let row = latest.get(k).unwrap_or_else(|| panic!("no row for {k}"));
@@ -162,7 +182,7 @@ fn tumbling_emit_final_survives_five_sigkills_with_every_window_exact() {
         let dir = tempfile::tempdir().expect("dir");
         let app = "CREATE STREAM rin (symbol VARCHAR, quantity BIGINT, ts BIGINT) \
              WITH ('rin.type' = 'kafka_source', 'rin.topic.name' = 'rin', \
-                   'rin.group.id' = 'crash-windows', 'rin.session.timeout.ms' = '2000', 'rin.heartbeat.interval.ms' = '300', \
+                   'rin.group.id' = 'crash-windows', 'rin.session.timeout.ms' = '1000', 'rin.heartbeat.interval.ms' = '200', \
                    'rin.event.time.field' = 'ts');\n\
              CREATE STREAM per_minute AS SELECT symbol, _window_start, COUNT(*) AS n, \
              SUM(quantity) AS q FROM rin GROUP BY symbol \
@@ -221,5 +241,89 @@ fn tumbling_emit_final_survives_five_sigkills_with_every_window_exact() {
             );
         }
         assert!(log.contains("restored state from checkpoint"), "{log}");
+        assert_killed_while_reading(&log);
+    });
+}
+
+/// The rows of the visible part files under `dir`, in part order.
+fn published_rows(dir: &Path) -> Vec<serde_json::Value> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut parts: Vec<std::path::PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("part-"))
+        })
+        .collect();
+    parts.sort();
+    parts
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("a JSON row"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn an_exactly_once_file_sink_ends_with_exactly_the_rows_of_an_uninterrupted_run() {
+    with_timeout(Duration::from_secs(240), || {
+        let kafka = mock(&[("rin", 4)]);
+        let bootstrap = kafka.bootstrap_servers().to_string();
+        let dir = tempfile::tempdir().expect("dir");
+        let out = dir.path().join("totals");
+        let app = format!(
+            "CREATE STREAM rin (symbol VARCHAR, quantity BIGINT, ts BIGINT) \
+             WITH ('rin.type' = 'kafka_source', 'rin.topic.name' = 'rin', \
+                   'rin.group.id' = 'crash-files', 'rin.session.timeout.ms' = '1000', \
+                   'rin.heartbeat.interval.ms' = '200');\n\
+             CREATE TABLE totals AS SELECT symbol, COUNT(*) AS n, SUM(quantity) AS q \
+             FROM rin GROUP BY symbol EMIT CHANGES \
+             WITH ('totals.type' = 'file_sink', 'totals.path' = '{}', \
+                   'totals.delivery' = 'exactly_once');",
+            out.display()
+        );
+        std::fs::write(dir.path().join("app.sql"), app).expect("app");
+        // An uninterrupted run emits, per key, one row per record with the running count and
+        // sum (a key's records come in offset order from its one partition).
+        let mut expected: Vec<(String, i64, i64)> = Vec::new();
+        let mut running: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for i in 0..RECORDS {
+            let key = format!("K{}", i % KEYS);
+            let r = running.entry(key.clone()).or_default();
+            r.0 += 1;
+            r.1 += i % 13;
+            expected.push((key, r.0, r.1));
+        }
+        expected.sort();
+        let producer = produce_while_running(bootstrap.clone());
+        let server = kill_five_times(dir.path(), &bootstrap);
+        producer.join().expect("producer");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while published_rows(&out).len() < RECORDS as usize && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        stop(server, dir.path());
+        assert_killed_while_reading(&log_of(dir.path()));
+        let mut rows: Vec<(String, i64, i64)> = published_rows(&out)
+            .iter()
+            .map(|r| {
+                (
+                    r["symbol"].as_str().expect("symbol").to_string(),
+                    r["n"].as_i64().expect("n"),
+                    r["q"].as_i64().expect("q"),
+                )
+            })
+            .collect();
+        rows.sort();
+        assert_eq!(rows.len(), expected.len(), "no row lost, none doubled");
+        assert_eq!(rows, expected);
     });
 }

@@ -101,6 +101,17 @@ impl FileSink {
     }
 }
 
+impl FileSink {
+    /// Flushes the buffer and syncs the file to disk.
+    pub fn sync(&mut self) -> Result<()> {
+        self.flush()?;
+        self.out
+            .get_ref()
+            .sync_all()
+            .map_err(|e| VeloError::io(format!("syncing {}", self.path.display()), e))
+    }
+}
+
 impl Sink for FileSink {
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
         if !self.csv {

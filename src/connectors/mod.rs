@@ -5,6 +5,7 @@ pub mod decode;
 pub mod file_sink;
 pub mod file_source;
 pub mod kafka;
+pub mod part_files;
 pub mod sink;
 
 pub use file_sink::{FileSink, StdoutSink};

@@ -50,6 +50,10 @@ pub struct Resume {
     pub states: Option<Arc<RestoredStates>>,
     /// Where to read from, per partition (empty: the group's committed offsets).
     pub positions: BTreeMap<i32, i64>,
+    /// The checkpoint restored (None: none).
+    pub epoch: Option<u64>,
+    /// The epoch of the next checkpoint.
+    pub next_epoch: u64,
 }
 
 /// Checkpoint counts and sizes, for the job's summary.
@@ -170,8 +174,9 @@ impl CheckpointWriter {
         reset: bool,
         interval: Duration,
     ) -> Result<(Resume, CheckpointTrigger)> {
-        let resume = self.read_latest(plan, reset)?;
+        let mut resume = self.read_latest(plan, reset)?;
         let next_epoch = self.checkpoints.next_epoch()?;
+        resume.next_epoch = next_epoch;
         let (trigger, from_trigger) =
             CheckpointTrigger::new(interval, next_epoch, resume.positions.clone());
         self.from_trigger = from_trigger;
@@ -187,6 +192,8 @@ impl CheckpointWriter {
         let empty = Resume {
             states: None,
             positions: BTreeMap::new(),
+            epoch: None,
+            next_epoch: 0,
         };
         if reset {
             tracing::warn!(job = %plan.id, location = checkpoints.location(), "--reset-state: existing checkpoints are ignored");
@@ -230,16 +237,19 @@ impl CheckpointWriter {
         Ok(Resume {
             states: Some(Arc::new(restored.operators)),
             positions,
+            epoch: Some(manifest.epoch),
+            next_epoch: 0,
         })
     }
 
     /// The barrier of `epoch` came out of every worker with their states: make the output
-    /// before it durable, write the checkpoint, then commit its positions to the group.
+    /// before it durable, write the checkpoint, publish an exactly-once sink's rows, then
+    /// commit the positions to the group.
     pub fn on_snapshot(
         &mut self,
         epoch: u64,
         partitions: Vec<EncodedStates>,
-        sink: Option<&mut Box<dyn Sink>>,
+        mut sink: Option<&mut Box<dyn Sink>>,
     ) -> Result<()> {
         let started = Instant::now();
         self.pending.extend(self.from_trigger.try_iter());
@@ -247,7 +257,7 @@ impl CheckpointWriter {
             VeloError::Execution(format!("checkpoint {epoch} has no source positions"))
         })?;
         self.pending.retain(|e, _| *e > epoch);
-        if let Some(sink) = sink {
+        if let Some(sink) = sink.as_deref_mut() {
             sink.flush()?;
         }
         let bytes: usize = partitions
@@ -263,6 +273,10 @@ impl CheckpointWriter {
             }),
         };
         self.checkpoints.write(info, partitions)?;
+        if let Some(sink) = sink {
+            // The rows before the barrier are part of a durable checkpoint: publish them.
+            sink.commit_epoch(epoch)?;
+        }
         if positions != self.committed {
             KafkaSource::commit(&self.consumer, &self.topic, &positions)?;
             self.committed = positions;

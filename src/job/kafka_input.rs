@@ -24,8 +24,8 @@ const KAFKA_POLL_WAIT: Duration = Duration::from_millis(100);
 pub(super) struct KafkaInput<'a> {
     pub config: &'a KafkaSourceConfig,
     pub source: &'a mut KafkaSource,
-    /// To the offset committer (unused with durable state, which commits on checkpoints).
-    pub barriers: Sender<Barrier>,
+    /// To the offset committer (None with durable state, which commits on checkpoints).
+    pub barriers: Option<Sender<Barrier>>,
     /// Durable state, with the job's checkpoint interval.
     pub durable: Option<StateOptions>,
     pub dead_letter: &'a Mutex<DeadLetterFile>,
@@ -59,6 +59,9 @@ pub(super) fn run_kafka(
             // --reset-state ignores the checkpoints of earlier runs, not this run's own.
             let reset = options.reset && writer.stats.completed == 0;
             let (resume, t) = writer.resume(plan, reset, options.interval)?;
+            if let Some(sink) = deliveries.output.sink.as_mut() {
+                sink.begin_epochs(resume.epoch, resume.next_epoch)?;
+            }
             partitions.restore = resume.states;
             // The checkpoint's positions are the truth, not the group's committed offsets.
             source.start_at(resume.positions);
@@ -97,8 +100,8 @@ pub(super) fn run_kafka(
                     tracing::info!(job = %id, partitions = ?change.assigned, "partitions assigned");
                     queued.push_back(InputEvent::Partitions(change.assigned));
                 }
-                // Every poll ends with a barrier; an idle one (no records, no offsets) still
-                // lets the output side commit what is done.
+                // Every poll ends with a commit barrier; an idle one (no records, no offsets)
+                // still lets the output side commit what is done.
                 let next_offsets = match polled {
                     Some(polled) => {
                         summary.records_in += polled.batch.num_rows() as u64;
@@ -114,17 +117,18 @@ pub(super) fn run_kafka(
                         BTreeMap::new()
                     }
                 };
-                barrier += 1;
                 if let Some(t) = trigger.as_mut() {
                     t.advance(&next_offsets);
                 }
-                // The committer may have stopped with an error (the output side reports it),
-                // or there is none (durable state commits on checkpoints).
-                let _ = barriers.send(Barrier {
-                    id: barrier,
-                    next_offsets,
-                });
-                queued.push_back(InputEvent::Checkpoint(barrier));
+                if let Some(barriers) = &barriers {
+                    barrier += 1;
+                    // The committer may have stopped with an error; the output side reports it.
+                    let _ = barriers.send(Barrier {
+                        id: barrier,
+                        next_offsets,
+                    });
+                    queued.push_back(InputEvent::Checkpoint(barrier));
+                }
                 if let Some(epoch) = trigger.as_mut().and_then(|t| t.due(false)) {
                     queued.push_back(InputEvent::Snapshot(epoch));
                 }

@@ -226,6 +226,7 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
                 path: path.clone(),
                 csv: path.extension().is_some_and(|e| e == "csv"),
                 delimiter: b',',
+                exactly_once: false,
             }),
             _ => Some(
                 SinkConfig::from_properties(&id, &stmt.properties, &options.kafka)
@@ -525,7 +526,8 @@ fn run_job(
     // Bad records are found on the reading side, late ones on the output side; the
     // dead-letter file serves both, off the hot path.
     let dead_letter = Mutex::new(dead_letter);
-    let (barriers, barrier_rx) = std::sync::mpsc::channel::<Barrier>();
+    // Commit barriers to the offset committer (a Kafka job without durable state).
+    let mut barriers = None;
     let mut kafka = match &job.input {
         JobInput::Kafka(config) => {
             let mut source = KafkaSource::open(config.clone())?;
@@ -542,6 +544,20 @@ fn run_job(
         }),
         _ => None,
     };
+    if durable.is_none()
+        && matches!(
+            job.sink,
+            Some(SinkConfig::File {
+                exactly_once: true,
+                ..
+            })
+        )
+    {
+        return Err(VeloError::Config(format!(
+            "job '{id}': an exactly_once sink publishes its rows on checkpoints, so it needs a \
+             Kafka source and --state-dir"
+        )));
+    }
     if durable.is_some() {
         // Restored state is split by key hash, whichever source partitions fed it.
         partitions.source_key.clear();
@@ -564,6 +580,8 @@ fn run_job(
                 ));
             }
             None => {
+                let (to_committer, barrier_rx) = std::sync::mpsc::channel::<Barrier>();
+                barriers = Some(to_committer);
                 deliveries.committer = Some(OffsetCommitter::new(
                     source.consumer(),
                     &config.topic,

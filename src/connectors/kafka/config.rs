@@ -26,6 +26,7 @@ const OWN_KEYS: &[&str] = &[
     "path",
     "commit.interval",
     "partitions",
+    "delivery",
 ];
 
 /// Where a connector finds the brokers when its WITH keys do not say.
