@@ -109,7 +109,9 @@ fn run(
                 Delivery::Snapshot { partitions, .. } => {
                     let mut states = RestoredStates::new();
                     for partition in partitions {
-                        for (name, bytes) in partition {
+                        for (name, state) in partition {
+                            // Through the bytes a checkpoint stores.
+                            let bytes = state.encode().expect("encode");
                             let state = OperatorState::decode(&bytes).expect("decode");
                             states.entry(name).or_default().push(state);
                         }
@@ -364,7 +366,8 @@ fn state_restored_and_checkpointed_again_at_each_width_stays_exact() {
             |d| {
                 if let Delivery::Snapshot { partitions, .. } = d {
                     let mut states = RestoredStates::new();
-                    for (name, bytes) in partitions.into_iter().flatten() {
+                    for (name, state) in partitions.into_iter().flatten() {
+                        let bytes = state.encode().expect("encode");
                         states
                             .entry(name)
                             .or_default()

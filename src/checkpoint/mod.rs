@@ -9,6 +9,7 @@
 
 pub mod manifest;
 pub mod store;
+pub mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,7 +17,7 @@ pub use manifest::{Manifest, SourcePosition, StateFile};
 pub use store::StateStore;
 
 use crate::error::{Result, VeloError};
-use crate::exec::snapshot::{EncodedStates, OperatorState, RestoredStates};
+use crate::exec::snapshot::{OperatorState, PartitionStates, RestoredStates};
 
 /// Complete checkpoints kept per job.
 pub const KEEP: usize = 3;
@@ -96,17 +97,18 @@ impl Checkpoints {
         Ok(self.epochs_stored()?.keys().last().map_or(1, |e| e + 1))
     }
 
-    /// Writes a checkpoint: every partition's state files, then the manifest; then deletes
-    /// what no kept checkpoint uses. Returns the manifest.
+    /// Writes a checkpoint: every partition's state files (Arrow IPC), then the manifest;
+    /// then deletes what no kept checkpoint uses. Returns the manifest.
     pub fn write(
         &self,
         info: CheckpointInfo<'_>,
-        partitions: Vec<EncodedStates>,
+        partitions: Vec<PartitionStates>,
     ) -> Result<Manifest> {
         let width = partitions.len();
         let mut files = Vec::new();
         for (partition, states) in partitions.into_iter().enumerate() {
-            for (operator, bytes) in states {
+            for (operator, state) in states {
+                let bytes = state.encode()?;
                 let path = format!("{}/{operator}/part-{partition}.arrow", self.dir(info.epoch));
                 files.push(StateFile {
                     operator,
@@ -225,10 +227,8 @@ mod tests {
 
     use super::*;
 
-    fn state(n: i64) -> Vec<u8> {
+    fn state(n: i64) -> OperatorState {
         OperatorState::scalars_only(BTreeMap::from([("n".to_string(), n)]))
-            .encode()
-            .expect("encode")
     }
 
     fn write(checkpoints: &Checkpoints, epoch: u64, plan: &[String]) {

@@ -1,7 +1,7 @@
 //! The exactly-once file sink (`'<name>.delivery' = 'exactly_once'`): `'<name>.path'` is a
 //! directory of part files, one per checkpoint epoch. An epoch's rows go to a hidden
-//! in-progress part, synced to disk before the checkpoint's manifest is written, and renamed
-//! into view once the checkpoint is durable. After a crash, the part of the checkpoint the job
+//! in-progress part, synced and sealed at the checkpoint's barrier (before its manifest is
+//! written), and renamed into view once the checkpoint is durable. After a crash, the part of the checkpoint the job
 //! restores from is published if the crash came before its rename, and every later part is
 //! discarded: its rows are written again from the restored state. Readers that list the
 //! visible parts in name order see every result row exactly once.
@@ -105,20 +105,26 @@ impl Sink for PartFileSink {
         }
     }
 
-    fn commit_epoch(&mut self, epoch: u64) -> Result<()> {
+    fn seal_epoch(&mut self, epoch: u64) -> Result<()> {
         let Some((current, mut file)) = self.current.take() else {
             return Ok(());
         };
         if current != epoch {
             return Err(VeloError::Execution(format!(
-                "{}: checkpoint {epoch} completed while part {current} was being written",
+                "{}: checkpoint {epoch} passed while part {current} was being written",
                 self.dir.display()
             )));
         }
         file.sync()?;
         drop(file);
-        self.publish(epoch)?;
         self.open(epoch + 1)
+    }
+
+    fn commit_epoch(&mut self, epoch: u64) -> Result<()> {
+        if self.current.as_ref().is_some_and(|(e, _)| *e == epoch) {
+            self.seal_epoch(epoch)?;
+        }
+        self.publish(epoch)
     }
 
     fn begin_epochs(&mut self, restored: Option<u64>, next: u64) -> Result<()> {
@@ -192,7 +198,6 @@ mod tests {
             "epoch 1 is not committed yet"
         );
         sink.commit_epoch(1).expect("commit");
-        sink.write_batch(&rows(&[3])).expect("write");
         sink.flush().expect("flush");
         // A crash now, with checkpoint 2's state files written but not its manifest; the
         // restart restores checkpoint 1 and numbers the next one 3: part 2's rows are
@@ -223,8 +228,10 @@ mod tests {
         let mut sink = PartFileSink::create(dir.path(), false, b',').expect("sink");
         sink.begin_epochs(None, 1).expect("begin");
         sink.write_batch(&rows(&[7])).expect("write");
-        // The checkpoint's flush, then its manifest; the crash comes before the commit.
+        // The checkpoint's flush and seal, then its manifest; the crash comes before the
+        // commit.
         sink.flush().expect("flush");
+        sink.seal_epoch(1).expect("seal");
         drop(sink);
         let mut sink = PartFileSink::create(dir.path(), false, b',').expect("sink");
         sink.begin_epochs(Some(1), 2).expect("begin");

@@ -24,8 +24,13 @@ pub trait Sink: Send {
     fn progress(&mut self) -> Result<Option<SinkProgress>> {
         Ok(None)
     }
-    /// The checkpoint of `epoch` is durable: an exactly-once sink makes the rows written
-    /// before it visible now (others have nothing to do).
+    /// Checkpoint `epoch`'s barrier passed (after a flush): an exactly-once sink closes the
+    /// rows written so far as that epoch's and writes on into the next.
+    fn seal_epoch(&mut self, _epoch: u64) -> Result<()> {
+        Ok(())
+    }
+    /// The checkpoint of `epoch` is durable: an exactly-once sink makes the rows it sealed
+    /// for it visible now (others have nothing to do).
     fn commit_epoch(&mut self, _epoch: u64) -> Result<()> {
         Ok(())
     }

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::processor::QueryProcessor;
 use super::record::{batch_to_records, records_to_batch, StreamRecord};
 use super::shard::KeyShard;
-use super::snapshot::{EncodedStates, RestoredStates};
+use super::snapshot::{PartitionStates, RestoredStates};
 use crate::error::{Result, VeloError};
 use crate::sql::PlannedQuery;
 
@@ -140,13 +140,9 @@ impl StreamExecutionEngine {
         self.processor_mut(query_id)?.advance_watermark(watermark)
     }
 
-    /// The query's state, encoded per operator, for a checkpoint.
-    pub fn snapshot(&mut self, query_id: &str) -> Result<EncodedStates> {
-        self.processor_mut(query_id)?
-            .snapshot()?
-            .into_iter()
-            .map(|(name, state)| Ok((name, state.encode()?)))
-            .collect()
+    /// The query's state per operator, for a checkpoint.
+    pub fn snapshot(&mut self, query_id: &str) -> Result<PartitionStates> {
+        self.processor_mut(query_id)?.snapshot()
     }
 
     /// Loads a checkpoint's state into the query before any input (see

@@ -23,8 +23,8 @@ use crate::error::{Result, VeloError};
 /// The name the event clock's state is stored under, beside the operators'.
 pub const CLOCK_STATE: &str = "clock";
 
-/// One partition's state, encoded: (operator name, Arrow IPC bytes) per stateful operator.
-pub type EncodedStates = Vec<(String, Vec<u8>)>;
+/// One partition's state: (operator name, state) per stateful operator.
+pub type PartitionStates = Vec<(String, OperatorState)>;
 
 /// A checkpoint's state read back: by operator name, every partition's state.
 pub type RestoredStates = BTreeMap<String, Vec<OperatorState>>;
@@ -61,7 +61,7 @@ impl OperatorState {
             .collect();
         let schema = Arc::new(self.rows.schema().as_ref().clone().with_metadata(metadata));
         let options = IpcWriteOptions::default()
-            .try_with_compression(Some(CompressionType::ZSTD))
+            .try_with_compression(Some(CompressionType::LZ4_FRAME))
             .map_err(state_error)?;
         let mut bytes = Vec::new();
         {

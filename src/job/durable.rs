@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::BaseConsumer;
 
 use crate::checkpoint::manifest::plan_change;
-use crate::checkpoint::{CheckpointInfo, Checkpoints, SourcePosition, StateStore};
+use crate::checkpoint::writer::{CheckpointThread, Pending, Written};
+use crate::checkpoint::{Checkpoints, SourcePosition, StateStore};
 use crate::connectors::kafka::KafkaSource;
 use crate::connectors::Sink;
 use crate::error::{Result, VeloError};
 use crate::exec::processor::QueryProcessor;
-use crate::exec::snapshot::{EncodedStates, RestoredStates};
+use crate::exec::snapshot::{PartitionStates, RestoredStates};
 use crate::sql::PlannedQuery;
 
 /// How often a job checkpoints when neither `--checkpoint-interval` nor the statement's
@@ -130,13 +131,15 @@ impl CheckpointTrigger {
     }
 }
 
-/// The output side: writes each checkpoint once its barrier has passed every worker.
+/// The output side: has each checkpoint written once its barrier has passed every worker,
+/// and acts on it once it is durable.
 pub struct CheckpointWriter {
-    checkpoints: Checkpoints,
-    plan: Vec<String>,
+    checkpoints: Arc<Checkpoints>,
+    thread: CheckpointThread,
     topic: String,
     consumer: Arc<BaseConsumer>,
     from_trigger: Receiver<DuePositions>,
+    /// Positions of checkpoints asked for and not yet handed to the thread.
     pending: BTreeMap<u64, BTreeMap<i32, i64>>,
     /// The positions last committed to the group (only changes are committed: a consumer
     /// still joining the group has its commits refused).
@@ -152,17 +155,19 @@ impl CheckpointWriter {
         plan: &PlannedQuery,
         topic: &str,
         consumer: Arc<BaseConsumer>,
-    ) -> Self {
-        CheckpointWriter {
+    ) -> Result<Self> {
+        let checkpoints = Arc::new(checkpoints);
+        let thread = CheckpointThread::start(Arc::clone(&checkpoints), plan.state_shape())?;
+        Ok(CheckpointWriter {
             checkpoints,
-            plan: plan.state_shape(),
+            thread,
             topic: topic.to_string(),
             consumer,
             from_trigger: channel().1,
             pending: BTreeMap::new(),
             committed: BTreeMap::new(),
             stats: CheckpointStats::default(),
-        }
+        })
     }
 
     /// Starts (or starts over) from the latest good checkpoint, refusing one taken with
@@ -173,7 +178,10 @@ impl CheckpointWriter {
         plan: &PlannedQuery,
         reset: bool,
         interval: Duration,
+        sink: Option<&mut Box<dyn Sink>>,
     ) -> Result<(Resume, CheckpointTrigger)> {
+        // Checkpoints still being written count: the latest may be one of them.
+        self.finish(sink)?;
         let mut resume = self.read_latest(plan, reset)?;
         let next_epoch = self.checkpoints.next_epoch()?;
         resume.next_epoch = next_epoch;
@@ -243,15 +251,15 @@ impl CheckpointWriter {
     }
 
     /// The barrier of `epoch` came out of every worker with their states: make the output
-    /// before it durable, write the checkpoint, publish an exactly-once sink's rows, then
-    /// commit the positions to the group.
+    /// before it durable, close an exactly-once sink's epoch, and hand the checkpoint to the
+    /// writer thread; act on the checkpoints written meanwhile.
     pub fn on_snapshot(
         &mut self,
         epoch: u64,
-        partitions: Vec<EncodedStates>,
+        partitions: Vec<PartitionStates>,
         mut sink: Option<&mut Box<dyn Sink>>,
     ) -> Result<()> {
-        let started = Instant::now();
+        let since = Instant::now();
         self.pending.extend(self.from_trigger.try_iter());
         let positions = self.pending.remove(&epoch).ok_or_else(|| {
             VeloError::Execution(format!("checkpoint {epoch} has no source positions"))
@@ -259,38 +267,62 @@ impl CheckpointWriter {
         self.pending.retain(|e, _| *e > epoch);
         if let Some(sink) = sink.as_deref_mut() {
             sink.flush()?;
+            sink.seal_epoch(epoch)?;
         }
-        let bytes: usize = partitions
-            .iter()
-            .flat_map(|p| p.iter().map(|(_, b)| b.len()))
-            .sum();
-        let info = CheckpointInfo {
+        self.thread.submit(Pending {
             epoch,
-            plan: &self.plan,
             source: Some(SourcePosition::Kafka {
                 topic: self.topic.clone(),
-                offsets: positions.clone(),
+                offsets: positions,
             }),
-        };
-        self.checkpoints.write(info, partitions)?;
-        if let Some(sink) = sink {
-            // The rows before the barrier are part of a durable checkpoint: publish them.
-            sink.commit_epoch(epoch)?;
+            partitions,
+            since,
+        })?;
+        self.poll(sink)
+    }
+
+    /// Acts on the checkpoints written since the last call.
+    pub fn poll(&mut self, sink: Option<&mut Box<dyn Sink>>) -> Result<()> {
+        let written = self.thread.completed()?;
+        self.on_written(written, sink)
+    }
+
+    /// Waits for every checkpoint handed to the writer and acts on them (the job stops, or
+    /// starts over).
+    pub fn finish(&mut self, sink: Option<&mut Box<dyn Sink>>) -> Result<()> {
+        let written = self.thread.drain()?;
+        self.on_written(written, sink)
+    }
+
+    /// Each checkpoint is durable: publish an exactly-once sink's rows before it, then commit
+    /// its positions to the group.
+    fn on_written(
+        &mut self,
+        written: Vec<Written>,
+        mut sink: Option<&mut Box<dyn Sink>>,
+    ) -> Result<()> {
+        for w in written {
+            let epoch = w.manifest.epoch;
+            if let Some(sink) = sink.as_deref_mut() {
+                sink.commit_epoch(epoch)?;
+            }
+            if let Some(SourcePosition::Kafka { offsets, .. }) = w.manifest.source {
+                if offsets != self.committed {
+                    KafkaSource::commit(&self.consumer, &self.topic, &offsets)?;
+                    self.committed = offsets;
+                }
+            }
+            self.stats.completed += 1;
+            self.stats.last_epoch = Some(epoch);
+            self.stats.last_bytes = w.bytes;
+            self.stats.last_duration = w.duration;
+            tracing::debug!(
+                epoch,
+                bytes = w.bytes,
+                ms = w.duration.as_millis() as u64,
+                "checkpoint written"
+            );
         }
-        if positions != self.committed {
-            KafkaSource::commit(&self.consumer, &self.topic, &positions)?;
-            self.committed = positions;
-        }
-        self.stats.completed += 1;
-        self.stats.last_epoch = Some(epoch);
-        self.stats.last_bytes = bytes as u64;
-        self.stats.last_duration = started.elapsed();
-        tracing::debug!(
-            epoch,
-            bytes,
-            ms = started.elapsed().as_millis() as u64,
-            "checkpoint written"
-        );
         Ok(())
     }
 }

@@ -58,7 +58,12 @@ pub(super) fn run_kafka(
         if let (Some(writer), Some(options)) = (deliveries.checkpoints.as_mut(), &durable) {
             // --reset-state ignores the checkpoints of earlier runs, not this run's own.
             let reset = options.reset && writer.stats.completed == 0;
-            let (resume, t) = writer.resume(plan, reset, options.interval)?;
+            let (resume, t) = writer.resume(
+                plan,
+                reset,
+                options.interval,
+                deliveries.output.sink.as_mut(),
+            )?;
             if let Some(sink) = deliveries.output.sink.as_mut() {
                 sink.begin_epochs(resume.epoch, resume.next_epoch)?;
             }

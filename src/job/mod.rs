@@ -577,7 +577,7 @@ fn run_job(
                     &plan,
                     &config.topic,
                     source.consumer(),
-                ));
+                )?);
             }
             None => {
                 let (to_committer, barrier_rx) = std::sync::mpsc::channel::<Barrier>();
@@ -687,9 +687,13 @@ fn run_job(
     let Deliveries {
         mut output,
         mut committer,
-        checkpoints,
+        mut checkpoints,
         ..
     } = deliveries;
+    if let Some(w) = checkpoints.as_mut() {
+        // The last checkpoint is durable before the job reports done.
+        w.finish(output.sink.as_mut())?;
+    }
     output.flush()?;
     if let Some(c) = committer.as_mut() {
         c.commit(output.sink.as_mut())?;

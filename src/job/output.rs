@@ -140,6 +140,10 @@ pub(super) struct Deliveries<'a> {
 impl Deliveries<'_> {
     /// Hands one delivery on.
     pub(super) fn deliver(&mut self, delivery: Delivery) -> Result<()> {
+        if let Some(w) = self.checkpoints.as_mut() {
+            // Publish and commit what has become durable as soon as it has.
+            w.poll(self.output.sink.as_mut())?;
+        }
         match delivery {
             Delivery::Rows(batch) => self.output.write(batch),
             Delivery::Late(batch) => lock(self.dead_letter).write_late(&self.job, batch),

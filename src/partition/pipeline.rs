@@ -20,7 +20,7 @@ use super::worker::{PartitionWorker, WorkerInput, WorkerOutput};
 use crate::error::{Result, VeloError};
 use crate::exec::input::InputAdapter;
 use crate::exec::shard::KeyShard;
-use crate::exec::snapshot::{EncodedStates, RestoredStates, CLOCK_STATE};
+use crate::exec::snapshot::{OperatorState, PartitionStates, RestoredStates, CLOCK_STATE};
 use crate::exec::watermark::EventClock;
 use crate::sql::PlannedQuery;
 
@@ -99,8 +99,8 @@ pub(crate) struct CheckpointMark {
 #[derive(Debug, Clone)]
 pub(crate) struct SnapshotMark {
     pub epoch: u64,
-    /// The router's event clock, encoded (None: the query has no event time).
-    pub clock: Option<Arc<Vec<u8>>>,
+    /// The router's event clock (None: the query has no event time).
+    pub clock: Option<Arc<OperatorState>>,
 }
 
 /// What the output thread hands the sink, in order.
@@ -122,11 +122,11 @@ pub enum Delivery {
         max_event_time: Option<i64>,
     },
     /// Every worker's state after the input before snapshot `epoch`, all of whose output has
-    /// been delivered: per partition worker, its encoded operator states (the first also
-    /// holds the event clock's, under `CLOCK_STATE`).
+    /// been delivered: per partition worker, its operator states (the first also holds the
+    /// event clock's, under `CLOCK_STATE`). Encoding and storing them is the receiver's.
     Snapshot {
         epoch: u64,
-        partitions: Vec<EncodedStates>,
+        partitions: Vec<PartitionStates>,
     },
 }
 
@@ -265,7 +265,7 @@ where
             }
             InputEvent::Snapshot(epoch) => {
                 let clock = match clock.as_ref() {
-                    Some(c) => Some(Arc::new(c.snapshot()?.encode()?)),
+                    Some(c) => Some(Arc::new(c.snapshot()?)),
                     None => None,
                 };
                 snapshot = Some(Box::new(SnapshotMark { epoch, clock }));
@@ -353,7 +353,7 @@ where
         let mut flush = false;
         let mut started = None;
         let mut checkpoint: Option<(CheckpointMark, Option<i64>)> = None;
-        let mut snapshot: Option<(u64, Vec<EncodedStates>)> = None;
+        let mut snapshot: Option<(u64, Vec<PartitionStates>)> = None;
         for worker in &workers {
             let out = match worker.recv() {
                 Ok(out) => out?,

@@ -11,7 +11,7 @@ use super::router::Piece;
 use crate::error::Result;
 use crate::exec::engine::StreamExecutionEngine;
 use crate::exec::shard::KeyShard;
-use crate::exec::snapshot::{EncodedStates, RestoredStates};
+use crate::exec::snapshot::{PartitionStates, RestoredStates};
 use crate::sql::PlannedQuery;
 
 /// What the router sends a worker: every worker gets every epoch, with or without rows, so
@@ -42,8 +42,8 @@ pub(crate) struct WorkerOutput {
     pub flush: bool,
     /// A checkpoint barrier passed: the barrier and the worker's `held_since`.
     pub checkpoint: Option<(CheckpointMark, Option<i64>)>,
-    /// A state checkpoint passed: the mark and this worker's encoded state.
-    pub snapshot: Option<(SnapshotMark, EncodedStates)>,
+    /// A state checkpoint passed: the mark and this worker's state.
+    pub snapshot: Option<(SnapshotMark, PartitionStates)>,
     pub started: Option<Instant>,
     /// Set on the worker's last output (after end of input): its late-record count.
     pub finished: Option<u64>,

@@ -3,11 +3,12 @@
 //! temporary directory), the two runs taking turns; then the time to restore the last
 //! checkpoint.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use velostream::checkpoint::{CheckpointInfo, Checkpoints, StateStore};
+use velostream::checkpoint::writer::{CheckpointThread, Pending};
+use velostream::checkpoint::{Checkpoints, StateStore};
 use velostream::partition::{run_partitioned, Delivery, InputEvent, PartitionOptions};
 use velostream::sql::{PlannedQuery, QueryPlanner};
 
@@ -24,7 +25,7 @@ pub const QUERY: &str =
 struct Measured {
     seconds: f64,
     cpu_seconds: f64,
-    /// Per checkpoint: barrier to written (workers' snapshot + store), and bytes.
+    /// Per checkpoint: barrier to written (workers' snapshot, encoding, store), and bytes.
     checkpoints: Vec<(Duration, u64)>,
 }
 
@@ -34,21 +35,22 @@ fn plan() -> BenchResult<PlannedQuery> {
     Ok(planner.plan_sql(QUERY, "checkpointed")?)
 }
 
-/// Runs the query over `batches`; with `interval`, a checkpoint is taken that often.
+/// Runs the query over `batches`; with `interval`, a checkpoint is taken that often and
+/// written on the checkpoint thread, as a job does.
 fn measure(
     plan: &PlannedQuery,
     batches: &[RecordBatch],
     partitions: usize,
     interval: Option<Duration>,
-    checkpoints: &Checkpoints,
+    checkpoints: &Arc<Checkpoints>,
 ) -> BenchResult<Measured> {
-    let shape = plan.state_shape();
     let options = PartitionOptions::new(partitions);
     let mut next = batches.iter();
     let mut epoch = checkpoints.next_epoch()?;
     let mut last = Instant::now();
     // When each checkpoint's barrier entered the pipeline.
-    let barrier_times: std::sync::Mutex<Vec<(u64, Instant)>> = std::sync::Mutex::new(Vec::new());
+    let barrier_times: Mutex<Vec<(u64, Instant)>> = Mutex::new(Vec::new());
+    let mut thread = CheckpointThread::start(Arc::clone(checkpoints), plan.state_shape())?;
     let mut written = Vec::new();
     let started = Instant::now();
     let cpu_before = cpu_seconds();
@@ -70,31 +72,29 @@ fn measure(
         },
         |delivery| {
             if let Delivery::Snapshot { epoch, partitions } = delivery {
-                let bytes: usize = partitions.iter().flatten().map(|(_, b)| b.len()).sum();
-                let info = CheckpointInfo {
-                    epoch,
-                    plan: &shape,
-                    source: None,
-                };
-                checkpoints.write(info, partitions)?;
                 let since = barrier_times
                     .lock()
                     .ok()
-                    .and_then(|b| {
-                        b.iter()
-                            .find(|(e, _)| *e == epoch)
-                            .map(|(_, t)| t.elapsed())
-                    })
-                    .unwrap_or_default();
-                written.push((since, bytes as u64));
+                    .and_then(|b| b.iter().find(|(e, _)| *e == epoch).map(|(_, t)| *t))
+                    .unwrap_or_else(Instant::now);
+                thread.submit(Pending {
+                    epoch,
+                    source: None,
+                    partitions,
+                    since,
+                })?;
+                written.extend(thread.completed()?);
             }
             Ok(())
         },
     )?;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = cpu_seconds() - cpu_before;
+    written.extend(thread.drain()?);
     Ok(Measured {
-        seconds: started.elapsed().as_secs_f64(),
-        cpu_seconds: cpu_seconds() - cpu_before,
-        checkpoints: written,
+        seconds,
+        cpu_seconds,
+        checkpoints: written.iter().map(|w| (w.duration, w.bytes)).collect(),
     })
 }
 
@@ -114,7 +114,10 @@ pub fn compare(
     let batches = generators::batches(Stream::Trades, rows, keys, seed, batch_size)?;
     let dir = tempfile_dir()?;
     let location = dir.to_string_lossy().to_string();
-    let checkpoints = Checkpoints::new(StateStore::open(&location)?, "checkpointed");
+    let checkpoints = Arc::new(Checkpoints::new(
+        StateStore::open(&location)?,
+        "checkpointed",
+    ));
     let mut plain: Option<Measured> = None;
     let mut durable: Option<Measured> = None;
     for _ in 0..repeat.max(1) {
