@@ -171,8 +171,9 @@ impl CheckpointWriter {
     }
 
     /// Starts (or starts over) from the latest good checkpoint, refusing one taken with
-    /// another plan unless `reset`; returns what to start from and the trigger of the
-    /// checkpoints to come, numbered after every one in the store.
+    /// another plan unless `reset` (which ignores only earlier runs' checkpoints); returns
+    /// what to start from and the trigger of the checkpoints to come, numbered after every
+    /// one in the store.
     pub fn resume(
         &mut self,
         plan: &PlannedQuery,
@@ -182,6 +183,8 @@ impl CheckpointWriter {
     ) -> Result<(Resume, CheckpointTrigger)> {
         // Checkpoints still being written count: the latest may be one of them.
         self.finish(sink)?;
+        // --reset-state ignores the checkpoints of earlier runs, not this run's own.
+        let reset = reset && self.stats.completed == 0;
         let mut resume = self.read_latest(plan, reset)?;
         let next_epoch = self.checkpoints.next_epoch()?;
         resume.next_epoch = next_epoch;

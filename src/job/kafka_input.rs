@@ -56,11 +56,9 @@ pub(super) fn run_kafka(
         // positions once the group assigns the partitions.
         let mut trigger: Option<CheckpointTrigger> = None;
         if let (Some(writer), Some(options)) = (deliveries.checkpoints.as_mut(), &durable) {
-            // --reset-state ignores the checkpoints of earlier runs, not this run's own.
-            let reset = options.reset && writer.stats.completed == 0;
             let (resume, t) = writer.resume(
                 plan,
-                reset,
+                options.reset,
                 options.interval,
                 deliveries.output.sink.as_mut(),
             )?;
