@@ -124,8 +124,11 @@ fn run(args: Args) -> Result<ExitCode, VeloError> {
         match outcome {
             Ok(s) => {
                 let checkpoints = s.checkpoints.as_ref().map_or(String::new(), |c| {
+                    let restored = c.restore_duration.map_or(String::new(), |d| {
+                        format!(", restored in {} ms", d.as_millis())
+                    });
                     format!(
-                        ", {} checkpoints (last: epoch {}, {} bytes, {} ms)",
+                        ", {} checkpoints (last: epoch {}, {} bytes, {} ms){restored}",
                         c.completed,
                         c.last_epoch.map_or("-".to_string(), |e| e.to_string()),
                         c.last_bytes,
