@@ -163,7 +163,7 @@ pub fn parse_duration_ms(text: &str) -> Option<i64> {
             "day" => 86_400_000,
             _ => return None,
         };
-        return Some(n * ms);
+        return n.checked_mul(ms);
     }
     let split = lower.find(|c: char| !c.is_ascii_digit())?;
     let (n, unit) = lower.split_at(split);
@@ -176,7 +176,7 @@ pub fn parse_duration_ms(text: &str) -> Option<i64> {
         "d" | "day" | "days" => 86_400_000,
         _ => return None,
     };
-    Some(n * ms)
+    n.checked_mul(ms)
 }
 
 #[cfg(test)]
