@@ -3,12 +3,14 @@
 //!
 //! The reading side (`CheckpointTrigger`) tracks where the source stands and, once per
 //! interval, sends a snapshot barrier after a batch along with those positions. The barrier
-//! passes every worker, each encodes its state, and the output side (`CheckpointWriter`)
+//! passes every worker, each hands over its state, and the output side (`CheckpointWriter`)
 //! receives it after every output of the input before it. It flushes the sink (so that output
-//! is acknowledged), writes the state files and the manifest, and then commits the positions
-//! to the consumer group, for monitoring tools only: a restore reads positions from the
-//! manifest. A crash at any point leaves the previous checkpoint intact, and the records
-//! after it are read again (at-least-once output; state counts each record once).
+//! is acknowledged) and gives the checkpoint to the checkpoint thread, which writes the state
+//! files and the manifest. Once that is durable, the output side publishes an exactly-once
+//! sink's rows and commits the positions to the consumer group, for monitoring tools only: a
+//! restore reads positions from the manifest. A crash at any point leaves the previous
+//! checkpoint intact, and the records after it are read again (at-least-once output; state
+//! counts each record once).
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
