@@ -18,7 +18,7 @@ use super::group_table::{Aggregates, GroupTable};
 use super::operator::{evaluate, evaluate_predicate, Operator};
 use super::shard::KeyShard;
 use super::snapshot::{column, owned_rows, with_column, OperatorState};
-use crate::error::{Result, VeloError};
+use crate::error::Result;
 use crate::sql::script::EmitMode;
 use crate::sql::AggregatePlan;
 
@@ -129,11 +129,7 @@ pub fn with_passing(rows: &RecordBatch, passing: &[bool]) -> Result<RecordBatch>
 
 /// The HAVING state of restored groups, in group order (see [`with_passing`]).
 pub fn passing_of(rows: &RecordBatch, operator: &str) -> Result<Vec<bool>> {
-    let passing = column(rows, "_passing", operator)?;
-    let passing = passing
-        .as_any()
-        .downcast_ref::<arrow::array::BooleanArray>()
-        .ok_or_else(|| VeloError::Execution(format!("{operator}: '_passing' is not BOOLEAN")))?;
+    let passing: arrow::array::BooleanArray = column(rows, "_passing", operator)?;
     Ok(passing.iter().map(|p| p.unwrap_or(false)).collect())
 }
 

@@ -246,10 +246,7 @@ impl Operator for DistinctOperator {
         let Some(rows) = owned_rows(states, shard, |_| Vec::new())? else {
             return Ok(());
         };
-        let seen = column(&rows, "_row", "DISTINCT")?;
-        let seen = seen.as_any().downcast_ref::<BinaryArray>().ok_or_else(|| {
-            VeloError::Execution("DISTINCT: checkpointed rows are not BINARY".into())
-        })?;
+        let seen: BinaryArray = column(&rows, "_row", "DISTINCT")?;
         self.seen.extend(seen.iter().flatten().map(Box::from));
         Ok(())
     }

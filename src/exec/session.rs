@@ -13,14 +13,14 @@ use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
-use super::aggregate::{apply_having, emit_changes};
+use super::aggregate::{apply_having, emit_changes, passing_of};
 use super::change::mark_delete;
 use super::group_keys::GroupKeys;
 use super::operator::Operator;
 use super::shard::KeyShard;
 use super::snapshot::{column, counter_for, max_scalar, owned_rows, state_batch, OperatorState};
 use super::window::{LateRecords, WindowOutput};
-use crate::error::{Result, VeloError};
+use crate::error::Result;
 use crate::sql::script::{EmitMode, WindowKind};
 use crate::sql::window::{LateDataStrategy, WindowPlan};
 use crate::sql::AggregatePlan;
@@ -410,18 +410,9 @@ impl Operator for SessionAggregator {
         let keys: Vec<ArrayRef> = rows.columns()[..key_count].to_vec();
         let mut groups = Vec::new();
         self.keys.intern(&keys, rows.num_rows(), &mut groups)?;
-        let times = |name: &str| -> Result<Int64Array> {
-            column(&rows, name, "a session window")?
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .cloned()
-                .ok_or_else(|| {
-                    VeloError::Execution(format!("session state '{name}' is not BIGINT"))
-                })
-        };
-        let (starts, lasts) = (times("_start")?, times("_last")?);
-        let passing = column(&rows, "_passing", "a session window")?;
-        let passing = passing.as_any().downcast_ref::<BooleanArray>().cloned();
+        let starts: Int64Array = column(&rows, "_start", "a session window")?;
+        let lasts: Int64Array = column(&rows, "_last", "a session window")?;
+        let passing = passing_of(&rows, "a session window")?;
         let state_columns: Vec<(usize, ArrayRef)> = rows
             .schema()
             .fields()
@@ -453,7 +444,7 @@ impl Operator for SessionAggregator {
             let (start, last) = (starts.value(row), lasts.value(row));
             self.closing
                 .insert((last.saturating_add(self.gap), g, start));
-            self.passing[g] = passing.as_ref().is_some_and(|p| p.value(row));
+            self.passing[g] = passing[row];
             self.sessions[g].push(Session {
                 start,
                 last,

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ipc::reader::FileReader;
@@ -160,11 +160,22 @@ pub fn state_batch(
     )?)
 }
 
-/// Column `name` of a state batch, or an error naming the operator whose state lacks it.
-pub fn column(rows: &RecordBatch, name: &str, operator: &str) -> Result<ArrayRef> {
-    rows.column_by_name(name).cloned().ok_or_else(|| {
+/// Column `name` of a state batch as array type `A`, or an error naming the operator whose
+/// state lacks it or holds another type there.
+pub fn column<A: Array + Clone + 'static>(
+    rows: &RecordBatch,
+    name: &str,
+    operator: &str,
+) -> Result<A> {
+    let column = rows.column_by_name(name).ok_or_else(|| {
         VeloError::Execution(format!(
             "the checkpointed state of {operator} has no column '{name}'"
+        ))
+    })?;
+    column.as_any().downcast_ref::<A>().cloned().ok_or_else(|| {
+        VeloError::Execution(format!(
+            "the checkpointed state of {operator} holds {} in '{name}'",
+            column.data_type()
         ))
     })
 }
@@ -209,13 +220,7 @@ pub fn unstack_tables(
     name: &str,
     operator: &str,
 ) -> Result<Vec<(i64, RecordBatch)>> {
-    let times = column(rows, name, operator)?;
-    let times = times
-        .as_any()
-        .downcast_ref::<arrow::array::Int64Array>()
-        .ok_or_else(|| {
-            VeloError::Execution(format!("{operator}: state column '{name}' is not BIGINT"))
-        })?;
+    let times: arrow::array::Int64Array = column(rows, name, operator)?;
     let mut by_time: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
     for (row, t) in times.values().iter().enumerate() {
         by_time.entry(*t).or_default().push(row as u32);

@@ -12,7 +12,7 @@ use arrow::record_batch::RecordBatch;
 
 use super::snapshot::{column, state_batch, OperatorState};
 use super::window::event_times;
-use crate::error::{Result, VeloError};
+use crate::error::Result;
 use crate::sql::window::WatermarkPlan;
 
 /// A query's event-time clock: evaluates each batch's event times and tracks the watermark.
@@ -91,16 +91,8 @@ impl EventClock {
         if state.rows.num_columns() == 0 {
             return Ok(());
         }
-        let partitions = column(&state.rows, "partition", "the event clock")?;
-        let times = column(&state.rows, "max_event_time", "the event clock")?;
-        let (Some(partitions), Some(times)) = (
-            partitions.as_any().downcast_ref::<Int32Array>(),
-            times.as_any().downcast_ref::<Int64Array>(),
-        ) else {
-            return Err(VeloError::Execution(
-                "the checkpointed event clock has columns of the wrong type".into(),
-            ));
-        };
+        let partitions: Int32Array = column(&state.rows, "partition", "the event clock")?;
+        let times: Int64Array = column(&state.rows, "max_event_time", "the event clock")?;
         let now = Instant::now();
         for (p, t) in partitions.values().iter().zip(times.values()) {
             self.tracker.update(*p, *t, now);
