@@ -179,3 +179,30 @@ fn a_damaged_latest_checkpoint_falls_back_to_the_one_before_with_exact_results()
             .expect("second run");
     });
 }
+
+#[test]
+fn an_exactly_once_sink_without_durable_state_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("parts");
+    let sql = format!(
+        "{SOURCE}CREATE TABLE totals AS SELECT symbol, COUNT(*) AS n FROM rin GROUP BY symbol \
+         EMIT CHANGES WITH ('totals.type' = 'file_sink', 'totals.path' = '{}', \
+         'totals.delivery' = 'exactly_once');",
+        out.display()
+    );
+    let options = AppOptions {
+        brokers: Some("127.0.0.1:1".into()),
+        ..Default::default()
+    };
+    let err = deploy_app(&sql, &options, Arc::new(AtomicBool::new(true))).expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("exactly_once") && text.contains("--state-dir"),
+        "{text}"
+    );
+    assert!(
+        matches!(err, VeloError::Sql { .. }),
+        "with its line and column: {err:?}"
+    );
+    assert!(!out.exists(), "nothing was created");
+}

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use velostream::job::durable::DEFAULT_CHECKPOINT_INTERVAL;
 use velostream::job::StateOptions;
 use velostream::server::{deploy_app, start_mock_kafka, stop_on_signal, AppOptions};
-use velostream::sql::properties::parse_duration_ms;
+use velostream::sql::properties::parse_positive_duration;
 use velostream::VeloError;
 
 /// Run velostream SQL apps continuously over Kafka and files.
@@ -81,15 +81,11 @@ fn run(args: Args) -> Result<ExitCode, VeloError> {
         reset_state,
     } = args.command;
     let interval = match checkpoint_interval.as_deref() {
-        Some(text) => std::time::Duration::from_millis(
-            parse_duration_ms(text)
-                .filter(|ms| *ms > 0)
-                .ok_or_else(|| {
-                    VeloError::Config(format!(
-                        "--checkpoint-interval must be a positive duration such as 10s, got '{text}'"
-                    ))
-                })? as u64,
-        ),
+        Some(text) => parse_positive_duration(text).ok_or_else(|| {
+            VeloError::Config(format!(
+                "--checkpoint-interval must be a positive duration such as 10s, got '{text}'"
+            ))
+        })?,
         None => DEFAULT_CHECKPOINT_INTERVAL,
     };
     if state_dir.is_none() && (checkpoint_interval.is_some() || reset_state) {

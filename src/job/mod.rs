@@ -279,22 +279,37 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
         };
         let checkpoint_interval = match stmt.annotations.get("checkpoint_interval") {
             Some(text) => Some(
-                crate::sql::properties::parse_duration_ms(text)
-                    .filter(|ms| *ms > 0)
-                    .map(|ms| std::time::Duration::from_millis(ms as u64))
-                    .ok_or_else(|| {
-                        script.source.error(
-                            stmt.position.0,
-                            stmt.position.1,
-                            format!(
-                                "@checkpoint_interval must be a positive duration such as 1s, \
+                crate::sql::properties::parse_positive_duration(text).ok_or_else(|| {
+                    script.source.error(
+                        stmt.position.0,
+                        stmt.position.1,
+                        format!(
+                            "@checkpoint_interval must be a positive duration such as 1s, \
                                  got '{text}'"
-                            ),
-                        )
-                    })?,
+                        ),
+                    )
+                })?,
             ),
             None => None,
         };
+        // Checkpoints publish its rows, and only Kafka jobs with durable state take them.
+        let exactly_once = matches!(
+            sink,
+            Some(SinkConfig::File {
+                exactly_once: true,
+                ..
+            })
+        );
+        if exactly_once && !(matches!(input, JobInput::Kafka(_)) && options.state.is_some()) {
+            return Err(script.source.error(
+                stmt.position.0,
+                stmt.position.1,
+                format!(
+                    "'{id}' has an exactly_once sink, which publishes its rows on checkpoints: \
+                     it needs a Kafka source and velo-sql --state-dir"
+                ),
+            ));
+        }
         jobs.push(PlannedJob {
             plan,
             input,
@@ -544,20 +559,6 @@ fn run_job(
         }),
         _ => None,
     };
-    if durable.is_none()
-        && matches!(
-            job.sink,
-            Some(SinkConfig::File {
-                exactly_once: true,
-                ..
-            })
-        )
-    {
-        return Err(VeloError::Config(format!(
-            "job '{id}': an exactly_once sink publishes its rows on checkpoints, so it needs a \
-             Kafka source and --state-dir"
-        )));
-    }
     if durable.is_some() {
         // Restored state is split by key hash, whichever source partitions fed it.
         partitions.source_key.clear();

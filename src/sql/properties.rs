@@ -147,6 +147,14 @@ fn flatten_yaml(
     }
 }
 
+/// A duration of at least a millisecond (a time between checkpoints), parsed as
+/// [`parse_duration_ms`] does.
+pub fn parse_positive_duration(text: &str) -> Option<std::time::Duration> {
+    parse_duration_ms(text)
+        .filter(|ms| *ms > 0)
+        .map(|ms| std::time::Duration::from_millis(ms as u64))
+}
+
 /// Parses a duration such as `5s`, `100ms`, `10m`, `1h`, `1d` or `INTERVAL '5' SECOND` to ms.
 pub fn parse_duration_ms(text: &str) -> Option<i64> {
     let t = text.trim().trim_matches('\'').trim();
