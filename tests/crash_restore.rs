@@ -2,39 +2,28 @@
 //! moments and restarted each time (at a different width), with its state in a state
 //! directory. A GROUP BY EMIT CHANGES app must end with the exact count and sum of every key
 //! in its upsert output; a tumbling EMIT FINAL app must emit every window with its exact
-//! values (at least once). Without durable state the first test loses about half the counts.
+//! values: at least once by default, and exactly once to a `read_committed` reader with an
+//! exactly_once Kafka sink. Without durable state the first test loses about half the counts.
+//! Each runs on librdkafka's mock cluster and, when `VELO_KAFKA_BOOTSTRAP` names one, on a
+//! real broker (exactly-once output needs the real one: the mock ignores `read_committed`).
 
 mod kafka_support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use kafka_support::{consume, mock, produce, window_of, with_timeout, Consumed};
+use kafka_support::{
+    consume, consume_committed, mock, produce, window_of, with_timeout, Cluster, Consumed,
+};
 
 const KEYS: i64 = 40;
 const RECORDS: i64 = 12_000;
 
 /// The velo-sql server running the app in `dir` with its state in `dir/state`.
 fn spawn(dir: &Path, bootstrap: &str, partitions: usize) -> Child {
-    let log = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(dir.join("server.log"))
-        .expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_velo-sql"))
-        .args(["deploy-app", "--brokers", bootstrap, "--partitions"])
-        .arg(partitions.to_string())
-        .arg("--file")
-        .arg(dir.join("app.sql"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(["--checkpoint-interval", "150ms"])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("velo-sql starts")
+    kafka_support::spawn_server(dir, bootstrap, partitions, "150ms")
 }
 
 /// Record `i` of the input: key `K{i % 40}`, quantity `i % 13`, one second apart.
@@ -48,12 +37,12 @@ fn record(i: i64) -> (Option<String>, String) {
 
 /// Produces the records in 24 chunks, 600 ms apart, on a thread: input flows through all
 /// five kills.
-fn produce_while_running(bootstrap: String) -> std::thread::JoinHandle<()> {
+fn produce_while_running(bootstrap: String, topic: String) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let chunk = RECORDS / 24;
         for start in (0..RECORDS).step_by(chunk as usize) {
             let records: Vec<_> = (start..(start + chunk).min(RECORDS)).map(record).collect();
-            produce(&bootstrap, "rin", &records);
+            produce(&bootstrap, &topic, &records);
             std::thread::sleep(Duration::from_millis(600));
         }
     })
@@ -112,21 +101,37 @@ fn assert_killed_while_reading(log: &str) {
 }
 
 fn log_of(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+    kafka_support::server_log(dir)
 }
 
 #[test]
 fn group_by_emit_changes_survives_five_sigkills_with_exact_totals() {
-    with_timeout(Duration::from_secs(240), || {
-        let kafka = mock(&[("rin", 4), ("totals", 2)]);
-        let bootstrap = kafka.bootstrap_servers().to_string();
+    group_by_totals_survive_five_sigkills(Cluster::mock(&[("rin", 4), ("totals", 2)]));
+}
+
+#[test]
+fn group_by_emit_changes_survives_five_sigkills_on_a_real_broker() {
+    let topics = [("rin", 4), ("totals", 2)];
+    if let Some(kafka) = Cluster::real("the real-broker GROUP BY crash test", &topics) {
+        group_by_totals_survive_five_sigkills(kafka);
+    }
+}
+
+fn group_by_totals_survive_five_sigkills(kafka: Cluster) {
+    with_timeout(Duration::from_secs(240), move || {
+        let bootstrap = kafka.bootstrap().to_string();
         let dir = tempfile::tempdir().expect("dir");
-        let app = "CREATE STREAM rin (symbol VARCHAR, quantity BIGINT, ts BIGINT) \
-             WITH ('rin.type' = 'kafka_source', 'rin.topic.name' = 'rin', \
-                   'rin.group.id' = 'crash', 'rin.session.timeout.ms' = '1000', 'rin.heartbeat.interval.ms' = '200');\n\
+        let app = format!(
+            "CREATE STREAM rin (symbol VARCHAR, quantity BIGINT, ts BIGINT) \
+             WITH ('rin.type' = 'kafka_source', 'rin.topic.name' = '{}', \
+                   'rin.group.id' = '{}', 'rin.session.timeout.ms' = '1000', 'rin.heartbeat.interval.ms' = '200');\n\
              CREATE TABLE totals AS SELECT symbol, COUNT(*) AS n, SUM(quantity) AS q \
              FROM rin GROUP BY symbol EMIT CHANGES \
-             WITH ('totals.type' = 'kafka_sink', 'totals.topic.name' = 'totals');";
+             WITH ('totals.type' = 'kafka_sink', 'totals.topic.name' = '{}');",
+            kafka.name("rin"),
+            kafka.name("crash"),
+            kafka.name("totals")
+        );
         std::fs::write(dir.path().join("app.sql"), app).expect("app");
         let mut expected: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         for i in 0..RECORDS {
@@ -134,7 +139,7 @@ fn group_by_emit_changes_survives_five_sigkills_with_exact_totals() {
             e.0 += 1;
             e.1 += i % 13;
         }
-        let producer = produce_while_running(bootstrap.clone());
+        let producer = produce_while_running(bootstrap.clone(), kafka.name("rin"));
         let server = kill_five_times(dir.path(), &bootstrap);
         producer.join().expect("producer");
         // The latest (n, q) per key, kept up to date as messages arrive (re-reading every
@@ -153,7 +158,12 @@ fn group_by_emit_changes_survives_five_sigkills_with_exact_totals() {
             *latest == expected
         };
         let started = Instant::now();
-        let out = consume(&bootstrap, "totals", Duration::from_secs(120), |o| exact(o));
+        let out = consume(
+            &bootstrap,
+            &kafka.name("totals"),
+            Duration::from_secs(120),
+            |o| exact(o),
+        );
         let waited = started.elapsed();
         stop(server, dir.path());
         let log = log_of(dir.path());
@@ -176,18 +186,44 @@ fn group_by_emit_changes_survives_five_sigkills_with_exact_totals() {
 
 #[test]
 fn tumbling_emit_final_survives_five_sigkills_with_every_window_exact() {
-    with_timeout(Duration::from_secs(240), || {
-        let kafka = mock(&[("rin", 4), ("per_minute", 2)]);
-        let bootstrap = kafka.bootstrap_servers().to_string();
+    windows_survive_five_sigkills(Cluster::mock(&[("rin", 4), ("per_minute", 2)]), false);
+}
+
+#[test]
+fn an_exactly_once_kafka_sink_emits_every_window_once_through_five_sigkills() {
+    let topics = [("rin", 4), ("per_minute", 2)];
+    if let Some(kafka) = Cluster::real("the exactly-once Kafka crash test", &topics) {
+        windows_survive_five_sigkills(kafka, true);
+    }
+}
+
+/// Every window is emitted with its exact values: at least once, or with `exactly_once`
+/// exactly once to a `read_committed` reader.
+fn windows_survive_five_sigkills(kafka: Cluster, exactly_once: bool) {
+    with_timeout(Duration::from_secs(240), move || {
+        let bootstrap = kafka.bootstrap().to_string();
         let dir = tempfile::tempdir().expect("dir");
-        let app = "CREATE STREAM rin (symbol VARCHAR, quantity BIGINT, ts BIGINT) \
-             WITH ('rin.type' = 'kafka_source', 'rin.topic.name' = 'rin', \
-                   'rin.group.id' = 'crash-windows', 'rin.session.timeout.ms' = '1000', 'rin.heartbeat.interval.ms' = '200', \
+        let delivery = if exactly_once {
+            "exactly_once"
+        } else {
+            "at_least_once"
+        };
+        let app = format!(
+            "CREATE STREAM rin (symbol VARCHAR, quantity BIGINT, ts BIGINT) \
+             WITH ('rin.type' = 'kafka_source', 'rin.topic.name' = '{}', \
+                   'rin.group.id' = '{}', 'rin.session.timeout.ms' = '1000', 'rin.heartbeat.interval.ms' = '200', \
                    'rin.event.time.field' = 'ts');\n\
              CREATE STREAM per_minute AS SELECT symbol, _window_start, COUNT(*) AS n, \
              SUM(quantity) AS q FROM rin GROUP BY symbol \
              WINDOW TUMBLING(ts, INTERVAL '1' MINUTE) EMIT FINAL \
-             WITH ('per_minute.type' = 'kafka_sink', 'per_minute.topic.name' = 'per_minute');";
+             WITH ('per_minute.type' = 'kafka_sink', 'per_minute.topic.name' = '{}', \
+                   'per_minute.delivery' = '{delivery}', \
+                   'per_minute.transactional.id' = '{}');",
+            kafka.name("rin"),
+            kafka.name("crash-windows"),
+            kafka.name("per_minute"),
+            kafka.name("per-minute-writer"),
+        );
         std::fs::write(dir.path().join("app.sql"), app).expect("app");
         let mut expected: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
         for i in 0..RECORDS {
@@ -198,7 +234,7 @@ fn tumbling_emit_final_survives_five_sigkills_with_every_window_exact() {
             e.0 += 1;
             e.1 += i % 13;
         }
-        let producer = produce_while_running(bootstrap.clone());
+        let producer = produce_while_running(bootstrap.clone(), kafka.name("rin"));
         let server = kill_five_times(dir.path(), &bootstrap);
         producer.join().expect("producer");
         // A record an hour later on every partition closes every window.
@@ -206,11 +242,13 @@ fn tumbling_emit_final_survives_five_sigkills_with_every_window_exact() {
             let clock = serde_json::json!({
                 "symbol": "clock", "quantity": 0, "ts": 1_700_000_000_000i64 + 6 * 3_600_000,
             });
-            kafka_support::produce_to(&bootstrap, "rin", Some(p), &[(None, clock.to_string())]);
+            let rin = kafka.name("rin");
+            kafka_support::produce_to(&bootstrap, &rin, Some(p), &[(None, clock.to_string())]);
         }
         // Windows seen so far, kept up to date as messages arrive.
         let seen = std::cell::RefCell::new((0usize, std::collections::BTreeSet::new()));
-        let out = consume(&bootstrap, "per_minute", Duration::from_secs(120), |o| {
+        let topic = kafka.name("per_minute");
+        let all_windows = |o: &[Consumed]| {
             let mut seen = seen.borrow_mut();
             let (read, windows) = &mut *seen;
             for (_, v) in &o[*read..] {
@@ -220,8 +258,18 @@ fn tumbling_emit_final_survives_five_sigkills_with_every_window_exact() {
             }
             *read = o.len();
             expected.keys().all(|w| windows.contains(w))
-        });
+        };
+        let limit = Duration::from_secs(120);
+        let mut out = match exactly_once {
+            true => consume_committed(&bootstrap, &topic, limit, all_windows),
+            false => consume(&bootstrap, &topic, limit, all_windows),
+        };
         stop(server, dir.path());
+        if exactly_once {
+            // Everything the stopped server wrote is committed or aborted by now: read it
+            // all, to see any window twice.
+            out = consume_committed(&bootstrap, &topic, Duration::from_secs(8), |_| false);
+        }
         let log = log_of(dir.path());
         let mut seen: BTreeMap<(String, i64), Vec<(i64, i64)>> = BTreeMap::new();
         for row in out.iter().filter_map(|(_, v)| v.as_ref()) {
@@ -239,6 +287,13 @@ fn tumbling_emit_final_survives_five_sigkills_with_every_window_exact() {
                 emitted.iter().all(|v| v == values),
                 "window {window:?}: emitted {emitted:?}, expected {values:?}"
             );
+            if exactly_once {
+                assert_eq!(
+                    emitted.len(),
+                    1,
+                    "window {window:?} was emitted {emitted:?}"
+                );
+            }
         }
         assert!(log.contains("restored state from checkpoint"), "{log}");
         assert_killed_while_reading(&log);
@@ -303,7 +358,7 @@ fn an_exactly_once_file_sink_ends_with_exactly_the_rows_of_an_uninterrupted_run(
             expected.push((key, r.0, r.1));
         }
         expected.sort();
-        let producer = produce_while_running(bootstrap.clone());
+        let producer = produce_while_running(bootstrap.clone(), "rin".to_string());
         let server = kill_five_times(dir.path(), &bootstrap);
         producer.join().expect("producer");
         let deadline = Instant::now() + Duration::from_secs(120);

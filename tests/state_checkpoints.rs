@@ -206,3 +206,28 @@ fn an_exactly_once_sink_without_durable_state_is_refused_before_anything_runs() 
     );
     assert!(!out.exists(), "nothing was created");
 }
+
+#[test]
+fn an_exactly_once_kafka_sink_without_durable_state_is_refused_before_anything_runs() {
+    let sql = format!(
+        "{SOURCE}CREATE TABLE totals AS SELECT symbol, COUNT(*) AS n FROM rin GROUP BY symbol \
+         EMIT CHANGES WITH ('totals.type' = 'kafka_sink', 'totals.delivery' = 'exactly_once');"
+    );
+    let options = AppOptions {
+        brokers: Some("127.0.0.1:1".into()),
+        ..Default::default()
+    };
+    let err = deploy_app(&sql, &options, Arc::new(AtomicBool::new(true))).expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("'totals' has an exactly_once sink") && text.contains("--state-dir"),
+        "{text}"
+    );
+    let typo = sql.replace("exactly_once", "exactly-once");
+    let err = deploy_app(&typo, &options, Arc::new(AtomicBool::new(true))).expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("expected at_least_once or exactly_once"),
+        "{err}"
+    );
+}

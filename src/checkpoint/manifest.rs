@@ -49,6 +49,9 @@ pub struct Manifest {
     /// Checksum of `plan`.
     pub fingerprint: String,
     pub source: Option<SourcePosition>,
+    /// The last epoch whose output the sink had committed when this checkpoint was taken
+    /// (None: none). An exactly-once sink's output of this epoch itself is still pending.
+    pub output_committed: Option<u64>,
     pub files: Vec<StateFile>,
 }
 
@@ -137,6 +140,7 @@ impl Manifest {
             "fingerprint": self.fingerprint,
             "plan": self.plan,
             "source": source,
+            "output_committed": self.output_committed,
             "files": files,
         })
     }
@@ -202,6 +206,7 @@ impl Manifest {
             fingerprint: text(v, "fingerprint")?,
             plan,
             source,
+            output_committed: v.get("output_committed").and_then(Value::as_u64),
             files,
         })
     }
@@ -244,6 +249,7 @@ mod tests {
                 topic: "rin".into(),
                 offsets: BTreeMap::from([(0, 120), (3, 9)]),
             }),
+            output_committed: Some(6),
             files: vec![StateFile {
                 operator: "0-aggregate".into(),
                 partition: 2,

@@ -34,6 +34,9 @@ pub struct CheckpointInfo<'a> {
     pub epoch: u64,
     pub plan: &'a [String],
     pub source: Option<SourcePosition>,
+    /// The last epoch whose output the sink has committed: its checkpoint is kept even when
+    /// newer ones are, for a restore to fall back on.
+    pub output_committed: Option<u64>,
 }
 
 /// The checkpoints of one job.
@@ -128,18 +131,29 @@ impl Checkpoints {
             plan: info.plan.to_vec(),
             fingerprint: manifest::fingerprint(info.plan),
             source: info.source,
+            output_committed: info.output_committed,
             files,
         };
         self.store
             .put(&self.manifest_path(info.epoch), manifest.encode())?;
-        self.collect_garbage()?;
+        self.collect_garbage(info.output_committed)?;
         Ok(manifest)
     }
 
     /// The newest checkpoint whose manifest and files are all intact (None: there is none).
     /// A damaged one is logged and skipped.
     pub fn load_latest(&self) -> Result<Option<Restored>> {
-        for epoch in self.epochs()?.into_iter().rev() {
+        self.load_latest_through(None)
+    }
+
+    /// As [`Self::load_latest`], among the checkpoints up to epoch `newest` (None: all).
+    pub fn load_latest_through(&self, newest: Option<u64>) -> Result<Option<Restored>> {
+        let epochs = self.epochs()?;
+        for epoch in epochs
+            .into_iter()
+            .rev()
+            .filter(|e| newest.is_none_or(|n| *e <= n))
+        {
             match self.load(epoch) {
                 Ok(restored) => return Ok(Some(restored)),
                 Err(e) => tracing::warn!(
@@ -185,10 +199,36 @@ impl Checkpoints {
         })
     }
 
-    /// Deletes every file of the job that none of the newest [`KEEP`] manifests lists.
-    fn collect_garbage(&self) -> Result<()> {
+    /// The newest checkpoint after epoch `epoch` whose manifest says the output of an epoch
+    /// after `epoch` was committed (None: there is none): proof that a sink's record of
+    /// its commits is behind the checkpoints.
+    pub fn committed_past(&self, epoch: Option<u64>) -> Result<Option<Manifest>> {
+        for e in self.epochs()?.into_iter().rev() {
+            if epoch.is_some_and(|n| e <= n) {
+                break;
+            }
+            let Some(Ok(manifest)) = self
+                .store
+                .get(&self.manifest_path(e))?
+                .map(|b| Manifest::decode(&b))
+            else {
+                continue;
+            };
+            if manifest.output_committed > epoch {
+                return Ok(Some(manifest));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes every file of the job that neither one of the newest [`KEEP`] manifests nor
+    /// that of epoch `committed` lists.
+    fn collect_garbage(&self, committed: Option<u64>) -> Result<()> {
         let epochs = self.epochs()?;
-        let kept: Vec<u64> = epochs.iter().rev().take(KEEP).copied().collect();
+        let mut kept: Vec<u64> = epochs.iter().rev().take(KEEP).copied().collect();
+        if let Some(c) = committed.filter(|c| epochs.contains(c) && !kept.contains(c)) {
+            kept.push(c);
+        }
         let Some(&newest) = kept.first() else {
             return Ok(());
         };
@@ -241,6 +281,7 @@ mod tests {
                         topic: "t".into(),
                         offsets: BTreeMap::from([(0, epoch as i64 * 10)]),
                     }),
+                    output_committed: epoch.checked_sub(1).filter(|e| *e > 0),
                 },
                 vec![
                     vec![("1-aggregate".into(), state(epoch as i64))],
@@ -326,5 +367,38 @@ mod tests {
                 offsets: BTreeMap::from([(0, 10)])
             })
         );
+    }
+
+    #[test]
+    fn the_checkpoint_whose_output_was_committed_outlives_newer_uncommitted_ones() {
+        let dir = tempfile::tempdir().expect("dir");
+        let checkpoints = open(dir.path());
+        let plan = vec!["p".to_string()];
+        // Epoch 2's output was the last committed; four later checkpoints were taken and each
+        // crashed before its transaction committed.
+        for epoch in 1..=6 {
+            let info = CheckpointInfo {
+                epoch,
+                plan: &plan,
+                source: None,
+                output_committed: Some(epoch.saturating_sub(1).min(2)).filter(|e| *e > 0),
+            };
+            checkpoints
+                .write(
+                    info,
+                    vec![vec![("1-aggregate".into(), state(epoch as i64))]],
+                )
+                .expect("write");
+        }
+        assert_eq!(checkpoints.epochs().expect("epochs"), vec![2, 4, 5, 6]);
+        let restored = checkpoints
+            .load_latest_through(Some(2))
+            .expect("load")
+            .expect("checkpoint 2");
+        assert_eq!(restored.manifest.epoch, 2);
+        assert!(checkpoints.committed_past(Some(2)).expect("read").is_none());
+        // A sink that says nothing was ever committed contradicts checkpoint 6.
+        let contradiction = checkpoints.committed_past(None).expect("read");
+        assert_eq!(contradiction.map(|m| m.epoch), Some(6));
     }
 }

@@ -16,6 +16,8 @@ use crate::exec::snapshot::PartitionStates;
 pub struct Pending {
     pub epoch: u64,
     pub source: Option<SourcePosition>,
+    /// The last epoch whose output the sink has committed.
+    pub output_committed: Option<u64>,
     pub partitions: Vec<PartitionStates>,
     /// When its barrier entered the pipeline (or was delivered), for the duration reported.
     pub since: Instant,
@@ -49,6 +51,7 @@ impl CheckpointThread {
                         epoch: pending.epoch,
                         plan: &plan,
                         source: pending.source,
+                        output_committed: pending.output_committed,
                     };
                     let written = checkpoints.write(info, pending.partitions).map(|manifest| {
                         let bytes = manifest.files.iter().map(|f| f.bytes).sum();

@@ -10,7 +10,7 @@ pub mod sink;
 
 pub use file_sink::{FileSink, StdoutSink};
 pub use file_source::{BadRecord, FileFormat, FileSource, FileSourceConfig};
-pub use sink::{open_sink, Sink, SinkConfig, SinkProgress};
+pub use sink::{open_sink, CommittedOutput, Sink, SinkConfig, SinkProgress};
 
 use arrow::datatypes::Schema;
 

@@ -40,6 +40,21 @@ pub trait Sink: Send {
     fn begin_epochs(&mut self, _restored: Option<u64>, _next: u64) -> Result<()> {
         Ok(())
     }
+    /// The job is about to restore: a sink that commits epochs on its own (a Kafka
+    /// transaction) discards its uncommitted output and says through which epoch its output
+    /// is committed; the job restores that epoch's checkpoint, not a later one.
+    fn recover(&mut self) -> Result<CommittedOutput> {
+        Ok(CommittedOutput::Untracked)
+    }
+}
+
+/// Which checkpoint's output a sink has committed, as [`Sink::recover`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommittedOutput {
+    /// The sink does not say: the latest checkpoint is restored.
+    Untracked,
+    /// The output of every epoch up to this one is committed (None: of none).
+    Through(Option<u64>),
 }
 
 /// Rows written to a sink, and how many of the first of them are acknowledged.
@@ -74,6 +89,9 @@ pub enum SinkConfig {
         key_fields: Vec<String>,
         /// The Avro schema and framing of the values; None: JSON.
         avro: Option<AvroFormat>,
+        /// `'<name>.delivery' = 'exactly_once'`: the producer's `transactional.id`
+        /// (`'<name>.transactional.id'`, by default `velostream-<name>`).
+        transactional_id: Option<String>,
     },
 }
 
@@ -90,20 +108,11 @@ impl SinkConfig {
             }
             Some("file_sink") => Self::file(name, props),
             Some("kafka_sink") => {
-                match props.scoped(name, "delivery").as_deref() {
-                    None | Some("at_least_once") => {}
-                    Some("exactly_once") => {
-                        return Err(VeloError::Config(format!(
-                            "'{name}.delivery' = 'exactly_once' is not built for Kafka sinks yet \
-                             (file sinks have it); a Kafka sink delivers at_least_once"
-                        )))
-                    }
-                    Some(other) => {
-                        return Err(VeloError::Config(format!(
-                            "'{name}.delivery' = '{other}': expected at_least_once"
-                        )))
-                    }
-                }
+                let transactional_id = delivery(name, props)?.then(|| {
+                    props
+                        .scoped(name, "transactional.id")
+                        .unwrap_or_else(|| format!("velostream-{name}"))
+                });
                 let avro = match props.scoped(name, "format").as_deref() {
                     None | Some("json") => None,
                     Some("avro") => Some(AvroFormat::from_properties(name, props, false)?),
@@ -124,6 +133,7 @@ impl SinkConfig {
                         .collect(),
                     key_fields: props.scoped_list(name, "key.field"),
                     avro,
+                    transactional_id,
                 })
             }
             Some(other) => Err(VeloError::Config(format!(
@@ -156,21 +166,34 @@ impl SinkConfig {
             .scoped(name, "delimiter")
             .and_then(|d| d.bytes().next())
             .unwrap_or(b',');
-        let exactly_once = match props.scoped(name, "delivery").as_deref() {
-            None | Some("at_least_once") => false,
-            Some("exactly_once") => true,
-            Some(other) => {
-                return Err(VeloError::Config(format!(
-                    "'{name}.delivery' = '{other}': expected at_least_once or exactly_once"
-                )))
-            }
-        };
         Ok(SinkConfig::File {
             path: PathBuf::from(path),
             csv,
             delimiter,
-            exactly_once,
+            exactly_once: delivery(name, props)?,
         })
+    }
+
+    /// Whether the sink delivers exactly once, publishing its rows on checkpoints.
+    pub fn exactly_once(&self) -> bool {
+        match self {
+            SinkConfig::Stdout => false,
+            SinkConfig::File { exactly_once, .. } => *exactly_once,
+            SinkConfig::Kafka {
+                transactional_id, ..
+            } => transactional_id.is_some(),
+        }
+    }
+}
+
+/// `'<name>.delivery'`: whether it asks for exactly_once (at_least_once is the default).
+fn delivery(name: &str, props: &Properties) -> Result<bool> {
+    match props.scoped(name, "delivery").as_deref() {
+        None | Some("at_least_once") => Ok(false),
+        Some("exactly_once") => Ok(true),
+        Some(other) => Err(VeloError::Config(format!(
+            "'{name}.delivery' = '{other}': expected at_least_once or exactly_once"
+        ))),
     }
 }
 
@@ -196,12 +219,14 @@ pub fn open_sink(config: &SinkConfig) -> Result<Box<dyn Sink>> {
             client,
             key_fields,
             avro,
+            transactional_id,
         } => Box::new(KafkaSink::create(
             name,
             topic,
             client,
             key_fields,
             avro.as_ref(),
+            transactional_id.as_deref(),
         )?),
     })
 }

@@ -23,7 +23,7 @@ use crate::checkpoint::manifest::plan_change;
 use crate::checkpoint::writer::{CheckpointThread, Pending, Written};
 use crate::checkpoint::{Checkpoints, SourcePosition, StateStore};
 use crate::connectors::kafka::KafkaSource;
-use crate::connectors::Sink;
+use crate::connectors::{CommittedOutput, Sink};
 use crate::error::{Result, VeloError};
 use crate::exec::processor::QueryProcessor;
 use crate::exec::snapshot::{PartitionStates, RestoredStates};
@@ -146,6 +146,8 @@ pub struct CheckpointWriter {
     /// The positions last committed to the group (only changes are committed: a consumer
     /// still joining the group has its commits refused).
     committed: BTreeMap<i32, i64>,
+    /// The last epoch whose output the sink committed (or that the job restored).
+    output_committed: Option<u64>,
     pub stats: CheckpointStats,
 }
 
@@ -168,6 +170,7 @@ impl CheckpointWriter {
             from_trigger: channel().1,
             pending: BTreeMap::new(),
             committed: BTreeMap::new(),
+            output_committed: None,
             stats: CheckpointStats::default(),
         })
     }
@@ -181,13 +184,18 @@ impl CheckpointWriter {
         plan: &PlannedQuery,
         reset: bool,
         interval: Duration,
-        sink: Option<&mut Box<dyn Sink>>,
+        mut sink: Option<&mut Box<dyn Sink>>,
     ) -> Result<(Resume, CheckpointTrigger)> {
         // Checkpoints still being written count: the latest may be one of them.
-        self.finish(sink)?;
+        self.finish(sink.as_deref_mut())?;
+        let committed = match sink {
+            Some(sink) => sink.recover()?,
+            None => CommittedOutput::Untracked,
+        };
         // --reset-state ignores the checkpoints of earlier runs, not this run's own.
         let reset = reset && self.stats.completed == 0;
-        let mut resume = self.read_latest(plan, reset)?;
+        let mut resume = self.read_latest(plan, reset, committed)?;
+        self.output_committed = resume.epoch;
         let next_epoch = self.checkpoints.next_epoch()?;
         resume.next_epoch = next_epoch;
         let (trigger, from_trigger) =
@@ -198,7 +206,13 @@ impl CheckpointWriter {
         Ok((resume, trigger))
     }
 
-    fn read_latest(&mut self, plan: &PlannedQuery, reset: bool) -> Result<Resume> {
+    /// The latest good checkpoint whose output `committed` covers.
+    fn read_latest(
+        &mut self,
+        plan: &PlannedQuery,
+        reset: bool,
+        committed: CommittedOutput,
+    ) -> Result<Resume> {
         let checkpoints = &self.checkpoints;
         let topic = self.topic.as_str();
         let started = Instant::now();
@@ -212,8 +226,26 @@ impl CheckpointWriter {
             tracing::warn!(job = %plan.id, location = checkpoints.location(), "--reset-state: existing checkpoints are ignored");
             return Ok(empty);
         }
-        let Some(restored) = checkpoints.load_latest()? else {
-            tracing::info!(job = %plan.id, location = checkpoints.location(), "no checkpoint: starting with empty state");
+        let restored = match committed {
+            CommittedOutput::Untracked => checkpoints.load_latest()?,
+            CommittedOutput::Through(through) => {
+                if let Some(m) = checkpoints.committed_past(through)? {
+                    return Err(VeloError::Execution(format!(
+                        "job '{}': its sink says its output is committed through epoch {through:?},                          but checkpoint {} in {} was taken after epoch {:?} had been committed:                          the broker lost the sink's commit marker (librdkafka's mock cluster drops                          transactional offset commits; exactly-once Kafka output needs a real                          broker). Restart with --reset-state to start over",
+                        plan.id,
+                        m.epoch,
+                        checkpoints.location(),
+                        m.output_committed
+                    )));
+                }
+                match through {
+                    Some(epoch) => checkpoints.load_latest_through(Some(epoch))?,
+                    None => None,
+                }
+            }
+        };
+        let Some(restored) = restored else {
+            tracing::info!(job = %plan.id, location = checkpoints.location(), ?committed, "no checkpoint to restore: starting with empty state");
             return Ok(empty);
         };
         let manifest = &restored.manifest;
@@ -243,6 +275,7 @@ impl CheckpointWriter {
             job = %plan.id,
             epoch = manifest.epoch,
             partitions_then = manifest.partitions,
+            ?committed,
             ?positions,
             ms = started.elapsed().as_millis() as u64,
             "restored state from checkpoint"
@@ -265,6 +298,9 @@ impl CheckpointWriter {
         mut sink: Option<&mut Box<dyn Sink>>,
     ) -> Result<()> {
         let since = Instant::now();
+        // The checkpoint before this one is durable and its output committed first: an
+        // exactly-once Kafka sink has one transaction open at a time.
+        self.finish(sink.as_deref_mut())?;
         self.pending.extend(self.from_trigger.try_iter());
         let positions = self.pending.remove(&epoch).ok_or_else(|| {
             VeloError::Execution(format!("checkpoint {epoch} has no source positions"))
@@ -280,6 +316,7 @@ impl CheckpointWriter {
                 topic: self.topic.clone(),
                 offsets: positions,
             }),
+            output_committed: self.output_committed,
             partitions,
             since,
         })?;
@@ -311,6 +348,7 @@ impl CheckpointWriter {
             if let Some(sink) = sink.as_deref_mut() {
                 sink.commit_epoch(epoch)?;
             }
+            self.output_committed = Some(epoch);
             if let Some(SourcePosition::Kafka { offsets, .. }) = w.manifest.source {
                 if offsets != self.committed {
                     KafkaSource::commit(&self.consumer, &self.topic, &offsets)?;

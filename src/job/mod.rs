@@ -242,6 +242,7 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
                 client,
                 mut key_fields,
                 mut avro,
+                transactional_id,
             }) => {
                 if key_fields.is_empty() {
                     key_fields = plan.key_columns.clone();
@@ -257,6 +258,7 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
                     client,
                     key_fields,
                     avro,
+                    transactional_id,
                 })
             }
             other => other,
@@ -293,13 +295,7 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
             None => None,
         };
         // Checkpoints publish its rows, and only Kafka jobs with durable state take them.
-        let exactly_once = matches!(
-            sink,
-            Some(SinkConfig::File {
-                exactly_once: true,
-                ..
-            })
-        );
+        let exactly_once = sink.as_ref().is_some_and(SinkConfig::exactly_once);
         if exactly_once && !(matches!(input, JobInput::Kafka(_)) && options.state.is_some()) {
             return Err(script.source.error(
                 stmt.position.0,
@@ -340,6 +336,7 @@ fn upstream_topic(
         client,
         avro,
         key_fields,
+        transactional_id,
         ..
     }) = sink
     else {
@@ -354,6 +351,13 @@ fn upstream_topic(
         if k == "bootstrap.servers" || k.starts_with("security.") || k.starts_with("sasl.") {
             props.insert(format!("{source}.{k}"), v.clone());
         }
+    }
+    if transactional_id.is_some() {
+        // Only committed transactions: every result once.
+        props.insert(
+            format!("{source}.isolation.level"),
+            "read_committed".to_string(),
+        );
     }
     let mut config = KafkaSourceConfig::from_properties(
         source,

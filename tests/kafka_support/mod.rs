@@ -1,5 +1,6 @@
-//! Helpers for the Kafka end-to-end tests: a mock cluster, a producer, a consumer, and an app
-//! run on a thread. Every test has a hard timeout: a stuck client must fail the test, not hang CI.
+//! Helpers for the Kafka end-to-end tests: a mock cluster or the real broker, a producer, a
+//! consumer, and an app run on a thread. Every test has a hard timeout: a stuck client must
+//! fail the test, not hang CI.
 
 #![allow(dead_code)]
 
@@ -93,6 +94,23 @@ pub fn consume(
     )
 }
 
+/// As [`consume`], seeing only messages of committed transactions (`read_committed`).
+pub fn consume_committed(
+    bootstrap: &str,
+    topic: &str,
+    limit: Duration,
+    until: impl Fn(&[Consumed]) -> bool,
+) -> Vec<Consumed> {
+    read(
+        bootstrap,
+        topic,
+        "read_committed",
+        limit,
+        |p| serde_json::from_slice(p).expect("JSON output"),
+        until,
+    )
+}
+
 /// Reads made so far in this process (each gets its own consumer group).
 static READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -105,7 +123,19 @@ pub fn consume_with<T>(
     parse: impl Fn(&[u8]) -> T,
     until: impl Fn(&[(Option<String>, Option<T>)]) -> bool,
 ) -> Vec<(Option<String>, Option<T>)> {
+    read(bootstrap, topic, "read_uncommitted", limit, parse, until)
+}
+
+fn read<T>(
+    bootstrap: &str,
+    topic: &str,
+    isolation: &str,
+    limit: Duration,
+    parse: impl Fn(&[u8]) -> T,
+    until: impl Fn(&[(Option<String>, Option<T>)]) -> bool,
+) -> Vec<(Option<String>, Option<T>)> {
     let consumer: BaseConsumer = ClientConfig::new()
+        .set("isolation.level", isolation)
         .set("bootstrap.servers", bootstrap)
         .set(
             "group.id",
@@ -164,6 +194,137 @@ pub fn stop_app(
 ) -> Vec<JobSummary> {
     stop.store(true, Ordering::SeqCst);
     handle.join().expect("app thread")
+}
+
+/// A Kafka cluster for one test: librdkafka's mock, or the real broker that
+/// `VELO_KAFKA_BOOTSTRAP` names (`ci/kafka/broker start`), which every test shares: there, a
+/// test's topics and consumer groups get names of their own.
+pub enum Cluster {
+    Mock(MockKafka),
+    Real { bootstrap: String, prefix: String },
+}
+
+/// Clusters made so far in this process, for unique names on the real broker.
+static CLUSTERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Cluster {
+    /// A mock cluster with `topics` (name, partitions).
+    pub fn mock(topics: &[(&str, i32)]) -> Self {
+        Cluster::Mock(mock(topics))
+    }
+
+    /// The real broker with `topics` created, or None (the test skips, saying so) when
+    /// `VELO_KAFKA_BOOTSTRAP` is not set.
+    pub fn real(test: &str, topics: &[(&str, i32)]) -> Option<Self> {
+        let Ok(bootstrap) = std::env::var("VELO_KAFKA_BOOTSTRAP") else {
+            eprintln!(
+                "skipping {test}: it needs a real Kafka broker; start one with \
+                 `ci/kafka/broker start` and set VELO_KAFKA_BOOTSTRAP=127.0.0.1:39092"
+            );
+            return None;
+        };
+        let prefix = format!(
+            "t{}-{}-{}",
+            std::process::id(),
+            CLUSTERS.fetch_add(1, Ordering::SeqCst),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        );
+        let cluster = Cluster::Real { bootstrap, prefix };
+        cluster.create_topics(topics);
+        Some(cluster)
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        match self {
+            Cluster::Mock(m) => m.bootstrap_servers(),
+            Cluster::Real { bootstrap, .. } => bootstrap,
+        }
+    }
+
+    /// The name of this test's topic or group `base`.
+    pub fn name(&self, base: &str) -> String {
+        match self {
+            Cluster::Mock(_) => base.to_string(),
+            Cluster::Real { prefix, .. } => format!("{prefix}-{base}"),
+        }
+    }
+
+    fn create_topics(&self, topics: &[(&str, i32)]) {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .expect("admin client");
+        let names: Vec<String> = topics.iter().map(|(t, _)| self.name(t)).collect();
+        let new: Vec<NewTopic<'_>> = names
+            .iter()
+            .zip(topics)
+            .map(|(n, (_, p))| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
+            .collect();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let results = runtime
+            .block_on(admin.create_topics(&new, &AdminOptions::new()))
+            .expect("create topics");
+        for r in results {
+            r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+        }
+        // Wait until the broker serves every partition's leader.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for (name, (_, partitions)) in names.iter().zip(topics) {
+            loop {
+                let metadata = admin
+                    .inner()
+                    .fetch_metadata(Some(name), Duration::from_secs(5))
+                    .expect("metadata");
+                let ready = metadata.topics().first().is_some_and(|t| {
+                    t.partitions().len() == *partitions as usize
+                        && t.partitions().iter().all(|p| p.leader() >= 0)
+                });
+                if ready {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "topic {name} never became ready");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// The velo-sql server running the app in `dir/app.sql` with its state in `dir/state`,
+/// checkpointing every `interval`; its log goes to `dir/server.log`.
+pub fn spawn_server(
+    dir: &std::path::Path,
+    bootstrap: &str,
+    partitions: usize,
+    interval: &str,
+) -> std::process::Child {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("log file");
+    std::process::Command::new(env!("CARGO_BIN_EXE_velo-sql"))
+        .args(["deploy-app", "--brokers", bootstrap, "--partitions"])
+        .arg(partitions.to_string())
+        .arg("--file")
+        .arg(dir.join("app.sql"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--checkpoint-interval", interval])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::from(log))
+        .spawn()
+        .expect("velo-sql starts")
+}
+
+/// What the server of [`spawn_server`] logged so far.
+pub fn server_log(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
 }
 
 /// A one-broker mock cluster with `topics` (name, partitions).

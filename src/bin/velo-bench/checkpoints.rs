@@ -80,6 +80,7 @@ fn measure(
                 thread.submit(Pending {
                     epoch,
                     source: None,
+                    output_committed: epoch.checked_sub(1),
                     partitions,
                     since,
                 })?;

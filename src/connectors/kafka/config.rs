@@ -27,6 +27,7 @@ const OWN_KEYS: &[&str] = &[
     "commit.interval",
     "partitions",
     "delivery",
+    "transactional.id",
 ];
 
 /// Where a connector finds the brokers when its WITH keys do not say.

@@ -5,6 +5,7 @@ pub mod config;
 pub mod mock;
 pub mod sink;
 pub mod source;
+pub mod transactions;
 
 pub use config::{client_config, topic_of, KafkaDefaults};
 pub use mock::MockKafka;

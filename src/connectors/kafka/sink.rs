@@ -2,7 +2,8 @@
 //! GROUP BY columns; an EMIT CHANGES delete becomes a tombstone. librdkafka retries failed
 //! sends; a message that still fails fails the job at the next flush or progress check, never
 //! silently. Every message is numbered, so the job can commit source offsets as soon as the
-//! messages before them are acknowledged, without stopping to flush.
+//! messages before them are acknowledged, without stopping to flush. With
+//! `'<name>.delivery' = 'exactly_once'` the producer is transactional (see `transactions`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +19,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
 
 use super::source::kafka_error;
+use super::transactions::Transactions;
 use crate::connectors::avro::{AvroEncoder, AvroFormat};
-use crate::connectors::sink::{Sink, SinkProgress};
+use crate::connectors::sink::{CommittedOutput, Sink, SinkProgress};
 use crate::error::{Result, VeloError};
 use crate::exec::change::is_delete;
 
@@ -95,23 +97,39 @@ pub struct KafkaSink {
     avro: Option<AvroEncoder>,
     /// Messages sent so far; the next one's number.
     written: u64,
+    /// Exactly-once delivery: one transaction per checkpoint epoch.
+    transactions: Option<Transactions>,
 }
 
 impl KafkaSink {
     /// Connects a producer with `client` settings (acks=all unless they say otherwise); rows
-    /// are written as Avro when `avro` is set, else as JSON.
+    /// are written as Avro when `avro` is set, else as JSON; in transactions of
+    /// `transactional_id` when it is set.
     pub fn create(
         name: &str,
         topic: &str,
         client: &BTreeMap<String, String>,
         key_fields: &[String],
         avro: Option<&AvroFormat>,
+        transactional_id: Option<&str>,
     ) -> Result<Self> {
         let mut config = ClientConfig::new();
         config.set("acks", "all");
         for (k, v) in client {
             config.set(k, v);
         }
+        let transactions = match transactional_id {
+            Some(id) => {
+                config.set("transactional.id", id);
+                Some(Transactions::new(
+                    name,
+                    topic,
+                    &format!("{id}.marker"),
+                    &config,
+                )?)
+            }
+            None => None,
+        };
         let producer = config
             .create_with_context(DeliveryTracker::default())
             .map_err(|e| kafka_error(&format!("creating the producer of '{name}'"), e))?;
@@ -123,6 +141,7 @@ impl KafkaSink {
             payload: Vec::new(),
             avro: avro.map(AvroEncoder::new).transpose()?,
             written: 0,
+            transactions,
         })
     }
 
@@ -196,6 +215,71 @@ impl KafkaSink {
 
 impl Sink for KafkaSink {
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        if let Some(t) = self.transactions.as_mut() {
+            t.check_open()?;
+            if t.holds() {
+                t.hold(batch);
+                return Ok(());
+            }
+        }
+        self.send_batch(batch)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.producer.flush(FLUSH_TIMEOUT).map_err(|e| {
+            kafka_error(
+                &format!("sink '{}' waiting for acknowledgements", self.name),
+                e,
+            )
+        })?;
+        self.check_failures()
+    }
+
+    fn progress(&mut self) -> Result<Option<SinkProgress>> {
+        self.check_failures()?;
+        Ok(Some(SinkProgress {
+            written: self.written,
+            acknowledged: self.producer.context().settled().prefix,
+        }))
+    }
+
+    fn seal_epoch(&mut self, epoch: u64) -> Result<()> {
+        match self.transactions.as_mut() {
+            Some(t) => t.seal(epoch),
+            None => Ok(()),
+        }
+    }
+
+    fn commit_epoch(&mut self, epoch: u64) -> Result<()> {
+        self.check_failures()?;
+        let Some(t) = self.transactions.as_mut() else {
+            return Ok(());
+        };
+        let held = t.commit(&self.producer, epoch)?;
+        for batch in &held {
+            self.send_batch(batch)?;
+        }
+        Ok(())
+    }
+
+    fn begin_epochs(&mut self, _restored: Option<u64>, _next: u64) -> Result<()> {
+        match self.transactions.as_mut() {
+            Some(t) => t.begin(&self.producer),
+            None => Ok(()),
+        }
+    }
+
+    fn recover(&mut self) -> Result<CommittedOutput> {
+        match self.transactions.as_mut() {
+            Some(t) => t.recover(&self.producer),
+            None => Ok(CommittedOutput::Untracked),
+        }
+    }
+}
+
+impl KafkaSink {
+    /// Sends one batch's rows, as tombstones for a delete batch.
+    fn send_batch(&mut self, batch: &RecordBatch) -> Result<()> {
         let keys = self.keys(batch)?;
         let key = |row: usize| keys.as_ref().map(|k| k[row].as_str());
         if is_delete(batch) && keys.is_some() {
@@ -233,26 +317,6 @@ impl Sink for KafkaSink {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<()> {
-        self.producer.flush(FLUSH_TIMEOUT).map_err(|e| {
-            kafka_error(
-                &format!("sink '{}' waiting for acknowledgements", self.name),
-                e,
-            )
-        })?;
-        self.check_failures()
-    }
-
-    fn progress(&mut self) -> Result<Option<SinkProgress>> {
-        self.check_failures()?;
-        Ok(Some(SinkProgress {
-            written: self.written,
-            acknowledged: self.producer.context().settled().prefix,
-        }))
-    }
-}
-
-impl KafkaSink {
     /// Fails if librdkafka gave up on any message.
     fn check_failures(&self) -> Result<()> {
         let context = self.producer.context();
