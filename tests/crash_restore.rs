@@ -23,7 +23,7 @@ const RECORDS: i64 = 12_000;
 
 /// The velo-sql server running the app in `dir` with its state in `dir/state`.
 fn spawn(dir: &Path, bootstrap: &str, partitions: usize) -> Child {
-    kafka_support::spawn_server(dir, bootstrap, partitions, "150ms")
+    kafka_support::spawn_server(dir, bootstrap, partitions, "150ms", "server")
 }
 
 /// Record `i` of the input: key `K{i % 40}`, quantity `i % 13`, one second apart.
@@ -101,7 +101,7 @@ fn assert_killed_while_reading(log: &str) {
 }
 
 fn log_of(dir: &Path) -> String {
-    kafka_support::server_log(dir)
+    kafka_support::server_log(dir, "server")
 }
 
 #[test]

@@ -47,11 +47,11 @@ fn copy_app(kafka: &Cluster) -> String {
 
 /// velo-sql running the app in `dir`, checkpointing every `interval`.
 fn spawn(dir: &Path, bootstrap: &str, interval: &str) -> Child {
-    kafka_support::spawn_server(dir, bootstrap, 2, interval)
+    kafka_support::spawn_server(dir, bootstrap, 2, interval, "server")
 }
 
 fn log_of(dir: &Path) -> String {
-    kafka_support::server_log(dir)
+    kafka_support::server_log(dir, "server")
 }
 
 /// How many times each id was read.
@@ -138,6 +138,7 @@ fn a_broker_that_loses_the_commit_marker_is_refused_on_restart_instead_of_doubli
                 location: dir.path().to_str().expect("path").to_string(),
                 interval: Duration::from_millis(100),
                 reset: false,
+                ..StateOptions::at("")
             }),
         };
         let stop = Arc::new(AtomicBool::new(false));

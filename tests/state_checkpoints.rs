@@ -36,6 +36,7 @@ fn options(bootstrap: &str, state: &Path, reset: bool) -> AppOptions {
             location: state.to_str().expect("path").to_string(),
             interval: Duration::from_millis(100),
             reset,
+            ..StateOptions::at("")
         }),
     }
 }

@@ -99,12 +99,13 @@ fn run(args: Args) -> Result<(), VeloError> {
             n => format!(", {n} late"),
         };
         eprintln!(
-            "{}: {} records in, {} out, {} errors{late}, {} partitions, {:.3}s, {:.0} rec/s",
+            "{}: {} records in, {} out, {} errors{late}, {} partitions{}, {:.3}s, {:.0} rec/s",
             summary.job,
             summary.records_in,
             summary.records_out,
             summary.errors,
             summary.partitions,
+            summary.state_counts(),
             summary.seconds,
             summary.rate()
         );

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use velostream::job::durable::DEFAULT_CHECKPOINT_INTERVAL;
+use velostream::job::durable::{
+    default_instance, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_LEASE_TIMEOUT,
+};
 use velostream::job::StateOptions;
 use velostream::server::{deploy_app, start_mock_kafka, stop_on_signal, AppOptions};
 use velostream::sql::properties::parse_positive_duration;
@@ -50,6 +52,15 @@ enum Command {
         /// Start with empty state even where a checkpoint exists (needed after a plan change).
         #[arg(long)]
         reset_state: bool,
+        /// This instance's name in the job leases of --state-dir (default: host and process
+        /// id). Give each instance its own, stable across restarts, so a restarted instance
+        /// takes its jobs back at once.
+        #[arg(long)]
+        instance_id: Option<String>,
+        /// How long a job's lease outlives its holder: a standby takes the job over that long
+        /// after the holder stopped renewing (default 10s).
+        #[arg(long)]
+        lease_timeout: Option<String>,
     },
 }
 
@@ -79,7 +90,17 @@ fn run(args: Args) -> Result<ExitCode, VeloError> {
         state_dir,
         checkpoint_interval,
         reset_state,
+        instance_id,
+        lease_timeout,
     } = args.command;
+    let lease_timeout = match lease_timeout.as_deref() {
+        Some(text) => parse_positive_duration(text).ok_or_else(|| {
+            VeloError::Config(format!(
+                "--lease-timeout must be a positive duration such as 10s, got '{text}'"
+            ))
+        })?,
+        None => DEFAULT_LEASE_TIMEOUT,
+    };
     let interval = match checkpoint_interval.as_deref() {
         Some(text) => parse_positive_duration(text).ok_or_else(|| {
             VeloError::Config(format!(
@@ -88,15 +109,18 @@ fn run(args: Args) -> Result<ExitCode, VeloError> {
         })?,
         None => DEFAULT_CHECKPOINT_INTERVAL,
     };
-    if state_dir.is_none() && (checkpoint_interval.is_some() || reset_state) {
+    let state_flags = checkpoint_interval.is_some() || reset_state || instance_id.is_some();
+    if state_dir.is_none() && state_flags {
         return Err(VeloError::Config(
-            "--checkpoint-interval and --reset-state need --state-dir".into(),
+            "--checkpoint-interval, --reset-state and --instance-id need --state-dir".into(),
         ));
     }
     let state = state_dir.map(|location| StateOptions {
-        location,
         interval,
         reset: reset_state,
+        instance: instance_id.unwrap_or_else(default_instance),
+        lease_timeout,
+        ..StateOptions::at(&location)
     });
     let sql = std::fs::read_to_string(&file)
         .map_err(|e| VeloError::Config(format!("cannot read {}: {e}", file.display())))?;
@@ -132,8 +156,12 @@ fn run(args: Args) -> Result<ExitCode, VeloError> {
                     )
                 });
                 eprintln!(
-                    "{job}: {} records in, {} out, {} errors, {:.3}s{checkpoints}",
-                    s.records_in, s.records_out, s.errors, s.seconds
+                    "{job}: {} records in, {} out, {} errors{}, {:.3}s{checkpoints}",
+                    s.records_in,
+                    s.records_out,
+                    s.errors,
+                    s.state_counts(),
+                    s.seconds
                 )
             }
             Err(e) => {

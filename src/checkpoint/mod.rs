@@ -7,6 +7,7 @@
 //! checksums, does not count: the one before it is used. The newest `KEEP` checkpoints are
 //! kept; a file is deleted only when no kept manifest lists it.
 
+pub mod lease;
 pub mod manifest;
 pub mod store;
 pub mod writer;

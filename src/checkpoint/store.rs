@@ -116,6 +116,35 @@ impl StateStore {
         Ok(())
     }
 
+    /// Writes `bytes` at `relative` only if nothing is there (false: something was); as
+    /// atomic and durable as [`Self::put`].
+    pub fn put_new(&self, relative: &str, bytes: Vec<u8>) -> Result<bool> {
+        let path = self.path(relative);
+        let options = object_store::PutOptions {
+            mode: object_store::PutMode::Create,
+            ..Default::default()
+        };
+        let put = self.runtime.block_on(self.store.put_opts(
+            &path,
+            PutPayload::from(Bytes::from(bytes)),
+            options,
+        ));
+        match put {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => return Ok(false),
+            Err(e) => return Err(store_error(&format!("creating {relative}"), e)),
+        }
+        if let Some(dir) = &self.local_root {
+            let file = dir.join(relative);
+            for p in [Some(file.as_path()), file.parent()].into_iter().flatten() {
+                std::fs::File::open(p)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| VeloError::io(format!("syncing {}", p.display()), e))?;
+            }
+        }
+        Ok(true)
+    }
+
     /// The bytes at `relative`, or None when there is no such object.
     pub fn get(&self, relative: &str) -> Result<Option<Vec<u8>>> {
         let path = self.path(relative);

@@ -4,23 +4,28 @@
 //! - EMIT FINAL keeps vectorized `GroupsAccumulator`s and emits every group at end of input.
 //! - EMIT CHANGES keeps one `Accumulator` per (group, aggregate), because each input record must
 //!   emit its group's row as of that record, and `Accumulator::evaluate` does not consume state.
+//! - With `'state.ttl'`, a group idle for the TTL is dropped (see `expiry`): EMIT FINAL emits
+//!   its final row then, EMIT CHANGES a delete of its key.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatchOptions};
+use arrow::array::AsArray;
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatchOptions};
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::change::mark_delete;
+use super::expiry::{Expiry, UpdateTimes};
 use super::group_table::{Aggregates, GroupTable};
+use super::input::now_millis;
 use super::operator::{evaluate, evaluate_predicate, Operator};
 use super::shard::KeyShard;
 use super::snapshot::{column, owned_rows, with_column, OperatorState};
 use crate::error::Result;
 use crate::sql::script::EmitMode;
-use crate::sql::AggregatePlan;
+use crate::sql::{AggregatePlan, TtlClock};
 
 /// The aggregates of a plan, keyed by the first `key_count` fields of its output schema.
 pub fn aggregates_of(plan: &AggregatePlan, key_fields: &[usize]) -> Aggregates {
@@ -144,6 +149,10 @@ pub struct GroupByAggregator {
     per_record: bool,
     /// EMIT CHANGES with HAVING: whether each group's last emitted row passed HAVING.
     passing: Vec<bool>,
+    /// `'state.ttl'`: each group's last update.
+    expiry: Option<Expiry>,
+    /// Each input row's event time, for a TTL on event time.
+    time_expr: Option<Arc<dyn PhysicalExpr>>,
 }
 
 impl GroupByAggregator {
@@ -161,7 +170,86 @@ impl GroupByAggregator {
             input_schema,
             per_record,
             passing: Vec::new(),
+            expiry: plan.ttl.map(Expiry::new),
+            time_expr: plan.time_expr.clone(),
         })
+    }
+
+    /// Records when the last update's groups were seen (`batch` is its input); on
+    /// processing time, drops the idle groups if a sweep is due.
+    fn track_idle(&mut self, batch: &RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let Some(mut expiry) = self.expiry.take() else {
+            return Ok(());
+        };
+        let result = self.touch_and_sweep(&mut expiry, batch, out);
+        self.expiry = Some(expiry);
+        result
+    }
+
+    fn touch_and_sweep(
+        &mut self,
+        expiry: &mut Expiry,
+        batch: &RecordBatch,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        let (groups, n) = (self.table.group_indices(), self.table.len());
+        match (expiry.clock(), &self.time_expr) {
+            (TtlClock::Event, Some(time)) => {
+                let times = arrow::compute::cast(&evaluate(time, batch)?, &DataType::Int64)?;
+                let times = times.as_primitive::<Int64Type>();
+                expiry.touch(groups, n, UpdateTimes::Each(times));
+                Ok(())
+            }
+            (TtlClock::Event, None) => Err(crate::error::VeloError::Execution(
+                "a state.ttl on event time has no event time column".into(),
+            )),
+            (TtlClock::Processing, _) => {
+                let now = now_millis();
+                expiry.touch(groups, n, UpdateTimes::All(now));
+                self.expire(expiry, now, out)
+            }
+        }
+    }
+
+    /// Drops the groups idle for the TTL at clock `now`: EMIT FINAL emits their rows, EMIT
+    /// CHANGES deletes their keys. The table is rebuilt from a snapshot of the groups kept.
+    fn expire(&mut self, expiry: &mut Expiry, now: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let Some(keep) = expiry.sweep(now) else {
+            return Ok(());
+        };
+        let rows = with_passing(&self.table.snapshot(&self.aggregates)?, &self.passing)?;
+        let kept = filter_record_batch(&rows, &keep)?;
+        let gone = filter_record_batch(&rows, &arrow::compute::not(&keep)?)?;
+        self.table = GroupTable::new(&self.aggregates, self.per_record)?;
+        self.table.restore(&self.aggregates, &kept)?;
+        self.passing = passing_of(&kept, "GROUP BY")?;
+        expiry.retain(&keep);
+        let mut idle = GroupTable::new(&self.aggregates, self.per_record)?;
+        idle.restore(&self.aggregates, &gone)?;
+        let (mut columns, values) = idle.evaluate_all()?;
+        columns.extend(values);
+        let rows = output_batch(&self.output_schema, columns, gone.num_rows())?;
+        let rows = match (self.per_record, &self.having) {
+            (false, having) => apply_having(rows, having.as_ref())?,
+            // A key whose last row failed HAVING was already deleted downstream.
+            (true, Some(_)) => {
+                let emitted: BooleanArray = passing_of(&gone, "GROUP BY")?
+                    .into_iter()
+                    .map(Some)
+                    .collect();
+                mark_delete(filter_record_batch(&rows, &emitted)?)
+            }
+            (true, None) => mark_delete(rows),
+        };
+        tracing::debug!(
+            expired = gone.num_rows(),
+            kept = kept.num_rows(),
+            "state.ttl dropped idle groups"
+        );
+        if rows.num_rows() > 0 {
+            out.push(rows);
+        }
+        Ok(())
     }
 }
 
@@ -175,7 +263,8 @@ impl Operator for GroupByAggregator {
         let inputs = self.aggregates.inputs(&batch)?;
         let n = batch.num_rows();
         if !self.per_record {
-            return self.table.update(&key_columns, n, &inputs);
+            self.table.update(&key_columns, n, &inputs)?;
+            return self.track_idle(&batch, out);
         }
         let values = self.table.update_per_record(&key_columns, n, &inputs)?;
         let mut columns = key_columns;
@@ -187,7 +276,30 @@ impl Operator for GroupByAggregator {
             self.table.group_indices(),
             &mut self.passing,
             out,
-        )
+        )?;
+        self.track_idle(&batch, out)
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        // The end of a bounded input moves the watermark to the end of time: the stream
+        // ended, its keys did not go idle.
+        if watermark == i64::MAX {
+            return Ok(());
+        }
+        let Some(mut expiry) = self.expiry.take() else {
+            return Ok(());
+        };
+        let now = match expiry.clock() {
+            TtlClock::Event => watermark,
+            TtlClock::Processing => now_millis(),
+        };
+        let result = self.expire(&mut expiry, now, out);
+        self.expiry = Some(expiry);
+        result
+    }
+
+    fn expired_count(&self) -> u64 {
+        self.expiry.as_ref().map_or(0, |e| e.expired)
     }
 
     fn on_end_of_input(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
@@ -218,7 +330,10 @@ impl Operator for GroupByAggregator {
 
     fn snapshot(&mut self) -> Result<Option<OperatorState>> {
         let rows = self.table.snapshot(&self.aggregates)?;
-        let rows = with_passing(&rows, &self.passing)?;
+        let mut rows = with_passing(&rows, &self.passing)?;
+        if let Some(expiry) = &self.expiry {
+            rows = expiry.with_seen(&rows)?;
+        }
         Ok(Some(OperatorState {
             rows,
             scalars: Default::default(),
@@ -232,6 +347,9 @@ impl Operator for GroupByAggregator {
         };
         self.table.restore(&self.aggregates, &rows)?;
         self.passing = passing_of(&rows, "GROUP BY")?;
+        if let Some(expiry) = self.expiry.as_mut() {
+            expiry.restore(&rows);
+        }
         Ok(())
     }
 

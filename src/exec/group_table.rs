@@ -262,17 +262,21 @@ impl GroupTable {
         Ok(())
     }
 
-    /// Every group's key columns and aggregate results; the table is left empty of results
-    /// (vectorized tables only).
+    /// Every group's key columns and aggregate results. A vectorized table is left empty of
+    /// results; an EMIT CHANGES table goes on as before.
     pub fn evaluate_all(&mut self) -> Result<(Vec<ArrayRef>, Vec<ArrayRef>)> {
         let keys = self.keys.all_keys()?;
-        let Accumulators::Vectorized(accs) = &mut self.accumulators else {
-            return Ok((keys, Vec::new()));
+        let num_groups = self.keys.len();
+        let values = match &mut self.accumulators {
+            Accumulators::Vectorized(accs) => accs
+                .iter_mut()
+                .map(|a| Ok(a.evaluate(EmitTo::All)?))
+                .collect::<Result<Vec<_>>>()?,
+            Accumulators::Changes(accs) => accs
+                .iter_mut()
+                .map(|a| a.evaluate(num_groups))
+                .collect::<Result<Vec<_>>>()?,
         };
-        let values = accs
-            .iter_mut()
-            .map(|a| Ok(a.evaluate(EmitTo::All)?))
-            .collect::<Result<Vec<_>>>()?;
         Ok((keys, values))
     }
 

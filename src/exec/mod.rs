@@ -6,6 +6,7 @@ pub mod analytic;
 pub mod change;
 pub mod engine;
 pub mod event_time;
+pub mod expiry;
 pub mod group_keys;
 pub mod group_table;
 pub mod input;

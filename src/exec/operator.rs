@@ -48,6 +48,11 @@ pub trait Operator: Send {
         0
     }
 
+    /// Groups dropped for being idle longer than `'state.ttl'`.
+    fn expired_count(&self) -> u64 {
+        0
+    }
+
     /// Late records kept for the dead-letter sink (with a `_late_reason` column), taken once.
     fn take_dead_letters(&mut self) -> Vec<RecordBatch> {
         Vec::new()

@@ -123,6 +123,11 @@ impl QueryProcessor {
         self.operators.iter().map(|o| o.late_count()).sum()
     }
 
+    /// Groups dropped by `'state.ttl'`, over all operators.
+    pub fn expired_keys(&self) -> u64 {
+        self.operators.iter().map(|o| o.expired_count()).sum()
+    }
+
     /// Late records to write to the dead-letter sink (each with a `_late_reason`).
     pub fn take_dead_letters(&mut self) -> Vec<RecordBatch> {
         self.operators

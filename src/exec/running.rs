@@ -275,6 +275,47 @@ impl ChangeAccumulator {
     }
 }
 
+impl ChangeAccumulator {
+    /// Every group's current value (`num_groups` of them), as [`Self::update`] last returned
+    /// it for each.
+    pub fn evaluate(&mut self, num_groups: usize) -> Result<ArrayRef> {
+        match self {
+            ChangeAccumulator::Unset(function) => Ok(arrow::array::new_null_array(
+                function.field().data_type(),
+                num_groups,
+            )),
+            ChangeAccumulator::Running(Running::Avg(state, seen)) => {
+                let values: PrimitiveArray<Float64Type> = (0..num_groups)
+                    .map(|g| match (state.get(g), seen.get(g)) {
+                        (Some((sum, n)), Some(true)) => Some(sum / *n as f64),
+                        _ => None,
+                    })
+                    .collect();
+                Ok(Arc::new(values))
+            }
+            // The other running forms keep the value itself.
+            ChangeAccumulator::Running(running) => {
+                let (_, mut columns) = running_state(running, num_groups);
+                Ok(columns.swap_remove(0))
+            }
+            ChangeAccumulator::PerGroup { function, groups } => {
+                while groups.len() < num_groups {
+                    groups.push(function.create_accumulator()?);
+                }
+                if num_groups == 0 {
+                    return Ok(arrow::array::new_empty_array(function.field().data_type()));
+                }
+                let values = groups
+                    .iter_mut()
+                    .take(num_groups)
+                    .map(|acc| Ok(acc.evaluate()?))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(ScalarValue::iter_to_array(values)?)
+            }
+        }
+    }
+}
+
 /// The state columns of a running aggregate, and its name in a checkpoint.
 fn running_state(running: &Running, num_groups: usize) -> (&'static str, Vec<ArrayRef>) {
     fn valid(seen: &[bool], n: usize) -> Option<NullBuffer> {

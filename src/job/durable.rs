@@ -19,12 +19,14 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::BaseConsumer;
 
+use crate::checkpoint::lease::{Acquired, JobLease};
 use crate::checkpoint::manifest::plan_change;
 use crate::checkpoint::writer::{CheckpointThread, Pending, Written};
 use crate::checkpoint::{Checkpoints, SourcePosition, StateStore};
 use crate::connectors::kafka::KafkaSource;
 use crate::connectors::{CommittedOutput, Sink};
 use crate::error::{Result, VeloError};
+use crate::exec::input::now_millis;
 use crate::exec::processor::QueryProcessor;
 use crate::exec::snapshot::{PartitionStates, RestoredStates};
 use crate::sql::PlannedQuery;
@@ -45,6 +47,74 @@ pub struct StateOptions {
     pub interval: Duration,
     /// Ignore existing checkpoints (after a plan change) instead of refusing to start.
     pub reset: bool,
+    /// This instance's name in job leases (`--instance-id`): a restarted instance of the
+    /// same name takes its lease back at once.
+    pub instance: String,
+    /// A lease not renewed for this long goes to a standby (`--lease-timeout`).
+    pub lease_timeout: Duration,
+}
+
+impl StateOptions {
+    /// Settings for `location` with the default interval and lease timeout, and an instance
+    /// name of this host and process.
+    pub fn at(location: &str) -> Self {
+        StateOptions {
+            location: location.to_string(),
+            interval: DEFAULT_CHECKPOINT_INTERVAL,
+            reset: false,
+            instance: default_instance(),
+            lease_timeout: DEFAULT_LEASE_TIMEOUT,
+        }
+    }
+}
+
+/// How long a job's lease outlives its holder's last renewal unless `--lease-timeout` says.
+pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// This host and process, as an instance name.
+pub fn default_instance() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Waits until this instance holds job `job`'s lease (None: `stopped` said stop first).
+pub fn take_lease(
+    job: &str,
+    options: &StateOptions,
+    stopped: &dyn Fn() -> bool,
+) -> Result<Option<JobLease>> {
+    let store = StateStore::open(&options.location)?;
+    let mut lease = JobLease::new(store, job, &options.instance, options.lease_timeout);
+    let mut announced = false;
+    loop {
+        match lease.try_acquire(now_millis())? {
+            Acquired::Held => {
+                tracing::info!(job, instance = %options.instance, lease = %lease.location(), "holding the job's lease");
+                return Ok(Some(lease));
+            }
+            Acquired::HeldBy(holder) => {
+                if !announced {
+                    announced = true;
+                    tracing::info!(
+                        job,
+                        holder = %holder.owner,
+                        lease = %lease.location(),
+                        "standby: another instance runs this job; waiting for its lease"
+                    );
+                }
+            }
+        }
+        if stopped() {
+            return Ok(None);
+        }
+        std::thread::sleep(
+            (options.lease_timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1)),
+        );
+    }
 }
 
 /// What a checkpointing job starts from.

@@ -12,8 +12,10 @@ use super::durable::{CheckpointTrigger, StateOptions};
 use super::kafka::Barrier;
 use super::output::{record_bad, DeadLetterFile, Deliveries};
 use super::JobSummary;
+use crate::checkpoint::lease::JobLease;
 use crate::connectors::kafka::{KafkaSource, KafkaSourceConfig};
 use crate::error::Result;
+use crate::exec::input::now_millis;
 use crate::partition::{run_partitioned, InputEvent, PartitionOptions, PartitionStats};
 use crate::sql::PlannedQuery;
 
@@ -28,6 +30,9 @@ pub(super) struct KafkaInput<'a> {
     pub barriers: Option<Sender<Barrier>>,
     /// Durable state, with the job's checkpoint interval.
     pub durable: Option<StateOptions>,
+    /// The job's lease (with durable state): renewed while the job reads, given up when it
+    /// stops.
+    pub lease: Option<JobLease>,
     pub dead_letter: &'a Mutex<DeadLetterFile>,
 }
 
@@ -46,10 +51,12 @@ pub(super) fn run_kafka(
         source,
         barriers,
         durable,
+        mut lease,
         dead_letter,
     } = input;
     let mut barrier = 0u64;
     let mut late_records = 0;
+    let mut expired_keys = 0;
     tracing::info!(job = %id, topic = %config.topic, "reading Kafka");
     loop {
         // With durable state, (re)start from the latest checkpoint: its state, and its
@@ -81,6 +88,9 @@ pub(super) fn run_kafka(
             || {
                 if let Some(event) = queued.pop_front() {
                     return Ok(Some(event));
+                }
+                if let Some(lease) = lease.as_mut() {
+                    lease.renew(now_millis())?;
                 }
                 if stopped() {
                     // A last checkpoint, so that a restart resumes exactly here.
@@ -140,9 +150,16 @@ pub(super) fn run_kafka(
             |d| deliveries.deliver(d),
         )?;
         late_records += stats.late_records;
+        expired_keys += stats.expired_keys;
         if revoked.is_empty() {
+            if let (Some(lease), Some(writer)) = (lease.as_mut(), deliveries.checkpoints.as_mut()) {
+                // The last checkpoint is durable before a standby may take over.
+                writer.finish(deliveries.output.sink.as_mut())?;
+                lease.release()?;
+            }
             return Ok(PartitionStats {
                 late_records,
+                expired_keys,
                 ..stats
             });
         }

@@ -75,6 +75,10 @@ pub struct JobSummary {
     pub bad_records: Vec<BadRecord>,
     /// Records dropped for arriving after their window closed (plus allowed lateness).
     pub late_records: u64,
+    /// Groups dropped for being idle longer than `'state.ttl'`.
+    pub expired_keys: u64,
+    /// Groups held in state when the job ended.
+    pub state_keys: u64,
     /// Partition workers the job ran on.
     pub partitions: usize,
     /// The source's partitions fed the workers directly (see `'<src>.key.field'`).
@@ -86,6 +90,18 @@ pub struct JobSummary {
 }
 
 impl JobSummary {
+    /// The state part of a summary line: keys held and keys expired, where there are any.
+    pub fn state_counts(&self) -> String {
+        let mut text = String::new();
+        if self.state_keys > 0 {
+            text.push_str(&format!(", {} state keys", self.state_keys));
+        }
+        if self.expired_keys > 0 {
+            text.push_str(&format!(", {} expired by state.ttl", self.expired_keys));
+        }
+        text
+    }
+
     /// Input records per second.
     pub fn rate(&self) -> f64 {
         if self.seconds > 0.0 {
@@ -475,6 +491,8 @@ impl PlannedScript {
                             records_out = s.records_out,
                             errors = s.errors,
                             late = s.late_records,
+                            state_keys = s.state_keys,
+                            expired_keys = s.expired_keys,
                             seconds = s.seconds,
                             "job stopped"
                         ),
@@ -513,6 +531,31 @@ fn run_job(
     let started = Instant::now();
     let plan = job.plan;
     let id = plan.id.clone();
+    let stop = options.stop.clone();
+    let stopped = move || stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+    // Durable state covers Kafka jobs; a file job reads its files again from the start.
+    let durable = match (&job.input, &options.state) {
+        (JobInput::Kafka(_), Some(state)) => Some(StateOptions {
+            interval: job.checkpoint_interval.unwrap_or(state.interval),
+            ..state.clone()
+        }),
+        _ => None,
+    };
+    // One instance at a time runs a job with durable state: wait for its lease before
+    // opening the sink or joining the consumer group.
+    let lease = match &durable {
+        Some(state) => match durable::take_lease(&id, state, &stopped)? {
+            Some(lease) => Some(lease),
+            None => {
+                let summary = JobSummary {
+                    job: id.clone(),
+                    ..Default::default()
+                };
+                return Ok((summary, None));
+            }
+        },
+        None => None,
+    };
     let mut dead_letter = DeadLetterFile::default();
     if let Some(p) = plan.properties.get("late.data.dlq.path") {
         dead_letter.open(std::path::Path::new(p))?;
@@ -555,14 +598,6 @@ fn run_job(
         }
         _ => None,
     };
-    // Durable state covers Kafka jobs; a file job reads its files again from the start.
-    let durable = match (&job.input, &options.state) {
-        (JobInput::Kafka(_), Some(state)) => Some(StateOptions {
-            interval: job.checkpoint_interval.unwrap_or(state.interval),
-            ..state.clone()
-        }),
-        _ => None,
-    };
     if durable.is_some() {
         // Restored state is split by key hash, whichever source partitions fed it.
         partitions.source_key.clear();
@@ -596,8 +631,6 @@ fn run_job(
             }
         }
     }
-    let stop = options.stop.clone();
-    let stopped = move || stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
     let stats = match &job.input {
         JobInput::Kafka(config) => {
             let Some(source) = kafka.as_mut() else {
@@ -608,6 +641,7 @@ fn run_job(
                 source,
                 barriers,
                 durable,
+                lease,
                 dead_letter: &dead_letter,
             };
             run_kafka(
@@ -707,6 +741,8 @@ fn run_job(
     summary.checkpoints = checkpoints.map(|w| w.stats);
     summary.records_out = output.records_out;
     summary.late_records = stats.late_records;
+    summary.expired_keys = stats.expired_keys;
+    summary.state_keys = stats.state_keys;
     summary.partitions = stats.partitions;
     summary.direct = stats.direct;
     if stats.direct {

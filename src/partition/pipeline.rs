@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use arrow::record_batch::RecordBatch;
 
 use super::router::{PartitionRouter, PartitionRun, Routing};
-use super::worker::{PartitionWorker, WorkerInput, WorkerOutput};
+use super::worker::{PartitionWorker, WorkerInput, WorkerOutput, WorkerTotals};
 use crate::error::{Result, VeloError};
 use crate::exec::input::InputAdapter;
 use crate::exec::shard::KeyShard;
@@ -143,6 +143,10 @@ pub struct PartitionStats {
     pub epochs: u64,
     /// Records dropped as too late, over all workers.
     pub late_records: u64,
+    /// Groups dropped by `'state.ttl'`, over all workers.
+    pub expired_keys: u64,
+    /// Groups held when the run ended, over all workers.
+    pub state_keys: u64,
     /// Per-batch latency (routed → every worker's output delivered), median and 99th percentile.
     pub latency_p50: Duration,
     pub latency_p99: Duration,
@@ -346,7 +350,7 @@ where
     D: FnMut(Delivery) -> Result<()>,
 {
     let mut latencies: Vec<Duration> = Vec::new();
-    let mut late_records = 0;
+    let mut totals = WorkerTotals::default();
     let mut epochs = 0;
     loop {
         let mut finished = 0;
@@ -391,8 +395,10 @@ where
                 }
                 partitions.push(states);
             }
-            if let Some(late) = out.finished {
-                late_records += late;
+            if let Some(t) = out.finished {
+                totals.late_records += t.late_records;
+                totals.expired_keys += t.expired_keys;
+                totals.state_keys += t.state_keys;
                 finished += 1;
             }
         }
@@ -426,7 +432,9 @@ where
     };
     Ok(Collected {
         stats: PartitionStats {
-            late_records,
+            late_records: totals.late_records,
+            expired_keys: totals.expired_keys,
+            state_keys: totals.state_keys,
             latency_p50: percentile(50),
             latency_p99: percentile(99),
             ..Default::default()

@@ -45,8 +45,18 @@ pub(crate) struct WorkerOutput {
     /// A state checkpoint passed: the mark and this worker's state.
     pub snapshot: Option<(SnapshotMark, PartitionStates)>,
     pub started: Option<Instant>,
-    /// Set on the worker's last output (after end of input): its late-record count.
-    pub finished: Option<u64>,
+    /// Set on the worker's last output (after end of input): its counts.
+    pub finished: Option<WorkerTotals>,
+}
+
+/// What a worker counted over its run.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct WorkerTotals {
+    pub late_records: u64,
+    /// Groups dropped by `'state.ttl'`.
+    pub expired_keys: u64,
+    /// Groups held at the end.
+    pub state_keys: u64,
 }
 
 /// One partition of a query: an engine holding that partition's processor.
@@ -135,7 +145,14 @@ impl PartitionWorker {
                     checkpoint: None,
                     snapshot: None,
                     started: None,
-                    finished: Some(self.engine.processor(id)?.late_records()),
+                    finished: Some({
+                        let processor = self.engine.processor(id)?;
+                        WorkerTotals {
+                            late_records: processor.late_records(),
+                            expired_keys: processor.expired_keys(),
+                            state_keys: processor.state_size() as u64,
+                        }
+                    }),
                 })
             }
         }

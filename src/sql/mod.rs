@@ -8,6 +8,7 @@ pub mod planner;
 pub mod properties;
 pub mod script;
 pub mod source_text;
+pub mod ttl;
 pub mod udfs;
 pub mod window;
 
@@ -16,3 +17,4 @@ pub use properties::Properties;
 pub use script::{
     parse_script, ColumnDef, EmitMode, Script, Statement, StatementKind, WindowKind, WindowSpec,
 };
+pub use ttl::{StateTtl, TtlClock};

@@ -91,6 +91,10 @@ pub struct AggregatePlan {
     pub emit: EmitMode,
     /// The window, for a windowed aggregate.
     pub window: Option<WindowPlan>,
+    /// `'state.ttl'`: how long a key with no records is kept (GROUP BY without a window).
+    pub ttl: Option<crate::sql::StateTtl>,
+    /// The event time of an input row, for a TTL on event time.
+    pub time_expr: Option<Arc<dyn PhysicalExpr>>,
 }
 
 /// A query ready to deploy: what it reads, the stages, what it writes.
@@ -460,11 +464,24 @@ fn lower_plan(
         }
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
     })?;
-    let time_column = window.as_ref().map(|w| {
-        w.time_column
-            .clone()
-            .unwrap_or_else(|| "_event_time".to_string())
-    });
+    let ttl = crate::sql::ttl::state_ttl_settings(&stmt.properties)?;
+    if ttl.is_some() && window.is_some() {
+        return Err(VeloError::Config(
+            "'state.ttl' applies to a GROUP BY without a window: a window's state is dropped \
+             when the window closes"
+                .into(),
+        ));
+    }
+    // An event-time TTL runs on the watermark, which follows the records' event time.
+    let ttl_on_event_time = ttl.is_some_and(|t| t.clock == crate::sql::TtlClock::Event);
+    let time_column = match &window {
+        Some(w) => Some(
+            w.time_column
+                .clone()
+                .unwrap_or_else(|| "_event_time".to_string()),
+        ),
+        None => ttl_on_event_time.then(|| "_event_time".to_string()),
+    };
     if let Some(t) = &time_column {
         used.insert(t.clone());
         used.insert("_partition".to_string());
@@ -631,6 +648,8 @@ fn lower_plan(
                     output_schema: Arc::new(agg.schema.as_arrow().clone()),
                     emit,
                     window: window_plan,
+                    ttl,
+                    time_expr: time_expr.clone(),
                 }));
             }
             LogicalPlan::Distinct(Distinct::All(_)) => stages.push(PlanStage::Distinct),
@@ -694,6 +713,11 @@ fn lower_plan(
             }
             other => return Err(unsupported(other)),
         }
+    }
+    if ttl.is_some() && !stages.iter().any(|s| matches!(s, PlanStage::Aggregate(_))) {
+        return Err(VeloError::Config(
+            "'state.ttl' bounds the state of a GROUP BY, and this query has none".into(),
+        ));
     }
     let output_schema = Arc::new(plan.schema().as_arrow().clone());
     let watermark = match &time_expr {

@@ -295,18 +295,19 @@ impl Cluster {
     }
 }
 
-/// The velo-sql server running the app in `dir/app.sql` with its state in `dir/state`,
-/// checkpointing every `interval`; its log goes to `dir/server.log`.
+/// The velo-sql server `instance` running the app in `dir/app.sql` with its state in
+/// `dir/state`, checkpointing every `interval`; its log goes to `dir/<instance>.log`.
 pub fn spawn_server(
     dir: &std::path::Path,
     bootstrap: &str,
     partitions: usize,
     interval: &str,
+    instance: &str,
 ) -> std::process::Child {
     let log = std::fs::File::options()
         .create(true)
         .append(true)
-        .open(dir.join("server.log"))
+        .open(dir.join(format!("{instance}.log")))
         .expect("log file");
     std::process::Command::new(env!("CARGO_BIN_EXE_velo-sql"))
         .args(["deploy-app", "--brokers", bootstrap, "--partitions"])
@@ -316,15 +317,16 @@ pub fn spawn_server(
         .arg("--state-dir")
         .arg(dir.join("state"))
         .args(["--checkpoint-interval", interval])
+        .args(["--instance-id", instance, "--lease-timeout", "2s"])
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::from(log))
         .spawn()
         .expect("velo-sql starts")
 }
 
-/// What the server of [`spawn_server`] logged so far.
-pub fn server_log(dir: &std::path::Path) -> String {
-    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+/// What server `instance` of [`spawn_server`] logged so far.
+pub fn server_log(dir: &std::path::Path, instance: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{instance}.log"))).unwrap_or_default()
 }
 
 /// A one-broker mock cluster with `topics` (name, partitions).
