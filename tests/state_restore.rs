@@ -384,3 +384,57 @@ fn state_restored_and_checkpointed_again_at_each_width_stays_exact() {
     let rest = run(&plan, &input[10..], 4, Some(state), None, true).rows;
     assert_eq!(latest(&rest, &["symbol"]), latest(&whole, &["symbol"]));
 }
+
+/// Rows per key, in output order (widths interleave keys differently, never a key's rows).
+fn per_key(rows: &[serde_json::Value], key: &[&str]) -> BTreeMap<String, Vec<String>> {
+    let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in rows {
+        by_key
+            .entry(key_of(r, key))
+            .or_default()
+            .push(r.to_string());
+    }
+    by_key
+}
+
+#[test]
+fn analytic_functions_restore_at_another_width_with_the_rows_of_one_run() {
+    let plan = plan(
+        "SELECT symbol, quantity, \
+           ROW_NUMBER() OVER (PARTITION BY symbol ORDER BY ts) AS n, \
+           RANK() OVER (PARTITION BY symbol ORDER BY quantity) AS r, \
+           LAG(quantity, 2) OVER (PARTITION BY symbol ORDER BY ts) AS before2, \
+           SUM(quantity) OVER (PARTITION BY symbol ORDER BY ts) AS running, \
+           AVG(price) OVER (PARTITION BY symbol ORDER BY ts ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) AS recent \
+         FROM trades",
+    );
+    let input = trades();
+    let whole = run(&plan, &input, 1, None, None, true).rows;
+    for (before, after) in [(3, 2), (1, 4)] {
+        // Snapshot after batch 19 and stop there, as a checkpoint followed by a crash.
+        let first = run(&plan, &input[..20], before, None, Some(19), false);
+        let state = first.snapshot.expect("snapshot");
+        let second = run(&plan, &input[20..], after, Some(state), None, true);
+        let mut rows = first.rows;
+        rows.extend(second.rows);
+        assert_eq!(rows.len(), whole.len());
+        assert_eq!(
+            per_key(&rows, &["symbol"]),
+            per_key(&whole, &["symbol"]),
+            "{before} → {after} partitions"
+        );
+    }
+}
+
+#[test]
+fn lead_is_refused_a_checkpoint_with_the_reason() {
+    let plan = plan(
+        "SELECT symbol, LEAD(quantity) OVER (PARTITION BY symbol ORDER BY ts) AS next FROM trades",
+    );
+    let err = velostream::exec::processor::QueryProcessor::new(plan)
+        .expect("processor")
+        .snapshot()
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("LEAD cannot be checkpointed"), "{err}");
+}
