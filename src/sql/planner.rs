@@ -359,10 +359,44 @@ fn clean_message(msg: &str) -> String {
         .trim_start_matches("sql parser error: ")
         .trim_start_matches("Error during planning: ")
         .trim_start_matches("Schema error: ");
+    // An internal error is not the user's to report: keep what it says, not the plea.
+    let msg = msg
+        .split(". This issue was likely caused by a bug in DataFusion's code")
+        .next()
+        .unwrap_or(msg)
+        .trim_start_matches("Internal error: ");
     match msg.find(" at Line: ") {
         Some(at) => msg[..at].to_string(),
         None => msg.trim_end_matches("\")").to_string(),
     }
+}
+
+/// DataFusion's messages for a comparison of types that have no common type, as "cannot
+/// compare A with B", and the operator to point at.
+fn incompatible_comparison(message: &str) -> Option<(String, &'static str)> {
+    if let Some(rest) =
+        message.strip_prefix("Cannot infer common argument type for comparison operation ")
+    {
+        for (spaced, operator) in [
+            (" <= ", "<="),
+            (" >= ", ">="),
+            (" <> ", "<>"),
+            (" != ", "!="),
+            (" = ", "="),
+            (" < ", "<"),
+            (" > ", ">"),
+        ] {
+            if let Some((left, right)) = rest.split_once(spaced) {
+                return Some((format!("cannot compare {left} with {right}"), operator));
+            }
+        }
+    }
+    let rest = message.strip_prefix("Can not find compatible types to compare ")?;
+    let (left, right) = rest.split_once(" with ")?;
+    Some((
+        format!("cannot compare {left} with the IN list's {right}"),
+        "IN",
+    ))
 }
 
 /// Turns a DataFusion error into a SQL error at the best position we can find.
@@ -373,7 +407,8 @@ fn to_sql_error(
     candidates: &[String],
 ) -> VeloError {
     let text = e.to_string();
-    let mut message = clean_message(&text);
+    // The root cause, without the wrappers ("type_coercion caused by ...") around it.
+    let mut message = clean_message(&e.find_root().to_string());
     let mut position = None;
     if let Some(diag) = e.diagnostic() {
         if let Some(span) = diag.span.filter(|s| s.start.line > 0) {
@@ -420,6 +455,12 @@ fn to_sql_error(
         if position.is_none() {
             let text = SourceText::new(&stmt.query_sql);
             position = text.find_word(&name).map(|i| text.position(i));
+        }
+    } else if let Some((compared, operator)) = incompatible_comparison(&message) {
+        message = compared;
+        if position.is_none() {
+            let text = SourceText::new(&stmt.query_sql);
+            position = text.find_word(operator).map(|i| text.position(i));
         }
     } else if let Some(pos) = position_in_message(&text) {
         position = position.or(Some(pos));
@@ -524,11 +565,17 @@ fn lower_plan(
     // `restricted`: the columns the rows carry while they are still the scan's (plus analytic
     // columns appended after them); None once a projection or aggregate made new rows.
     let mut restricted: Option<Vec<usize>> = Some(keep.clone());
+    // A projection's columns as executed, where their types differ from the logical plan's
+    // (see `executed_schema`): the next node reads these, and if nothing reshapes the rows
+    // after it, so does the sink.
+    let mut executed: Option<DFSchema> = None;
+    let mut output_override: Option<SchemaRef> = None;
     for (i, node) in chain.iter().enumerate().skip(1) {
         let input = chain[i - 1];
-        let input_schema_df = match &restricted {
-            Some(k) => restrict_schema(input.schema(), k)?,
-            None => input.schema().as_ref().clone(),
+        let input_schema_df = match (&restricted, executed.take()) {
+            (_, Some(schema)) => schema,
+            (Some(k), None) => restrict_schema(input.schema(), k)?,
+            (None, None) => input.schema().as_ref().clone(),
         };
         restricted = match (node, restricted.take()) {
             (LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_), _) => None,
@@ -576,9 +623,14 @@ fn lower_plan(
                         }
                     }
                 }
+                let (schema, as_executed) =
+                    executed_schema(&proj.schema, &exprs, &input_schema_df)?;
+                executed = as_executed;
+                output_override = executed.is_some().then(|| Arc::clone(&schema));
                 stages.push(PlanStage::Project { exprs, schema });
             }
             LogicalPlan::Aggregate(agg) => {
+                output_override = None;
                 let physical_input = input_schema_df.as_arrow().clone();
                 let group_exprs = agg
                     .group_expr
@@ -654,6 +706,7 @@ fn lower_plan(
             }
             LogicalPlan::Distinct(Distinct::All(_)) => stages.push(PlanStage::Distinct),
             LogicalPlan::Window(w) => {
+                output_override = None;
                 let physical = |e: Expr| physical_expr(state, e, &input_schema_df);
                 let functions = w
                     .window_expr
@@ -719,7 +772,8 @@ fn lower_plan(
             "'state.ttl' bounds the state of a GROUP BY, and this query has none".into(),
         ));
     }
-    let output_schema = Arc::new(plan.schema().as_arrow().clone());
+    let output_schema =
+        output_override.unwrap_or_else(|| Arc::new(plan.schema().as_arrow().clone()));
     let watermark = match &time_expr {
         Some(t) => {
             let (max_out_of_orderness_ms, idle_timeout_ms) =
@@ -744,6 +798,41 @@ fn lower_plan(
         watermark,
         properties: stmt.properties.clone(),
     })
+}
+
+/// A projection's schema with each column's type as its physical expression computes it.
+/// Simplification can make them differ from the logical plan's: `ROUND(d, 1)` on a DECIMAL
+/// keeps the input's scale while the scale argument is still a cast, and takes scale 1 once
+/// the cast is folded. Returns the arrow schema, and the DataFusion schema for the next node
+/// when some type changed (None: the logical one holds).
+fn executed_schema(
+    logical: &DFSchema,
+    exprs: &[Arc<dyn PhysicalExpr>],
+    input: &DFSchema,
+) -> datafusion::error::Result<(SchemaRef, Option<DFSchema>)> {
+    let mut changed = false;
+    let mut fields = Vec::with_capacity(exprs.len());
+    for ((qualifier, planned), expr) in logical.iter().zip(exprs) {
+        let actual = expr.return_field(input.as_arrow())?;
+        let field = if actual.data_type() == planned.data_type() {
+            Arc::clone(planned)
+        } else {
+            changed = true;
+            Arc::new(
+                planned
+                    .as_ref()
+                    .clone()
+                    .with_data_type(actual.data_type().clone())
+                    .with_nullable(planned.is_nullable() || actual.is_nullable()),
+            )
+        };
+        fields.push((qualifier.cloned(), field));
+    }
+    if !changed {
+        return Ok((Arc::new(logical.as_arrow().clone()), None));
+    }
+    let schema = DFSchema::new_with_metadata(fields, logical.metadata().clone())?;
+    Ok((Arc::new(schema.as_arrow().clone()), Some(schema)))
 }
 
 /// Lowers a logical expression, simplified first (see `simplify`).
