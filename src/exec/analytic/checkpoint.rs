@@ -1,0 +1,342 @@
+//! Checkpoints of analytic state. A checkpoint holds one row per partition key: the key, then
+//! each function's state under `_f{i}:` (counters and the last ORDER BY values; LAG's last
+//! values; an aggregate's state, or a bounded frame's rows). LEAD's waiting rows are not
+//! checkpointed yet.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use datafusion::scalar::ScalarValue;
+
+use super::{typed_array, AnalyticOperator, FunctionState, PartitionState};
+use crate::error::{Result, VeloError};
+use crate::exec::group_keys::GroupKeys;
+use crate::exec::shard::KeyShard;
+use crate::exec::snapshot::{column, owned_rows, state_batch, OperatorState};
+use crate::sql::analytic::AnalyticKind;
+
+impl AnalyticOperator {
+    /// The columns the operator reads (its output less one column per function).
+    fn input_schema(&self) -> Schema {
+        let width = self.schema.fields().len() - self.functions.len();
+        Schema::new(self.schema.fields()[..width].to_vec())
+    }
+
+    /// Whether the operator's state fits a checkpoint: no LEAD, and one PARTITION BY for
+    /// every function (so one row per key holds them all).
+    fn checkpointable(&self) -> Result<()> {
+        if self.has_lead {
+            return Err(VeloError::Config(
+                "LEAD cannot be checkpointed yet (its rows wait for their successors): run \
+                 this job without --state-dir"
+                    .into(),
+            ));
+        }
+        let partition_by = |f: &FunctionState| -> Vec<String> {
+            f.spec.partition_by.iter().map(|e| e.to_string()).collect()
+        };
+        let first = self.functions.first().map(partition_by);
+        if self
+            .functions
+            .iter()
+            .any(|f| Some(partition_by(f)) != first)
+        {
+            return Err(VeloError::Config(
+                "OVER clauses with different PARTITION BY cannot be checkpointed yet: run \
+                 this job without --state-dir"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The operator's checkpoint (see the module doc).
+    pub(super) fn checkpoint_state(&mut self) -> Result<Option<OperatorState>> {
+        self.checkpointable()?;
+        let Some(keys) = self.functions.first().and_then(|f| f.keys.as_ref()) else {
+            return Ok(None);
+        };
+        let num_partitions = self.functions[0].partitions.len();
+        let mut columns = keys.all_keys()?;
+        let mut fields: Vec<Field> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Field::new(format!("_key{i}"), c.data_type().clone(), true))
+            .collect();
+        let input = self.input_schema();
+        for (f, function) in self.functions.iter_mut().enumerate() {
+            for (name, c) in function.state_columns(&input)? {
+                fields.push(Field::new(
+                    format!("_f{f}:{name}"),
+                    c.data_type().clone(),
+                    true,
+                ));
+                columns.push(c);
+            }
+        }
+        let rows = state_batch(Arc::new(Schema::new(fields)), columns, num_partitions)?;
+        Ok(Some(OperatorState {
+            rows,
+            scalars: Default::default(),
+        }))
+    }
+
+    /// Loads the partitions of `states` that `shard` owns into this empty operator.
+    pub(super) fn restore_state(
+        &mut self,
+        states: &[OperatorState],
+        shard: &KeyShard,
+    ) -> Result<()> {
+        self.checkpointable()?;
+        let Some(key_count) = self.functions.first().map(|f| f.spec.partition_by.len()) else {
+            return Ok(());
+        };
+        let Some(rows) = owned_rows(states, shard, |r| r.columns()[..key_count].to_vec())? else {
+            return Ok(());
+        };
+        for (f, function) in self.functions.iter_mut().enumerate() {
+            function.restore(&rows, key_count, f)?;
+        }
+        Ok(())
+    }
+}
+
+impl FunctionState {
+    /// The type of expression `e` over the operator's input.
+    fn type_of(
+        e: &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        input: &Schema,
+    ) -> Result<DataType> {
+        Ok(e.data_type(input)?)
+    }
+
+    /// Every partition's state as named columns, in partition order.
+    fn state_columns(&mut self, input: &Schema) -> Result<Vec<(String, ArrayRef)>> {
+        let spec = &self.spec;
+        let mut columns: Vec<(String, ArrayRef)> = Vec::new();
+        match &spec.kind {
+            AnalyticKind::RowNumber | AnalyticKind::Rank | AnalyticKind::DenseRank => {
+                let counters = |pick: fn(u64, u64, u64) -> u64| -> ArrayRef {
+                    Arc::new(UInt64Array::from_iter_values(self.partitions.iter().map(
+                        |p| match p {
+                            PartitionState::Rank {
+                                rows, rank, dense, ..
+                            } => pick(*rows, *rank, *dense),
+                            _ => 0,
+                        },
+                    )))
+                };
+                columns.push(("rows".into(), counters(|r, _, _| r)));
+                columns.push(("rank".into(), counters(|_, r, _| r)));
+                columns.push(("dense".into(), counters(|_, _, d| d)));
+                let last = |p: &PartitionState| match p {
+                    PartitionState::Rank { last_order, .. } => last_order.clone(),
+                    _ => None,
+                };
+                let has: BooleanArray = self
+                    .partitions
+                    .iter()
+                    .map(|p| Some(last(p).is_some()))
+                    .collect();
+                columns.push(("has_order".into(), Arc::new(has)));
+                for (j, e) in spec.order_by.iter().enumerate() {
+                    let values = self
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            last(p)
+                                .and_then(|o| o.get(j).cloned())
+                                .unwrap_or(ScalarValue::Null)
+                        })
+                        .collect();
+                    columns.push((
+                        format!("order{j}"),
+                        typed_array(values, &Self::type_of(e, input)?)?,
+                    ));
+                }
+            }
+            AnalyticKind::Lag { offset, .. } => {
+                let history = |p: &PartitionState| match p {
+                    PartitionState::Lag(h) => h.clone(),
+                    _ => VecDeque::new(),
+                };
+                let len = UInt64Array::from_iter_values(
+                    self.partitions.iter().map(|p| history(p).len() as u64),
+                );
+                columns.push(("len".into(), Arc::new(len)));
+                let data_type = Self::type_of(&spec.args[0], input)?;
+                for j in 0..*offset {
+                    let values = self
+                        .partitions
+                        .iter()
+                        .map(|p| history(p).get(j).cloned().unwrap_or(ScalarValue::Null))
+                        .collect();
+                    columns.push((format!("lag{j}"), typed_array(values, &data_type)?));
+                }
+            }
+            AnalyticKind::Aggregate {
+                function,
+                preceding: None,
+            } => {
+                let mut states = Vec::with_capacity(self.partitions.len());
+                for p in &mut self.partitions {
+                    if let PartitionState::Aggregate { accumulator, .. } = p {
+                        states.push(accumulator.state()?);
+                    }
+                }
+                for (j, field) in function.state_fields()?.iter().enumerate() {
+                    let values = states.iter().map(|s| s[j].clone()).collect();
+                    columns.push((format!("acc{j}"), typed_array(values, field.data_type())?));
+                }
+            }
+            AnalyticKind::Aggregate {
+                preceding: Some(p), ..
+            } => {
+                let frame = |part: &PartitionState| match part {
+                    PartitionState::Aggregate { frame, .. } => frame.clone(),
+                    _ => VecDeque::new(),
+                };
+                let len = UInt64Array::from_iter_values(
+                    self.partitions.iter().map(|part| frame(part).len() as u64),
+                );
+                columns.push(("len".into(), Arc::new(len)));
+                for (a, arg) in spec.args.iter().enumerate() {
+                    let data_type = Self::type_of(arg, input)?;
+                    for i in 0..=*p {
+                        let values = self
+                            .partitions
+                            .iter()
+                            .map(|part| match frame(part).get(i) {
+                                Some(slice) => ScalarValue::try_from_array(&slice[a], 0),
+                                None => Ok(ScalarValue::Null),
+                            })
+                            .collect::<datafusion::error::Result<Vec<_>>>()?;
+                        columns.push((format!("frame{i}:{a}"), typed_array(values, &data_type)?));
+                    }
+                }
+            }
+            AnalyticKind::Lead { .. } => {}
+        }
+        Ok(columns)
+    }
+
+    /// Loads the partitions of `rows` (written by [`Self::state_columns`] as function `f`,
+    /// after `key_count` key columns) into this function, which has seen nothing.
+    fn restore(&mut self, rows: &RecordBatch, key_count: usize, f: usize) -> Result<()> {
+        let keys: Vec<ArrayRef> = rows.columns()[..key_count].to_vec();
+        let fields: Vec<Field> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Field::new(format!("k{i}"), k.data_type().clone(), true))
+            .collect();
+        let mut interned = GroupKeys::new(&Arc::new(Schema::new(fields)))?;
+        let mut groups = Vec::new();
+        interned.intern(&keys, rows.num_rows(), &mut groups)?;
+        if groups.iter().enumerate().any(|(row, g)| row != *g) {
+            return Err(VeloError::Execution(
+                "a checkpoint of OVER state holds a partition key twice".into(),
+            ));
+        }
+        self.keys = Some(interned);
+        let name = |n: &str| format!("_f{f}:{n}");
+        let what = "OVER";
+        self.partitions = Vec::with_capacity(rows.num_rows());
+        match &self.spec.kind {
+            AnalyticKind::RowNumber | AnalyticKind::Rank | AnalyticKind::DenseRank => {
+                let counters: [UInt64Array; 3] = [
+                    column(rows, &name("rows"), what)?,
+                    column(rows, &name("rank"), what)?,
+                    column(rows, &name("dense"), what)?,
+                ];
+                let has: BooleanArray = column(rows, &name("has_order"), what)?;
+                let order = (0..self.spec.order_by.len())
+                    .map(|j| named(rows, &name(&format!("order{j}"))))
+                    .collect::<Result<Vec<_>>>()?;
+                for row in 0..rows.num_rows() {
+                    let last_order = match has.value(row) {
+                        true => Some(
+                            order
+                                .iter()
+                                .map(|o| ScalarValue::try_from_array(o, row))
+                                .collect::<datafusion::error::Result<Vec<_>>>()?,
+                        ),
+                        false => None,
+                    };
+                    self.partitions.push(PartitionState::Rank {
+                        rows: counters[0].value(row),
+                        rank: counters[1].value(row),
+                        dense: counters[2].value(row),
+                        last_order,
+                    });
+                }
+            }
+            AnalyticKind::Lag { offset, .. } => {
+                let len: UInt64Array = column(rows, &name("len"), what)?;
+                let values = (0..*offset)
+                    .map(|j| named(rows, &name(&format!("lag{j}"))))
+                    .collect::<Result<Vec<_>>>()?;
+                for row in 0..rows.num_rows() {
+                    let history = values
+                        .iter()
+                        .take(len.value(row) as usize)
+                        .map(|v| ScalarValue::try_from_array(v, row))
+                        .collect::<datafusion::error::Result<VecDeque<_>>>()?;
+                    self.partitions.push(PartitionState::Lag(history));
+                }
+            }
+            AnalyticKind::Aggregate {
+                function,
+                preceding: None,
+            } => {
+                let states = (0..function.state_fields()?.len())
+                    .map(|j| named(rows, &name(&format!("acc{j}"))))
+                    .collect::<Result<Vec<_>>>()?;
+                for row in 0..rows.num_rows() {
+                    let mut accumulator = function.create_accumulator()?;
+                    let state: Vec<ArrayRef> = states.iter().map(|s| s.slice(row, 1)).collect();
+                    accumulator.merge_batch(&state)?;
+                    self.partitions.push(PartitionState::Aggregate {
+                        accumulator,
+                        frame: VecDeque::new(),
+                    });
+                }
+            }
+            AnalyticKind::Aggregate {
+                function,
+                preceding: Some(p),
+            } => {
+                let len: UInt64Array = column(rows, &name("len"), what)?;
+                let slots = (0..=*p)
+                    .map(|i| {
+                        (0..self.spec.args.len())
+                            .map(|a| named(rows, &name(&format!("frame{i}:{a}"))))
+                            .collect::<Result<Vec<_>>>()
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                for row in 0..rows.num_rows() {
+                    let mut accumulator = function.create_sliding_accumulator()?;
+                    let mut frame = VecDeque::new();
+                    for slot in slots.iter().take(len.value(row) as usize) {
+                        let slice: Vec<ArrayRef> = slot.iter().map(|c| c.slice(row, 1)).collect();
+                        accumulator.update_batch(&slice)?;
+                        frame.push_back(slice);
+                    }
+                    self.partitions
+                        .push(PartitionState::Aggregate { accumulator, frame });
+                }
+            }
+            AnalyticKind::Lead { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+/// Column `name` of an OVER checkpoint, or an error saying it is missing.
+fn named(rows: &RecordBatch, name: &str) -> Result<ArrayRef> {
+    rows.column_by_name(name).cloned().ok_or_else(|| {
+        VeloError::Execution(format!("a checkpoint of OVER state has no column '{name}'"))
+    })
+}
