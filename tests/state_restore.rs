@@ -385,6 +385,23 @@ fn state_restored_and_checkpointed_again_at_each_width_stays_exact() {
     assert_eq!(latest(&rest, &["symbol"]), latest(&whole, &["symbol"]));
 }
 
+/// Runs `input` up to batch 19 at `before` partitions, snapshots there and stops (a checkpoint
+/// followed by a crash), then restores at `after` partitions and reads the rest: every row
+/// both runs emitted.
+fn checkpoint_then_restore(
+    plan: &PlannedQuery,
+    input: &[RecordBatch],
+    before: usize,
+    after: usize,
+) -> Vec<serde_json::Value> {
+    let first = run(plan, &input[..20], before, None, Some(19), false);
+    let state = first.snapshot.expect("snapshot");
+    let second = run(plan, &input[20..], after, Some(state), None, true);
+    let mut rows = first.rows;
+    rows.extend(second.rows);
+    rows
+}
+
 /// Rows per key, in output order (widths interleave keys differently, never a key's rows).
 fn per_key(rows: &[serde_json::Value], key: &[&str]) -> BTreeMap<String, Vec<String>> {
     let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -411,12 +428,7 @@ fn analytic_functions_restore_at_another_width_with_the_rows_of_one_run() {
     let input = trades();
     let whole = run(&plan, &input, 1, None, None, true).rows;
     for (before, after) in [(3, 2), (1, 4)] {
-        // Snapshot after batch 19 and stop there, as a checkpoint followed by a crash.
-        let first = run(&plan, &input[..20], before, None, Some(19), false);
-        let state = first.snapshot.expect("snapshot");
-        let second = run(&plan, &input[20..], after, Some(state), None, true);
-        let mut rows = first.rows;
-        rows.extend(second.rows);
+        let rows = checkpoint_then_restore(&plan, &input, before, after);
         assert_eq!(rows.len(), whole.len());
         assert_eq!(
             per_key(&rows, &["symbol"]),
@@ -427,14 +439,40 @@ fn analytic_functions_restore_at_another_width_with_the_rows_of_one_run() {
 }
 
 #[test]
-fn lead_is_refused_a_checkpoint_with_the_reason() {
+fn lead_restores_its_waiting_rows_at_another_width() {
     let plan = plan(
-        "SELECT symbol, LEAD(quantity) OVER (PARTITION BY symbol ORDER BY ts) AS next FROM trades",
+        "SELECT symbol, quantity, \
+           LEAD(quantity) OVER (PARTITION BY symbol ORDER BY ts) AS next1, \
+           LEAD(quantity, 3, -1) OVER (PARTITION BY symbol ORDER BY ts) AS next3, \
+           ROW_NUMBER() OVER (PARTITION BY symbol ORDER BY ts) AS n \
+         FROM trades",
     );
-    let err = velostream::exec::processor::QueryProcessor::new(plan)
-        .expect("processor")
-        .snapshot()
-        .expect_err("refused")
-        .to_string();
-    assert!(err.contains("LEAD cannot be checkpointed"), "{err}");
+    let input = trades();
+    let whole = run(&plan, &input, 1, None, None, true).rows;
+    for (before, after) in [(2, 3), (4, 1)] {
+        let rows = checkpoint_then_restore(&plan, &input, before, after);
+        assert_eq!(
+            rows.len(),
+            whole.len(),
+            "{before} → {after}: no row lost or repeated"
+        );
+        assert_eq!(
+            per_key(&rows, &["symbol"]),
+            per_key(&whole, &["symbol"]),
+            "{before} → {after} partitions"
+        );
+    }
+}
+
+#[test]
+fn over_clauses_partitioned_differently_restore_as_stages_of_their_own() {
+    // Each partitioning is its own stage (and the query runs on one partition).
+    let plan = plan(
+        "SELECT symbol, quantity, LAG(quantity) OVER (PARTITION BY symbol ORDER BY ts) AS a, \
+         ROW_NUMBER() OVER (PARTITION BY quantity ORDER BY ts) AS b FROM trades",
+    );
+    let input = trades();
+    let whole = run(&plan, &input, 1, None, None, true).rows;
+    let rows = checkpoint_then_restore(&plan, &input, 2, 3);
+    assert_eq!(rows, whole);
 }

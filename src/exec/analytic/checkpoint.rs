@@ -1,7 +1,11 @@
 //! Checkpoints of analytic state. A checkpoint holds one row per partition key: the key, then
 //! each function's state under `_f{i}:` (counters and the last ORDER BY values; LAG's last
-//! values; an aggregate's state, or a bounded frame's rows). LEAD's waiting rows are not
-//! checkpointed yet.
+//! values; LEAD's waiting rows; an aggregate's state, or a bounded frame's rows).
+//!
+//! With LEAD, rows waiting to be emitted follow in the same batch, marked `_is_row`, each
+//! with its partition key, its place in arrival order (`_seq`), how many LEAD values it still
+//! misses and its values so far (`_row{c}`). A restore numbers them again in the order it
+//! reads them: every key's rows come from one worker, so each key keeps its order.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -11,12 +15,25 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use datafusion::scalar::ScalarValue;
 
-use super::{typed_array, AnalyticOperator, FunctionState, PartitionState};
+use std::collections::HashMap;
+
+use arrow::array::new_null_array;
+use arrow::compute::{concat_batches, filter_record_batch};
+
+use super::{typed_array, AnalyticOperator, FunctionState, PartitionState, PendingRow};
 use crate::error::{Result, VeloError};
 use crate::exec::group_keys::GroupKeys;
+use crate::exec::operator::evaluate;
 use crate::exec::shard::KeyShard;
 use crate::exec::snapshot::{column, owned_rows, state_batch, OperatorState};
 use crate::sql::analytic::AnalyticKind;
+
+/// Marks a waiting row (see the module doc); NULL in a partition's row.
+const IS_ROW: &str = "_is_row";
+/// A waiting row's place in its worker's arrival order.
+const SEQ: &str = "_seq";
+/// How many LEAD values a waiting row still misses.
+const MISSING: &str = "_missing";
 
 impl AnalyticOperator {
     /// The columns the operator reads (its output less one column per function).
@@ -25,16 +42,9 @@ impl AnalyticOperator {
         Schema::new(self.schema.fields()[..width].to_vec())
     }
 
-    /// Whether the operator's state fits a checkpoint: no LEAD, and one PARTITION BY for
-    /// every function (so one row per key holds them all).
+    /// Whether the operator's state fits a checkpoint: one PARTITION BY for every function
+    /// (so one row per key holds them all).
     fn checkpointable(&self) -> Result<()> {
-        if self.has_lead {
-            return Err(VeloError::Config(
-                "LEAD cannot be checkpointed yet (its rows wait for their successors): run \
-                 this job without --state-dir"
-                    .into(),
-            ));
-        }
         let partition_by = |f: &FunctionState| -> Vec<String> {
             f.spec.partition_by.iter().map(|e| e.to_string()).collect()
         };
@@ -77,11 +87,151 @@ impl AnalyticOperator {
                 columns.push(c);
             }
         }
-        let rows = state_batch(Arc::new(Schema::new(fields)), columns, num_partitions)?;
+        let partitions = state_batch(Arc::new(Schema::new(fields)), columns, num_partitions)?;
+        let rows = match self.has_lead {
+            true => self.with_waiting_rows(partitions)?,
+            false => partitions,
+        };
         Ok(Some(OperatorState {
             rows,
             scalars: Default::default(),
         }))
+    }
+
+    /// The partitions' state followed by the rows waiting to be emitted (see the module doc).
+    fn with_waiting_rows(&self, partitions: RecordBatch) -> Result<RecordBatch> {
+        let width = self.schema.fields().len();
+        let waiting: Vec<(&u64, &PendingRow)> = self.pending.iter().collect();
+        let n = waiting.len();
+        let value_columns = (0..width)
+            .map(|c| {
+                typed_array(
+                    waiting.iter().map(|(_, r)| r.values[c].clone()).collect(),
+                    self.schema.field(c).data_type(),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Each row's partition key, from its input columns.
+        let input = Arc::new(self.input_schema());
+        let inputs = state_batch(
+            Arc::clone(&input),
+            value_columns[..input.fields().len()].to_vec(),
+            n,
+        )?;
+        let keys = match self.functions.first() {
+            Some(f) => f
+                .spec
+                .partition_by
+                .iter()
+                .map(|e| evaluate(e, &inputs))
+                .collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        let mut row_fields = vec![
+            Field::new(IS_ROW, DataType::Boolean, true),
+            Field::new(SEQ, DataType::UInt64, true),
+            Field::new(MISSING, DataType::UInt64, true),
+        ];
+        let mut row_columns: Vec<ArrayRef> = vec![
+            Arc::new(BooleanArray::from(vec![true; n])),
+            Arc::new(UInt64Array::from_iter_values(
+                waiting.iter().map(|(s, _)| **s),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                waiting.iter().map(|(_, r)| r.missing as u64),
+            )),
+        ];
+        for (c, column) in value_columns.into_iter().enumerate() {
+            row_fields.push(Field::new(
+                format!("_row{c}"),
+                column.data_type().clone(),
+                true,
+            ));
+            row_columns.push(column);
+        }
+        // One schema for both: each part's columns are NULL in the other's rows.
+        let key_count = keys.len();
+        let part_schema = partitions.schema();
+        let mut fields: Vec<Field> = part_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.extend(row_fields);
+        let schema = Arc::new(Schema::new(fields));
+        let parts_rows = partitions.num_rows();
+        let mut part_columns = partitions.columns().to_vec();
+        part_columns.extend(
+            schema.fields()[part_schema.fields().len()..]
+                .iter()
+                .map(|f| new_null_array(f.data_type(), parts_rows)),
+        );
+        let mut waiting_columns = keys;
+        waiting_columns.extend(
+            part_schema.fields()[key_count..]
+                .iter()
+                .map(|f| new_null_array(f.data_type(), n)),
+        );
+        waiting_columns.extend(row_columns);
+        let parts = state_batch(Arc::clone(&schema), part_columns, parts_rows)?;
+        let rows = state_batch(Arc::clone(&schema), waiting_columns, n)?;
+        Ok(concat_batches(&schema, &[parts, rows])?)
+    }
+
+    /// Loads the waiting rows of a checkpoint (`rows`, after the partitions were restored),
+    /// numbered again from 0, and points each LEAD function's waiting lists at them.
+    fn restore_waiting_rows(&mut self, rows: &RecordBatch, key_count: usize) -> Result<()> {
+        let what = "OVER";
+        let seqs: UInt64Array = column(rows, SEQ, what)?;
+        let missing: UInt64Array = column(rows, MISSING, what)?;
+        let width = self.schema.fields().len();
+        let values = (0..width)
+            .map(|c| named(rows, &format!("_row{c}")))
+            .collect::<Result<Vec<_>>>()?;
+        let keys: Vec<ArrayRef> = rows.columns()[..key_count].to_vec();
+        let mut groups = Vec::new();
+        let known = self.functions.first().map_or(0, |f| f.partitions.len());
+        if let Some(k) = self.functions.first_mut().and_then(|f| f.keys.as_mut()) {
+            k.intern(&keys, rows.num_rows(), &mut groups)?;
+        }
+        if groups.iter().any(|g| *g >= known) {
+            return Err(VeloError::Execution(
+                "a checkpoint of OVER state has a waiting row of a partition it does not hold"
+                    .into(),
+            ));
+        }
+        let mut renumbered: HashMap<(usize, u64), u64> = HashMap::new();
+        self.pending.clear();
+        for (row, g) in groups.iter().enumerate() {
+            let seq = row as u64;
+            renumbered.insert((*g, seqs.value(row)), seq);
+            let row_values = values
+                .iter()
+                .map(|v| ScalarValue::try_from_array(v, row))
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            self.pending.insert(
+                seq,
+                PendingRow {
+                    values: row_values,
+                    missing: missing.value(row) as usize,
+                },
+            );
+        }
+        self.next_seq = rows.num_rows() as u64;
+        for function in &mut self.functions {
+            for (g, partition) in function.partitions.iter_mut().enumerate() {
+                if let PartitionState::Lead(waiting) = partition {
+                    for seq in waiting.iter_mut() {
+                        *seq = *renumbered.get(&(g, *seq)).ok_or_else(|| {
+                            VeloError::Execution(
+                                "a checkpoint of OVER state lost a row waiting for LEAD".into(),
+                            )
+                        })?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Loads the partitions of `states` that `shard` owns into this empty operator.
@@ -97,8 +247,20 @@ impl AnalyticOperator {
         let Some(rows) = owned_rows(states, shard, |r| r.columns()[..key_count].to_vec())? else {
             return Ok(());
         };
+        let (partitions, waiting) = match rows.column_by_name(IS_ROW) {
+            // Waiting rows are marked; the partitions' rows hold NULL there.
+            Some(is_row) => {
+                let flags = arrow::compute::is_not_null(is_row)?;
+                let parts = filter_record_batch(&rows, &arrow::compute::not(&flags)?)?;
+                (parts, Some(filter_record_batch(&rows, &flags)?))
+            }
+            None => (rows, None),
+        };
         for (f, function) in self.functions.iter_mut().enumerate() {
-            function.restore(&rows, key_count, f)?;
+            function.restore(&partitions, key_count, f)?;
+        }
+        if let Some(waiting) = waiting {
+            self.restore_waiting_rows(&waiting, key_count)?;
         }
         Ok(())
     }
@@ -218,7 +380,24 @@ impl FunctionState {
                     }
                 }
             }
-            AnalyticKind::Lead { .. } => {}
+            AnalyticKind::Lead { offset, .. } => {
+                let waiting = |p: &PartitionState| match p {
+                    PartitionState::Lead(w) => w.clone(),
+                    _ => VecDeque::new(),
+                };
+                let len = UInt64Array::from_iter_values(
+                    self.partitions.iter().map(|p| waiting(p).len() as u64),
+                );
+                columns.push(("len".into(), Arc::new(len)));
+                for j in 0..*offset {
+                    let seqs: UInt64Array = self
+                        .partitions
+                        .iter()
+                        .map(|p| waiting(p).get(j).copied())
+                        .collect();
+                    columns.push((format!("wait{j}"), Arc::new(seqs)));
+                }
+            }
         }
         Ok(columns)
     }
@@ -328,7 +507,21 @@ impl FunctionState {
                         .push(PartitionState::Aggregate { accumulator, frame });
                 }
             }
-            AnalyticKind::Lead { .. } => {}
+            AnalyticKind::Lead { offset, .. } => {
+                let len: UInt64Array = column(rows, &name("len"), what)?;
+                let slots = (0..*offset)
+                    .map(|j| column::<UInt64Array>(rows, &name(&format!("wait{j}")), what))
+                    .collect::<Result<Vec<_>>>()?;
+                for row in 0..rows.num_rows() {
+                    // Sequence numbers of the checkpoint: the restore renumbers them.
+                    let waiting: VecDeque<u64> = slots
+                        .iter()
+                        .take(len.value(row) as usize)
+                        .map(|s| s.value(row))
+                        .collect();
+                    self.partitions.push(PartitionState::Lead(waiting));
+                }
+            }
         }
         Ok(())
     }
