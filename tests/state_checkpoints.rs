@@ -181,6 +181,15 @@ fn a_damaged_latest_checkpoint_falls_back_to_the_one_before_with_exact_results()
     });
 }
 
+/// Plans `sql` as an app without durable state: the error it is refused with.
+fn refused_without_state(sql: &str) -> VeloError {
+    let options = AppOptions {
+        brokers: Some("127.0.0.1:1".into()),
+        ..Default::default()
+    };
+    deploy_app(sql, &options, Arc::new(AtomicBool::new(true))).expect_err("refused")
+}
+
 #[test]
 fn an_exactly_once_sink_without_durable_state_is_refused_before_anything_runs() {
     let dir = tempfile::tempdir().expect("dir");
@@ -191,11 +200,7 @@ fn an_exactly_once_sink_without_durable_state_is_refused_before_anything_runs() 
          'totals.delivery' = 'exactly_once');",
         out.display()
     );
-    let options = AppOptions {
-        brokers: Some("127.0.0.1:1".into()),
-        ..Default::default()
-    };
-    let err = deploy_app(&sql, &options, Arc::new(AtomicBool::new(true))).expect_err("refused");
+    let err = refused_without_state(&sql);
     let text = err.to_string();
     assert!(
         text.contains("exactly_once") && text.contains("--state-dir"),
@@ -214,18 +219,12 @@ fn an_exactly_once_kafka_sink_without_durable_state_is_refused_before_anything_r
         "{SOURCE}CREATE TABLE totals AS SELECT symbol, COUNT(*) AS n FROM rin GROUP BY symbol \
          EMIT CHANGES WITH ('totals.type' = 'kafka_sink', 'totals.delivery' = 'exactly_once');"
     );
-    let options = AppOptions {
-        brokers: Some("127.0.0.1:1".into()),
-        ..Default::default()
-    };
-    let err = deploy_app(&sql, &options, Arc::new(AtomicBool::new(true))).expect_err("refused");
-    let text = err.to_string();
+    let text = refused_without_state(&sql).to_string();
     assert!(
         text.contains("'totals' has an exactly_once sink") && text.contains("--state-dir"),
         "{text}"
     );
-    let typo = sql.replace("exactly_once", "exactly-once");
-    let err = deploy_app(&typo, &options, Arc::new(AtomicBool::new(true))).expect_err("refused");
+    let err = refused_without_state(&sql.replace("exactly_once", "exactly-once"));
     assert!(
         err.to_string()
             .contains("expected at_least_once or exactly_once"),

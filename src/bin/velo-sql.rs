@@ -80,6 +80,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// A duration flag's value, or `default` when it is not given.
+fn duration_flag(
+    flag: &str,
+    text: Option<&str>,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, VeloError> {
+    match text {
+        Some(text) => parse_positive_duration(text).ok_or_else(|| {
+            VeloError::Config(format!(
+                "{flag} must be a positive duration such as 10s, got '{text}'"
+            ))
+        }),
+        None => Ok(default),
+    }
+}
+
 fn run(args: Args) -> Result<ExitCode, VeloError> {
     let Command::DeployApp {
         file,
@@ -93,22 +109,16 @@ fn run(args: Args) -> Result<ExitCode, VeloError> {
         instance_id,
         lease_timeout,
     } = args.command;
-    let lease_timeout = match lease_timeout.as_deref() {
-        Some(text) => parse_positive_duration(text).ok_or_else(|| {
-            VeloError::Config(format!(
-                "--lease-timeout must be a positive duration such as 10s, got '{text}'"
-            ))
-        })?,
-        None => DEFAULT_LEASE_TIMEOUT,
-    };
-    let interval = match checkpoint_interval.as_deref() {
-        Some(text) => parse_positive_duration(text).ok_or_else(|| {
-            VeloError::Config(format!(
-                "--checkpoint-interval must be a positive duration such as 10s, got '{text}'"
-            ))
-        })?,
-        None => DEFAULT_CHECKPOINT_INTERVAL,
-    };
+    let lease_timeout = duration_flag(
+        "--lease-timeout",
+        lease_timeout.as_deref(),
+        DEFAULT_LEASE_TIMEOUT,
+    )?;
+    let interval = duration_flag(
+        "--checkpoint-interval",
+        checkpoint_interval.as_deref(),
+        DEFAULT_CHECKPOINT_INTERVAL,
+    )?;
     let state_flags = checkpoint_interval.is_some() || reset_state || instance_id.is_some();
     if state_dir.is_none() && state_flags {
         return Err(VeloError::Config(
