@@ -402,6 +402,26 @@ fn checkpoint_then_restore(
     rows
 }
 
+/// Checkpointed and restored at each (before, after) width, every symbol gets the rows of one
+/// uninterrupted run, in its order: none lost, none repeated.
+fn assert_each_key_restores_whole(plan: &PlannedQuery, widths: &[(usize, usize)]) {
+    let input = trades();
+    let whole = run(plan, &input, 1, None, None, true).rows;
+    for (before, after) in widths {
+        let rows = checkpoint_then_restore(plan, &input, *before, *after);
+        assert_eq!(
+            rows.len(),
+            whole.len(),
+            "{before} → {after}: no row lost or repeated"
+        );
+        assert_eq!(
+            per_key(&rows, &["symbol"]),
+            per_key(&whole, &["symbol"]),
+            "{before} → {after} partitions"
+        );
+    }
+}
+
 /// Rows per key, in output order (widths interleave keys differently, never a key's rows).
 fn per_key(rows: &[serde_json::Value], key: &[&str]) -> BTreeMap<String, Vec<String>> {
     let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -425,17 +445,7 @@ fn analytic_functions_restore_at_another_width_with_the_rows_of_one_run() {
            AVG(price) OVER (PARTITION BY symbol ORDER BY ts ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) AS recent \
          FROM trades",
     );
-    let input = trades();
-    let whole = run(&plan, &input, 1, None, None, true).rows;
-    for (before, after) in [(3, 2), (1, 4)] {
-        let rows = checkpoint_then_restore(&plan, &input, before, after);
-        assert_eq!(rows.len(), whole.len());
-        assert_eq!(
-            per_key(&rows, &["symbol"]),
-            per_key(&whole, &["symbol"]),
-            "{before} → {after} partitions"
-        );
-    }
+    assert_each_key_restores_whole(&plan, &[(3, 2), (1, 4)]);
 }
 
 #[test]
@@ -447,21 +457,7 @@ fn lead_restores_its_waiting_rows_at_another_width() {
            ROW_NUMBER() OVER (PARTITION BY symbol ORDER BY ts) AS n \
          FROM trades",
     );
-    let input = trades();
-    let whole = run(&plan, &input, 1, None, None, true).rows;
-    for (before, after) in [(2, 3), (4, 1)] {
-        let rows = checkpoint_then_restore(&plan, &input, before, after);
-        assert_eq!(
-            rows.len(),
-            whole.len(),
-            "{before} → {after}: no row lost or repeated"
-        );
-        assert_eq!(
-            per_key(&rows, &["symbol"]),
-            per_key(&whole, &["symbol"]),
-            "{before} → {after} partitions"
-        );
-    }
+    assert_each_key_restores_whole(&plan, &[(2, 3), (4, 1)]);
 }
 
 #[test]

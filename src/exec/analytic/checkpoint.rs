@@ -294,14 +294,10 @@ impl FunctionState {
                 columns.push(("rows".into(), counters(|r, _, _| r)));
                 columns.push(("rank".into(), counters(|_, r, _| r)));
                 columns.push(("dense".into(), counters(|_, _, d| d)));
-                let last = |p: &PartitionState| match p {
-                    PartitionState::Rank { last_order, .. } => last_order.clone(),
-                    _ => None,
-                };
                 let has: BooleanArray = self
                     .partitions
                     .iter()
-                    .map(|p| Some(last(p).is_some()))
+                    .map(|p| Some(p.last_order().is_some()))
                     .collect();
                 columns.push(("has_order".into(), Arc::new(has)));
                 for (j, e) in spec.order_by.iter().enumerate() {
@@ -309,7 +305,7 @@ impl FunctionState {
                         .partitions
                         .iter()
                         .map(|p| {
-                            last(p)
+                            p.last_order()
                                 .and_then(|o| o.get(j).cloned())
                                 .unwrap_or(ScalarValue::Null)
                         })
@@ -321,12 +317,10 @@ impl FunctionState {
                 }
             }
             AnalyticKind::Lag { offset, .. } => {
-                let history = |p: &PartitionState| match p {
-                    PartitionState::Lag(h) => h.clone(),
-                    _ => VecDeque::new(),
-                };
                 let len = UInt64Array::from_iter_values(
-                    self.partitions.iter().map(|p| history(p).len() as u64),
+                    self.partitions
+                        .iter()
+                        .map(|p| p.lag_history().map_or(0, |h| h.len() as u64)),
                 );
                 columns.push(("len".into(), Arc::new(len)));
                 let data_type = Self::type_of(&spec.args[0], input)?;
@@ -334,7 +328,12 @@ impl FunctionState {
                     let values = self
                         .partitions
                         .iter()
-                        .map(|p| history(p).get(j).cloned().unwrap_or(ScalarValue::Null))
+                        .map(|p| {
+                            p.lag_history()
+                                .and_then(|h| h.get(j))
+                                .cloned()
+                                .unwrap_or(ScalarValue::Null)
+                        })
                         .collect();
                     columns.push((format!("lag{j}"), typed_array(values, &data_type)?));
                 }
@@ -357,12 +356,10 @@ impl FunctionState {
             AnalyticKind::Aggregate {
                 preceding: Some(p), ..
             } => {
-                let frame = |part: &PartitionState| match part {
-                    PartitionState::Aggregate { frame, .. } => frame.clone(),
-                    _ => VecDeque::new(),
-                };
                 let len = UInt64Array::from_iter_values(
-                    self.partitions.iter().map(|part| frame(part).len() as u64),
+                    self.partitions
+                        .iter()
+                        .map(|part| part.frame().map_or(0, |f| f.len() as u64)),
                 );
                 columns.push(("len".into(), Arc::new(len)));
                 for (a, arg) in spec.args.iter().enumerate() {
@@ -371,7 +368,7 @@ impl FunctionState {
                         let values = self
                             .partitions
                             .iter()
-                            .map(|part| match frame(part).get(i) {
+                            .map(|part| match part.frame().and_then(|f| f.get(i)) {
                                 Some(slice) => ScalarValue::try_from_array(&slice[a], 0),
                                 None => Ok(ScalarValue::Null),
                             })
@@ -381,19 +378,17 @@ impl FunctionState {
                 }
             }
             AnalyticKind::Lead { offset, .. } => {
-                let waiting = |p: &PartitionState| match p {
-                    PartitionState::Lead(w) => w.clone(),
-                    _ => VecDeque::new(),
-                };
                 let len = UInt64Array::from_iter_values(
-                    self.partitions.iter().map(|p| waiting(p).len() as u64),
+                    self.partitions
+                        .iter()
+                        .map(|p| p.lead_waiting().map_or(0, |w| w.len() as u64)),
                 );
                 columns.push(("len".into(), Arc::new(len)));
                 for j in 0..*offset {
                     let seqs: UInt64Array = self
                         .partitions
                         .iter()
-                        .map(|p| waiting(p).get(j).copied())
+                        .map(|p| p.lead_waiting().and_then(|w| w.get(j)).copied())
                         .collect();
                     columns.push((format!("wait{j}"), Arc::new(seqs)));
                 }
@@ -524,6 +519,37 @@ impl FunctionState {
             }
         }
         Ok(())
+    }
+}
+
+/// What a checkpoint reads out of one partition's state, for the function kind it has.
+impl PartitionState {
+    fn last_order(&self) -> Option<&Vec<ScalarValue>> {
+        match self {
+            PartitionState::Rank { last_order, .. } => last_order.as_ref(),
+            _ => None,
+        }
+    }
+
+    fn lag_history(&self) -> Option<&VecDeque<ScalarValue>> {
+        match self {
+            PartitionState::Lag(history) => Some(history),
+            _ => None,
+        }
+    }
+
+    fn frame(&self) -> Option<&VecDeque<Vec<ArrayRef>>> {
+        match self {
+            PartitionState::Aggregate { frame, .. } => Some(frame),
+            _ => None,
+        }
+    }
+
+    fn lead_waiting(&self) -> Option<&VecDeque<u64>> {
+        match self {
+            PartitionState::Lead(waiting) => Some(waiting),
+            _ => None,
+        }
     }
 }
 
