@@ -9,8 +9,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::AsArray;
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatchOptions};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatchOptions};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
