@@ -69,10 +69,8 @@ fn most_in_flight(sql: &str, depth: usize) -> u64 {
     run_partitioned(
         &plan,
         &PartitionOptions {
-            partitions: 2,
             queue_depth: depth,
-            source_key: Vec::new(),
-            restore: None,
+            ..PartitionOptions::new(2)
         },
         || {
             if next == BATCHES {

@@ -1,10 +1,12 @@
 //! `StreamExecutionEngine`: holds deployed queries by id and runs them synchronously.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use tokio::sync::mpsc;
 
+use super::join::LookupTable;
 use super::processor::QueryProcessor;
 use super::record::{batch_to_records, records_to_batch, StreamRecord};
 use super::shard::KeyShard;
@@ -31,9 +33,14 @@ impl StreamExecutionEngine {
     }
 
     /// Deploys a query whose watermark only moves through `advance_watermark` (a partition
-    /// worker's share of a query: its router tracks event time over the whole input).
-    pub fn deploy_with_external_watermarks(&mut self, plan: PlannedQuery) -> Result<String> {
-        self.install(QueryProcessor::new(plan)?.with_external_watermarks())
+    /// worker's share of a query: its router tracks event time over the whole input), with
+    /// the loaded rows of the tables it joins.
+    pub fn deploy_with_external_watermarks(
+        &mut self,
+        plan: PlannedQuery,
+        tables: &[Arc<LookupTable>],
+    ) -> Result<String> {
+        self.install(QueryProcessor::with_tables(plan, tables)?.with_external_watermarks())
     }
 
     fn install(&mut self, processor: QueryProcessor) -> Result<String> {

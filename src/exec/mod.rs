@@ -10,6 +10,7 @@ pub mod expiry;
 pub mod group_keys;
 pub mod group_table;
 pub mod input;
+pub mod join;
 pub mod operator;
 pub mod processor;
 pub mod record;

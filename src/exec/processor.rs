@@ -8,6 +8,7 @@ use arrow::record_batch::RecordBatch;
 use super::aggregate::GroupByAggregator;
 use super::analytic::AnalyticOperator;
 use super::input::InputAdapter;
+use super::join::{LookupJoinOperator, LookupTable};
 use super::operator::{
     DistinctOperator, FilterOperator, LimitOperator, Operator, ProjectOperator, SortOperator,
 };
@@ -16,7 +17,7 @@ use super::shard::KeyShard;
 use super::snapshot::{OperatorState, RestoredStates};
 use super::watermark::EventClock;
 use super::window::WindowAggregator;
-use crate::error::Result;
+use crate::error::{Result, VeloError};
 use crate::sql::script::WindowKind;
 use crate::sql::{PlanStage, PlannedQuery};
 
@@ -35,8 +36,13 @@ pub struct QueryProcessor {
 }
 
 impl QueryProcessor {
-    /// Builds the operators of `plan`.
+    /// Builds the operators of a plan that joins no table.
     pub fn new(plan: PlannedQuery) -> Result<Self> {
+        Self::with_tables(plan, &[])
+    }
+
+    /// Builds the operators of `plan`; `tables` holds the loaded rows of `plan.tables`.
+    pub fn with_tables(plan: PlannedQuery, tables: &[Arc<LookupTable>]) -> Result<Self> {
         let mut operators: Vec<Box<dyn Operator>> = Vec::new();
         let names = plan
             .stages
@@ -74,6 +80,16 @@ impl QueryProcessor {
                 } => {
                     schema = Arc::clone(out);
                     Box::new(AnalyticOperator::new(functions, Arc::clone(out)))
+                }
+                PlanStage::LookupJoin(join) => {
+                    let Some(table) = tables.get(join.table) else {
+                        return Err(VeloError::Execution(format!(
+                            "query '{}' joins a table that was not loaded",
+                            plan.id
+                        )));
+                    };
+                    schema = Arc::clone(&join.schema);
+                    Box::new(LookupJoinOperator::new(join.clone(), Arc::clone(table)))
                 }
             };
             operators.push(op);

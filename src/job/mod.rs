@@ -8,17 +8,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
 use self::durable::{CheckpointStats, CheckpointWriter};
 use self::file_readers::FileReaders;
+use self::inputs::{resolve_input, Declared, JobInput, Upstream};
 use self::kafka::{Barrier, OffsetCommitter};
 use self::kafka_input::{run_kafka, KafkaInput};
 use self::output::{lock, progress_bar, record_bad, DeadLetterFile, Deliveries, JobOutput};
+use self::tables::{load_tables, table_inputs, TableSource};
 use crate::connectors::avro::AvroFormat;
-use crate::connectors::file_source::{FileSource, FileSourceConfig};
-use crate::connectors::kafka::{KafkaDefaults, KafkaSource, KafkaSourceConfig};
+use crate::connectors::file_source::FileSource;
+use crate::connectors::kafka::{KafkaDefaults, KafkaSource};
 use crate::connectors::{open_sink, BadRecord, SinkConfig};
 use crate::error::{Result, VeloError};
 use crate::partition::{
@@ -26,13 +27,15 @@ use crate::partition::{
     DEFAULT_QUEUE_DEPTH,
 };
 use crate::sql::script::{parse_script, Statement, StatementKind};
-use crate::sql::{PlannedQuery, Properties, QueryPlanner};
+use crate::sql::{PlannedQuery, QueryPlanner};
 
 pub mod durable;
 mod file_readers;
+mod inputs;
 mod kafka;
 mod kafka_input;
 mod output;
+mod tables;
 
 pub use durable::StateOptions;
 
@@ -112,28 +115,11 @@ impl JobSummary {
     }
 }
 
-/// Where a job's input comes from.
-enum JobInput {
-    File(FileSourceConfig),
-    Kafka(KafkaSourceConfig),
-    /// The output of an earlier statement of the script, kept in memory.
-    Upstream(String),
-}
-
-impl JobInput {
-    /// One line for logs.
-    fn describe(&self) -> String {
-        match self {
-            JobInput::File(c) => format!("file {}", c.path),
-            JobInput::Kafka(c) => format!("kafka topic {}", c.topic),
-            JobInput::Upstream(name) => format!("output of {name}"),
-        }
-    }
-}
-
 struct PlannedJob {
     plan: PlannedQuery,
     input: JobInput,
+    /// Where each of `plan.tables` comes from.
+    tables: Vec<TableSource>,
     /// None when the output is only collected.
     sink: Option<SinkConfig>,
     /// Keep the output in memory for later statements.
@@ -158,12 +144,17 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
         }
     }
     let mut planner = QueryPlanner::new();
-    let mut declared: BTreeMap<String, (Option<SchemaRef>, Properties)> = BTreeMap::new();
-    let mut upstream: BTreeMap<String, (SchemaRef, Option<SinkConfig>)> = BTreeMap::new();
+    let mut declared: BTreeMap<String, Declared> = BTreeMap::new();
+    let mut upstream: BTreeMap<String, Upstream> = BTreeMap::new();
     let mut jobs: Vec<PlannedJob> = Vec::new();
     let mut generated = 0;
     for stmt in &script.statements {
-        if let StatementKind::CreateSource { name, columns } = &stmt.kind {
+        if let StatementKind::CreateSource {
+            name,
+            columns,
+            table,
+        } = &stmt.kind
+        {
             let schema = (!columns.is_empty()).then(|| {
                 std::sync::Arc::new(arrow::datatypes::Schema::new(
                     columns
@@ -172,44 +163,57 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
                         .collect::<Vec<_>>(),
                 ))
             });
-            declared.insert(name.clone(), (schema, stmt.properties.clone()));
+            let declaration = Declared {
+                schema,
+                properties: stmt.properties.clone(),
+                table: table.clone(),
+            };
+            declared.insert(name.clone(), declaration);
             continue;
         }
         let sources = planner.referenced_sources(stmt, &script.source)?;
-        let Some(source) = sources.first().cloned() else {
+        if sources.is_empty() {
             return Err(script.source.error(
                 stmt.position.0,
                 stmt.position.1,
                 "the query reads no source (FROM is missing)",
             ));
-        };
-        if sources.len() > 1 {
-            return Err(script.source.error(
-                stmt.position.0,
-                stmt.position.1,
-                "joins are not supported yet: a query reads one source",
-            ));
         }
-        let input = match upstream.get(&source) {
-            Some((schema, _)) if !options.serve => {
-                planner.register_source(&source, schema.clone())?;
-                JobInput::Upstream(source.clone())
+        // Keys on the sources' declarations (watermarks, event time) apply to its queries too.
+        let mut stmt = stmt.clone();
+        let mut inputs = BTreeMap::new();
+        for source in &sources {
+            let input = resolve_input(source, &stmt, &declared, &upstream, options, &mut planner)
+                .map_err(|e| at_statement(&script, &stmt, e))?;
+            inputs.insert(source.clone(), input);
+        }
+        for source in &sources {
+            if let Some(d) = declared.get(source) {
+                stmt.properties.merge_missing(&d.properties);
             }
-            Some((schema, sink)) => {
-                let config = upstream_topic(&source, schema, sink.as_ref())
-                    .map_err(|e| at_statement(&script, stmt, e))?;
-                planner.register_source(&source, schema.clone())?;
-                JobInput::Kafka(config)
-            }
-            None => external_input(&source, stmt, &declared, options, &mut planner)
-                .map_err(|e| at_statement(&script, stmt, e))?,
-        };
+        }
         let id = match stmt.name() {
             Some(n) => n.to_string(),
             None => {
                 generated += 1;
                 format!("query_{generated}")
             }
+        };
+        let plan = planner.plan(&stmt, &script.source, &id)?;
+        for input in inputs.values() {
+            if let JobInput::Upstream(name) = input {
+                if let Some(j) = jobs.iter_mut().find(|j| j.plan.id == *name) {
+                    j.retain_output = true;
+                }
+            }
+        }
+        let tables = table_inputs(&plan, &inputs, &declared, &upstream)
+            .map_err(|e| at_statement(&script, &stmt, e))?;
+        let Some(input) = inputs.remove(&plan.source) else {
+            return Err(VeloError::Execution(format!(
+                "'{id}' reads '{}', which was not resolved",
+                plan.source
+            )));
         };
         // Each job is its own consumer group, so two jobs over one topic both see every
         // record, while instances of the same app share the work.
@@ -225,17 +229,6 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
             }
             other => other,
         };
-        // Keys on the source's declaration (watermarks, event time) apply to its queries too.
-        let mut stmt = stmt.clone();
-        if let Some((_, declared_props)) = declared.get(&source) {
-            stmt.properties.merge_missing(declared_props);
-        }
-        let plan = planner.plan(&stmt, &script.source, &id)?;
-        if let JobInput::Upstream(name) = &input {
-            if let Some(j) = jobs.iter_mut().find(|j| j.plan.id == *name) {
-                j.retain_output = true;
-            }
-        }
         let sink = match (&stmt.kind, &options.output) {
             (StatementKind::Select, _) if options.collect_output => None,
             (StatementKind::Select, Some(path)) => Some(SinkConfig::File {
@@ -279,11 +272,20 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
             }
             other => other,
         };
+        let table = match &stmt.kind {
+            StatementKind::CreateTableAs { .. } => Some(plan.key_columns.clone()),
+            _ => None,
+        };
         if matches!(
             stmt.kind,
             StatementKind::CreateStreamAs { .. } | StatementKind::CreateTableAs { .. }
         ) {
-            upstream.insert(id.clone(), (plan.output_schema.clone(), sink.clone()));
+            let output = Upstream {
+                schema: plan.output_schema.clone(),
+                sink: sink.clone(),
+                table,
+            };
+            upstream.insert(id.clone(), output);
         }
         let partitions = match stmt.annotations.get("num_partitions") {
             Some(n) => Some(n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -325,6 +327,7 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
         jobs.push(PlannedJob {
             plan,
             input,
+            tables,
             sink,
             retain_output: options.collect_output,
             partitions,
@@ -341,111 +344,10 @@ fn at_statement(script: &crate::sql::Script, stmt: &Statement, e: VeloError) -> 
     }
 }
 
-/// Reading an earlier statement's output in a long-lived app: from its Kafka topic.
-fn upstream_topic(
-    source: &str,
-    schema: &SchemaRef,
-    sink: Option<&SinkConfig>,
-) -> Result<KafkaSourceConfig> {
-    let Some(SinkConfig::Kafka {
-        topic,
-        client,
-        avro,
-        key_fields,
-        transactional_id,
-        ..
-    }) = sink
-    else {
-        return Err(VeloError::Config(format!(
-            "'{source}' writes to no Kafka topic, so a later statement cannot read it in a \
-             running app: give it '{source}.type' = 'kafka_sink'"
-        )));
-    };
-    let mut props = Properties::default();
-    props.insert(format!("{source}.topic.name"), topic.clone());
-    for (k, v) in client {
-        if k == "bootstrap.servers" || k.starts_with("security.") || k.starts_with("sasl.") {
-            props.insert(format!("{source}.{k}"), v.clone());
-        }
-    }
-    if transactional_id.is_some() {
-        // Only committed transactions: every result once.
-        props.insert(
-            format!("{source}.isolation.level"),
-            "read_committed".to_string(),
-        );
-    }
-    let mut config = KafkaSourceConfig::from_properties(
-        source,
-        &props,
-        Some(schema.clone()),
-        &KafkaDefaults::default(),
-    )?;
-    // Read the earlier statement's output in the format it writes.
-    config.avro = avro.clone();
-    // Its messages are keyed by these columns (when they all exist; the sink skips missing
-    // ones), so the topic is partitioned by them.
-    if key_fields.iter().all(|f| schema.index_of(f).is_ok()) {
-        config.key_fields = key_fields.clone();
-    }
-    Ok(config)
-}
-
 /// The event to hand out before reading more: one already queued, else Stop when the job
 /// was asked to stop.
 fn pending(queued: &mut VecDeque<InputEvent>, stop: bool) -> Option<InputEvent> {
     queued.pop_front().or(stop.then_some(InputEvent::Stop))
-}
-
-/// The input of a query over `source`, a file or topic (not an earlier statement): its
-/// settings come from its WITH keys (from the query or its declaration) or a
-/// `--source NAME=PATH` binding, and its columns are registered with the planner.
-fn external_input(
-    source: &str,
-    stmt: &Statement,
-    declared: &BTreeMap<String, (Option<SchemaRef>, Properties)>,
-    options: &JobOptions,
-    planner: &mut QueryPlanner,
-) -> Result<JobInput> {
-    let mut props = stmt.properties.clone();
-    let mut schema = None;
-    if let Some((s, p)) = declared.get(source) {
-        props.merge_missing(p);
-        schema = s.clone();
-    }
-    if let Some(path) = options.source_paths.get(source) {
-        props.insert(format!("{source}.path"), path.clone());
-        if props.scoped(source, "type").is_none() {
-            props.insert(format!("{source}.type"), "file_source");
-        }
-    }
-    match props.scoped(source, "type").as_deref() {
-        Some("file_source") | None if props.scoped(source, "path").is_some() => {
-            let mut config = FileSourceConfig::from_properties(source, &props, schema)?;
-            let file = FileSource::open(config.clone())?;
-            planner.register_source(source, file.schema().clone())?;
-            // The job reads with the schema the query was planned on, not a second inference.
-            config.schema = Some(file.schema().clone());
-            Ok(JobInput::File(config))
-        }
-        Some("kafka_source") if options.serve => {
-            let config =
-                KafkaSourceConfig::from_properties(source, &props, schema, &options.kafka)?;
-            planner.register_source(source, config.schema.clone())?;
-            Ok(JobInput::Kafka(config))
-        }
-        Some("kafka_source") => Err(VeloError::Config(format!(
-            "source '{source}' is a Kafka topic, which never ends: run the app with \
-             velo-sql deploy-app instead of velo-sql-batch"
-        ))),
-        Some(other) if other != "file_source" => Err(VeloError::Config(format!(
-            "source '{source}' has type '{other}': expected file_source or kafka_source"
-        ))),
-        _ => Err(VeloError::Config(format!(
-            "unknown source '{source}': declare it with WITH ('{source}.type' = 'file_source', '{source}.path' = ...) \
-             or bind it with --source {source}=PATH"
-        ))),
-    }
 }
 
 impl PlannedScript {
@@ -584,10 +486,13 @@ fn run_job(
             n => n,
         },
         restore: None,
+        tables: Vec::new(),
     };
     // Bad records are found on the reading side, late ones on the output side; the
     // dead-letter file serves both, off the hot path.
     let dead_letter = Mutex::new(dead_letter);
+    // Every table is whole before the first stream record is read.
+    partitions.tables = load_tables(&plan, &job.tables, outputs, &mut summary, &dead_letter)?;
     // Commit barriers to the offset committer (a Kafka job without durable state).
     let mut barriers = None;
     let mut kafka = match &job.input {

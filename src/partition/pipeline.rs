@@ -19,6 +19,7 @@ use super::router::{PartitionRouter, PartitionRun, Routing};
 use super::worker::{PartitionWorker, WorkerInput, WorkerOutput, WorkerTotals};
 use crate::error::{Result, VeloError};
 use crate::exec::input::InputAdapter;
+use crate::exec::join::LookupTable;
 use crate::exec::shard::KeyShard;
 use crate::exec::snapshot::{OperatorState, PartitionStates, RestoredStates, CLOCK_STATE};
 use crate::exec::watermark::EventClock;
@@ -40,6 +41,9 @@ pub struct PartitionOptions {
     /// A checkpoint's state to start from (None: start empty). Each worker takes the keys it
     /// owns at this width, whatever width wrote it.
     pub restore: Option<Arc<RestoredStates>>,
+    /// The loaded rows of the tables the query joins (`PlannedQuery::tables`), shared by
+    /// every worker.
+    pub tables: Vec<Arc<LookupTable>>,
 }
 
 impl PartitionOptions {
@@ -50,6 +54,7 @@ impl PartitionOptions {
             queue_depth: DEFAULT_QUEUE_DEPTH,
             source_key: Vec::new(),
             restore: None,
+            tables: Vec::new(),
         }
     }
 }
@@ -176,7 +181,7 @@ where
     let mut adapter = InputAdapter::new(plan.input_schema.clone(), plan.source.clone());
     let mut clock = plan.watermark.as_ref().map(EventClock::new);
     let mut workers = (0..n)
-        .map(|_| PartitionWorker::new(plan.clone()))
+        .map(|_| PartitionWorker::new(plan.clone(), &options.tables))
         .collect::<Result<Vec<_>>>()?;
     if let Some(states) = &options.restore {
         for (index, worker) in workers.iter_mut().enumerate() {

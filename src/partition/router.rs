@@ -11,11 +11,12 @@ use arrow::buffer::ScalarBuffer;
 use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::{Result, VeloError};
 use crate::exec::shard::{hash_keys, partition_of};
-use crate::sql::{PlanStage, PlannedQuery};
+use crate::sql::{LookupKind, PlanStage, PlannedQuery};
 
 /// How a query's input is spread over partition workers.
 #[derive(Debug, Clone)]
@@ -34,12 +35,25 @@ impl Routing {
     /// it needs every row in one place (ORDER BY, LIMIT, DISTINCT, a second keyed stage).
     pub fn for_plan(plan: &PlannedQuery) -> Routing {
         let mut key: Option<Vec<Arc<dyn PhysicalExpr>>> = None;
-        let mut reshaped = false;
+        // How the rows a keyed stage reads relate to the input, whose columns the router
+        // hashes.
+        let mut layout = Layout::Input;
         for stage in &plan.stages {
             let stage_key = match stage {
                 PlanStage::Filter { .. } => continue,
                 PlanStage::Project { .. } => {
-                    reshaped = true;
+                    layout = Layout::Reshaped;
+                    continue;
+                }
+                PlanStage::LookupJoin(join) => {
+                    layout = match (layout, join.kind, join.stream_left) {
+                        (layout, LookupKind::Semi | LookupKind::Anti { .. }, _) => layout,
+                        (Layout::Input, _, true) => {
+                            Layout::Prefix(plan.input_schema.fields().len())
+                        }
+                        (Layout::Prefix(n), _, true) => Layout::Prefix(n),
+                        _ => Layout::Reshaped,
+                    };
                     continue;
                 }
                 PlanStage::Sort { .. } => return Routing::Single("ORDER BY sorts all rows"),
@@ -75,8 +89,20 @@ impl Routing {
             if key.is_some() {
                 return Routing::Single("a second keyed stage follows the first");
             }
-            if reshaped {
-                return Routing::Single("the keyed stage reads projected rows");
+            match layout {
+                Layout::Input => {}
+                Layout::Reshaped => {
+                    return Routing::Single("the keyed stage reads projected rows");
+                }
+                Layout::Prefix(n) => {
+                    let reads_input_only = stage_key
+                        .iter()
+                        .flat_map(collect_columns)
+                        .all(|c| c.index() < n);
+                    if !reads_input_only {
+                        return Routing::Single("the keyed stage's key reads a joined table");
+                    }
+                }
             }
             if stage_key.is_empty() {
                 return Routing::Single("the query keeps one global state (no key)");
@@ -88,6 +114,17 @@ impl Routing {
             None => Routing::RoundRobin,
         }
     }
+}
+
+/// How rows at some stage relate to the input rows.
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    /// The input's columns, as they came.
+    Input,
+    /// The input's first `n` columns come first, then columns a join added.
+    Prefix(usize),
+    /// Columns computed from the input.
+    Reshaped,
 }
 
 fn same_exprs(a: &[Arc<dyn PhysicalExpr>], b: &[Arc<dyn PhysicalExpr>]) -> bool {

@@ -2,6 +2,7 @@
 //! synchronously, one epoch (input batch) at a time.
 
 use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
@@ -10,6 +11,7 @@ use super::pipeline::{CheckpointMark, SnapshotMark};
 use super::router::Piece;
 use crate::error::Result;
 use crate::exec::engine::StreamExecutionEngine;
+use crate::exec::join::LookupTable;
 use crate::exec::shard::KeyShard;
 use crate::exec::snapshot::{PartitionStates, RestoredStates};
 use crate::sql::PlannedQuery;
@@ -66,10 +68,11 @@ pub struct PartitionWorker {
 }
 
 impl PartitionWorker {
-    /// A worker for one partition of `plan`; its watermark comes from the router.
-    pub fn new(plan: PlannedQuery) -> Result<Self> {
+    /// A worker for one partition of `plan`, joining the loaded `tables`; its watermark comes
+    /// from the router.
+    pub fn new(plan: PlannedQuery, tables: &[Arc<LookupTable>]) -> Result<Self> {
         let mut engine = StreamExecutionEngine::new();
-        let query_id = engine.deploy_with_external_watermarks(plan)?;
+        let query_id = engine.deploy_with_external_watermarks(plan, tables)?;
         Ok(PartitionWorker { engine, query_id })
     }
 

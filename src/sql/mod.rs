@@ -3,6 +3,8 @@
 
 pub mod analytic;
 pub mod functions;
+mod join;
+mod lower;
 pub mod plan_shape;
 pub mod planner;
 pub mod properties;
@@ -12,7 +14,10 @@ pub mod ttl;
 pub mod udfs;
 pub mod window;
 
-pub use planner::{AggregatePlan, PlanStage, PlannedQuery, QueryPlanner};
+pub use planner::{
+    AggregatePlan, LookupJoinPlan, LookupKind, PlanStage, PlannedQuery, QueryPlanner, SourceRole,
+    TableInput,
+};
 pub use properties::Properties;
 pub use script::{
     parse_script, ColumnDef, EmitMode, Script, Statement, StatementKind, WindowKind, WindowSpec,

@@ -20,6 +20,7 @@ impl PlanStage {
             PlanStage::Sort { .. } => "sort",
             PlanStage::Limit { .. } => "limit",
             PlanStage::Analytic { .. } => "analytic",
+            PlanStage::LookupJoin(_) => "lookup-join",
         }
     }
 
@@ -77,6 +78,15 @@ impl PlanStage {
                     .collect();
                 functions.join(", ")
             }
+            PlanStage::LookupJoin(join) => format!(
+                "{:?} JOIN table {} ON {} FILTER {}",
+                join.kind,
+                join.table,
+                list(&join.stream_keys),
+                join.filter
+                    .as_ref()
+                    .map_or("-".to_string(), |f| f.to_string())
+            ),
         }
     }
 }

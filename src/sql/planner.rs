@@ -6,29 +6,28 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::empty::EmptyTable;
-use datafusion::common::tree_node::TreeNode;
-use datafusion::common::{DFSchema, DataFusionError, SchemaError};
+use datafusion::common::{DataFusionError, SchemaError};
 use datafusion::execution::context::{SessionConfig, SessionContext};
-use datafusion::logical_expr::simplify::SimplifyContext;
-use datafusion::logical_expr::{Distinct, Expr, FetchType, LogicalPlan, SkipType};
-use datafusion::optimizer::simplify_expressions::ExprSimplifier;
-use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
-use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_expr::{create_physical_sort_exprs, PhysicalExpr, PhysicalSortExpr};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery;
+use datafusion::optimizer::eliminate_cross_join::EliminateCrossJoin;
+use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
+use datafusion::optimizer::scalar_subquery_to_join::ScalarSubqueryToJoin;
+use datafusion::optimizer::{Optimizer, OptimizerRule};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{self as sql_ast, visit_expressions_mut};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
-use super::analytic::{plan_analytic, AnalyticFunction};
+use super::analytic::AnalyticFunction;
 use super::functions::{register_velostream_functions, rewrite_function_calls};
+use super::lower::{lower_query, QueryContext};
 use super::properties::Properties;
-use super::script::{EmitMode, Statement, WindowKind, WindowSpec};
+use super::script::{EmitMode, Statement, WindowSpec};
 use super::source_text::{nearest, position_in_message, SourceText};
-use super::window::{
-    late_data_settings, prepare_window, watermark_settings, WatermarkPlan, WindowPlan, WINDOW_END,
-    WINDOW_START,
-};
+use super::window::{prepare_window, WatermarkPlan, WindowPlan, WINDOW_END, WINDOW_START};
 use crate::error::{Result, VeloError};
 
 /// Columns every source offers besides its data fields (filled from record metadata).
@@ -72,6 +71,65 @@ pub enum PlanStage {
         functions: Vec<AnalyticFunction>,
         schema: SchemaRef,
     },
+    /// Join each row with a table read whole before the stream started.
+    LookupJoin(LookupJoinPlan),
+}
+
+/// How a stream row meets the table rows whose key it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupKind {
+    /// One output row per matching table row (INNER JOIN).
+    Inner,
+    /// As Inner, and a row with no match once, its table columns NULL (LEFT JOIN with the
+    /// stream on the left).
+    Outer,
+    /// The row, once, when some table row matches (IN, EXISTS).
+    Semi,
+    /// The row when no table row matches (NOT EXISTS; NOT IN when `null_aware`: a NULL on
+    /// either side makes the answer unknown, so the row is dropped).
+    Anti { null_aware: bool },
+    /// The row plus a boolean column: does some table row match (IN inside OR).
+    Mark,
+}
+
+/// A join of the stream with a table (see `PlanStage::LookupJoin`).
+#[derive(Debug, Clone)]
+pub struct LookupJoinPlan {
+    /// The table, an index into `PlannedQuery::tables`.
+    pub table: usize,
+    pub kind: LookupKind,
+    /// The stream row's side of each equality of ON, over the stage input.
+    pub stream_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// The rest of ON, over the stream's and the table's columns side by side (in the
+    /// join's left-right order).
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The stream is the join's left input, so its columns come first.
+    pub stream_left: bool,
+    /// The rows the stage emits.
+    pub schema: SchemaRef,
+}
+
+/// A table a query joins: a bounded input, planned as its own query and read whole before the
+/// stream starts.
+#[derive(Debug, Clone)]
+pub struct TableInput {
+    /// The table's rows: its source (`plan.source`) through the stages of its side of the join.
+    pub plan: PlannedQuery,
+    /// The table's side of each equality of ON, over `plan`'s output.
+    pub keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// NULL keys match each other (DataFusion plans some set operations so).
+    pub nulls_equal: bool,
+}
+
+/// What a registered source can be in a join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceRole {
+    /// Records without end (a Kafka topic, a followed file).
+    Stream,
+    /// Records that end (a file read once): it may serve as a table.
+    Bounded,
+    /// A declared table: the latest row per primary key (all rows when it has none).
+    Table { primary_key: Vec<String> },
 }
 
 /// A GROUP BY: keys, aggregates and an optional HAVING over its output.
@@ -110,6 +168,8 @@ pub struct PlannedQuery {
     pub output_schema: SchemaRef,
     /// Stages in execution order.
     pub stages: Vec<PlanStage>,
+    /// The tables its joins read (see `PlanStage::LookupJoin`).
+    pub tables: Vec<TableInput>,
     /// Output columns that key an upsert stream (the GROUP BY columns), empty for append streams.
     pub key_columns: Vec<String>,
     /// The WINDOW clause (or Flink window in GROUP BY), if any.
@@ -124,6 +184,7 @@ pub struct PlannedQuery {
 pub struct QueryPlanner {
     ctx: SessionContext,
     sources: BTreeMap<String, SchemaRef>,
+    roles: BTreeMap<String, SourceRole>,
 }
 
 impl Default for QueryPlanner {
@@ -140,16 +201,30 @@ impl QueryPlanner {
         opts.sql_parser.parse_float_as_decimal = true;
         opts.sql_parser.map_string_types_to_utf8view = false;
         opts.sql_parser.collect_spans = true;
+        // Every scalar subquery becomes a join, which the stream side can run.
+        opts.optimizer.enable_physical_uncorrelated_scalar_subquery = false;
         let ctx = SessionContext::new_with_config(config);
         register_velostream_functions(&ctx);
         QueryPlanner {
             ctx,
             sources: BTreeMap::new(),
+            roles: BTreeMap::new(),
         }
     }
 
-    /// Registers a source by name with its data fields; system columns are added here.
+    /// Registers a stream by name with its data fields (see `register_source_as`).
     pub fn register_source(&mut self, name: &str, data_schema: SchemaRef) -> Result<()> {
+        self.register_source_as(name, data_schema, SourceRole::Stream)
+    }
+
+    /// Registers a source by name with its data fields and its role in joins; system columns
+    /// are added here.
+    pub fn register_source_as(
+        &mut self,
+        name: &str,
+        data_schema: SchemaRef,
+        role: SourceRole,
+    ) -> Result<()> {
         let mut fields: Vec<Field> = data_schema
             .fields()
             .iter()
@@ -171,6 +246,7 @@ impl QueryPlanner {
         self.ctx
             .register_table(name, Arc::new(EmptyTable::new(Arc::clone(&schema))))?;
         self.sources.insert(name.to_string(), data_schema);
+        self.roles.insert(name.to_string(), role);
         Ok(())
     }
 
@@ -224,12 +300,33 @@ impl QueryPlanner {
         let plan = state
             .analyzer()
             .execute_and_check(plan, state.config_options(), |_, _| {})
+            .and_then(|plan| decorrelate(plan, &state))
             .map_err(|e| to_sql_error(source, stmt, e, &candidates))?;
-        lower_plan(&state, &plan, stmt, window, id).map_err(|e| match e {
+        let ctx = QueryContext {
+            state: &state,
+            stmt,
+            roles: &self.roles,
+        };
+        lower_query(&ctx, &plan, window, id).map_err(|e| match e {
             VeloError::DataFusion(e) => to_sql_error(source, stmt, e, &candidates),
             other => other,
         })
     }
+}
+
+/// Runs the optimizer rules that turn subqueries into joins and find the equalities of join
+/// conditions; the rest of DataFusion's optimizer targets batch execution.
+fn decorrelate(
+    plan: LogicalPlan,
+    state: &datafusion::execution::session_state::SessionState,
+) -> datafusion::error::Result<LogicalPlan> {
+    let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
+        Arc::new(ScalarSubqueryToJoin::new()),
+        Arc::new(DecorrelatePredicateSubquery::new()),
+        Arc::new(ExtractEquijoinPredicate::new()),
+        Arc::new(EliminateCrossJoin::new()),
+    ];
+    Optimizer::with_rules(rules).optimize(plan, state, |_, _| {})
 }
 
 /// The position just after the last non-blank char (where "found: EOF" errors point).
@@ -266,8 +363,9 @@ fn parse_query(stmt: &Statement, source: &SourceText) -> Result<sql_ast::Stateme
     }
 }
 
-/// Expands `*` and `t.*` to the source's data columns: system and window columns are
-/// selectable by name but are not part of `*`.
+/// Expands `*` and `t.*` to the sources' data columns: system and window columns are
+/// selectable by name but are not part of `*`. Over a join, `*` is each relation's data
+/// columns in FROM order, qualified by the relation's name.
 fn expand_wildcards(ast: &mut sql_ast::Statement, sources: &BTreeMap<String, SchemaRef>) {
     let sql_ast::Statement::Query(query) = ast else {
         return;
@@ -275,39 +373,87 @@ fn expand_wildcards(ast: &mut sql_ast::Statement, sources: &BTreeMap<String, Sch
     let sql_ast::SetExpr::Select(select) = query.body.as_mut() else {
         return;
     };
-    let Some(sql_ast::TableFactor::Table { name, .. }) = select.from.first().map(|f| &f.relation)
-    else {
-        return;
-    };
-    let table = name.to_string().to_lowercase();
-    let Some(schema) = sources.get(&table) else {
-        return;
-    };
-    let columns: Vec<sql_ast::Ident> = schema
-        .fields()
+    let factors = select
+        .from
         .iter()
-        .filter(|f| !is_system_column(f.name()))
-        .map(|f| sql_ast::Ident::with_quote('"', f.name()))
-        .collect();
+        .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)));
+    // Each relation's qualifier and data columns (None: not a source, DataFusion expands it).
+    let mut relations: Vec<(Vec<sql_ast::Ident>, Option<Vec<sql_ast::Ident>>)> = Vec::new();
+    for factor in factors {
+        match factor {
+            sql_ast::TableFactor::Table { name, alias, .. } => {
+                let table = name.to_string().to_lowercase();
+                let qualifier = match alias {
+                    Some(a) => vec![a.name.clone()],
+                    None => name.0.iter().filter_map(|p| p.as_ident().cloned()).collect(),
+                };
+                let columns = sources.get(&table).map(|schema| {
+                    schema
+                        .fields()
+                        .iter()
+                        .filter(|f| !is_system_column(f.name()))
+                        .map(|f| sql_ast::Ident::with_quote('"', f.name()))
+                        .collect()
+                });
+                relations.push((qualifier, columns));
+            }
+            sql_ast::TableFactor::Derived {
+                alias: Some(alias), ..
+            } => relations.push((vec![alias.name.clone()], None)),
+            // Anything else: leave every wildcard to DataFusion.
+            _ => return,
+        }
+    }
+    let qualified = |qualifier: &[sql_ast::Ident], columns: &[sql_ast::Ident]| {
+        columns
+            .iter()
+            .map(|c| {
+                let mut parts = qualifier.to_vec();
+                parts.push(c.clone());
+                sql_ast::SelectItem::UnnamedExpr(sql_ast::Expr::CompoundIdentifier(parts))
+            })
+            .collect::<Vec<_>>()
+    };
     let mut items = Vec::with_capacity(select.projection.len());
     for item in select.projection.drain(..) {
         match item {
-            sql_ast::SelectItem::Wildcard(_) => {
-                items.extend(columns.iter().map(|c| {
+            sql_ast::SelectItem::Wildcard(_) if relations.len() == 1 => match &relations[0].1 {
+                Some(columns) => items.extend(columns.iter().map(|c| {
                     sql_ast::SelectItem::UnnamedExpr(sql_ast::Expr::Identifier(c.clone()))
-                }));
+                })),
+                None => items.push(item),
+            },
+            sql_ast::SelectItem::Wildcard(_) => {
+                for (qualifier, columns) in &relations {
+                    match columns {
+                        Some(columns) => items.extend(qualified(qualifier, columns)),
+                        None => items.push(sql_ast::SelectItem::QualifiedWildcard(
+                            sql_ast::SelectItemQualifiedWildcardKind::ObjectName(
+                                sql_ast::ObjectName::from(qualifier.clone()),
+                            ),
+                            Default::default(),
+                        )),
+                    }
+                }
             }
             sql_ast::SelectItem::QualifiedWildcard(
-                sql_ast::SelectItemQualifiedWildcardKind::ObjectName(q),
+                sql_ast::SelectItemQualifiedWildcardKind::ObjectName(ref q),
                 _,
             ) => {
-                let qualifier: Vec<sql_ast::Ident> =
+                let wanted: Vec<sql_ast::Ident> =
                     q.0.iter().filter_map(|p| p.as_ident().cloned()).collect();
-                items.extend(columns.iter().map(|c| {
-                    let mut parts = qualifier.clone();
-                    parts.push(c.clone());
-                    sql_ast::SelectItem::UnnamedExpr(sql_ast::Expr::CompoundIdentifier(parts))
-                }));
+                let same = |a: &[sql_ast::Ident]| {
+                    a.len() == wanted.len()
+                        && a.iter()
+                            .zip(&wanted)
+                            .all(|(x, y)| x.value.eq_ignore_ascii_case(&y.value))
+                };
+                match relations.iter().find(|(q, _)| same(q)) {
+                    Some((qualifier, Some(columns))) => {
+                        items.extend(qualified(qualifier, columns))
+                    }
+                    _ => items.push(item),
+                }
             }
             other => items.push(other),
         }
@@ -467,445 +613,4 @@ fn to_sql_error(
     }
     let (line, column) = position.unwrap_or(stmt.position);
     source.error(line, column, message)
-}
-
-/// Lowers an analyzed logical plan to streaming stages.
-fn lower_plan(
-    state: &datafusion::execution::session_state::SessionState,
-    plan: &LogicalPlan,
-    stmt: &Statement,
-    window: Option<WindowSpec>,
-    id: &str,
-) -> Result<PlannedQuery> {
-    // Collect the chain from the root down to the scan.
-    let mut chain = Vec::new();
-    let mut node = plan;
-    loop {
-        chain.push(node);
-        let inputs = node.inputs();
-        match inputs.as_slice() {
-            [] => break,
-            [one] => node = one,
-            _ => return Err(unsupported(node)),
-        }
-    }
-    chain.reverse();
-    let LogicalPlan::TableScan(scan) = chain[0] else {
-        return Err(unsupported(chain[0]));
-    };
-    let source_name = scan.table_name.table().to_string();
-
-    // The input schema: only the columns the query uses, in table order.
-    let mut used = HashSet::new();
-    plan.apply(|n| {
-        for e in n.expressions() {
-            for c in e.column_refs() {
-                used.insert(c.name.clone());
-            }
-        }
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-    })?;
-    let ttl = crate::sql::ttl::state_ttl_settings(&stmt.properties)?;
-    if ttl.is_some() && window.is_some() {
-        return Err(VeloError::Config(
-            "'state.ttl' applies to a GROUP BY without a window: a window's state is dropped \
-             when the window closes"
-                .into(),
-        ));
-    }
-    // An event-time TTL runs on the watermark, which follows the records' event time.
-    let ttl_on_event_time = ttl.is_some_and(|t| t.clock == crate::sql::TtlClock::Event);
-    let time_column = match &window {
-        Some(w) => Some(
-            w.time_column
-                .clone()
-                .unwrap_or_else(|| "_event_time".to_string()),
-        ),
-        None => ttl_on_event_time.then(|| "_event_time".to_string()),
-    };
-    if let Some(t) = &time_column {
-        used.insert(t.clone());
-        used.insert("_partition".to_string());
-    } else if used.contains(WINDOW_START) || used.contains(WINDOW_END) {
-        return Err(VeloError::Config(format!(
-            "{WINDOW_START} and {WINDOW_END} exist only in a windowed query (add WINDOW TUMBLING(...))"
-        )));
-    }
-    let scan_schema = scan.projected_schema.as_ref();
-    let keep: Vec<usize> = (0..scan_schema.fields().len())
-        .filter(|&i| used.contains(scan_schema.field(i).name()))
-        .collect();
-    let input_schema = Arc::new(Schema::new(
-        keep.iter()
-            .map(|&i| scan_schema.field(i).as_ref().clone())
-            .collect::<Vec<_>>(),
-    ));
-
-    let props = state.execution_props();
-    let mut stages: Vec<PlanStage> = Vec::new();
-    let mut group_count: Option<usize> = None;
-    let mut key_columns = Vec::new();
-    let time_expr = match &time_column {
-        Some(name) => {
-            let index = input_schema.index_of(name).map_err(|_| {
-                VeloError::Config(format!(
-                    "the window's time column '{name}' is not a column of '{source_name}'"
-                ))
-            })?;
-            Some(Arc::new(Column::new(name, index)) as Arc<dyn PhysicalExpr>)
-        }
-        None => None,
-    };
-    let emit = stmt.emit.unwrap_or(if window.is_some() {
-        EmitMode::Final
-    } else {
-        EmitMode::Changes
-    });
-    // Until the first projection or aggregate, rows still have the (restricted) scan columns.
-    // `restricted`: the columns the rows carry while they are still the scan's (plus analytic
-    // columns appended after them); None once a projection or aggregate made new rows.
-    let mut restricted: Option<Vec<usize>> = Some(keep.clone());
-    // A projection's columns as executed, where their types differ from the logical plan's
-    // (see `executed_schema`): the next node reads these, and if nothing reshapes the rows
-    // after it, so does the sink.
-    let mut executed: Option<DFSchema> = None;
-    let mut output_override: Option<SchemaRef> = None;
-    for (i, node) in chain.iter().enumerate().skip(1) {
-        let input = chain[i - 1];
-        let input_schema_df = match (&restricted, executed.take()) {
-            (_, Some(schema)) => schema,
-            (Some(k), None) => restrict_schema(input.schema(), k)?,
-            (None, None) => input.schema().as_ref().clone(),
-        };
-        restricted = match (node, restricted.take()) {
-            (LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_), _) => None,
-            (LogicalPlan::Window(w), Some(mut k)) => {
-                let before = w.input.schema().fields().len();
-                k.extend(before..w.schema.fields().len());
-                Some(k)
-            }
-            (_, k) => k,
-        };
-        match node {
-            LogicalPlan::SubqueryAlias(_) if i == 1 => {}
-            LogicalPlan::Filter(filter) => {
-                let predicate = physical_expr(state, filter.predicate.clone(), &input_schema_df)?;
-                match stages.last_mut() {
-                    Some(PlanStage::Aggregate(agg)) if agg.having.is_none() => {
-                        agg.having = Some(predicate)
-                    }
-                    _ => stages.push(PlanStage::Filter { predicate }),
-                }
-            }
-            LogicalPlan::Projection(proj) => {
-                let exprs = proj
-                    .expr
-                    .iter()
-                    .map(|e| physical_expr(state, e.clone(), &input_schema_df))
-                    .collect::<datafusion::error::Result<Vec<_>>>()?;
-                let schema = Arc::new(proj.schema.as_arrow().clone());
-                if let Some(k) = group_count.take() {
-                    let group_names: Vec<&str> = input_schema_df
-                        .fields()
-                        .iter()
-                        .take(k)
-                        .map(|f| f.name().as_str())
-                        .collect();
-                    for (e, f) in proj.expr.iter().zip(schema.fields()) {
-                        let inner = match e {
-                            datafusion::logical_expr::Expr::Alias(a) => a.expr.as_ref(),
-                            other => other,
-                        };
-                        if let datafusion::logical_expr::Expr::Column(c) = inner {
-                            if group_names.contains(&c.name.as_str()) {
-                                key_columns.push(f.name().clone());
-                            }
-                        }
-                    }
-                }
-                let (schema, as_executed) =
-                    executed_schema(&proj.schema, &exprs, &input_schema_df)?;
-                executed = as_executed;
-                output_override = executed.is_some().then(|| Arc::clone(&schema));
-                stages.push(PlanStage::Project { exprs, schema });
-            }
-            LogicalPlan::Aggregate(agg) => {
-                output_override = None;
-                let physical_input = input_schema_df.as_arrow().clone();
-                let group_exprs = agg
-                    .group_expr
-                    .iter()
-                    .map(|e| {
-                        if matches!(e, datafusion::logical_expr::Expr::GroupingSet(_)) {
-                            return Err(DataFusionError::Plan(
-                                "GROUPING SETS, CUBE and ROLLUP are not supported on streams"
-                                    .into(),
-                            ));
-                        }
-                        physical_expr(state, e.clone(), &input_schema_df)
-                    })
-                    .collect::<datafusion::error::Result<Vec<_>>>()?;
-                let mut aggregates = Vec::new();
-                let mut filters = Vec::new();
-                for e in &agg.aggr_expr {
-                    let planning_ctx = Default::default();
-                    let name = e.schema_name().to_string();
-                    let e = &simplify(state, e.clone(), &input_schema_df)?;
-                    let lowered = LoweredAggregateBuilder::new(
-                        e,
-                        &input_schema_df,
-                        &physical_input,
-                        props,
-                        &planning_ctx,
-                    )
-                    .with_name(name)
-                    .build()?;
-                    aggregates.push(lowered.aggregate);
-                    filters.push(lowered.filter);
-                }
-                group_count = Some(agg.group_expr.len());
-                let window_plan = match (&window, &time_expr) {
-                    (Some(spec), Some(time_expr)) => {
-                        let key_position = |name: &str| {
-                            agg.group_expr.iter().position(|e| {
-                                matches!(e, datafusion::logical_expr::Expr::Column(c) if c.name == name)
-                            })
-                        };
-                        let (Some(start_key), Some(end_key)) =
-                            (key_position(WINDOW_START), key_position(WINDOW_END))
-                        else {
-                            return Err(VeloError::Config(
-                                "the window columns are missing from GROUP BY".into(),
-                            ));
-                        };
-                        validate_window(&spec.kind)?;
-                        let (allowed_lateness_ms, late_strategy) =
-                            late_data_settings(&stmt.properties)?;
-                        Some(WindowPlan {
-                            kind: spec.kind,
-                            time_expr: Arc::clone(time_expr),
-                            start_key,
-                            end_key,
-                            allowed_lateness_ms,
-                            late_strategy,
-                        })
-                    }
-                    _ => None,
-                };
-                stages.push(PlanStage::Aggregate(AggregatePlan {
-                    group_exprs,
-                    aggregates,
-                    filters,
-                    having: None,
-                    output_schema: Arc::new(agg.schema.as_arrow().clone()),
-                    emit,
-                    window: window_plan,
-                    ttl,
-                    time_expr: time_expr.clone(),
-                }));
-            }
-            LogicalPlan::Distinct(Distinct::All(_)) => stages.push(PlanStage::Distinct),
-            LogicalPlan::Window(w) => {
-                output_override = None;
-                let physical = |e: Expr| physical_expr(state, e, &input_schema_df);
-                let functions = w
-                    .window_expr
-                    .iter()
-                    .map(|e| {
-                        let e = simplify(state, e.clone(), &input_schema_df)?;
-                        plan_analytic(state, &e, &input_schema_df, &physical)
-                    })
-                    .collect::<datafusion::error::Result<Vec<_>>>()?;
-                // The output keeps the input's columns; with a restricted scan, only those.
-                let mut fields: Vec<Field> = input_schema_df
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone())
-                    .collect();
-                let window_fields = w
-                    .schema
-                    .fields()
-                    .iter()
-                    .skip(w.input.schema().fields().len());
-                fields.extend(window_fields.map(|f| f.as_ref().clone()));
-                stages.push(PlanStage::Analytic {
-                    functions,
-                    schema: Arc::new(Schema::new(fields)),
-                });
-            }
-            LogicalPlan::Sort(sort) => {
-                let sort_exprs = sort
-                    .expr
-                    .iter()
-                    .map(|s| Ok(s.with_expr(simplify(state, s.expr.clone(), &input_schema_df)?)))
-                    .collect::<datafusion::error::Result<Vec<_>>>()?;
-                let exprs = create_physical_sort_exprs(
-                    &sort_exprs,
-                    &input_schema_df,
-                    props,
-                    &Default::default(),
-                )?;
-                stages.push(PlanStage::Sort { exprs });
-                if let Some(fetch) = sort.fetch {
-                    stages.push(PlanStage::Limit {
-                        skip: 0,
-                        fetch: Some(fetch),
-                    });
-                }
-            }
-            LogicalPlan::Limit(limit) => {
-                let skip = match limit.get_skip_type()? {
-                    SkipType::Literal(n) => n,
-                    SkipType::UnsupportedExpr => return Err(unsupported(node)),
-                };
-                let fetch = match limit.get_fetch_type()? {
-                    FetchType::Literal(n) => n,
-                    FetchType::UnsupportedExpr => return Err(unsupported(node)),
-                };
-                stages.push(PlanStage::Limit { skip, fetch });
-            }
-            other => return Err(unsupported(other)),
-        }
-    }
-    if ttl.is_some() && !stages.iter().any(|s| matches!(s, PlanStage::Aggregate(_))) {
-        return Err(VeloError::Config(
-            "'state.ttl' bounds the state of a GROUP BY, and this query has none".into(),
-        ));
-    }
-    let output_schema =
-        output_override.unwrap_or_else(|| Arc::new(plan.schema().as_arrow().clone()));
-    let watermark = match &time_expr {
-        Some(t) => {
-            let (max_out_of_orderness_ms, idle_timeout_ms) =
-                watermark_settings(&source_name, &stmt.properties)?;
-            Some(WatermarkPlan {
-                time_expr: Arc::clone(t),
-                partition_column: input_schema.index_of("_partition").ok(),
-                max_out_of_orderness_ms,
-                idle_timeout_ms,
-            })
-        }
-        None => None,
-    };
-    Ok(PlannedQuery {
-        id: id.to_string(),
-        source: source_name,
-        input_schema,
-        output_schema,
-        stages,
-        key_columns,
-        window,
-        watermark,
-        properties: stmt.properties.clone(),
-    })
-}
-
-/// A projection's schema with each column's type as its physical expression computes it.
-/// Simplification can make them differ from the logical plan's: `ROUND(d, 1)` on a DECIMAL
-/// keeps the input's scale while the scale argument is still a cast, and takes scale 1 once
-/// the cast is folded. Returns the arrow schema, and the DataFusion schema for the next node
-/// when some type changed (None: the logical one holds).
-fn executed_schema(
-    logical: &DFSchema,
-    exprs: &[Arc<dyn PhysicalExpr>],
-    input: &DFSchema,
-) -> datafusion::error::Result<(SchemaRef, Option<DFSchema>)> {
-    let mut changed = false;
-    let mut fields = Vec::with_capacity(exprs.len());
-    for ((qualifier, planned), expr) in logical.iter().zip(exprs) {
-        let actual = expr.return_field(input.as_arrow())?;
-        let field = if actual.data_type() == planned.data_type() {
-            Arc::clone(planned)
-        } else {
-            changed = true;
-            Arc::new(
-                planned
-                    .as_ref()
-                    .clone()
-                    .with_data_type(actual.data_type().clone())
-                    .with_nullable(planned.is_nullable() || actual.is_nullable()),
-            )
-        };
-        fields.push((qualifier.cloned(), field));
-    }
-    if !changed {
-        return Ok((Arc::new(logical.as_arrow().clone()), None));
-    }
-    let schema = DFSchema::new_with_metadata(fields, logical.metadata().clone())?;
-    Ok((Arc::new(schema.as_arrow().clone()), Some(schema)))
-}
-
-/// Lowers a logical expression, simplified first (see `simplify`).
-fn physical_expr(
-    state: &datafusion::execution::session_state::SessionState,
-    expr: Expr,
-    schema: &DFSchema,
-) -> datafusion::error::Result<Arc<dyn PhysicalExpr>> {
-    state.create_physical_expr(simplify(state, expr, schema)?, schema)
-}
-
-/// Coerces and simplifies an expression as DataFusion's optimizer would (COALESCE becomes CASE,
-/// constants fold); physical planning expects that form.
-fn simplify(
-    state: &datafusion::execution::session_state::SessionState,
-    expr: Expr,
-    schema: &DFSchema,
-) -> datafusion::error::Result<Expr> {
-    let context = SimplifyContext::builder()
-        .with_schema(Arc::new(schema.clone()))
-        .with_config_options(Arc::clone(state.config_options()))
-        .with_query_execution_start_time(state.execution_props().query_execution_start_time)
-        .build();
-    let simplifier = ExprSimplifier::new(context);
-    simplifier.simplify(simplifier.coerce(expr, schema)?)
-}
-
-/// A scan-level schema restricted to the used columns, so that column indices of physical
-/// expressions match the input batches (which carry only those columns).
-fn restrict_schema(schema: &DFSchema, keep: &[usize]) -> Result<DFSchema> {
-    let fields = keep
-        .iter()
-        .map(|&i| {
-            let (q, f) = schema.qualified_field(i);
-            (q.cloned(), Arc::clone(f))
-        })
-        .collect::<Vec<_>>();
-    Ok(DFSchema::new_with_metadata(
-        fields,
-        schema.metadata().clone(),
-    )?)
-}
-
-fn validate_window(kind: &WindowKind) -> Result<()> {
-    let ok = match *kind {
-        WindowKind::Tumbling { size_ms } => size_ms > 0,
-        WindowKind::Sliding {
-            size_ms,
-            advance_ms,
-        } => size_ms > 0 && advance_ms > 0 && advance_ms <= size_ms,
-        WindowKind::Session { gap_ms } => gap_ms > 0,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(VeloError::Config(
-            "window sizes must be positive, and a SLIDING advance at most its size".into(),
-        ))
-    }
-}
-
-fn unsupported(node: &LogicalPlan) -> VeloError {
-    let what = match node {
-        LogicalPlan::Join(_) => "JOIN",
-        LogicalPlan::Window(_) => "window functions (OVER ...)",
-        LogicalPlan::Union(_) => "UNION",
-        LogicalPlan::EmptyRelation(_) => "a query without FROM",
-        LogicalPlan::Subquery(_) => "subqueries",
-        LogicalPlan::Distinct(_) => "DISTINCT ON",
-        LogicalPlan::Values(_) => "VALUES",
-        _ => "this kind of query",
-    };
-    VeloError::DataFusion(DataFusionError::Plan(format!(
-        "{what} is not supported on streams yet"
-    )))
 }

@@ -41,11 +41,15 @@ pub enum StatementKind {
     CreateStreamAs { name: String },
     /// `CREATE TABLE name AS SELECT ...`.
     CreateTableAs { name: String },
-    /// `CREATE STREAM name [(col TYPE, ...)] WITH (...)`: declares a source with its schema.
+    /// `CREATE STREAM name [(col TYPE, ...)] WITH (...)` or `CREATE TABLE name [(...)] WITH
+    /// (...)`: declares a source with its schema.
     CreateSource {
         name: String,
         /// Empty when the source's format carries the schema (Avro).
         columns: Vec<ColumnDef>,
+        /// Some for `CREATE TABLE`: the table's PRIMARY KEY columns (empty: none declared).
+        /// The latest row of a key wins.
+        table: Option<Vec<String>>,
     },
 }
 
@@ -234,10 +238,31 @@ fn parse_statement(source: &SourceText, tokens: &[TokenWithSpan]) -> Result<Opti
             let name = ident(name_tok)
                 .ok_or_else(|| error_at(source, name_tok, "expected a stream or table name"))?;
             let next = sig.get(3).map(|t| &t.token);
+            let table = what.as_deref() == Some("TABLE");
+            let declared = |columns, primary_key, properties| Statement {
+                kind: StatementKind::CreateSource {
+                    name: name.clone(),
+                    columns,
+                    table: table.then_some(primary_key),
+                },
+                query_sql: String::new(),
+                position,
+                window: None,
+                emit: None,
+                properties,
+                annotations: annotations.clone(),
+            };
             match (what.as_deref(), next) {
-                (Some("STREAM"), Some(Token::LParen)) => {
+                (Some("STREAM" | "TABLE"), Some(Token::LParen)) => {
                     let close = matching_paren(source, &sig, 3)?;
-                    let columns = parse_columns(source, &sig[4..close])?;
+                    let (columns, primary_key) = parse_columns(source, &sig[4..close])?;
+                    if !table && !primary_key.is_empty() {
+                        return Err(error_at(
+                            source,
+                            sig[1],
+                            "a PRIMARY KEY makes a table: use CREATE TABLE",
+                        ));
+                    }
                     let properties = match sig.get(close + 1) {
                         Some(t) if word(t).as_deref() == Some("WITH") => {
                             parse_with(source, &sig, close + 1)?.0
@@ -251,29 +276,13 @@ fn parse_statement(source: &SourceText, tokens: &[TokenWithSpan]) -> Result<Opti
                         }
                         None => Properties::default(),
                     };
-                    return Ok(Some(Statement {
-                        kind: StatementKind::CreateSource { name, columns },
-                        query_sql: String::new(),
-                        position,
-                        window: None,
-                        emit: None,
-                        properties,
-                        annotations,
-                    }));
+                    return Ok(Some(declared(columns, primary_key, properties)));
                 }
-                (Some("STREAM"), Some(Token::Word(w))) if w.value.eq_ignore_ascii_case("WITH") => {
-                    return Ok(Some(Statement {
-                        kind: StatementKind::CreateSource {
-                            name,
-                            columns: Vec::new(),
-                        },
-                        query_sql: String::new(),
-                        position,
-                        window: None,
-                        emit: None,
-                        properties: parse_with(source, &sig, 3)?.0,
-                        annotations,
-                    }));
+                (Some("STREAM" | "TABLE"), Some(Token::Word(w)))
+                    if w.value.eq_ignore_ascii_case("WITH") =>
+                {
+                    let properties = parse_with(source, &sig, 3)?.0;
+                    return Ok(Some(declared(Vec::new(), Vec::new(), properties)));
                 }
                 (Some("STREAM"), Some(Token::Word(w))) if w.value.eq_ignore_ascii_case("AS") => {
                     (StatementKind::CreateStreamAs { name }, 4)
@@ -531,9 +540,22 @@ fn parse_window(
     })
 }
 
-fn parse_columns(source: &SourceText, sig: &[&TokenWithSpan]) -> Result<Vec<ColumnDef>> {
+/// The columns of a declaration, and its PRIMARY KEY columns (a `PRIMARY KEY (a, b)` item or
+/// `PRIMARY KEY` after a column's type).
+fn parse_columns(
+    source: &SourceText,
+    sig: &[&TokenWithSpan],
+) -> Result<(Vec<ColumnDef>, Vec<String>)> {
     let mut columns = Vec::new();
+    let mut primary_key = Vec::new();
     for part in split_commas(sig) {
+        if part.first().and_then(|t| word(t)).as_deref() == Some("PRIMARY") {
+            primary_key.extend(parse_primary_key(source, part)?);
+            continue;
+        }
+        let is_key = part.windows(2).any(|w| {
+            word(w[0]).as_deref() == Some("PRIMARY") && word(w[1]).as_deref() == Some("KEY")
+        });
         let Some((name_tok, type_toks)) = part.split_first() else {
             continue;
         };
@@ -579,9 +601,41 @@ fn parse_columns(source: &SourceText, sig: &[&TokenWithSpan]) -> Result<Vec<Colu
                 ))
             }
         };
+        if is_key {
+            primary_key.push(name.clone());
+        }
         columns.push(ColumnDef { name, data_type });
     }
-    Ok(columns)
+    if let Some(missing) = primary_key
+        .iter()
+        .find(|k| !columns.iter().any(|c| &c.name == *k))
+    {
+        let at = sig.first().copied();
+        let message = format!("PRIMARY KEY names '{missing}', which is not a declared column");
+        return Err(match at {
+            Some(t) => error_at(source, t, message),
+            None => VeloError::Config(message),
+        });
+    }
+    Ok((columns, primary_key))
+}
+
+/// `PRIMARY KEY (a, b)`: the column names.
+fn parse_primary_key(source: &SourceText, part: &[&TokenWithSpan]) -> Result<Vec<String>> {
+    let expected = || error_at(source, part[0], "expected PRIMARY KEY (column, ...)");
+    if part.get(1).and_then(|t| word(t)).as_deref() != Some("KEY")
+        || part.get(2).map(|t| &t.token) != Some(&Token::LParen)
+        || part.last().map(|t| &t.token) != Some(&Token::RParen)
+    {
+        return Err(expected());
+    }
+    split_commas(&part[3..part.len() - 1])
+        .into_iter()
+        .map(|names| match names {
+            [one] => ident(one).ok_or_else(expected),
+            _ => Err(expected()),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -617,7 +671,7 @@ mod tests {
         let sql = "CREATE STREAM t WITH ('t.type' = 'kafka_source', 't.format' = 'avro')";
         let script = parse_script(sql).unwrap();
         match &script.statements[0].kind {
-            StatementKind::CreateSource { name, columns } => {
+            StatementKind::CreateSource { name, columns, .. } => {
                 assert_eq!(name, "t");
                 assert!(columns.is_empty());
             }
@@ -634,12 +688,45 @@ mod tests {
         let sql = "CREATE STREAM o (id BIGINT, amount DECIMAL(10,2), ts TIMESTAMP) WITH ('o.path'='x.csv')";
         let script = parse_script(sql).unwrap();
         match &script.statements[0].kind {
-            StatementKind::CreateSource { name, columns } => {
+            StatementKind::CreateSource {
+                name,
+                columns,
+                table,
+            } => {
                 assert_eq!(name, "o");
                 assert_eq!(columns[1].data_type, DataType::Decimal128(10, 2));
+                assert_eq!(*table, None);
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn declares_tables_with_their_primary_key() {
+        for sql in [
+            "CREATE TABLE c (id BIGINT, name VARCHAR, PRIMARY KEY (id)) WITH ('c.path'='c.csv')",
+            "CREATE TABLE c (id BIGINT PRIMARY KEY, name VARCHAR)",
+        ] {
+            let script = parse_script(sql).unwrap();
+            match &script.statements[0].kind {
+                StatementKind::CreateSource { columns, table, .. } => {
+                    assert_eq!(columns.len(), 2, "{sql}");
+                    assert_eq!(table.as_deref(), Some(&["id".to_string()][..]), "{sql}");
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let err = parse_script("CREATE TABLE c (id BIGINT, PRIMARY KEY (nope))")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'nope', which is not a declared column"),
+            "{err}"
+        );
+        let err = parse_script("CREATE STREAM c (id BIGINT PRIMARY KEY)")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("use CREATE TABLE"), "{err}");
     }
 
     #[test]

@@ -186,7 +186,7 @@ fn literal_json(expr: &Expr) -> Result<serde_json::Value, VeloError> {
 fn declared_columns(sql: &str) -> Option<(String, Vec<String>)> {
     let script = velostream::sql::parse_script(sql).ok()?;
     match &script.statements.first()?.kind {
-        velostream::sql::StatementKind::CreateSource { name, columns } => Some((
+        velostream::sql::StatementKind::CreateSource { name, columns, .. } => Some((
             name.clone(),
             columns.iter().map(|c| c.name.clone()).collect(),
         )),

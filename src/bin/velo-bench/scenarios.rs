@@ -13,8 +13,7 @@ use datafusion::physical_expr::expressions::Column;
 use velostream::exec::input::InputAdapter;
 use velostream::job::{plan_script, JobOptions};
 use velostream::partition::{
-    run_partitioned, Delivery, InputEvent, PartitionOptions, PartitionRouter, PartitionRun,
-    Routing, DEFAULT_QUEUE_DEPTH,
+    run_partitioned, Delivery, InputEvent, PartitionOptions, PartitionRouter, PartitionRun, Routing,
 };
 use velostream::sql::{PlannedQuery, QueryPlanner};
 
@@ -149,10 +148,8 @@ pub fn run_engine(
     };
     let base_rss_kb = memory_kb("VmRSS");
     let options = PartitionOptions {
-        partitions,
-        queue_depth: DEFAULT_QUEUE_DEPTH,
         source_key,
-        restore: None,
+        ..PartitionOptions::new(partitions)
     };
     // A keyed topic's partitions are declared first, as a Kafka assignment is: none of them
     // is overtaken by the watermark before it sends.
