@@ -254,8 +254,12 @@ impl GroupTable {
         }
         if let Accumulators::Vectorized(accs) = &mut self.accumulators {
             let inputs = aggregates.empty_inputs(input_schema)?;
+            // An (empty) filter makes the accumulators track which groups saw a value: without
+            // one, a batch without NULLs counts every group as seen, and MAX of nothing would
+            // be its starting value rather than NULL.
+            let none = arrow::array::BooleanArray::from(Vec::<bool>::new());
             for (acc, values) in accs.iter_mut().zip(&inputs.values) {
-                acc.update_batch(values, &[], None, 1)?;
+                acc.update_batch(values, &[], Some(&none), 1)?;
             }
         }
         self.keys.ensure_global();

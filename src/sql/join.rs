@@ -148,6 +148,14 @@ impl Lowering<'_> {
             TableSide::Right => (&right, &left),
         };
         if let Some((name, _)) = table.iter().find(|(_, r)| *r == SourceRole::Stream) {
+            if !stream.is_empty() && bounded(stream) {
+                // The other side could be the table, but this join type needs it whole.
+                let other = match side {
+                    TableSide::Left => TableSide::Right,
+                    TableSide::Right => TableSide::Left,
+                };
+                lookup_kind(join, other)?;
+            }
             let other = stream
                 .first()
                 .map(|(n, _)| format!("'{n}' with "))

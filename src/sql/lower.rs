@@ -32,6 +32,8 @@ pub(super) struct QueryContext<'a> {
     pub stmt: &'a Statement,
     /// Each registered source's role in a join.
     pub roles: &'a BTreeMap<String, SourceRole>,
+    /// The query names `_window_start` or `_window_end` somewhere.
+    pub reads_window_columns: bool,
 }
 
 /// Lowers an analyzed and decorrelated logical plan into a query with id `id`.
@@ -63,7 +65,7 @@ pub(super) fn lower_query(
     if let Some(t) = &time_column {
         used.insert(t.clone());
         used.insert("_partition".to_string());
-    } else if used.contains(WINDOW_START) || used.contains(WINDOW_END) {
+    } else if ctx.reads_window_columns {
         return Err(VeloError::Config(format!(
             "{WINDOW_START} and {WINDOW_END} exist only in a windowed query (add WINDOW TUMBLING(...))"
         )));

@@ -300,18 +300,37 @@ impl QueryPlanner {
         let plan = state
             .analyzer()
             .execute_and_check(plan, state.config_options(), |_, _| {})
-            .and_then(|plan| decorrelate(plan, &state))
             .map_err(|e| to_sql_error(source, stmt, e, &candidates))?;
+        // Before decorrelation, which adds projections of every column.
+        let reads_window_columns = reads_window_columns(&plan)?;
+        let plan =
+            decorrelate(plan, &state).map_err(|e| to_sql_error(source, stmt, e, &candidates))?;
         let ctx = QueryContext {
             state: &state,
             stmt,
             roles: &self.roles,
+            reads_window_columns,
         };
         lower_query(&ctx, &plan, window, id).map_err(|e| match e {
             VeloError::DataFusion(e) => to_sql_error(source, stmt, e, &candidates),
             other => other,
         })
     }
+}
+
+/// True when the query (subqueries included) names `_window_start` or `_window_end`.
+fn reads_window_columns(plan: &LogicalPlan) -> Result<bool> {
+    let mut found = false;
+    plan.apply_with_subqueries(|n| {
+        for e in n.expressions() {
+            found |= e
+                .column_refs()
+                .iter()
+                .any(|c| c.name == WINDOW_START || c.name == WINDOW_END);
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    })?;
+    Ok(found)
 }
 
 /// Runs the optimizer rules that turn subqueries into joins and find the equalities of join
@@ -385,7 +404,11 @@ fn expand_wildcards(ast: &mut sql_ast::Statement, sources: &BTreeMap<String, Sch
                 let table = name.to_string().to_lowercase();
                 let qualifier = match alias {
                     Some(a) => vec![a.name.clone()],
-                    None => name.0.iter().filter_map(|p| p.as_ident().cloned()).collect(),
+                    None => name
+                        .0
+                        .iter()
+                        .filter_map(|p| p.as_ident().cloned())
+                        .collect(),
                 };
                 let columns = sources.get(&table).map(|schema| {
                     schema
@@ -449,9 +472,7 @@ fn expand_wildcards(ast: &mut sql_ast::Statement, sources: &BTreeMap<String, Sch
                             .all(|(x, y)| x.value.eq_ignore_ascii_case(&y.value))
                 };
                 match relations.iter().find(|(q, _)| same(q)) {
-                    Some((qualifier, Some(columns))) => {
-                        items.extend(qualified(qualifier, columns))
-                    }
+                    Some((qualifier, Some(columns))) => items.extend(qualified(qualifier, columns)),
                     _ => items.push(item),
                 }
             }
@@ -610,6 +631,9 @@ fn to_sql_error(
         }
     } else if let Some(pos) = position_in_message(&text) {
         position = position.or(Some(pos));
+    } else if position.is_none() && (message.contains("JOIN") || message.contains("join")) {
+        let text = SourceText::new(&stmt.query_sql);
+        position = text.find_word("JOIN").map(|i| text.position(i));
     }
     let (line, column) = position.unwrap_or(stmt.position);
     source.error(line, column, message)
