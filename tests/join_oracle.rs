@@ -1,4 +1,4 @@
-//! Joins and subqueries against a batch oracle: on random bounded inputs (small key domains,
+//! Joins, subqueries and UNION ALL against a batch oracle: on random bounded inputs (small key domains,
 //! NULL keys, duplicate keys, several batch sizes), every query's streaming result at 1, 2
 //! and 4 partitions equals, as a multiset, DataFusion running the same SQL over the same rows.
 
@@ -35,6 +35,9 @@ const QUERIES: &[&str] = &[
     "SELECT id FROM orders WHERE k IN (SELECT id FROM customers WHERE tier = 1) OR v > 7",
     "SELECT c.tier, COUNT(*) AS n, SUM(o.v) AS total FROM orders o JOIN customers c ON o.k = c.id GROUP BY c.tier EMIT FINAL",
     "SELECT o.k, COUNT(t.tag) AS n FROM orders o LEFT JOIN tags t ON o.k = t.k GROUP BY o.k EMIT FINAL",
+    "SELECT id, k FROM orders WHERE v > 5 UNION ALL SELECT k AS id, k FROM tags",
+    "SELECT k, COUNT(*) AS n FROM (SELECT k FROM orders UNION ALL SELECT k FROM tags) GROUP BY k EMIT FINAL",
+    "SELECT o.id, c.name FROM orders o JOIN customers c ON o.k = c.id UNION ALL SELECT t.k, t.tag FROM tags t WHERE t.k IN (SELECT id FROM customers)",
 ];
 
 /// One generated input: the stream and two tables.
@@ -239,7 +242,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
     #[test]
-    fn joins_and_subqueries_equal_the_batch_answer(input in input()) {
+    fn joins_subqueries_and_unions_equal_the_batch_answer(input in input()) {
         let dir = tempfile::tempdir().expect("dir");
         input.write(dir.path());
         for sql in QUERIES {

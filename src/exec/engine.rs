@@ -89,6 +89,29 @@ impl StreamExecutionEngine {
         self.processor_mut(query_id)?.process_batch(batch)
     }
 
+    /// Runs one batch of stream input `input` (0 for a query over one stream) through the
+    /// query and returns its output.
+    pub fn execute_batch_from(
+        &mut self,
+        query_id: &str,
+        input: usize,
+        batch: RecordBatch,
+    ) -> Result<Vec<RecordBatch>> {
+        self.processor_mut(query_id)?
+            .process_batch_from(input, batch)
+    }
+
+    /// Moves the event time of the query's stream input `input` to `watermark`.
+    pub fn advance_input_watermark(
+        &mut self,
+        query_id: &str,
+        input: usize,
+        watermark: i64,
+    ) -> Result<Vec<RecordBatch>> {
+        self.processor_mut(query_id)?
+            .advance_input_watermark(input, watermark)
+    }
+
     /// Runs one record through the same code as a one-row batch.
     pub fn execute_with_record_sync(
         &mut self,

@@ -18,5 +18,6 @@ pub mod running;
 pub mod session;
 pub mod shard;
 pub mod snapshot;
+pub mod union;
 pub mod watermark;
 pub mod window;

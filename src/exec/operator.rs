@@ -20,8 +20,30 @@ use crate::error::{Result, VeloError};
 
 /// One step of a query pipeline. Hooks other than `process_batch` default to doing nothing.
 pub trait Operator: Send {
-    /// Handles one input batch.
+    /// Handles one input batch (of input 0, for a merge of several inputs).
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()>;
+
+    /// Handles a batch of input `input` (1, 2, ...): only a merge of several stream inputs
+    /// receives these.
+    fn process_input(
+        &mut self,
+        _input: usize,
+        batch: RecordBatch,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        self.process_batch(batch, out)
+    }
+
+    /// Input `input`'s own watermark advanced (a merge tracks each of its inputs'); the
+    /// watermark of the merge's output, the minimum, comes to `on_watermark`.
+    fn on_input_watermark(
+        &mut self,
+        _input: usize,
+        _watermark: i64,
+        _out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        Ok(())
+    }
 
     /// The bounded input has ended: release whatever is held (EMIT FINAL groups).
     fn on_end_of_input(&mut self, _out: &mut Vec<RecordBatch>) -> Result<()> {

@@ -15,6 +15,7 @@ use self::file_readers::FileReaders;
 use self::inputs::{resolve_input, Declared, JobInput, Upstream};
 use self::kafka::{Barrier, OffsetCommitter};
 use self::kafka_input::{run_kafka, KafkaInput};
+use self::merged_inputs::MergedInputs;
 use self::output::{lock, progress_bar, record_bad, DeadLetterFile, Deliveries, JobOutput};
 use self::tables::{load_tables, table_inputs, TableSource};
 use crate::connectors::avro::AvroFormat;
@@ -34,6 +35,7 @@ mod file_readers;
 mod inputs;
 mod kafka;
 mod kafka_input;
+mod merged_inputs;
 mod output;
 mod tables;
 
@@ -120,6 +122,8 @@ struct PlannedJob {
     input: JobInput,
     /// Where each of `plan.tables` comes from.
     tables: Vec<TableSource>,
+    /// Where each of the plan's other stream inputs (`plan.side_inputs()`) comes from.
+    side_inputs: Vec<JobInput>,
     /// None when the output is only collected.
     sink: Option<SinkConfig>,
     /// Keep the output in memory for later statements.
@@ -209,6 +213,31 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
         }
         let tables = table_inputs(&plan, &inputs, &declared, &upstream)
             .map_err(|e| at_statement(&script, &stmt, e))?;
+        let side_inputs = plan
+            .side_inputs()
+            .iter()
+            .map(|side| {
+                inputs.get(&side.source).cloned().ok_or_else(|| {
+                    VeloError::Execution(format!("the input '{}' was not resolved", side.source))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let kafka = inputs
+            .get(&plan.source)
+            .into_iter()
+            .chain(&side_inputs)
+            .find_map(|i| match i {
+                JobInput::Kafka(config) => Some(config),
+                _ => None,
+            });
+        if let (false, Some(config)) = (side_inputs.is_empty(), kafka) {
+            let message = format!(
+                "a query over several streams cannot read the Kafka topic '{}' yet: read each \
+                 stream from a file",
+                config.topic
+            );
+            return Err(at_statement(&script, &stmt, VeloError::Config(message)));
+        }
         let Some(input) = inputs.remove(&plan.source) else {
             return Err(VeloError::Execution(format!(
                 "'{id}' reads '{}', which was not resolved",
@@ -328,6 +357,7 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
             plan,
             input,
             tables,
+            side_inputs,
             sink,
             retain_output: options.collect_output,
             partitions,
@@ -537,6 +567,22 @@ fn run_job(
         }
     }
     let stats = match &job.input {
+        input if !job.side_inputs.is_empty() => {
+            let mut inputs = vec![(input, Arc::clone(&plan.input_schema))];
+            for (side, planned) in job.side_inputs.iter().zip(plan.side_inputs()) {
+                inputs.push((side, Arc::clone(&planned.input_schema)));
+            }
+            let mut merged = MergedInputs::open(&inputs, outputs, &dead_letter)?;
+            run_partitioned(
+                &plan,
+                &partitions,
+                || match stopped() {
+                    true => Ok(Some(InputEvent::Stop)),
+                    false => merged.next(&mut summary, &dead_letter),
+                },
+                |d| deliveries.deliver(d),
+            )?
+        }
         JobInput::Kafka(config) => {
             let Some(source) = kafka.as_mut() else {
                 return Err(VeloError::Execution("the Kafka source is not open".into()));

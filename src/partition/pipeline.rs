@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 
-use super::router::{PartitionRouter, PartitionRun, Routing};
+use super::router::{PartitionRouter, PartitionRun, Piece, Routing};
 use super::worker::{PartitionWorker, WorkerInput, WorkerOutput, WorkerTotals};
 use crate::error::{Result, VeloError};
 use crate::exec::input::InputAdapter;
@@ -75,6 +75,11 @@ pub enum InputEvent {
         batch: RecordBatch,
         runs: Vec<PartitionRun>,
     },
+    /// A batch of stream input `input` (0 is the one `Batch` feeds; 1, 2, ...: a UNION ALL's
+    /// other branches).
+    InputBatch { input: usize, batch: RecordBatch },
+    /// Stream input `input` ended while others go on: its event time is complete.
+    InputEnded(usize),
     /// The source has nothing now: re-check the watermark and flush the sink.
     Idle,
     /// A barrier: once every output of the input before it has been delivered, the output
@@ -174,12 +179,22 @@ where
         Routing::Single(reason) if options.partitions > 1 => Some(*reason),
         _ => None,
     };
-    let mut router = PartitionRouter::new(routing, options.partitions, &options.source_key);
+    let router = PartitionRouter::new(routing.clone(), options.partitions, &options.source_key);
     let direct = router.is_direct();
     let n = router.partitions();
     let depth = options.queue_depth.max(1);
-    let mut adapter = InputAdapter::new(plan.input_schema.clone(), plan.source.clone());
-    let mut clock = plan.watermark.as_ref().map(EventClock::new);
+    let mut inputs = vec![RoutedInput {
+        adapter: InputAdapter::new(plan.input_schema.clone(), plan.source.clone()),
+        clock: plan.watermark.as_ref().map(EventClock::new),
+        router,
+    }];
+    for side in plan.side_inputs() {
+        inputs.push(RoutedInput {
+            adapter: InputAdapter::new(side.input_schema.clone(), side.source.clone()),
+            clock: side.watermark.as_ref().map(EventClock::new),
+            router: PartitionRouter::new(routing.clone(), n, &[]),
+        });
+    }
     let mut workers = (0..n)
         .map(|_| PartitionWorker::new(plan.clone(), &options.tables))
         .collect::<Result<Vec<_>>>()?;
@@ -188,7 +203,7 @@ where
             worker.restore(states, &KeyShard { index, count: n })?;
         }
         if let (Some(clock), Some(state)) = (
-            clock.as_mut(),
+            inputs[0].clock.as_mut(),
             states.get(CLOCK_STATE).and_then(|s| s.first()),
         ) {
             clock.restore(state)?;
@@ -213,13 +228,7 @@ where
             .spawn_scoped(scope, move || collect_outputs(from_workers, deliver))
             .map_err(|e| VeloError::io("starting the output thread", e))?;
 
-        let routed = route_input(
-            &mut next_input,
-            &mut adapter,
-            &mut clock,
-            &mut router,
-            &to_workers,
-        );
+        let routed = route_input(&mut next_input, &mut inputs, &to_workers);
         if let Ok(Some(release)) = &routed {
             for tx in &to_workers {
                 // A worker that hung up has already reported why on its output.
@@ -245,48 +254,89 @@ where
     })
 }
 
+/// One stream input as the router sees it: shaped, timed and split on its own.
+struct RoutedInput {
+    adapter: InputAdapter,
+    clock: Option<EventClock>,
+    router: PartitionRouter,
+}
+
 /// Reads, adapts, watermarks and routes input until it ends (Some(true)), stops
 /// (Some(false)) or a worker hangs up (None: its output says why).
 fn route_input<I>(
     next_input: &mut I,
-    adapter: &mut InputAdapter,
-    clock: &mut Option<EventClock>,
-    router: &mut PartitionRouter,
+    inputs: &mut [RoutedInput],
     to_workers: &[SyncSender<WorkerInput>],
 ) -> Result<Option<bool>>
 where
     I: FnMut() -> Result<Option<InputEvent>>,
 {
-    // The latest event time routed since the last checkpoint barrier.
+    // The latest event time of input 0 routed since the last checkpoint barrier.
     let mut segment_max: Option<i64> = None;
     while let Some(event) = next_input()? {
         let started = Instant::now();
         let nothing = || vec![None; to_workers.len()];
         let mut snapshot = None;
+        let mut input = 0;
         let (pieces, watermark, flush, checkpoint) = match event {
             InputEvent::Batch(batch) if batch.num_rows() > 0 => {
-                let (batch, watermark) = observe(adapter, clock, &mut segment_max, batch)?;
-                (router.split(batch)?, watermark, false, None)
+                let (batch, watermark) = observe(&mut inputs[0], &mut segment_max, batch)?;
+                (inputs[0].router.split(batch)?, watermark, false, None)
             }
             InputEvent::PartitionedBatch { batch, runs } if batch.num_rows() > 0 => {
-                let (batch, watermark) = observe(adapter, clock, &mut segment_max, batch)?;
-                (router.split_runs(batch, &runs)?, watermark, false, None)
+                let (batch, watermark) = observe(&mut inputs[0], &mut segment_max, batch)?;
+                (
+                    inputs[0].router.split_runs(batch, &runs)?,
+                    watermark,
+                    false,
+                    None,
+                )
+            }
+            InputEvent::InputBatch { input: k, batch } if batch.num_rows() > 0 => {
+                let (routed, mut unmarked) = (input_at(inputs, k)?, None);
+                let segment = if k == 0 {
+                    &mut segment_max
+                } else {
+                    &mut unmarked
+                };
+                let (batch, watermark) = observe(routed, segment, batch)?;
+                input = k;
+                (routed.router.split(batch)?, watermark, false, None)
+            }
+            InputEvent::InputEnded(k) => {
+                input_at(inputs, k)?;
+                input = k;
+                (nothing(), Some(i64::MAX), false, None)
             }
             InputEvent::Snapshot(epoch) => {
-                let clock = match clock.as_ref() {
+                let clock = match inputs[0].clock.as_ref() {
                     Some(c) => Some(Arc::new(c.snapshot()?)),
                     None => None,
                 };
                 snapshot = Some(Box::new(SnapshotMark { epoch, clock }));
                 (nothing(), None, false, None)
             }
-            InputEvent::Batch(_) | InputEvent::PartitionedBatch { .. } => continue,
-            InputEvent::Idle => (
-                nothing(),
-                clock.as_ref().and_then(EventClock::watermark),
-                true,
-                None,
-            ),
+            InputEvent::Batch(_)
+            | InputEvent::PartitionedBatch { .. }
+            | InputEvent::InputBatch { .. } => continue,
+            InputEvent::Idle => {
+                // Every input's watermark may have moved (idle partitions stop holding it).
+                for (k, side) in inputs.iter().enumerate().skip(1) {
+                    let watermark = side.clock.as_ref().and_then(EventClock::watermark);
+                    if watermark.is_some() {
+                        let rows = nothing();
+                        if !send(to_workers, k, rows, watermark, started)? {
+                            return Ok(None);
+                        }
+                    }
+                }
+                (
+                    nothing(),
+                    inputs[0].clock.as_ref().and_then(EventClock::watermark),
+                    true,
+                    None,
+                )
+            }
             InputEvent::Checkpoint(id) => {
                 let mark = CheckpointMark {
                     id,
@@ -295,7 +345,7 @@ where
                 (nothing(), None, false, Some(mark))
             }
             InputEvent::Partitions(ids) => {
-                if let Some(c) = clock {
+                if let Some(c) = &mut inputs[0].clock {
                     c.set_partitions(&ids);
                 }
                 continue;
@@ -304,6 +354,7 @@ where
         };
         for (tx, rows) in to_workers.iter().zip(pieces) {
             let message = WorkerInput::Epoch {
+                input,
                 rows,
                 watermark,
                 flush,
@@ -319,16 +370,49 @@ where
     Ok(Some(true))
 }
 
-/// Adapts a batch to the query's input and advances the event clock over it: the batch and
-/// the watermark after it.
+/// Stream input `k` of the query.
+fn input_at(inputs: &mut [RoutedInput], k: usize) -> Result<&mut RoutedInput> {
+    let count = inputs.len();
+    inputs
+        .get_mut(k)
+        .ok_or_else(|| VeloError::Execution(format!("input {k} of a query with {count} inputs")))
+}
+
+/// Sends every worker an epoch of input `input` with no rows but its watermark; false when
+/// a worker hung up.
+fn send(
+    to_workers: &[SyncSender<WorkerInput>],
+    input: usize,
+    rows: Vec<Option<Piece>>,
+    watermark: Option<i64>,
+    started: Instant,
+) -> Result<bool> {
+    for (tx, rows) in to_workers.iter().zip(rows) {
+        let message = WorkerInput::Epoch {
+            input,
+            rows,
+            watermark,
+            flush: false,
+            checkpoint: None,
+            snapshot: None,
+            started,
+        };
+        if tx.send(message).is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Adapts a batch to its input's columns and advances that input's event clock over it: the
+/// batch and the watermark after it.
 fn observe(
-    adapter: &mut InputAdapter,
-    clock: &mut Option<EventClock>,
+    input: &mut RoutedInput,
     segment_max: &mut Option<i64>,
     batch: RecordBatch,
 ) -> Result<(RecordBatch, Option<i64>)> {
-    let batch = adapter.adapt(batch)?;
-    let watermark = match clock {
+    let batch = input.adapter.adapt(batch)?;
+    let watermark = match &mut input.clock {
         Some(c) => {
             let (watermark, batch_max) = c.observe(&batch)?;
             *segment_max = (*segment_max).max(batch_max);

@@ -34,6 +34,27 @@ impl Routing {
     /// keyed and reads the input columns directly (only filters before it), and nothing after
     /// it needs every row in one place (ORDER BY, LIMIT, DISTINCT, a second keyed stage).
     pub fn for_plan(plan: &PlannedQuery) -> Routing {
+        if !plan.side_inputs().is_empty() {
+            let stateful = plan
+                .stages
+                .iter()
+                .chain(plan.side_inputs().iter().flat_map(|i| &i.stages))
+                .any(|s| {
+                    !matches!(
+                        s,
+                        PlanStage::Filter { .. }
+                            | PlanStage::Project { .. }
+                            | PlanStage::LookupJoin(_)
+                            | PlanStage::Merge(_)
+                    )
+                });
+            return match stateful {
+                true => {
+                    Routing::Single("a query over several streams keeps its state in one place")
+                }
+                false => Routing::RoundRobin,
+            };
+        }
         let mut key: Option<Vec<Arc<dyn PhysicalExpr>>> = None;
         // How the rows a keyed stage reads relate to the input, whose columns the router
         // hashes.
@@ -54,6 +75,10 @@ impl Routing {
                         (Layout::Prefix(n), _, true) => Layout::Prefix(n),
                         _ => Layout::Reshaped,
                     };
+                    continue;
+                }
+                PlanStage::Merge(_) => {
+                    layout = Layout::Reshaped;
                     continue;
                 }
                 PlanStage::Sort { .. } => return Routing::Single("ORDER BY sorts all rows"),

@@ -18,9 +18,13 @@ use crate::sql::PlannedQuery;
 
 /// What the router sends a worker: every worker gets every epoch, with or without rows, so
 /// the output side can put the workers' results back in epoch order.
+// `End` comes once per run; boxing `Epoch` would allocate for every batch.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum WorkerInput {
-    /// One input batch's share, then the watermark after that batch.
+    /// One input batch's share, then the watermark of its input after that batch.
     Epoch {
+        /// The stream input the rows and watermark are of (0 for a query over one stream).
+        input: usize,
         rows: Option<Piece>,
         watermark: Option<i64>,
         /// Make everything emitted so far visible (the source is idle).
@@ -101,6 +105,7 @@ impl PartitionWorker {
         let id = self.query_id.as_str();
         match message {
             WorkerInput::Epoch {
+                input,
                 rows,
                 watermark,
                 flush,
@@ -111,11 +116,11 @@ impl PartitionWorker {
                 let mut out = Vec::new();
                 if let Some(piece) = rows {
                     for batch in piece.into_batches()? {
-                        out.extend(self.engine.execute_batch_sync(id, batch)?);
+                        out.extend(self.engine.execute_batch_from(id, input, batch)?);
                     }
                 }
                 if let Some(wm) = watermark {
-                    out.extend(self.engine.advance_watermark(id, wm)?);
+                    out.extend(self.engine.advance_input_watermark(id, input, wm)?);
                 }
                 let checkpoint = match checkpoint {
                     Some(c) => Some((c, self.engine.held_since(id)?)),

@@ -18,7 +18,10 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{create_physical_sort_exprs, PhysicalExpr};
 
 use super::analytic::plan_analytic;
-use super::planner::{AggregatePlan, PlanStage, PlannedQuery, SourceRole, TableInput};
+use super::planner::{
+    AggregatePlan, MergeKind, MergePlan, PlanStage, PlannedQuery, SourceRole, StreamInput,
+    TableInput,
+};
 use super::script::{EmitMode, Statement, WindowKind, WindowSpec};
 use super::ttl::{state_ttl_settings, StateTtl, TtlClock};
 use super::window::{
@@ -116,6 +119,17 @@ fn used_columns(
     Ok(used)
 }
 
+/// One lowered input path, before it becomes a query or a merge's input.
+struct LoweredInput {
+    source: String,
+    input_schema: SchemaRef,
+    watermark: Option<WatermarkPlan>,
+    stages: Vec<PlanStage>,
+    tables: Vec<TableInput>,
+    key_columns: Vec<String>,
+    window: Option<WindowSpec>,
+}
+
 /// The state of lowering one input's path through the plan: the stream's, or a table's.
 pub(super) struct Lowering<'a> {
     pub ctx: &'a QueryContext<'a>,
@@ -170,8 +184,35 @@ impl<'a> Lowering<'a> {
         table
     }
 
+    /// The lowering of another stream input of a merge (a UNION ALL branch): it reads event
+    /// time as this one does, and adds its tables to this one's.
+    pub fn for_branch(&mut self) -> Lowering<'a> {
+        let mut branch = Lowering::new(self.ctx, self.used, self.emit);
+        branch.time_column = self.time_column.clone();
+        branch.tables = std::mem::take(&mut self.tables);
+        branch
+    }
+
     /// The planned query of this path, whose rows come out as `rows`.
     pub fn finish(self, id: &str, rows: &DFSchema) -> Result<PlannedQuery> {
+        let properties = self.ctx.stmt.properties.clone();
+        let input = self.into_input()?;
+        Ok(PlannedQuery {
+            id: id.to_string(),
+            source: input.source,
+            input_schema: input.input_schema,
+            output_schema: Arc::new(rows.as_arrow().clone()),
+            stages: input.stages,
+            tables: input.tables,
+            key_columns: input.key_columns,
+            window: input.window,
+            watermark: input.watermark,
+            properties,
+        })
+    }
+
+    /// This path as a stream input: its source, watermark and stages.
+    fn into_input(self) -> Result<LoweredInput> {
         let (Some(source), Some(input_schema)) = (self.source, self.input_schema) else {
             return Err(VeloError::Config(
                 "the query reads no source (FROM is missing)".into(),
@@ -190,18 +231,66 @@ impl<'a> Lowering<'a> {
             }
             None => None,
         };
-        Ok(PlannedQuery {
-            id: id.to_string(),
+        Ok(LoweredInput {
             source,
             input_schema,
-            output_schema: Arc::new(rows.as_arrow().clone()),
+            watermark,
             stages: self.stages,
             tables: self.tables,
             key_columns: self.key_columns,
             window: self.window,
-            watermark,
-            properties: self.ctx.stmt.properties.clone(),
         })
+    }
+
+    /// Lowers a UNION ALL: its first branch continues this path as input 0, and each other
+    /// branch becomes an input of its own; they meet at a merge.
+    fn union(&mut self, union: &datafusion::logical_expr::Union) -> Result<DFSchema> {
+        if self.table_side {
+            return Err(VeloError::DataFusion(DataFusionError::Plan(
+                "UNION inside a table's side of a join is not supported yet".into(),
+            )));
+        }
+        let (first, others) = match union.inputs.split_first() {
+            Some(split) => split,
+            None => return Err(unsupported(&LogicalPlan::Union(union.clone()))),
+        };
+        self.lower(first)?;
+        let mut inputs = Vec::with_capacity(others.len());
+        for other in others {
+            let mut branch = self.for_branch();
+            branch.lower(other)?;
+            if branch.time_at != self.time_at {
+                self.time_at = None;
+            }
+            self.tables = std::mem::take(&mut branch.tables);
+            let input = branch.into_input()?;
+            inputs.push(StreamInput {
+                source: input.source,
+                input_schema: input.input_schema,
+                watermark: input.watermark,
+                stages: input.stages,
+            });
+        }
+        let merges = self
+            .stages
+            .iter()
+            .chain(inputs.iter().flat_map(|i| &i.stages))
+            .filter(|s| matches!(s, PlanStage::Merge(_)))
+            .count();
+        if merges > 0 {
+            return Err(VeloError::DataFusion(DataFusionError::Plan(
+                "a query may merge its streams once (one UNION ALL or one join of two streams) \
+                 for now"
+                    .into(),
+            )));
+        }
+        let rows = union.schema.as_ref().clone();
+        self.stages.push(PlanStage::Merge(MergePlan {
+            kind: MergeKind::Union,
+            inputs,
+            schema: Arc::new(rows.as_arrow().clone()),
+        }));
+        Ok(rows)
     }
 
     /// Lowers `node` and the path below it; returns the schema of the rows it emits.
@@ -214,6 +303,7 @@ impl<'a> Lowering<'a> {
         match node {
             LogicalPlan::TableScan(scan) => self.scan(scan),
             LogicalPlan::Join(join) => self.join(join),
+            LogicalPlan::Union(union) => self.union(union),
             _ => {
                 let input = match node.inputs().as_slice() {
                     [one] => self.lower(one)?,

@@ -15,8 +15,8 @@ pub mod udfs;
 pub mod window;
 
 pub use planner::{
-    AggregatePlan, LookupJoinPlan, LookupKind, PlanStage, PlannedQuery, QueryPlanner, SourceRole,
-    TableInput,
+    AggregatePlan, LookupJoinPlan, LookupKind, MergeKind, MergePlan, PlanStage, PlannedQuery,
+    QueryPlanner, SourceRole, StreamInput, TableInput,
 };
 pub use properties::Properties;
 pub use script::{

@@ -21,6 +21,7 @@ impl PlanStage {
             PlanStage::Limit { .. } => "limit",
             PlanStage::Analytic { .. } => "analytic",
             PlanStage::LookupJoin(_) => "lookup-join",
+            PlanStage::Merge(_) => "merge",
         }
     }
 
@@ -77,6 +78,17 @@ impl PlanStage {
                     })
                     .collect();
                 functions.join(", ")
+            }
+            PlanStage::Merge(merge) => {
+                let inputs: Vec<String> = merge
+                    .inputs
+                    .iter()
+                    .map(|i| {
+                        let stages: Vec<String> = i.stages.iter().map(|s| s.describe()).collect();
+                        format!("{} [{}]", i.source, stages.join("; "))
+                    })
+                    .collect();
+                format!("{:?} WITH {}", merge.kind, inputs.join(", "))
             }
             PlanStage::LookupJoin(join) => format!(
                 "{:?} JOIN table {} ON {} FILTER {}",

@@ -73,6 +73,39 @@ pub enum PlanStage {
     },
     /// Join each row with a table read whole before the stream started.
     LookupJoin(LookupJoinPlan),
+    /// Where the query's other stream inputs join input 0: the stages before it are input 0's
+    /// own, and each other input brings its own (see `MergePlan`).
+    Merge(MergePlan),
+}
+
+/// Where several stream inputs meet.
+#[derive(Debug, Clone)]
+pub struct MergePlan {
+    pub kind: MergeKind,
+    /// Inputs 1, 2, ...: each stream with the stages that run on it alone.
+    pub inputs: Vec<StreamInput>,
+    /// The rows the merge emits.
+    pub schema: SchemaRef,
+}
+
+/// How merged inputs combine.
+#[derive(Debug, Clone)]
+pub enum MergeKind {
+    /// UNION ALL: every input's rows, relabelled to the union's columns.
+    Union,
+}
+
+/// A stream input of a query besides input 0: what it reads and the stages that run on it
+/// before it meets the others.
+#[derive(Debug, Clone)]
+pub struct StreamInput {
+    /// The source it reads.
+    pub source: String,
+    /// The columns a batch of it must have.
+    pub input_schema: SchemaRef,
+    /// How its watermark advances (None: it has no event time).
+    pub watermark: Option<WatermarkPlan>,
+    pub stages: Vec<PlanStage>,
 }
 
 /// How a stream row meets the table rows whose key it matches.
@@ -121,6 +154,23 @@ pub struct TableInput {
     pub nulls_equal: bool,
 }
 
+impl PlannedQuery {
+    /// The merge of several stream inputs, if the query has one.
+    pub fn merge(&self) -> Option<&MergePlan> {
+        self.stages.iter().find_map(|s| match s {
+            PlanStage::Merge(m) => Some(m),
+            _ => None,
+        })
+    }
+
+    /// The stream inputs other than input 0 (empty for a query over one stream).
+    pub fn side_inputs(&self) -> &[StreamInput] {
+        self.merge()
+            .map(|m| m.inputs.as_slice())
+            .unwrap_or_default()
+    }
+}
+
 /// What a registered source can be in a join.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceRole {
@@ -160,9 +210,9 @@ pub struct AggregatePlan {
 pub struct PlannedQuery {
     /// The query id: CSAS/CTAS name or a generated one.
     pub id: String,
-    /// The source it reads (FROM).
+    /// The source of its input 0: the stream it reads (FROM), or a UNION ALL's first branch.
     pub source: String,
-    /// The columns a batch handed to the query must have (data fields it uses + system columns).
+    /// The columns a batch of input 0 must have (data fields it uses + system columns).
     pub input_schema: SchemaRef,
     /// The rows it emits.
     pub output_schema: SchemaRef,
@@ -174,7 +224,7 @@ pub struct PlannedQuery {
     pub key_columns: Vec<String>,
     /// The WINDOW clause (or Flink window in GROUP BY), if any.
     pub window: Option<WindowSpec>,
-    /// How the query's watermark advances (windowed queries).
+    /// How input 0's watermark advances (windowed queries).
     pub watermark: Option<WatermarkPlan>,
     /// WITH properties of the statement.
     pub properties: Properties,
