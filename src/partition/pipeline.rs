@@ -174,12 +174,15 @@ where
     I: FnMut() -> Result<Option<InputEvent>>,
     D: FnMut(Delivery) -> Result<()> + Send,
 {
-    let routing = Routing::for_plan(plan);
+    let mut routings = Routing::for_inputs(plan).into_iter();
+    let routing = routings
+        .next()
+        .unwrap_or(Routing::Single("the query has no input"));
     let single_reason = match &routing {
         Routing::Single(reason) if options.partitions > 1 => Some(*reason),
         _ => None,
     };
-    let router = PartitionRouter::new(routing.clone(), options.partitions, &options.source_key);
+    let router = PartitionRouter::new(routing, options.partitions, &options.source_key);
     let direct = router.is_direct();
     let n = router.partitions();
     let depth = options.queue_depth.max(1);
@@ -188,11 +191,11 @@ where
         clock: plan.watermark.as_ref().map(EventClock::new),
         router,
     }];
-    for side in plan.side_inputs() {
+    for (side, routing) in plan.side_inputs().iter().zip(routings) {
         inputs.push(RoutedInput {
             adapter: InputAdapter::new(side.input_schema.clone(), side.source.clone()),
             clock: side.watermark.as_ref().map(EventClock::new),
-            router: PartitionRouter::new(routing.clone(), n, &[]),
+            router: PartitionRouter::new(routing, n, &[]),
         });
     }
     let mut workers = (0..n)

@@ -16,7 +16,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::{Result, VeloError};
 use crate::exec::shard::{hash_keys, partition_of};
-use crate::sql::{LookupKind, PlanStage, PlannedQuery};
+use crate::sql::{LookupKind, MergeKind, MergePlan, PlanStage, PlannedQuery};
 
 /// How a query's input is spread over partition workers.
 #[derive(Debug, Clone)]
@@ -34,26 +34,8 @@ impl Routing {
     /// keyed and reads the input columns directly (only filters before it), and nothing after
     /// it needs every row in one place (ORDER BY, LIMIT, DISTINCT, a second keyed stage).
     pub fn for_plan(plan: &PlannedQuery) -> Routing {
-        if !plan.side_inputs().is_empty() {
-            let stateful = plan
-                .stages
-                .iter()
-                .chain(plan.side_inputs().iter().flat_map(|i| &i.stages))
-                .any(|s| {
-                    !matches!(
-                        s,
-                        PlanStage::Filter { .. }
-                            | PlanStage::Project { .. }
-                            | PlanStage::LookupJoin(_)
-                            | PlanStage::Merge(_)
-                    )
-                });
-            return match stateful {
-                true => {
-                    Routing::Single("a query over several streams keeps its state in one place")
-                }
-                false => Routing::RoundRobin,
-            };
+        if let Some(merge) = plan.merge() {
+            return Routing::for_merge(plan, merge).swap_remove(0);
         }
         let mut key: Option<Vec<Arc<dyn PhysicalExpr>>> = None;
         // How the rows a keyed stage reads relate to the input, whose columns the router
@@ -137,6 +119,58 @@ impl Routing {
         match key {
             Some(k) => Routing::Hash(k),
             None => Routing::RoundRobin,
+        }
+    }
+}
+
+impl Routing {
+    /// The routing of each stream input (input 0 first): a query over several streams joins
+    /// them by key on each worker, or deals out rows to workers when it keeps no state.
+    pub fn for_inputs(plan: &PlannedQuery) -> Vec<Routing> {
+        match plan.merge() {
+            Some(merge) => Routing::for_merge(plan, merge),
+            None => vec![Routing::for_plan(plan)],
+        }
+    }
+
+    fn for_merge(plan: &PlannedQuery, merge: &MergePlan) -> Vec<Routing> {
+        let inputs = merge.inputs.len() + 1;
+        let merge_at = plan
+            .stages
+            .iter()
+            .position(|s| matches!(s, PlanStage::Merge(_)))
+            .unwrap_or(0);
+        let lanes: Vec<&[PlanStage]> = std::iter::once(&plan.stages[..merge_at])
+            .chain(merge.inputs.iter().map(|i| i.stages.as_slice()))
+            .collect();
+        let after = &plan.stages[merge_at + 1..];
+        let stateless = |stages: &[PlanStage]| {
+            stages.iter().all(|s| {
+                matches!(
+                    s,
+                    PlanStage::Filter { .. } | PlanStage::Project { .. } | PlanStage::LookupJoin(_)
+                )
+            })
+        };
+        let single = |reason| vec![Routing::Single(reason); inputs];
+        if !stateless(after) {
+            return single("a query over several streams keeps its state in one place");
+        }
+        match &merge.kind {
+            MergeKind::Union if lanes.iter().all(|l| stateless(l)) => {
+                vec![Routing::RoundRobin; inputs]
+            }
+            MergeKind::Union => single("a query over several streams keeps its state in one place"),
+            MergeKind::IntervalJoin(join) => {
+                // Each side is hashed by its join key, which must read the input's columns.
+                let filters_only = lanes
+                    .iter()
+                    .all(|l| l.iter().all(|s| matches!(s, PlanStage::Filter { .. })));
+                if !filters_only {
+                    return single("a side of the join reshapes its rows before the join");
+                }
+                join.keys.iter().map(|k| Routing::Hash(k.clone())).collect()
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use datafusion::common::{DFSchema, DataFusionError, NullEquality};
 use datafusion::logical_expr::{Expr, Join, JoinType, LogicalPlan};
 use datafusion::scalar::ScalarValue;
 
+use super::interval::time_bounds;
 use super::lower::{nullable, physical_expr, Lowering};
 use super::planner::{LookupJoinPlan, LookupKind, PlanStage, SourceRole, TableInput};
 use crate::error::{Result, VeloError};
@@ -27,6 +28,11 @@ impl Lowering<'_> {
             return Err(plan_error(
                 "a join inside a table's side of a join is not supported yet",
             ));
+        }
+        if !self.reads_declared_table(join) {
+            if let Some(bounds) = time_bounds(join)? {
+                return self.interval_join(join, bounds);
+            }
         }
         let side = self.table_side_of(join)?;
         let (stream_input, table_input) = match side {
@@ -161,16 +167,17 @@ impl Lowering<'_> {
                 .map(|(n, _)| format!("'{n}' with "))
                 .unwrap_or_default();
             return Err(plan_error(format!(
-                "a join of {other}the stream '{name}' needs '{name}' to be a table: declare it \
-                 with CREATE TABLE ... PRIMARY KEY, or read it from a file that is not followed \
-                 (joins of two unbounded streams are not supported yet)"
+                "a join of {other}the stream '{name}' needs '{name}' to be a table (declare it \
+                 with CREATE TABLE ... PRIMARY KEY, or read it from a file that is not followed), \
+                 or time bounds to join two streams: ON a.k = b.k AND b.ts BETWEEN \
+                 a.ts - INTERVAL '1' MINUTE AND a.ts + INTERVAL '1' MINUTE"
             )));
         }
         Ok(side)
     }
 
     /// The sources a subplan reads, with their roles.
-    fn roles_under(&self, plan: &LogicalPlan) -> Vec<(String, SourceRole)> {
+    pub(super) fn roles_under(&self, plan: &LogicalPlan) -> Vec<(String, SourceRole)> {
         let mut found = Vec::new();
         let _ = datafusion::common::tree_node::TreeNode::apply(plan, |node| {
             if let LogicalPlan::TableScan(scan) = node {

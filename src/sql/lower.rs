@@ -18,6 +18,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{create_physical_sort_exprs, PhysicalExpr};
 
 use super::analytic::plan_analytic;
+use super::interval::with_filter_above;
 use super::planner::{
     AggregatePlan, MergeKind, MergePlan, PlanStage, PlannedQuery, SourceRole, StreamInput,
     TableInput,
@@ -138,7 +139,7 @@ pub(super) struct Lowering<'a> {
     window: Option<WindowSpec>,
     ttl: Option<StateTtl>,
     /// The event-time column, read at the scan.
-    time_column: Option<String>,
+    pub(super) time_column: Option<String>,
     /// The scan this path reads, once lowered.
     source: Option<String>,
     input_schema: Option<SchemaRef>,
@@ -242,6 +243,17 @@ impl<'a> Lowering<'a> {
         })
     }
 
+    /// This path as another input of a merge.
+    pub(super) fn into_stream_input(self) -> Result<StreamInput> {
+        let input = self.into_input()?;
+        Ok(StreamInput {
+            source: input.source,
+            input_schema: input.input_schema,
+            watermark: input.watermark,
+            stages: input.stages,
+        })
+    }
+
     /// Lowers a UNION ALL: its first branch continues this path as input 0, and each other
     /// branch becomes an input of its own; they meet at a merge.
     fn union(&mut self, union: &datafusion::logical_expr::Union) -> Result<DFSchema> {
@@ -263,13 +275,7 @@ impl<'a> Lowering<'a> {
                 self.time_at = None;
             }
             self.tables = std::mem::take(&mut branch.tables);
-            let input = branch.into_input()?;
-            inputs.push(StreamInput {
-                source: input.source,
-                input_schema: input.input_schema,
-                watermark: input.watermark,
-                stages: input.stages,
-            });
+            inputs.push(branch.into_stream_input()?);
         }
         let merges = self
             .stages
@@ -303,6 +309,21 @@ impl<'a> Lowering<'a> {
         match node {
             LogicalPlan::TableScan(scan) => self.scan(scan),
             LogicalPlan::Join(join) => self.join(join),
+            LogicalPlan::Filter(filter) => match filter.input.as_ref() {
+                LogicalPlan::Join(join) if !self.reads_declared_table(join) => {
+                    match with_filter_above(join, &filter.predicate)? {
+                        Some(merged) => self.join(&merged),
+                        None => {
+                            let input = self.lower(&filter.input)?;
+                            self.node(node, input)
+                        }
+                    }
+                }
+                _ => {
+                    let input = self.lower(&filter.input)?;
+                    self.node(node, input)
+                }
+            },
             LogicalPlan::Union(union) => self.union(union),
             _ => {
                 let input = match node.inputs().as_slice() {

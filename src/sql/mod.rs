@@ -3,6 +3,7 @@
 
 pub mod analytic;
 pub mod functions;
+mod interval;
 mod join;
 mod lower;
 pub mod plan_shape;
@@ -15,8 +16,8 @@ pub mod udfs;
 pub mod window;
 
 pub use planner::{
-    AggregatePlan, LookupJoinPlan, LookupKind, MergeKind, MergePlan, PlanStage, PlannedQuery,
-    QueryPlanner, SourceRole, StreamInput, TableInput,
+    AggregatePlan, IntervalJoinPlan, JoinSides, LookupJoinPlan, LookupKind, MergeKind, MergePlan,
+    PlanStage, PlannedQuery, QueryPlanner, SourceRole, StreamInput, TableInput,
 };
 pub use properties::Properties;
 pub use script::{

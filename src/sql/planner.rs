@@ -23,6 +23,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 use super::analytic::AnalyticFunction;
 use super::functions::{register_velostream_functions, rewrite_function_calls};
+use super::interval::intervals_on_integer_times;
 use super::lower::{lower_query, QueryContext};
 use super::properties::Properties;
 use super::script::{EmitMode, Statement, WindowSpec};
@@ -93,6 +94,44 @@ pub struct MergePlan {
 pub enum MergeKind {
     /// UNION ALL: every input's rows, relabelled to the union's columns.
     Union,
+    /// An interval join of input 0 (the left) with input 1 (the right).
+    IntervalJoin(IntervalJoinPlan),
+}
+
+/// The outer sides of a join of two streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinSides {
+    Inner,
+    Left,
+    Right,
+    Full,
+}
+
+impl JoinSides {
+    /// True when side `side` (0 left, 1 right) keeps its unmatched rows.
+    pub fn keeps(self, side: usize) -> bool {
+        matches!(
+            (self, side),
+            (JoinSides::Full, _) | (JoinSides::Left, 0) | (JoinSides::Right, 1)
+        )
+    }
+}
+
+/// `left JOIN right ON keys AND right.t BETWEEN left.t + lower AND left.t + upper`.
+#[derive(Debug, Clone)]
+pub struct IntervalJoinPlan {
+    pub sides: JoinSides,
+    /// Each side's key expressions (paired), over that side's rows.
+    pub keys: [Vec<Arc<dyn PhysicalExpr>>; 2],
+    /// Each side's event time, over that side's rows.
+    pub times: [Arc<dyn PhysicalExpr>; 2],
+    /// The bounds (ms, inclusive) of `right time - left time`.
+    pub lower_ms: i64,
+    pub upper_ms: i64,
+    /// The whole non-equality part of ON (the time bounds included), over both sides' columns.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// Each side's columns.
+    pub side_schemas: [SchemaRef; 2],
 }
 
 /// A stream input of a query besides input 0: what it reads and the stages that run on it
@@ -347,9 +386,12 @@ impl QueryPlanner {
         let candidates: Vec<String> = source_columns.iter().cloned().collect();
         let plan = resolve_now(state.statement_to_plan(DFStatement::Statement(Box::new(ast))))?
             .map_err(|e| to_sql_error(source, stmt, e, &candidates))?;
-        let plan = state
-            .analyzer()
-            .execute_and_check(plan, state.config_options(), |_, _| {})
+        let plan = intervals_on_integer_times(plan)
+            .and_then(|plan| {
+                state
+                    .analyzer()
+                    .execute_and_check(plan, state.config_options(), |_, _| {})
+            })
             .map_err(|e| to_sql_error(source, stmt, e, &candidates))?;
         // Before decorrelation, which adds projections of every column.
         let reads_window_columns = reads_window_columns(&plan)?;

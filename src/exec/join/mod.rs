@@ -1,8 +1,11 @@
 //! Joins. A stream–table join probes a `LookupTable`, read whole before the stream starts and
-//! shared, unchanged, by every partition worker.
+//! shared, unchanged, by every partition worker; a join of two streams keeps each side's rows
+//! until the other side's watermark passes their time bound.
 
+pub mod interval;
 pub mod lookup;
 pub mod table;
 
+pub use interval::IntervalJoinOperator;
 pub use lookup::LookupJoinOperator;
 pub use table::{latest_per_key, LookupTable};

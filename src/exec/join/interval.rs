@@ -1,0 +1,460 @@
+//! `IntervalJoinOperator`: joins two streams on a key and a time bound,
+//! `lower <= right.time - left.time <= upper`. Each side's rows wait in state, per key in
+//! event-time order, until the other side's watermark passes the last time a partner could
+//! have; a probe scans only the range of times the bound allows. An outer side's row that met
+//! no partner comes out NULL-padded at that moment, not later.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, Array, ArrayRef, Int64Array, UInt32Array};
+use arrow::compute::{interleave_record_batch, take_record_batch};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use arrow::row::{RowConverter, SortField};
+
+use crate::error::{Result, VeloError};
+use crate::exec::operator::{evaluate, evaluate_predicate, Operator};
+use crate::exec::snapshot::OperatorState;
+use crate::exec::window::event_times;
+use crate::sql::IntervalJoinPlan;
+
+/// Where a waiting row is: its batch and row, and whether it met a partner yet.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    batch: u64,
+    row: u32,
+    matched: bool,
+}
+
+/// A key's waiting rows by (event time, arrival number).
+type KeyRows = BTreeMap<(i64, u64), Waiting>;
+
+/// One side's waiting rows.
+#[derive(Default)]
+struct SideState {
+    /// The batches the waiting rows are in, with how many of their rows still wait.
+    batches: HashMap<u64, (RecordBatch, usize)>,
+    next_batch: u64,
+    /// Per key, its waiting rows.
+    by_key: HashMap<Box<[u8]>, KeyRows, ahash::RandomState>,
+    /// Every waiting row by (event time, arrival number), with its key: eviction order.
+    by_time: BTreeMap<(i64, u64), Box<[u8]>>,
+    next_row: u64,
+}
+
+impl SideState {
+    fn len(&self) -> usize {
+        self.by_time.len()
+    }
+}
+
+/// A batch's rows that go on: `(input row, other side's (batch, row))` pairs.
+struct Pairs {
+    rows: Vec<u32>,
+    partners: Vec<(u64, u32)>,
+    /// The partner's key and time, to mark it matched once the pair passes the filter.
+    partner_at: Vec<(usize, (i64, u64))>,
+}
+
+/// The interval join of input 0 (left) with input 1 (right).
+pub struct IntervalJoinOperator {
+    plan: IntervalJoinPlan,
+    schema: SchemaRef,
+    sides: [SideState; 2],
+    /// Each side's watermark as last heard.
+    watermarks: [i64; 2],
+    /// Each side's key encoder (made from the first batch's key types).
+    converters: [Option<RowConverter>; 2],
+    late: u64,
+    /// The most rows held at once.
+    peak_rows: usize,
+}
+
+impl IntervalJoinOperator {
+    /// The join of `plan`, emitting rows of `schema`.
+    pub fn new(plan: IntervalJoinPlan, schema: SchemaRef) -> Self {
+        IntervalJoinOperator {
+            plan,
+            schema,
+            sides: Default::default(),
+            watermarks: [i64::MIN; 2],
+            converters: [None, None],
+            late: 0,
+            peak_rows: 0,
+        }
+    }
+
+    /// The most rows both sides held at once so far.
+    pub fn peak_rows(&self) -> usize {
+        self.peak_rows
+    }
+
+    /// The range of the other side's times a row of `side` at `time` may meet.
+    fn partner_range(&self, side: usize, time: i64) -> (i64, i64) {
+        let (lower, upper) = (self.plan.lower_ms, self.plan.upper_ms);
+        match side {
+            0 => (time.saturating_add(lower), time.saturating_add(upper)),
+            _ => (time.saturating_sub(upper), time.saturating_sub(lower)),
+        }
+    }
+
+    fn encode(
+        &mut self,
+        side: usize,
+        batch: &RecordBatch,
+    ) -> Result<(arrow::row::Rows, Vec<bool>)> {
+        let keys = self.plan.keys[side]
+            .iter()
+            .map(|k| evaluate(k, batch))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        if self.converters[side].is_none() {
+            let fields = keys
+                .iter()
+                .map(|k| SortField::new(k.data_type().clone()))
+                .collect();
+            self.converters[side] = Some(RowConverter::new(fields)?);
+        }
+        let Some(converter) = &self.converters[side] else {
+            return Err(VeloError::Execution(
+                "the join's key encoder is missing".into(),
+            ));
+        };
+        let null_key = (0..batch.num_rows())
+            .map(|r| keys.iter().any(|k| k.is_null(r)))
+            .collect();
+        Ok((converter.convert_columns(&keys)?, null_key))
+    }
+
+    /// The rows of `side`'s `batch` side by side with their partners, in left-right order.
+    fn joined(&self, side: usize, batch: &RecordBatch, pairs: &Pairs) -> Result<Vec<ArrayRef>> {
+        let own = take_record_batch(batch, &UInt32Array::from(pairs.rows.clone()))?;
+        let other = &self.sides[1 - side];
+        let mut ids: Vec<u64> = Vec::new();
+        let mut picks = Vec::with_capacity(pairs.partners.len());
+        for (b, row) in &pairs.partners {
+            let i = match ids.iter().position(|x| x == b) {
+                Some(i) => i,
+                None => {
+                    ids.push(*b);
+                    ids.len() - 1
+                }
+            };
+            picks.push((i, *row as usize));
+        }
+        let batches =
+            ids.iter()
+                .map(|b| {
+                    other.batches.get(b).map(|(batch, _)| batch).ok_or_else(|| {
+                        VeloError::Execution("a waiting row's batch is missing".into())
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+        let partners = match picks.is_empty() {
+            true => RecordBatch::new_empty(Arc::clone(&self.plan.side_schemas[1 - side])),
+            false => interleave_record_batch(&batches, &picks)?,
+        };
+        let (left, right) = match side {
+            0 => (own, partners),
+            _ => (partners, own),
+        };
+        Ok([left.columns(), right.columns()].concat())
+    }
+
+    /// `rows` of a side with the other side's columns NULL, as output rows.
+    fn padded(&self, side: usize, rows: RecordBatch) -> Result<RecordBatch> {
+        let n = rows.num_rows();
+        let nulls: Vec<ArrayRef> = self.plan.side_schemas[1 - side]
+            .fields()
+            .iter()
+            .map(|f| new_null_array(f.data_type(), n))
+            .collect();
+        let columns = match side {
+            0 => [rows.columns().to_vec(), nulls].concat(),
+            _ => [nulls, rows.columns().to_vec()].concat(),
+        };
+        self.output(columns, n)
+    }
+
+    fn output(&self, columns: Vec<ArrayRef>, n: usize) -> Result<RecordBatch> {
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &options,
+        )?)
+    }
+
+    /// The pass mask of the ON filter over joined columns (all pass without a filter).
+    fn passing(&self, columns: &[ArrayRef], n: usize) -> Result<Vec<bool>> {
+        let Some(filter) = &self.plan.filter else {
+            return Ok(vec![true; n]);
+        };
+        let fields: Vec<Field> = self
+            .plan
+            .side_schemas
+            .iter()
+            .flat_map(|s| {
+                s.fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+            })
+            .collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        let pairs = RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            columns.to_vec(),
+            &options,
+        )?;
+        Ok(evaluate_predicate(filter, &pairs)?
+            .iter()
+            .map(|p| p == Some(true))
+            .collect())
+    }
+
+    /// Joins a batch of `side` with the other side's waiting rows, then keeps its rows that
+    /// may still meet partners to come.
+    fn process_side(
+        &mut self,
+        side: usize,
+        batch: RecordBatch,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        let times: Int64Array = event_times(&self.plan.times[side], &batch)?;
+        let (keys, null_key) = self.encode(side, &batch)?;
+        let own_watermark = self.watermarks[side];
+        let other_watermark = self.watermarks[1 - side];
+        let mut pairs = Pairs {
+            rows: Vec::new(),
+            partners: Vec::new(),
+            partner_at: Vec::new(),
+        };
+        // Per row: kept (its time), or not (None: late, timeless or past every partner).
+        let mut keep: Vec<Option<i64>> = Vec::with_capacity(batch.num_rows());
+        for (row, &null) in null_key.iter().enumerate() {
+            if times.is_null(row) {
+                keep.push(None);
+                continue;
+            }
+            let time = times.value(row);
+            if time < own_watermark {
+                self.late += 1;
+                keep.push(None);
+                continue;
+            }
+            let (from, to) = self.partner_range(side, time);
+            if !null {
+                let key = keys.row(row);
+                if let Some(waiting) = self.sides[1 - side].by_key.get(key.as_ref()) {
+                    for (at, w) in waiting.range((from, 0)..=(to, u64::MAX)) {
+                        pairs.rows.push(row as u32);
+                        pairs.partners.push((w.batch, w.row));
+                        pairs.partner_at.push((row, *at));
+                    }
+                }
+            }
+            // Partners to come have times from the other side's watermark on.
+            let waits = !null && to >= other_watermark;
+            keep.push(waits.then_some(time));
+        }
+        let n = pairs.rows.len();
+        let columns = self.joined(side, &batch, &pairs)?;
+        let pass = self.passing(&columns, n)?;
+        let mut matched = vec![false; batch.num_rows()];
+        for (i, ok) in pass.iter().enumerate() {
+            if !ok {
+                continue;
+            }
+            let (row, at) = pairs.partner_at[i];
+            matched[row] = true;
+            let key = keys.row(row);
+            if let Some(w) = self.sides[1 - side]
+                .by_key
+                .get_mut(key.as_ref())
+                .and_then(|m| m.get_mut(&at))
+            {
+                w.matched = true;
+            }
+        }
+        if pass.iter().any(|p| *p) {
+            let mask = arrow::array::BooleanArray::from(pass);
+            let columns = columns
+                .iter()
+                .map(|c| Ok(arrow::compute::filter(c.as_ref(), &mask)?))
+                .collect::<Result<Vec<_>>>()?;
+            let rows = columns.first().map_or(0, |c| c.len());
+            out.push(self.output(columns, rows)?);
+        }
+        // Rows that never wait and met no one: an outer side's come out now.
+        if self.plan.sides.keeps(side) {
+            let lone: Vec<u32> = (0..batch.num_rows())
+                .filter(|&r| {
+                    keep[r].is_none() && !matched[r] && !late_row(&times, r, own_watermark)
+                })
+                .map(|r| r as u32)
+                .collect();
+            if !lone.is_empty() {
+                let rows = take_record_batch(&batch, &UInt32Array::from(lone))?;
+                out.push(self.padded(side, rows)?);
+            }
+        }
+        self.store(side, batch, &keys, &keep, &matched);
+        Ok(())
+    }
+
+    /// Keeps the rows of `batch` that `keep` marks, under their keys and times.
+    fn store(
+        &mut self,
+        side: usize,
+        batch: RecordBatch,
+        keys: &arrow::row::Rows,
+        keep: &[Option<i64>],
+        matched: &[bool],
+    ) {
+        let count = keep.iter().filter(|k| k.is_some()).count();
+        if count == 0 {
+            return;
+        }
+        let state = &mut self.sides[side];
+        let id = state.next_batch;
+        state.next_batch += 1;
+        for (row, time) in keep.iter().enumerate() {
+            let Some(time) = time else { continue };
+            let seq = state.next_row;
+            state.next_row += 1;
+            let key: Box<[u8]> = keys.row(row).as_ref().into();
+            state.by_key.entry(key.clone()).or_default().insert(
+                (*time, seq),
+                Waiting {
+                    batch: id,
+                    row: row as u32,
+                    matched: matched[row],
+                },
+            );
+            state.by_time.insert((*time, seq), key);
+        }
+        state.batches.insert(id, (batch, count));
+        let held = self.sides[0].len() + self.sides[1].len();
+        self.peak_rows = self.peak_rows.max(held);
+    }
+
+    /// Drops `side`'s rows with times before `before`: nothing to come can meet them. An
+    /// outer side's unmatched ones come out NULL-padded.
+    fn evict(&mut self, side: usize, before: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let state = &mut self.sides[side];
+        let mut lone: Vec<(u64, u32)> = Vec::new();
+        while let Some(entry) = state.by_time.first_entry() {
+            if entry.key().0 >= before {
+                break;
+            }
+            let (at, key) = entry.remove_entry();
+            let Some(waiting) = state.by_key.get_mut(&key) else {
+                continue;
+            };
+            if let Some(w) = waiting.remove(&at) {
+                if !w.matched {
+                    lone.push((w.batch, w.row));
+                }
+                if let Some((_, live)) = state.batches.get_mut(&w.batch) {
+                    *live -= 1;
+                }
+            }
+            if waiting.is_empty() {
+                state.by_key.remove(&key);
+            }
+        }
+        if !self.plan.sides.keeps(side) || lone.is_empty() {
+            self.sides[side].batches.retain(|_, (_, live)| *live > 0);
+            return Ok(());
+        }
+        {
+            let mut ids: Vec<u64> = Vec::new();
+            let mut picks = Vec::with_capacity(lone.len());
+            for (b, row) in &lone {
+                let i = match ids.iter().position(|x| x == b) {
+                    Some(i) => i,
+                    None => {
+                        ids.push(*b);
+                        ids.len() - 1
+                    }
+                };
+                picks.push((i, *row as usize));
+            }
+            let batches: Vec<&RecordBatch> = ids
+                .iter()
+                .filter_map(|b| state.batches.get(b).map(|(batch, _)| batch))
+                .collect();
+            let rows = interleave_record_batch(&batches, &picks)?;
+            out.push(self.padded(side, rows)?);
+        }
+        self.sides[side].batches.retain(|_, (_, live)| *live > 0);
+        Ok(())
+    }
+}
+
+/// True when row `r` has a time before `watermark` (late rows come out nowhere).
+fn late_row(times: &Int64Array, r: usize, watermark: i64) -> bool {
+    !times.is_null(r) && times.value(r) < watermark
+}
+
+impl Operator for IntervalJoinOperator {
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.process_side(0, batch, out)
+    }
+
+    fn process_input(
+        &mut self,
+        input: usize,
+        batch: RecordBatch,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        match input {
+            0 | 1 => self.process_side(input, batch, out),
+            other => Err(VeloError::Execution(format!(
+                "a join of two streams has no input {other}"
+            ))),
+        }
+    }
+
+    fn on_input_watermark(
+        &mut self,
+        input: usize,
+        watermark: i64,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        if input > 1 || watermark <= self.watermarks[input] {
+            return Ok(());
+        }
+        self.watermarks[input] = watermark;
+        // The other side's rows whose partners would all have come before this watermark.
+        let (lower, upper) = (self.plan.lower_ms, self.plan.upper_ms);
+        match input {
+            // Left rows to come are at `watermark` or later; a right row at t meets left rows
+            // up to t - lower.
+            0 => self.evict(1, watermark.saturating_add(lower), out),
+            // A left row at t meets right rows up to t + upper.
+            _ => self.evict(0, watermark.saturating_sub(upper), out),
+        }
+    }
+
+    fn state_size(&self) -> usize {
+        self.sides[0].len() + self.sides[1].len()
+    }
+
+    fn late_count(&self) -> u64 {
+        self.late
+    }
+
+    fn held_since(&self) -> Option<i64> {
+        self.sides
+            .iter()
+            .filter_map(|s| s.by_time.first_key_value().map(|((t, _), _)| *t))
+            .min()
+    }
+
+    fn snapshot(&mut self) -> Result<Option<OperatorState>> {
+        Err(VeloError::Config(
+            "the state of a join of two streams cannot be checkpointed yet".into(),
+        ))
+    }
+}

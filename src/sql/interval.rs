@@ -1,0 +1,336 @@
+//! Interval joins of two streams: finding the time bounds in ON
+//! (`b.ts BETWEEN a.ts - x AND a.ts + y`, or a pair of `>=`/`<=`, strict or not), and lowering
+//! the join as a merge of its two inputs.
+
+use std::sync::Arc;
+
+use datafusion::common::{Column, DFSchema, DataFusionError};
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, Join, JoinType, Operator};
+use datafusion::scalar::ScalarValue;
+
+use super::lower::{nullable, physical_expr, Lowering};
+use super::planner::{IntervalJoinPlan, JoinSides, MergeKind, MergePlan, PlanStage, SourceRole};
+use crate::error::{Result, VeloError};
+
+/// The time bounds of an interval join: `lower <= right.time - left.time <= upper`.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct TimeBounds {
+    left_time: Column,
+    right_time: Column,
+    lower_ms: i64,
+    upper_ms: i64,
+}
+
+/// The time bounds in `join`'s condition, when it has both a lower and an upper one between
+/// the same two columns.
+pub(super) fn time_bounds(join: &Join) -> Result<Option<TimeBounds>> {
+    let Some(filter) = &join.filter else {
+        return Ok(None);
+    };
+    let mut comparisons = Vec::new();
+    for conjunct in split_conjunction(filter) {
+        match conjunct {
+            Expr::Between(b) if !b.negated => {
+                comparisons.push((b.expr.as_ref(), Operator::GtEq, b.low.as_ref()));
+                comparisons.push((b.expr.as_ref(), Operator::LtEq, b.high.as_ref()));
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                comparisons.push((left.as_ref(), *op, right.as_ref()))
+            }
+            _ => {}
+        }
+    }
+    let side = |c: &Column| {
+        if join.left.schema().has_column(c) {
+            Some(0)
+        } else if join.right.schema().has_column(c) {
+            Some(1)
+        } else {
+            None
+        }
+    };
+    let mut columns: Option<(Column, Column)> = None;
+    let (mut lower, mut upper) = (None::<i64>, None::<i64>);
+    for (a, op, b) in comparisons {
+        let (Some((ca, oa)), Some((cb, ob))) = (time_term(a)?, time_term(b)?) else {
+            continue;
+        };
+        // `x + oa  op  y + ob`, as `right - left  op'  v`.
+        let (op, v, left, right) = match (side(&ca), side(&cb)) {
+            (Some(0), Some(1)) => (flip(op), oa.checked_sub(ob), ca, cb),
+            (Some(1), Some(0)) => (Some(op), ob.checked_sub(oa), cb, ca),
+            _ => continue,
+        };
+        let (Some(op), Some(v)) = (op, v) else {
+            continue;
+        };
+        match &columns {
+            Some(pair) if *pair != (left.clone(), right.clone()) => continue,
+            _ => columns = Some((left, right)),
+        }
+        let tighter_lower = |v: i64| Some(lower.map_or(v, |l: i64| l.max(v)));
+        let tighter_upper = |v: i64| Some(upper.map_or(v, |u: i64| u.min(v)));
+        match op {
+            Operator::GtEq => lower = tighter_lower(v),
+            Operator::Gt => lower = v.checked_add(1).and_then(tighter_lower),
+            Operator::LtEq => upper = tighter_upper(v),
+            Operator::Lt => upper = v.checked_sub(1).and_then(tighter_upper),
+            Operator::Eq => {
+                lower = tighter_lower(v);
+                upper = tighter_upper(v);
+            }
+            _ => {}
+        }
+    }
+    let (Some((left_time, right_time)), Some(lower_ms), Some(upper_ms)) = (columns, lower, upper)
+    else {
+        return Ok(None);
+    };
+    if lower_ms > upper_ms {
+        return Err(plan_error(format!(
+            "the join's time bounds leave no room: the right time must be between \
+             {lower_ms} ms and {upper_ms} ms after the left"
+        )));
+    }
+    Ok(Some(TimeBounds {
+        left_time,
+        right_time,
+        lower_ms,
+        upper_ms,
+    }))
+}
+
+/// `right op left` for `left op right`.
+fn flip(op: Operator) -> Option<Operator> {
+    Some(match op {
+        Operator::Lt => Operator::Gt,
+        Operator::LtEq => Operator::GtEq,
+        Operator::Gt => Operator::Lt,
+        Operator::GtEq => Operator::LtEq,
+        Operator::Eq => Operator::Eq,
+        _ => return None,
+    })
+}
+
+/// `column ± constant`: the column and the offset in ms (None: not of that form).
+fn time_term(e: &Expr) -> Result<Option<(Column, i64)>> {
+    Ok(match e {
+        Expr::Column(c) => Some((c.clone(), 0)),
+        Expr::Cast(c) => time_term(&c.expr)?,
+        Expr::TryCast(c) => time_term(&c.expr)?,
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (Some((column, offset)), Some(ms)) = (time_term(left)?, constant_ms(right)?) else {
+                return Ok(None);
+            };
+            let shifted = match op {
+                Operator::Plus => offset.checked_add(ms),
+                Operator::Minus => offset.checked_sub(ms),
+                _ => return Ok(None),
+            };
+            let shifted = shifted.ok_or_else(|| {
+                plan_error("the join's time bound overflows a 64-bit count of milliseconds")
+            })?;
+            Some((column, shifted))
+        }
+        _ => None,
+    })
+}
+
+/// A constant duration in ms: integer milliseconds or an `INTERVAL` of days and smaller.
+fn constant_ms(e: &Expr) -> Result<Option<i64>> {
+    let overflow = || plan_error("the join's time bound overflows a 64-bit count of milliseconds");
+    Ok(match e {
+        Expr::Cast(c) => constant_ms(&c.expr)?,
+        Expr::Literal(value, _) => match value {
+            ScalarValue::Int64(Some(v)) => Some(*v),
+            ScalarValue::Int32(Some(v)) => Some(i64::from(*v)),
+            ScalarValue::Int16(Some(v)) => Some(i64::from(*v)),
+            ScalarValue::Int8(Some(v)) => Some(i64::from(*v)),
+            ScalarValue::UInt32(Some(v)) => Some(i64::from(*v)),
+            ScalarValue::IntervalDayTime(Some(v)) => Some(
+                i64::from(v.days)
+                    .checked_mul(86_400_000)
+                    .and_then(|d| d.checked_add(i64::from(v.milliseconds)))
+                    .ok_or_else(overflow)?,
+            ),
+            ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => Some(
+                i64::from(v.days)
+                    .checked_mul(86_400_000)
+                    .and_then(|d| d.checked_add(v.nanoseconds / 1_000_000))
+                    .ok_or_else(overflow)?,
+            ),
+            ScalarValue::IntervalMonthDayNano(Some(_)) | ScalarValue::IntervalYearMonth(_) => {
+                return Err(plan_error(
+                    "a join's time bound must be a fixed length: months and years vary",
+                ))
+            }
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// Rewrites `t + INTERVAL '5' SECOND` to `t + 5000` where `t` holds epoch milliseconds as an
+/// integer, so that time bounds read the same over integer and timestamp columns.
+pub(super) fn intervals_on_integer_times(
+    plan: datafusion::logical_expr::LogicalPlan,
+) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    plan.transform_up_with_subqueries(|node| {
+        let mut schema = DFSchema::empty();
+        for input in node.inputs() {
+            schema.merge(input.schema());
+        }
+        node.map_expressions(|e| {
+            e.transform_up(|e| {
+                let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &e else {
+                    return Ok(Transformed::no(e));
+                };
+                let interval = matches!(
+                    right.as_ref(),
+                    Expr::Literal(
+                        ScalarValue::IntervalDayTime(Some(_))
+                            | ScalarValue::IntervalMonthDayNano(Some(_)),
+                        _
+                    )
+                );
+                let integer_time = left.get_type(&schema).is_ok_and(|t| t.is_integer());
+                if !interval || !integer_time || !matches!(op, Operator::Plus | Operator::Minus) {
+                    return Ok(Transformed::no(e));
+                }
+                match constant_ms(right) {
+                    Ok(Some(ms)) => Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr {
+                        left: left.clone(),
+                        op: *op,
+                        right: Box::new(Expr::Literal(ScalarValue::Int64(Some(ms)), None)),
+                    }))),
+                    _ => Ok(Transformed::no(e)),
+                }
+            })
+        })
+    })
+    .map(|t| t.data)
+}
+
+/// An inner join with the filter above it folded into its condition, when that makes it an
+/// interval join: DataFusion moves an inner join's non-equality conditions above the join.
+pub(super) fn with_filter_above(join: &Join, predicate: &Expr) -> Result<Option<Join>> {
+    if join.join_type != JoinType::Inner {
+        return Ok(None);
+    }
+    let filter = match &join.filter {
+        Some(f) => f.clone().and(predicate.clone()),
+        None => predicate.clone(),
+    };
+    let mut merged = join.clone();
+    merged.filter = Some(filter);
+    Ok(time_bounds(&merged)?.map(|_| merged))
+}
+
+impl Lowering<'_> {
+    /// True when `join` reads a declared table on either side: then it is a lookup, even
+    /// with time bounds in its condition.
+    pub(super) fn reads_declared_table(&self, join: &Join) -> bool {
+        [&join.left, &join.right].iter().any(|side| {
+            self.roles_under(side)
+                .iter()
+                .any(|(_, r)| matches!(r, SourceRole::Table { .. }))
+        })
+    }
+
+    /// Lowers an interval join of two streams: the left continues this path as input 0, the
+    /// right becomes input 1, and they meet at a merge that keeps each side's rows until the
+    /// other side's watermark passes their bound.
+    pub(super) fn interval_join(&mut self, join: &Join, bounds: TimeBounds) -> Result<DFSchema> {
+        let sides = match join.join_type {
+            JoinType::Inner => JoinSides::Inner,
+            JoinType::Left => JoinSides::Left,
+            JoinType::Right => JoinSides::Right,
+            JoinType::Full => JoinSides::Full,
+            other => {
+                return Err(plan_error(format!(
+                    "a {other} join of two streams is not supported yet"
+                )))
+            }
+        };
+        if join.on.is_empty() {
+            return Err(plan_error(
+                "a join needs an equality between its two sides (ON a.k = b.k) besides its \
+                 time bounds",
+            ));
+        }
+        // Each side's watermark follows its time column in the bound.
+        match &self.time_column {
+            Some(column) if *column != bounds.left_time.name => {
+                return Err(plan_error(format!(
+                    "the window's time column '{column}' is not the join's left time column \
+                     '{}': a window after a join of two streams runs on the join's time",
+                    bounds.left_time.name
+                )))
+            }
+            _ => self.time_column = Some(bounds.left_time.name.clone()),
+        }
+        let left_rows = self.lower(&join.left)?;
+        let mut branch = self.for_branch();
+        branch.time_column = Some(bounds.right_time.name.clone());
+        let right_rows = branch.lower(&join.right)?;
+        self.tables = std::mem::take(&mut branch.tables);
+        let state = self.ctx.state;
+        let mut left_keys = Vec::with_capacity(join.on.len());
+        let mut right_keys = Vec::with_capacity(join.on.len());
+        for (l, r) in &join.on {
+            left_keys.push(physical_expr(state, l.clone(), &left_rows)?);
+            right_keys.push(physical_expr(state, r.clone(), &right_rows)?);
+        }
+        let times = [
+            physical_expr(state, Expr::Column(bounds.left_time.clone()), &left_rows)?,
+            physical_expr(state, Expr::Column(bounds.right_time.clone()), &right_rows)?,
+        ];
+        let pair_rows = left_rows.join(&right_rows)?;
+        let filter = match &join.filter {
+            Some(f) => Some(physical_expr(state, f.clone(), &pair_rows)?),
+            None => None,
+        };
+        let rows = match sides {
+            JoinSides::Inner => pair_rows,
+            JoinSides::Left => left_rows.join(&nullable(&right_rows)?)?,
+            JoinSides::Right => nullable(&left_rows)?.join(&right_rows)?,
+            JoinSides::Full => nullable(&left_rows)?.join(&nullable(&right_rows)?)?,
+        };
+        let input = branch.into_stream_input()?;
+        let merges = self
+            .stages
+            .iter()
+            .chain(&input.stages)
+            .any(|s| matches!(s, PlanStage::Merge(_)));
+        if merges {
+            return Err(plan_error(
+                "a query may merge its streams once (one UNION ALL or one join of two streams) \
+                 for now",
+            ));
+        }
+        let plan = IntervalJoinPlan {
+            sides,
+            keys: [left_keys, right_keys],
+            times,
+            lower_ms: bounds.lower_ms,
+            upper_ms: bounds.upper_ms,
+            filter,
+            side_schemas: [
+                Arc::new(left_rows.as_arrow().clone()),
+                Arc::new(right_rows.as_arrow().clone()),
+            ],
+        };
+        self.stages.push(PlanStage::Merge(MergePlan {
+            kind: MergeKind::IntervalJoin(plan),
+            inputs: vec![input],
+            schema: Arc::new(rows.as_arrow().clone()),
+        }));
+        Ok(rows)
+    }
+}
+
+fn plan_error(message: impl Into<String>) -> VeloError {
+    VeloError::DataFusion(DataFusionError::Plan(message.into()))
+}
