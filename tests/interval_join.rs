@@ -1,7 +1,7 @@
-//! Interval joins of two streams on random inputs whose disorder stays within the watermark
-//! bound:
+//! Joins of two streams on random inputs whose disorder stays within the watermark bound:
 //! - at 1, 2 and 4 partitions, every join type's result equals DataFusion running the same
-//!   SQL as a batch query;
+//!   SQL as a batch query, with time bounds (an interval join) and without them under a
+//!   `'state.ttl'` longer than the input;
 //! - run step by step, a NULL-padded row comes out in the step whose watermark first rules out
 //!   any partner, the rows held never exceed what the bound and the watermark allow, and
 //!   nothing is held at the end.
@@ -76,6 +76,13 @@ fn query(join: &str) -> String {
 
 const JOINS: [&str; 4] = ["JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL JOIN"];
 
+/// The join without time bounds: both sides' rows are kept for `'state.ttl'`.
+fn unbounded_query(join: &str) -> String {
+    format!(
+        "SELECT l.id AS lid, r.id AS rid, l.ts AS lts, r.ts AS rts FROM l {join} r ON l.k = r.k"
+    )
+}
+
 fn rows(batches: &[RecordBatch]) -> Vec<String> {
     let options = FormatOptions::default().with_null("NULL");
     let mut rows = Vec::new();
@@ -120,7 +127,7 @@ fn velostream(dir: &Path, sql: &str, partitions: usize, batch_size: usize) -> Ve
     let declare = |name: &str| {
         format!(
             "CREATE STREAM {name} (id BIGINT, k BIGINT, ts BIGINT) WITH ('{name}.path' = '{}', \
-             '{name}.batch.size' = '{batch_size}', \
+             '{name}.batch.size' = '{batch_size}', '{name}.event.time.field' = 'ts', \
              '{name}.watermark.max_out_of_orderness' = '{DISORDER}ms');\n",
             dir.join(format!("{name}.jsonl")).display()
         )
@@ -153,11 +160,15 @@ proptest! {
         write(dir.path(), "l", &left);
         write(dir.path(), "r", &right);
         for join in JOINS {
-            let sql = query(join);
-            let expected = oracle(&left, &right, &sql);
-            for partitions in [1, 2, 4] {
-                let actual = velostream(dir.path(), &sql, partitions, batch_size);
-                prop_assert_eq!(&actual, &expected, "{} at {} partitions", join, partitions);
+            let bounded = query(join);
+            let unbounded = unbounded_query(join);
+            let kept = format!("{unbounded} WITH ('state.ttl' = '1d')");
+            for (sql, batch_sql) in [(&bounded, &bounded), (&kept, &unbounded)] {
+                let expected = oracle(&left, &right, batch_sql);
+                for partitions in [1, 2, 4] {
+                    let actual = velostream(dir.path(), sql, partitions, batch_size);
+                    prop_assert_eq!(&actual, &expected, "{} at {} partitions", sql, partitions);
+                }
             }
         }
     }
@@ -232,4 +243,60 @@ proptest! {
         processor.end_of_input().expect("end");
         prop_assert_eq!(processor.state_size(), 0, "nothing is held at the end");
     }
+}
+
+/// Without time bounds, `'state.ttl'` bounds the state: a row is kept until the earlier of
+/// the two watermarks passes its time by the TTL, then it can meet nothing more.
+#[test]
+fn a_join_without_time_bounds_keeps_rows_for_the_ttl() {
+    let mut planner = QueryPlanner::new();
+    planner.register_source("l", schema()).expect("l");
+    planner.register_source("r", schema()).expect("r");
+    let sql = format!(
+        "SELECT l.id AS lid, r.id AS rid FROM l JOIN r ON l.k = r.k WITH ('state.ttl' = '10s', \
+         'l.watermark.max_out_of_orderness' = '{DISORDER}ms', \
+         'r.watermark.max_out_of_orderness' = '{DISORDER}ms')"
+    );
+    let plan = planner.plan_sql(&sql, "q").expect("plan");
+    let mut processor = QueryProcessor::new(plan).expect("processor");
+    let step = |processor: &mut QueryProcessor, side: usize, id: i64, ts: i64| {
+        // `_event_time` is the time here: the rows carry it as their own column.
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("k", DataType::Int64, true),
+            Field::new("_event_time", DataType::Int64, true),
+        ]));
+        let row = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![id])),
+                Arc::new(Int64Array::from(vec![1])),
+                Arc::new(Int64Array::from(vec![ts])),
+            ],
+        )
+        .expect("row");
+        let out = processor.process_batch_from(side, row).expect("step");
+        let mut pairs = Vec::new();
+        for b in &out {
+            let l = b.column(0).as_primitive::<Int64Type>();
+            let r = b.column(1).as_primitive::<Int64Type>();
+            pairs.extend((0..b.num_rows()).map(|i| (l.value(i), r.value(i))));
+        }
+        pairs.sort();
+        pairs
+    };
+    let p = &mut processor;
+    assert_eq!(step(p, 0, 1, 0), Vec::<(i64, i64)>::new());
+    assert_eq!(step(p, 1, 100, 0), vec![(1, 100)]);
+    assert_eq!(step(p, 0, 2, 50_000), vec![(2, 100)]);
+    // Both watermarks are now past 39.7 s: rows at 0 s are older than the 10 s TTL.
+    assert_eq!(step(p, 1, 101, 50_000), vec![(1, 101), (2, 101)]);
+    assert_eq!(step(p, 1, 102, 50_100), vec![(2, 102)], "row 1 expired");
+    assert_eq!(p.state_size(), 3);
+    assert_eq!(
+        step(p, 0, 3, 0),
+        Vec::<(i64, i64)>::new(),
+        "a row already past the TTL is late"
+    );
+    assert_eq!(p.late_records(), 1);
 }

@@ -11,6 +11,7 @@ use datafusion::scalar::ScalarValue;
 
 use super::lower::{nullable, physical_expr, Lowering};
 use super::planner::{IntervalJoinPlan, JoinSides, MergeKind, MergePlan, PlanStage, SourceRole};
+use super::ttl::TtlClock;
 use crate::error::{Result, VeloError};
 
 /// The time bounds of an interval join: `lower <= right.time - left.time <= upper`.
@@ -228,6 +229,23 @@ pub(super) fn with_filter_above(join: &Join, predicate: &Expr) -> Result<Option<
     Ok(time_bounds(&merged)?.map(|_| merged))
 }
 
+/// The bounds of a join of two streams with no time bound in ON: unlimited, over each side's
+/// event time (`'state.ttl'` then bounds the state).
+pub(super) fn unbounded(join: &Join) -> Result<TimeBounds> {
+    let event_time = |side: &datafusion::logical_expr::LogicalPlan| {
+        side.schema()
+            .qualified_field_with_unqualified_name("_event_time")
+            .map(|(q, f)| Column::new(q.cloned(), f.name()))
+            .map_err(VeloError::DataFusion)
+    };
+    Ok(TimeBounds {
+        left_time: event_time(&join.left)?,
+        right_time: event_time(&join.right)?,
+        lower_ms: i64::MIN,
+        upper_ms: i64::MAX,
+    })
+}
+
 impl Lowering<'_> {
     /// True when `join` reads a declared table on either side: then it is a lookup, even
     /// with time bounds in its condition.
@@ -243,6 +261,17 @@ impl Lowering<'_> {
     /// right becomes input 1, and they meet at a merge that keeps each side's rows until the
     /// other side's watermark passes their bound.
     pub(super) fn interval_join(&mut self, join: &Join, bounds: TimeBounds) -> Result<DFSchema> {
+        let unlimited = bounds.lower_ms == i64::MIN && bounds.upper_ms == i64::MAX;
+        let ttl_ms = match (unlimited, self.ttl) {
+            (false, _) => None,
+            (true, Some(ttl)) if ttl.clock == TtlClock::Event => Some(ttl.ttl_ms),
+            (true, _) => {
+                return Err(plan_error(
+                    "a join of two streams without time bounds keeps its state for \
+                     'state.ttl' on event time ('state.ttl.clock' = 'event')",
+                ))
+            }
+        };
         let sides = match join.join_type {
             JoinType::Inner => JoinSides::Inner,
             JoinType::Left => JoinSides::Left,
@@ -317,6 +346,7 @@ impl Lowering<'_> {
             lower_ms: bounds.lower_ms,
             upper_ms: bounds.upper_ms,
             filter,
+            ttl_ms,
             side_schemas: [
                 Arc::new(left_rows.as_arrow().clone()),
                 Arc::new(right_rows.as_arrow().clone()),

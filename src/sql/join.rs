@@ -8,7 +8,7 @@ use datafusion::common::{DFSchema, DataFusionError, NullEquality};
 use datafusion::logical_expr::{Expr, Join, JoinType, LogicalPlan};
 use datafusion::scalar::ScalarValue;
 
-use super::interval::time_bounds;
+use super::interval::{time_bounds, unbounded};
 use super::lower::{nullable, physical_expr, Lowering};
 use super::planner::{LookupJoinPlan, LookupKind, PlanStage, SourceRole, TableInput};
 use crate::error::{Result, VeloError};
@@ -33,6 +33,11 @@ impl Lowering<'_> {
             if let Some(bounds) = time_bounds(join)? {
                 return self.interval_join(join, bounds);
             }
+        }
+        // With 'state.ttl', a join of two streams (bounded or not) keeps both sides' rows
+        // for that long; without it, a bounded side serves as a table.
+        if self.ttl.is_some() && !self.reads_declared_table(join) {
+            return self.interval_join(join, unbounded(join)?);
         }
         let side = self.table_side_of(join)?;
         let (stream_input, table_input) = match side {
@@ -170,7 +175,8 @@ impl Lowering<'_> {
                 "a join of {other}the stream '{name}' needs '{name}' to be a table (declare it \
                  with CREATE TABLE ... PRIMARY KEY, or read it from a file that is not followed), \
                  or time bounds to join two streams: ON a.k = b.k AND b.ts BETWEEN \
-                 a.ts - INTERVAL '1' MINUTE AND a.ts + INTERVAL '1' MINUTE"
+                 a.ts - INTERVAL '1' MINUTE AND a.ts + INTERVAL '1' MINUTE (or 'state.ttl' to \
+                 keep both sides for that long)"
             )));
         }
         Ok(side)

@@ -84,14 +84,16 @@ pub(super) fn lower_query(
     lowering.ttl = ttl;
     lowering.time_column = time_column;
     let rows = lowering.lower(plan)?;
-    if lowering.ttl.is_some()
-        && !lowering
-            .stages
-            .iter()
-            .any(|s| matches!(s, PlanStage::Aggregate(_)))
-    {
+    let bounded_by_ttl = |s: &PlanStage| match s {
+        PlanStage::Aggregate(_) => true,
+        PlanStage::Merge(m) => matches!(&m.kind, MergeKind::IntervalJoin(j) if j.ttl_ms.is_some()),
+        _ => false,
+    };
+    if lowering.ttl.is_some() && !lowering.stages.iter().any(bounded_by_ttl) {
         return Err(VeloError::Config(
-            "'state.ttl' bounds the state of a GROUP BY, and this query has none".into(),
+            "'state.ttl' bounds the state of a GROUP BY or of a join of two streams, and this \
+             query has neither"
+                .into(),
         ));
     }
     lowering.finish(id, &rows)
@@ -137,7 +139,7 @@ pub(super) struct Lowering<'a> {
     used: &'a HashSet<String>,
     pub emit: EmitMode,
     window: Option<WindowSpec>,
-    ttl: Option<StateTtl>,
+    pub(super) ttl: Option<StateTtl>,
     /// The event-time column, read at the scan.
     pub(super) time_column: Option<String>,
     /// The scan this path reads, once lowered.

@@ -130,6 +130,9 @@ pub struct IntervalJoinPlan {
     pub upper_ms: i64,
     /// The whole non-equality part of ON (the time bounds included), over both sides' columns.
     pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// `'state.ttl'` of a join without time bounds (the bounds are then unlimited): a row is
+    /// kept until the watermark, the earlier of both sides', passes its time by this much.
+    pub ttl_ms: Option<i64>,
     /// Each side's columns.
     pub side_schemas: [SchemaRef; 2],
 }

@@ -90,6 +90,17 @@ impl IntervalJoinOperator {
         self.peak_rows
     }
 
+    /// With `'state.ttl'`: rows with times before this are dropped (the earlier watermark
+    /// less the TTL); without it, nothing expires.
+    fn expired_before(&self) -> i64 {
+        match self.plan.ttl_ms {
+            Some(ttl) => self.watermarks[0]
+                .min(self.watermarks[1])
+                .saturating_sub(ttl),
+            None => i64::MIN,
+        }
+    }
+
     /// The range of the other side's times a row of `side` at `time` may meet.
     fn partner_range(&self, side: usize, time: i64) -> (i64, i64) {
         let (lower, upper) = (self.plan.lower_ms, self.plan.upper_ms);
@@ -224,6 +235,7 @@ impl IntervalJoinOperator {
         let (keys, null_key) = self.encode(side, &batch)?;
         let own_watermark = self.watermarks[side];
         let other_watermark = self.watermarks[1 - side];
+        let expired_before = self.expired_before();
         let mut pairs = Pairs {
             rows: Vec::new(),
             partners: Vec::new(),
@@ -231,14 +243,16 @@ impl IntervalJoinOperator {
         };
         // Per row: kept (its time), or not (None: late, timeless or past every partner).
         let mut keep: Vec<Option<i64>> = Vec::with_capacity(batch.num_rows());
+        let mut late = vec![false; batch.num_rows()];
         for (row, &null) in null_key.iter().enumerate() {
             if times.is_null(row) {
                 keep.push(None);
                 continue;
             }
             let time = times.value(row);
-            if time < own_watermark {
+            if time < own_watermark && self.plan.ttl_ms.is_none() || time < expired_before {
                 self.late += 1;
+                late[row] = true;
                 keep.push(None);
                 continue;
             }
@@ -288,9 +302,7 @@ impl IntervalJoinOperator {
         // Rows that never wait and met no one: an outer side's come out now.
         if self.plan.sides.keeps(side) {
             let lone: Vec<u32> = (0..batch.num_rows())
-                .filter(|&r| {
-                    keep[r].is_none() && !matched[r] && !late_row(&times, r, own_watermark)
-                })
+                .filter(|&r| keep[r].is_none() && !matched[r] && !late[r])
                 .map(|r| r as u32)
                 .collect();
             if !lone.is_empty() {
@@ -392,11 +404,6 @@ impl IntervalJoinOperator {
     }
 }
 
-/// True when row `r` has a time before `watermark` (late rows come out nowhere).
-fn late_row(times: &Int64Array, r: usize, watermark: i64) -> bool {
-    !times.is_null(r) && times.value(r) < watermark
-}
-
 impl Operator for IntervalJoinOperator {
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         self.process_side(0, batch, out)
@@ -431,10 +438,17 @@ impl Operator for IntervalJoinOperator {
         match input {
             // Left rows to come are at `watermark` or later; a right row at t meets left rows
             // up to t - lower.
-            0 => self.evict(1, watermark.saturating_add(lower), out),
+            0 => self.evict(1, watermark.saturating_add(lower), out)?,
             // A left row at t meets right rows up to t + upper.
-            _ => self.evict(0, watermark.saturating_sub(upper), out),
+            _ => self.evict(0, watermark.saturating_sub(upper), out)?,
         }
+        // Rows past 'state.ttl' go whatever the bounds allow.
+        let expired = self.expired_before();
+        if expired > i64::MIN {
+            self.evict(0, expired, out)?;
+            self.evict(1, expired, out)?;
+        }
+        Ok(())
     }
 
     fn state_size(&self) -> usize {
