@@ -41,6 +41,12 @@ pub enum Stream {
     Trades,
     /// Nexmark's `bid(auction, bidder, price, channel, url, date_time, extra)`.
     Bid,
+    /// Nexmark's `person` stream (engine-only runs).
+    Person,
+    /// Nexmark's `auction` stream (engine-only runs).
+    Auction,
+    /// `symbols(symbol, sector)`, a table for the trades stream (engine-only runs).
+    Symbols,
 }
 
 impl Stream {
@@ -49,6 +55,9 @@ impl Stream {
         match self {
             Stream::Trades => "trades",
             Stream::Bid => "bid",
+            Stream::Person => "person",
+            Stream::Auction => "auction",
+            Stream::Symbols => "symbols",
         }
     }
 
@@ -57,6 +66,9 @@ impl Stream {
     /// `bid_declaration` gives the end-to-end script.
     pub fn schema(self) -> SchemaRef {
         let fields = match self {
+            Stream::Person => return crate::nexmark::person_schema(),
+            Stream::Auction => return crate::nexmark::auction_schema(),
+            Stream::Symbols => return crate::nexmark::symbols_schema(),
             Stream::Trades => vec![
                 Field::new("symbol", DataType::Utf8, true),
                 Field::new("price", DataType::Float64, true),
@@ -83,7 +95,7 @@ impl Stream {
     /// The `CREATE STREAM` an end-to-end script needs before its query (None: inferred).
     pub fn declaration(self) -> Option<&'static str> {
         match self {
-            Stream::Trades => None,
+            Stream::Trades | Stream::Person | Stream::Auction | Stream::Symbols => None,
             // Inference would read date_time as text; the declaration keeps it a timestamp.
             Stream::Bid => Some(
                 "CREATE STREAM bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, \
@@ -252,6 +264,9 @@ pub fn batches(
     let mut out = Vec::with_capacity((rows as usize).div_ceil(batch_size));
     let mut left = rows as usize;
     match stream {
+        Stream::Person => return crate::nexmark::people(rows, seed, batch_size),
+        Stream::Auction => return crate::nexmark::auctions(rows, seed, batch_size),
+        Stream::Symbols => return crate::nexmark::symbols(keys),
         Stream::Trades => {
             let names = symbol_names(keys);
             let mut generator = Trades::new(keys, seed);
@@ -366,6 +381,13 @@ pub fn write_records(
     out: &mut impl Write,
 ) -> BenchResult<()> {
     match stream {
+        Stream::Person | Stream::Auction | Stream::Symbols => {
+            return Err(format!(
+                "the {} stream has no file form yet: its scenarios run engine-only",
+                stream.source_name()
+            )
+            .into())
+        }
         Stream::Trades => {
             let names = symbol_names(keys);
             let mut generator = Trades::new(keys, seed);

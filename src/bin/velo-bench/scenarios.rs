@@ -15,7 +15,7 @@ use velostream::job::{plan_script, JobOptions};
 use velostream::partition::{
     run_partitioned, Delivery, InputEvent, PartitionOptions, PartitionRouter, PartitionRun, Routing,
 };
-use velostream::sql::{PlannedQuery, QueryPlanner};
+use velostream::sql::{PlannedQuery, QueryPlanner, SourceRole};
 
 use crate::generators::{self, Format, Stream};
 use crate::report::{cpu_seconds, memory_kb, RunResult};
@@ -25,8 +25,12 @@ use crate::BenchResult;
 pub struct Scenario {
     /// Its name on the command line and in reports.
     pub name: &'static str,
-    /// The stream it reads.
+    /// The stream it reads (input 0).
     pub stream: Stream,
+    /// The second stream of a join of two streams (engine-only).
+    pub side: Option<Stream>,
+    /// The table a stream–table join reads (engine-only).
+    pub table: Option<Stream>,
     /// The query; the same text in both modes.
     pub sql: &'static str,
 }
@@ -36,21 +40,29 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "passthrough",
         stream: Stream::Trades,
+        side: None,
+        table: None,
         sql: "SELECT symbol, price, quantity, ts FROM trades",
     },
     Scenario {
         name: "filter_projection",
         stream: Stream::Trades,
+        side: None,
+        table: None,
         sql: "SELECT symbol, price * quantity AS notional, ts FROM trades WHERE quantity > 500",
     },
     Scenario {
         name: "group_by_changes",
         stream: Stream::Trades,
+        side: None,
+        table: None,
         sql: "SELECT symbol, COUNT(*) AS n, SUM(quantity) AS qty FROM trades GROUP BY symbol EMIT CHANGES",
     },
     Scenario {
         name: "tumbling_final",
         stream: Stream::Trades,
+        side: None,
+        table: None,
         sql: "SELECT symbol, _window_start, COUNT(*) AS n, SUM(quantity) AS qty, AVG(price) AS avg_price \
               FROM trades GROUP BY symbol WINDOW TUMBLING(ts, INTERVAL '1' MINUTE) EMIT FINAL \
               WITH ('trades.watermark.max_out_of_orderness' = '2s')",
@@ -58,6 +70,8 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "sliding",
         stream: Stream::Trades,
+        side: None,
+        table: None,
         sql: "SELECT symbol, _window_start, COUNT(*) AS n, SUM(quantity) AS qty \
               FROM trades GROUP BY symbol WINDOW SLIDING(ts, 5m, 1m) EMIT FINAL \
               WITH ('trades.watermark.max_out_of_orderness' = '2s')",
@@ -65,6 +79,8 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "session",
         stream: Stream::Trades,
+        side: None,
+        table: None,
         // Each symbol trades about once a second: a 5 s gap gives sessions of ~150 trades.
         sql: "SELECT symbol, _window_start, _window_end, COUNT(*) AS n, SUM(quantity) AS qty \
               FROM trades GROUP BY symbol WINDOW SESSION(ts, 5s) EMIT FINAL \
@@ -73,21 +89,29 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "nexmark_q0",
         stream: Stream::Bid,
+        side: None,
+        table: None,
         sql: "SELECT auction, bidder, price, date_time, extra FROM bid",
     },
     Scenario {
         name: "nexmark_q1",
         stream: Stream::Bid,
+        side: None,
+        table: None,
         sql: "SELECT auction, bidder, price * 0.908 AS price, date_time, extra FROM bid",
     },
     Scenario {
         name: "nexmark_q2",
         stream: Stream::Bid,
+        side: None,
+        table: None,
         sql: "SELECT auction, price FROM bid WHERE auction % 123 = 0",
     },
     Scenario {
         name: "nexmark_q5",
         stream: Stream::Bid,
+        side: None,
+        table: None,
         // The counting half of q5 (bids per auction per HOP window); picking each window's
         // top auction needs a subquery, which velostream does not plan yet.
         sql: "SELECT auction, _window_start, COUNT(*) AS num FROM bid GROUP BY auction \
@@ -97,9 +121,41 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "nexmark_q11",
         stream: Stream::Bid,
+        side: None,
+        table: None,
         sql: "SELECT bidder, _window_start, _window_end, COUNT(*) AS bid_count FROM bid \
               GROUP BY bidder WINDOW SESSION(date_time, 10s) EMIT FINAL \
               WITH ('bid.watermark.max_out_of_orderness' = '4s')",
+    },
+    Scenario {
+        name: "enrich_lookup",
+        stream: Stream::Trades,
+        side: None,
+        table: Some(Stream::Symbols),
+        sql: "SELECT t.symbol, s.sector, t.price * t.quantity AS notional FROM trades t \
+              JOIN symbols s ON t.symbol = s.symbol",
+    },
+    Scenario {
+        name: "nexmark_q3",
+        stream: Stream::Auction,
+        side: Some(Stream::Person),
+        table: None,
+        // Nexmark's regular join, its state bounded by 'state.ttl' on event time.
+        sql: "SELECT p.name, p.city, p.state, a.id FROM auction a JOIN person p \
+              ON a.seller = p.id WHERE a.category = 10 \
+              AND (p.state = 'OR' OR p.state = 'ID' OR p.state = 'CA') \
+              WITH ('state.ttl' = '10s')",
+    },
+    Scenario {
+        name: "auction_bids_10s",
+        stream: Stream::Auction,
+        side: Some(Stream::Bid),
+        table: None,
+        // An interval join: each bid in the first 10 s of its auction.
+        sql: "SELECT a.id, a.seller, b.bidder, b.price FROM auction a JOIN bid b \
+              ON a.id = b.auction AND b.date_time BETWEEN a.date_time \
+              AND a.date_time + INTERVAL '10' SECOND \
+              WITH ('bid.watermark.max_out_of_orderness' = '1s')",
     },
 ];
 
@@ -137,18 +193,57 @@ pub fn run_engine(
         workload.seed,
         workload.batch_size,
     )?;
+    let side = match scenario.side {
+        Some(stream) => {
+            let rows = crate::nexmark::rows_beside(scenario.stream, stream, workload.rows);
+            let side = generators::batches(
+                stream,
+                rows,
+                workload.keys,
+                workload.seed,
+                workload.batch_size,
+            )?;
+            Some((stream, side))
+        }
+        None => None,
+    };
     let generate_s = generated.elapsed().as_secs_f64();
     let mut planner = QueryPlanner::new();
     planner.register_source(scenario.stream.source_name(), scenario.stream.schema())?;
+    if let Some((stream, _)) = &side {
+        planner.register_source(stream.source_name(), stream.schema())?;
+    }
+    if let Some(table) = scenario.table {
+        let role = SourceRole::Table {
+            primary_key: Vec::new(),
+        };
+        planner.register_source_as(table.source_name(), table.schema(), role)?;
+    }
     let plan = planner.plan_sql(scenario.sql, "bench")?;
+    let tables = match scenario.table {
+        Some(table) => crate::nexmark::load_tables(
+            &plan,
+            generators::batches(table, 0, workload.keys, workload.seed, 1)?,
+        )?,
+        None => Vec::new(),
+    };
 
-    let (events, source_key) = match workload.keyed_source {
-        0 => (batches.into_iter().map(|b| (b, None)).collect(), Vec::new()),
-        p => keyed_topic(&plan, batches, p, workload.batch_size)?,
+    let input_rows = workload.rows
+        + side
+            .as_ref()
+            .map_or(0, |(_, b)| b.iter().map(|b| b.num_rows() as u64).sum());
+    let (events, source_key) = match (workload.keyed_source, side) {
+        (_, Some((_, side))) => (crate::nexmark::by_time(batches, side)?, Vec::new()),
+        (0, None) => (
+            batches.into_iter().map(|b| (0, b, None)).collect(),
+            Vec::new(),
+        ),
+        (p, None) => keyed_topic(&plan, batches, p, workload.batch_size)?,
     };
     let base_rss_kb = memory_kb("VmRSS");
     let options = PartitionOptions {
         source_key,
+        tables,
         ..PartitionOptions::new(partitions)
     };
     // A keyed topic's partitions are declared first, as a Kafka assignment is: none of them
@@ -169,12 +264,16 @@ pub fn run_engine(
             if let Some(event) = declared.next() {
                 return Ok(Some(event));
             }
-            Ok(next.next().map(|(batch, run)| match run {
-                Some(run) => InputEvent::PartitionedBatch {
+            Ok(next.next().map(|(input, batch, run)| match (input, run) {
+                (0, Some(run)) => InputEvent::PartitionedBatch {
                     batch: batch.clone(),
                     runs: vec![*run],
                 },
-                None => InputEvent::Batch(batch.clone()),
+                (0, None) => InputEvent::Batch(batch.clone()),
+                (input, _) => InputEvent::InputBatch {
+                    input: *input,
+                    batch: batch.clone(),
+                },
             }))
         },
         |delivery| {
@@ -197,7 +296,7 @@ pub fn run_engine(
         },
         partitions: stats.partitions,
         requested_partitions: partitions,
-        rows: workload.rows,
+        rows: input_rows,
         output_rows,
         late_rows: late_rows.max(stats.late_records),
         seconds,
@@ -222,9 +321,12 @@ fn keyed_topic(
     batches: Vec<RecordBatch>,
     partitions: usize,
     batch_size: usize,
-) -> BenchResult<(Vec<(RecordBatch, Option<PartitionRun>)>, Vec<String>)> {
+) -> BenchResult<(Vec<(usize, RecordBatch, Option<PartitionRun>)>, Vec<String>)> {
     let Routing::Hash(key) = Routing::for_plan(plan) else {
-        return Ok((batches.into_iter().map(|b| (b, None)).collect(), Vec::new()));
+        return Ok((
+            batches.into_iter().map(|b| (0, b, None)).collect(),
+            Vec::new(),
+        ));
     };
     let names: Vec<String> = key
         .iter()
@@ -273,7 +375,7 @@ fn keyed_topic(
                     partition: p as i32,
                     rows: chunk.num_rows(),
                 };
-                events.push((chunk.clone(), Some(run)));
+                events.push((0, chunk.clone(), Some(run)));
             }
         }
     }
@@ -293,6 +395,13 @@ pub fn run_e2e(
     dir: &Path,
     format: Format,
 ) -> BenchResult<RunResult> {
+    if scenario.side.is_some() || scenario.table.is_some() {
+        return Err(format!(
+            "'{}' runs engine-only for now (--mode engine)",
+            scenario.name
+        )
+        .into());
+    }
     let input = input_path(dir, scenario.stream, format);
     if !input.exists() {
         return Err(format!("{} is missing (the parent generates it)", input.display()).into());
