@@ -257,3 +257,72 @@ proptest! {
         }
     }
 }
+
+/// A temporal join's answer computed directly: each order meets, per key, the rate with the
+/// latest version time at or before the order's time (the last such row of the file on a tie).
+fn temporal_reference(
+    orders: &[(i64, Option<i64>, i64)],
+    rates: &[(Option<i64>, i64, i64)],
+) -> Vec<String> {
+    let mut rows = Vec::new();
+    for (id, k, ts) in orders {
+        let valid = rates
+            .iter()
+            .enumerate()
+            .filter(|(_, (rk, _, version))| k.is_some() && rk == k && version <= ts)
+            .max_by_key(|(i, (_, _, version))| (*version, *i));
+        let rate = valid.map_or("NULL".to_string(), |(_, (_, rate, _))| rate.to_string());
+        rows.push(format!("{id} | {rate}"));
+    }
+    rows.sort();
+    rows
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn temporal_joins_meet_the_version_valid_at_each_time(
+        orders in prop::collection::vec(
+            (prop_oneof![1 => Just(None), 4 => (0i64..3).prop_map(Some)], 0i64..100), 0..30),
+        rates in prop::collection::vec(
+            (prop_oneof![1 => Just(None), 4 => (0i64..3).prop_map(Some)], 0i64..1000, 0i64..100),
+            0..12),
+        batch_size in prop::sample::select(vec![1usize, 5, 64]),
+    ) {
+        let orders: Vec<(i64, Option<i64>, i64)> = orders
+            .into_iter()
+            .enumerate()
+            .map(|(i, (k, ts))| (i as i64, k, ts))
+            .collect();
+        let dir = tempfile::tempdir().expect("dir");
+        let write = |name: &str, lines: Vec<serde_json::Value>| {
+            let mut f = std::fs::File::create(dir.path().join(format!("{name}.jsonl"))).expect("file");
+            for line in lines {
+                writeln!(f, "{line}").expect("write");
+            }
+        };
+        write("orders", orders.iter().map(|(id, k, ts)| serde_json::json!({"id": id, "k": k, "ts": ts})).collect());
+        write("rates", rates.iter().map(|(k, rate, ts)| serde_json::json!({"k": k, "rate": rate, "ts": ts})).collect());
+        let path = |name: &str| dir.path().join(format!("{name}.jsonl")).display().to_string();
+        let script = format!(
+            "CREATE STREAM orders (id BIGINT, k BIGINT, ts BIGINT) WITH ('orders.path' = '{}', \
+             'orders.batch.size' = '{batch_size}', 'orders.event.time.field' = 'ts');\n\
+             CREATE TABLE rates (k BIGINT, rate BIGINT, ts BIGINT, PRIMARY KEY (k)) WITH \
+             ('rates.path' = '{}', 'rates.event.time.field' = 'ts');\n\
+             SELECT o.id, r.rate FROM orders o LEFT JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r \
+             ON o.k = r.k",
+            path("orders"),
+            path("rates"),
+        );
+        let expected = temporal_reference(&orders, &rates);
+        for partitions in [1, 2, 4] {
+            let options = JobOptions { partitions, collect_output: true, ..Default::default() };
+            let summaries = plan_script(&script, &options)
+                .and_then(|planned| planned.run(&options))
+                .expect("runs");
+            let actual = rows(summaries.last().and_then(|s| s.output.as_deref()).unwrap_or_default());
+            prop_assert_eq!(&actual, &expected, "at {} partitions", partitions);
+        }
+    }
+}

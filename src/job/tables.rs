@@ -103,7 +103,12 @@ pub(super) fn load_tables(
             .first()
             .map(|b| b.schema())
             .unwrap_or_else(|| Arc::clone(&table.plan.input_schema));
-        let rows = latest_per_key(&schema, &raw, &source.primary_key)?;
+        // A temporal join meets every version; otherwise the latest row of a key wins.
+        let key = match table.version {
+            Some(_) => &[][..],
+            None => &source.primary_key[..],
+        };
+        let rows = latest_per_key(&schema, &raw, key)?;
         let mut processor = QueryProcessor::new(table.plan.clone())?;
         let mut out = processor.process_batch(rows)?;
         out.extend(processor.end_of_input()?);
@@ -112,6 +117,7 @@ pub(super) fn load_tables(
             &out,
             &table.keys,
             table.nulls_equal,
+            table.version.as_ref(),
         )?;
         tracing::info!(
             job = %plan.id,

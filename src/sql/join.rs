@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use datafusion::common::{DFSchema, DataFusionError, NullEquality};
+use datafusion::common::{Column, DFSchema, DataFusionError, NullEquality};
 use datafusion::logical_expr::{Expr, Join, JoinType, LogicalPlan};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
 use super::interval::{time_bounds, unbounded};
@@ -107,6 +108,7 @@ impl Lowering<'_> {
                 DFSchema::new_with_metadata(fields, stream_rows.metadata().clone())?
             }
         };
+        let (as_of, version) = self.as_of(&table_plan.source, kind, &stream_rows, &table_rows)?;
         // The time column moves right when the table's columns come first.
         if side == TableSide::Left && matches!(kind, LookupKind::Inner | LookupKind::Outer) {
             self.time_at = self.time_at.map(|at| at + table_rows.fields().len());
@@ -115,6 +117,7 @@ impl Lowering<'_> {
             plan: table_plan,
             keys: table_keys,
             nulls_equal: join.null_equality == NullEquality::NullEqualsNull,
+            version,
         });
         self.stages.push(PlanStage::LookupJoin(LookupJoinPlan {
             table: self.tables.len() - 1,
@@ -122,9 +125,44 @@ impl Lowering<'_> {
             stream_keys,
             filter,
             stream_left: side == TableSide::Right,
+            as_of,
             schema: Arc::new(rows.as_arrow().clone()),
         }));
         Ok(rows)
+    }
+
+    /// For `JOIN table FOR SYSTEM_TIME AS OF s.ts`: the stream's time over its rows and the
+    /// table's version time over its rows (None, None: not a temporal join).
+    #[allow(clippy::type_complexity)]
+    fn as_of(
+        &self,
+        table: &str,
+        kind: LookupKind,
+        stream_rows: &DFSchema,
+        table_rows: &DFSchema,
+    ) -> Result<(Option<Arc<dyn PhysicalExpr>>, Option<Arc<dyn PhysicalExpr>>)> {
+        let Some(spec) = self.ctx.stmt.as_of.iter().find(|a| a.table == table) else {
+            return Ok((None, None));
+        };
+        if !matches!(kind, LookupKind::Inner | LookupKind::Outer) {
+            return Err(plan_error(
+                "FOR SYSTEM_TIME AS OF applies to a JOIN or a LEFT JOIN of a stream with a table",
+            ));
+        }
+        let state = self.ctx.state;
+        let time = Column::new(spec.qualifier.clone(), &spec.column);
+        let time = physical_expr(state, Expr::Column(time), stream_rows)?;
+        let (qualifier, field) = table_rows
+            .qualified_field_with_unqualified_name("_event_time")
+            .map_err(|_| {
+                plan_error(format!(
+                    "'{table}' is joined FOR SYSTEM_TIME AS OF, so its rows need their version \
+                     time, _event_time: keep it in the table's side of the query"
+                ))
+            })?;
+        let version = Column::new(qualifier.cloned(), field.name());
+        let version = physical_expr(state, Expr::Column(version), table_rows)?;
+        Ok((Some(time), Some(version)))
     }
 
     /// The table's side of `join`: a declared table over a stream; else the side the join

@@ -66,6 +66,11 @@ pub(super) fn lower_query(
         None => ttl_on_event_time.then(|| "_event_time".to_string()),
     };
     let mut used = used_columns(plan, ctx.roles)?;
+    // A temporal join reads the stream's time and the table's version time.
+    for as_of in &ctx.stmt.as_of {
+        used.insert(as_of.column.clone());
+        used.insert("_event_time".to_string());
+    }
     if let Some(t) = &time_column {
         used.insert(t.clone());
         used.insert("_partition".to_string());

@@ -21,6 +21,7 @@ pub use planner::{
 };
 pub use properties::Properties;
 pub use script::{
-    parse_script, ColumnDef, EmitMode, Script, Statement, StatementKind, WindowKind, WindowSpec,
+    parse_script, AsOf, ColumnDef, EmitMode, Script, Statement, StatementKind, WindowKind,
+    WindowSpec,
 };
 pub use ttl::{StateTtl, TtlClock};

@@ -180,6 +180,9 @@ pub struct LookupJoinPlan {
     pub filter: Option<Arc<dyn PhysicalExpr>>,
     /// The stream is the join's left input, so its columns come first.
     pub stream_left: bool,
+    /// `FOR SYSTEM_TIME AS OF`: the stream row's time, over the stage input. The row meets,
+    /// per key, the table row whose version was valid then (the latest that began before).
+    pub as_of: Option<Arc<dyn PhysicalExpr>>,
     /// The rows the stage emits.
     pub schema: SchemaRef,
 }
@@ -194,6 +197,9 @@ pub struct TableInput {
     pub keys: Vec<Arc<dyn PhysicalExpr>>,
     /// NULL keys match each other (DataFusion plans some set operations so).
     pub nulls_equal: bool,
+    /// For a temporal join: when each row's version begins (its `_event_time`), over `plan`'s
+    /// output. Every version is kept, not only the latest per key.
+    pub version: Option<Arc<dyn PhysicalExpr>>,
 }
 
 impl PlannedQuery {

@@ -99,6 +99,19 @@ pub struct Statement {
     pub emit: Option<EmitMode>,
     pub properties: Properties,
     pub annotations: BTreeMap<String, String>,
+    /// `JOIN table FOR SYSTEM_TIME AS OF s.ts`: the tables joined by event time, lifted out
+    /// of the query text.
+    pub as_of: Vec<AsOf>,
+}
+
+/// A temporal join's `table FOR SYSTEM_TIME AS OF qualifier.column`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsOf {
+    /// The table joined.
+    pub table: String,
+    /// The stream's time column (`o.ts`: qualifier `o`, column `ts`).
+    pub qualifier: Option<String>,
+    pub column: String,
 }
 
 impl Statement {
@@ -251,6 +264,7 @@ fn parse_statement(source: &SourceText, tokens: &[TokenWithSpan]) -> Result<Opti
                 emit: None,
                 properties,
                 annotations: annotations.clone(),
+                as_of: Vec::new(),
             };
             match (what.as_deref(), next) {
                 (Some("STREAM" | "TABLE"), Some(Token::LParen)) => {
@@ -313,10 +327,17 @@ fn parse_statement(source: &SourceText, tokens: &[TokenWithSpan]) -> Result<Opti
     let mut window = None;
     let mut emit = None;
     let mut properties = Properties::default();
+    let mut as_of = Vec::new();
     let mut depth = 0i32;
     let mut i = query_at;
     while i < sig.len() {
         let t = sig[i];
+        if let Some((spec, end)) = parse_as_of(source, &sig, i)? {
+            as_of.push(spec);
+            blanks.push((start_of(source, t), end_of(source, sig[end])));
+            i = end + 1;
+            continue;
+        }
         match t.token {
             Token::LParen => depth += 1,
             Token::RParen => depth -= 1,
@@ -381,6 +402,62 @@ fn parse_statement(source: &SourceText, tokens: &[TokenWithSpan]) -> Result<Opti
         emit,
         properties,
         annotations,
+        as_of,
+    }))
+}
+
+/// `FOR SYSTEM_TIME AS OF [qualifier.]column` at `sig[at]`, after a table name: the spec
+/// and the index of its last token.
+fn parse_as_of(
+    source: &SourceText,
+    sig: &[&TokenWithSpan],
+    at: usize,
+) -> Result<Option<(AsOf, usize)>> {
+    let words: Vec<Option<String>> = (at..at + 4)
+        .map(|i| sig.get(i).and_then(|t| word(t)))
+        .collect();
+    if words
+        != [Some("FOR"), Some("SYSTEM_TIME"), Some("AS"), Some("OF")].map(|w| w.map(String::from))
+    {
+        return Ok(None);
+    }
+    let expected = || {
+        error_at(
+            source,
+            sig[at],
+            "expected JOIN table FOR SYSTEM_TIME AS OF stream.time_column",
+        )
+    };
+    let table = at
+        .checked_sub(1)
+        .and_then(|i| ident(sig[i]))
+        .ok_or_else(expected)?;
+    let first = sig
+        .get(at + 4)
+        .and_then(|t| ident(t))
+        .ok_or_else(expected)?;
+    let dotted = sig.get(at + 5).map(|t| &t.token) == Some(&Token::Period);
+    Ok(Some(match dotted {
+        true => {
+            let column = sig
+                .get(at + 6)
+                .and_then(|t| ident(t))
+                .ok_or_else(expected)?;
+            let spec = AsOf {
+                table,
+                qualifier: Some(first),
+                column,
+            };
+            (spec, at + 6)
+        }
+        false => {
+            let spec = AsOf {
+                table,
+                qualifier: None,
+                column: first,
+            };
+            (spec, at + 4)
+        }
     }))
 }
 
@@ -727,6 +804,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("use CREATE TABLE"), "{err}");
+    }
+
+    #[test]
+    fn lifts_temporal_joins_out_of_the_query() {
+        let sql = "SELECT o.id, r.rate FROM orders o JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r \
+                   ON o.currency = r.currency";
+        let script = parse_script(sql).unwrap();
+        let s = &script.statements[0];
+        assert_eq!(
+            s.as_of,
+            vec![AsOf {
+                table: "rates".into(),
+                qualifier: Some("o".into()),
+                column: "ts".into()
+            }]
+        );
+        assert!(!s.query_sql.contains("SYSTEM_TIME"), "{}", s.query_sql);
+        assert!(s.query_sql.contains("JOIN rates"));
+        assert!(s.query_sql.contains("AS r"));
     }
 
     #[test]

@@ -289,6 +289,7 @@ pub fn load_tables(
             &out,
             &table.keys,
             table.nulls_equal,
+            table.version.as_ref(),
         )?;
         tables.push(Arc::new(lookup));
     }

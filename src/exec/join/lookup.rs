@@ -13,6 +13,7 @@ use super::table::LookupTable;
 use crate::error::Result;
 use crate::exec::change::keep_kind;
 use crate::exec::operator::{evaluate, evaluate_predicate, Operator};
+use crate::exec::window::event_times;
 use crate::sql::{LookupJoinPlan, LookupKind};
 
 /// A stream–table join (INNER, LEFT, semi, anti or mark) against a loaded table.
@@ -172,12 +173,23 @@ impl Operator for LookupJoinOperator {
             .iter()
             .map(|k| evaluate(k, &batch))
             .collect::<Result<Vec<_>>>()?;
-        self.table.probe(
-            &keys,
-            batch.num_rows(),
-            &mut self.stream_rows,
-            &mut self.table_rows,
-        )?;
+        match &self.plan.as_of {
+            Some(time) => {
+                let times = event_times(time, &batch)?;
+                self.table.probe_as_of(
+                    &keys,
+                    &times,
+                    &mut self.stream_rows,
+                    &mut self.table_rows,
+                )?
+            }
+            None => self.table.probe(
+                &keys,
+                batch.num_rows(),
+                &mut self.stream_rows,
+                &mut self.table_rows,
+            )?,
+        }
         self.apply_filter(&batch)?;
         let output = match self.plan.kind {
             LookupKind::Inner if self.stream_rows.is_empty() => return Ok(()),

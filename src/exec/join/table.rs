@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef};
+use arrow::array::{Array, ArrayRef, Int64Array};
 use arrow::compute::{cast, concat_batches, interleave_record_batch};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -15,6 +15,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use crate::error::{Result, VeloError};
 use crate::exec::change::is_delete;
 use crate::exec::operator::evaluate;
+use crate::exec::window::event_times;
 
 /// A table's rows, and which of them each key matches.
 pub struct LookupTable {
@@ -24,6 +25,9 @@ pub struct LookupTable {
     nulls_equal: bool,
     /// Some row's key holds a NULL.
     has_null_key: bool,
+    /// For a temporal join: when each row's version begins (ms); a key's rows are then in
+    /// version order.
+    versions: Option<Vec<i64>>,
 }
 
 /// Row-encoded keys, each with the table rows that hold it.
@@ -38,12 +42,14 @@ struct KeyIndex {
 
 impl LookupTable {
     /// Indexes `batches` (rows of `schema`) by `keys`. A NULL key matches nothing unless
-    /// `nulls_equal`.
+    /// `nulls_equal`. With `version` (when each row's version begins), a key's rows are kept
+    /// in version order for `probe_as_of`.
     pub fn build(
         schema: SchemaRef,
         batches: &[RecordBatch],
         keys: &[Arc<dyn PhysicalExpr>],
         nulls_equal: bool,
+        version: Option<&Arc<dyn PhysicalExpr>>,
     ) -> Result<Self> {
         let rows = concat_batches(&schema, batches)?;
         if u32::try_from(rows.num_rows()).is_err() {
@@ -57,15 +63,34 @@ impl LookupTable {
             .map(|k| evaluate(k, &rows))
             .collect::<Result<Vec<_>>>()?;
         let has_null_key = (0..rows.num_rows()).any(|r| key_columns.iter().any(|k| k.is_null(r)));
+        let versions = match version {
+            Some(v) => {
+                let times = event_times(v, &rows)?;
+                Some(
+                    (0..times.len())
+                        .map(|r| match times.is_null(r) {
+                            true => i64::MIN,
+                            false => times.value(r),
+                        })
+                        .collect::<Vec<i64>>(),
+                )
+            }
+            None => None,
+        };
         let index = match key_columns.is_empty() {
             true => None,
-            false => Some(KeyIndex::build(&key_columns, nulls_equal)?),
+            false => Some(KeyIndex::build(
+                &key_columns,
+                nulls_equal,
+                versions.as_deref(),
+            )?),
         };
         Ok(LookupTable {
             rows,
             index,
             nulls_equal,
             has_null_key,
+            versions,
         })
     }
 
@@ -108,14 +133,7 @@ impl LookupTable {
             }
             return Ok(());
         };
-        let keys = keys
-            .iter()
-            .zip(&index.types)
-            .map(|(k, t)| match k.data_type() == t {
-                true => Ok(Arc::clone(k)),
-                false => Ok(cast(k, t)?),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let keys = index.cast_keys(keys)?;
         let encoded = index.converter.convert_columns(&keys)?;
         for (row, key) in encoded.iter().enumerate() {
             if !self.nulls_equal && keys.iter().any(|k| k.is_null(row)) {
@@ -125,6 +143,45 @@ impl LookupTable {
                 let (from, to) = (index.starts[g as usize], index.starts[g as usize + 1]);
                 stream.extend(std::iter::repeat_n(row as u32, (to - from) as usize));
                 table.extend_from_slice(&index.by_key[from as usize..to as usize]);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LookupTable {
+    /// Per stream row, the table row of an equal key whose version was valid at the row's
+    /// time (the latest version begun at or before it): at most one pair per row, in stream
+    /// row order. `times` are the stream rows' times (ms; NULL meets nothing).
+    pub fn probe_as_of(
+        &self,
+        keys: &[ArrayRef],
+        times: &Int64Array,
+        stream: &mut Vec<u32>,
+        table: &mut Vec<u32>,
+    ) -> Result<()> {
+        stream.clear();
+        table.clear();
+        let (Some(index), Some(versions)) = (&self.index, &self.versions) else {
+            return Err(VeloError::Execution(
+                "a temporal join needs a table indexed by key and version".into(),
+            ));
+        };
+        let keys = index.cast_keys(keys)?;
+        let encoded = index.converter.convert_columns(&keys)?;
+        for (row, key) in encoded.iter().enumerate() {
+            if times.is_null(row) || (!self.nulls_equal && keys.iter().any(|k| k.is_null(row))) {
+                continue;
+            }
+            let Some(&g) = index.groups.get(key.as_ref()) else {
+                continue;
+            };
+            let (from, to) = (index.starts[g as usize], index.starts[g as usize + 1]);
+            let rows = &index.by_key[from as usize..to as usize];
+            let valid = rows.partition_point(|&r| versions[r as usize] <= times.value(row));
+            if valid > 0 {
+                stream.push(row as u32);
+                table.push(rows[valid - 1]);
             }
         }
         Ok(())
@@ -141,7 +198,23 @@ impl std::fmt::Debug for LookupTable {
 }
 
 impl KeyIndex {
-    fn build(key_columns: &[ArrayRef], nulls_equal: bool) -> Result<Self> {
+    /// The stream's key columns as the index's types.
+    fn cast_keys(&self, keys: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
+        keys.iter()
+            .zip(&self.types)
+            .map(|(k, t)| match k.data_type() == t {
+                true => Ok(Arc::clone(k)),
+                false => Ok(cast(k, t)?),
+            })
+            .collect()
+    }
+
+    /// Indexes rows by key (each key's rows in `versions` order when given, else row order).
+    fn build(
+        key_columns: &[ArrayRef],
+        nulls_equal: bool,
+        versions: Option<&[i64]>,
+    ) -> Result<Self> {
         let types: Vec<DataType> = key_columns.iter().map(|k| k.data_type().clone()).collect();
         let converter = RowConverter::new(types.iter().cloned().map(SortField::new).collect())?;
         let encoded = converter.convert_columns(key_columns)?;
@@ -177,6 +250,12 @@ impl KeyIndex {
                 let slot = &mut next[*g as usize];
                 by_key[*slot as usize] = row as u32;
                 *slot += 1;
+            }
+        }
+        if let Some(versions) = versions {
+            for g in 0..sizes.len() {
+                let (from, to) = (starts[g] as usize, starts[g + 1] as usize);
+                by_key[from..to].sort_by_key(|&r| versions[r as usize]);
             }
         }
         Ok(KeyIndex {
@@ -273,7 +352,7 @@ mod tests {
             vec!["a", "b", "c", "n"],
         );
         let key: Arc<dyn PhysicalExpr> = Arc::new(Column::new("id", 0));
-        let lookup = LookupTable::build(schema, &[rows], &[key], false)?;
+        let lookup = LookupTable::build(schema, &[rows], &[key], false, None)?;
         assert!(lookup.has_null_key());
         let probe: ArrayRef = Arc::new(Int64Array::from(vec![Some(2), None, Some(1), Some(9)]));
         let (mut stream, mut table) = (Vec::new(), Vec::new());
