@@ -89,6 +89,10 @@ pub(super) fn resolve_input(
             let declaration = declared.get(source);
             let (input, schema) = external_input(source, stmt, declaration, options)?;
             let role = match (declaration.and_then(|d| d.table.clone()), &input) {
+                // A topic's table is keyed by its message key: a tombstone names only that.
+                (Some(_), JobInput::Kafka(_)) => SourceRole::Table {
+                    primary_key: vec!["_key".to_string()],
+                },
                 (Some(primary_key), _) => SourceRole::Table { primary_key },
                 (None, JobInput::File(config)) if !config.watch => SourceRole::Bounded,
                 (None, _) => SourceRole::Stream,
@@ -179,7 +183,8 @@ fn external_input(
             config.schema = Some(file.schema().clone());
             Ok((JobInput::File(config), file.schema().clone()))
         }
-        Some("kafka_source") if options.serve => {
+        // A table is read to its end before the stream starts, so even a batch run can.
+        Some("kafka_source") if options.serve || declared.is_some_and(|d| d.table.is_some()) => {
             let config =
                 KafkaSourceConfig::from_properties(source, &props, schema, &options.kafka)?;
             let schema = config.schema.clone();

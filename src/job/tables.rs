@@ -11,10 +11,14 @@ use super::inputs::{Declared, JobInput, Upstream};
 use super::output::{lock, record_bad, DeadLetterFile};
 use super::JobSummary;
 use crate::connectors::file_source::FileSource;
+use crate::connectors::kafka::KafkaSource;
 use crate::error::{Result, VeloError};
 use crate::exec::join::{latest_per_key, LookupTable};
 use crate::exec::processor::QueryProcessor;
 use crate::sql::PlannedQuery;
+
+/// How long reading a table's topic to its end may take.
+const TABLE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Where one table of a job comes from.
 #[derive(Debug, Clone)]
@@ -39,10 +43,10 @@ pub(super) fn table_inputs(
                 VeloError::Execution(format!("the table '{name}' was not resolved"))
             })?;
             match &input {
-                JobInput::Kafka(_) => {
+                JobInput::Kafka(_) if !declared.get(name).is_some_and(|d| d.table.is_some()) => {
                     return Err(VeloError::Config(format!(
-                        "'{name}' is a Kafka topic: joining a table read from Kafka is not \
-                         supported yet; read the table from a file"
+                        "'{name}' is a Kafka topic joined as a table: declare it with CREATE \
+                         TABLE, so that it is read as an upsert log keyed by the message key"
                     )))
                 }
                 JobInput::File(config) if config.watch => {
@@ -53,11 +57,14 @@ pub(super) fn table_inputs(
                 }
                 _ => {}
             }
-            let primary_key = declared
-                .get(name)
-                .and_then(|d| d.table.clone())
-                .or_else(|| upstream.get(name).and_then(|u| u.table.clone()))
-                .unwrap_or_default();
+            let primary_key = match &input {
+                JobInput::Kafka(_) => vec!["_key".to_string()],
+                _ => declared
+                    .get(name)
+                    .and_then(|d| d.table.clone())
+                    .or_else(|| upstream.get(name).and_then(|u| u.table.clone()))
+                    .unwrap_or_default(),
+            };
             Ok(TableSource { input, primary_key })
         })
         .collect()
@@ -93,10 +100,12 @@ pub(super) fn load_tables(
                 batches
             }
             JobInput::Upstream(statement) => outputs.get(statement).cloned().unwrap_or_default(),
-            JobInput::Kafka(_) => {
-                return Err(VeloError::Execution(format!(
-                    "the table '{name}' cannot be read from Kafka"
-                )))
+            JobInput::Kafka(config) => {
+                let mut topic = KafkaSource::open_table(config.clone())?;
+                topic.set_projection(&table.plan.input_schema);
+                let log = topic.read_to_end(TABLE_READ_TIMEOUT)?;
+                record_bad(summary, dead_letter, &config.name, log.bad_records)?;
+                log.batches
             }
         };
         let schema = raw

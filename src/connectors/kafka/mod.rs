@@ -5,9 +5,11 @@ pub mod config;
 pub mod mock;
 pub mod sink;
 pub mod source;
+pub mod table;
 pub mod transactions;
 
 pub use config::{client_config, topic_of, KafkaDefaults};
 pub use mock::MockKafka;
 pub use sink::KafkaSink;
 pub use source::{KafkaBatch, KafkaSource, KafkaSourceConfig};
+pub use table::TableLog;

@@ -143,6 +143,9 @@ pub struct KafkaBatch {
     pub runs: Vec<PartitionRun>,
     pub bad_records: Vec<BadRecord>,
     pub next_offsets: BTreeMap<i32, i64>,
+    /// Tombstones (messages without a value) read while reading a table: each key deleted,
+    /// after how many of the batch's rows. Empty for a stream.
+    pub tombstones: Vec<(usize, Option<String>)>,
 }
 
 /// How long a seek to a checkpoint's offset waits for the consumer to take it.
@@ -171,7 +174,7 @@ struct Meta {
 
 /// Reads a topic as a member of the source's consumer group.
 pub struct KafkaSource {
-    config: KafkaSourceConfig,
+    pub(super) config: KafkaSourceConfig,
     consumer: Arc<BaseConsumer>,
     dlq: Option<ThreadedProducer<DefaultProducerContext>>,
     /// Payload columns the query reads (plus the event-time field).
@@ -190,18 +193,28 @@ pub struct KafkaSource {
     /// Checkpoint positions not applied yet: a partition's records are dropped until its
     /// seek takes (a seek fails until the partition is assigned and fetching).
     start_at: BTreeMap<i32, i64>,
+    /// Reading a table: the tombstones of the batch being read, with the message count before
+    /// each (None: a stream, whose tombstones carry no record).
+    pub(super) tombstones: Option<Vec<(usize, Option<String>)>>,
 }
 
 impl KafkaSource {
     /// Connects and subscribes; nothing is read yet.
     pub fn open(config: KafkaSourceConfig) -> Result<Self> {
+        let source = Self::connect(config)?;
+        source
+            .consumer
+            .subscribe(&[source.config.topic.as_str()])
+            .map_err(|e| kafka_error(&format!("subscribing to '{}'", source.config.topic), e))?;
+        Ok(source)
+    }
+
+    /// Connects without joining the consumer group (a table assigns itself every partition).
+    pub(super) fn connect(config: KafkaSourceConfig) -> Result<Self> {
         let consumer: BaseConsumer = config
             .client
             .create()
             .map_err(|e| kafka_error(&format!("creating the consumer of '{}'", config.name), e))?;
-        consumer
-            .subscribe(&[config.topic.as_str()])
-            .map_err(|e| kafka_error(&format!("subscribing to '{}'", config.topic), e))?;
         let dlq = match &config.dlq_topic {
             Some(_) => {
                 let mut producer_config = ClientConfig::new();
@@ -239,6 +252,7 @@ impl KafkaSource {
             assigned: Vec::new(),
             wants_headers: true,
             start_at: BTreeMap::new(),
+            tombstones: None,
         })
     }
 
@@ -413,6 +427,12 @@ impl KafkaSource {
                 continue;
             }
             next_offsets.insert(message.partition(), message.offset() + 1);
+            if let (Some(tombstones), None) = (&mut self.tombstones, message.payload()) {
+                let key = message
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned());
+                tombstones.push((self.metas.len(), key));
+            }
             let headers = self.wants_headers.then(|| headers_json(&message));
             push_message(
                 &mut self.buffer,
@@ -428,6 +448,14 @@ impl KafkaSource {
         }
         let (batch, kept, bad_records) = self.decode()?;
         let batch = self.add_system_columns(batch, &kept)?;
+        // A tombstone's place among the rows that decoded.
+        let tombstones = match &mut self.tombstones {
+            Some(t) => t
+                .drain(..)
+                .map(|(at, key)| (kept.partition_point(|&k| k < at), key))
+                .collect(),
+            None => Vec::new(),
+        };
         let mut runs: Vec<PartitionRun> = Vec::new();
         for &i in &kept {
             let partition = self.metas[i].partition;
@@ -441,6 +469,7 @@ impl KafkaSource {
             runs,
             bad_records,
             next_offsets,
+            tombstones,
         }))
     }
 
