@@ -43,7 +43,7 @@ pub(super) fn table_inputs(
                 VeloError::Execution(format!("the table '{name}' was not resolved"))
             })?;
             match &input {
-                JobInput::Kafka(_) if !declared.get(name).is_some_and(|d| d.table.is_some()) => {
+                JobInput::Kafka(_) if declared.get(name).is_none_or(|d| d.table.is_none()) => {
                     return Err(VeloError::Config(format!(
                         "'{name}' is a Kafka topic joined as a table: declare it with CREATE \
                          TABLE, so that it is read as an upsert log keyed by the message key"
