@@ -300,3 +300,42 @@ fn a_join_without_time_bounds_keeps_rows_for_the_ttl() {
     );
     assert_eq!(p.late_records(), 1);
 }
+
+/// A row older than its own side's watermark is late: its partners may be gone, so it is
+/// dropped and counted rather than joined with part of them.
+#[test]
+fn a_row_behind_its_sides_watermark_is_late() {
+    let mut planner = QueryPlanner::new();
+    planner.register_source("l", schema()).expect("l");
+    planner.register_source("r", schema()).expect("r");
+    let sql = format!(
+        "{} WITH ('l.watermark.max_out_of_orderness' = '{DISORDER}ms', \
+         'r.watermark.max_out_of_orderness' = '{DISORDER}ms')",
+        query("LEFT JOIN")
+    );
+    let plan = planner.plan_sql(&sql, "q").expect("plan");
+    let mut processor = QueryProcessor::new(plan).expect("processor");
+    let out = |batches: Vec<RecordBatch>| batches.iter().map(|b| b.num_rows()).sum::<usize>();
+    assert_eq!(
+        out(processor
+            .process_batch_from(1, batch(&[(100, Some(1), 1000)]))
+            .expect("r")),
+        0
+    );
+    assert_eq!(
+        out(processor
+            .process_batch_from(0, batch(&[(1, Some(1), 10_000)]))
+            .expect("l")),
+        0
+    );
+    // The left watermark is 9.7 s: a left row at 1 s is late, even though it would meet row 100.
+    assert_eq!(
+        out(processor
+            .process_batch_from(0, batch(&[(2, Some(1), 1000)]))
+            .expect("late")),
+        0
+    );
+    assert_eq!(processor.late_records(), 1);
+    let rest = out(processor.end_of_input().expect("end"));
+    assert_eq!(rest, 1, "only row 1 comes out, NULL-padded");
+}

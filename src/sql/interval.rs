@@ -214,21 +214,6 @@ pub(super) fn intervals_on_integer_times(
     .map(|t| t.data)
 }
 
-/// An inner join with the filter above it folded into its condition, when that makes it an
-/// interval join: DataFusion moves an inner join's non-equality conditions above the join.
-pub(super) fn with_filter_above(join: &Join, predicate: &Expr) -> Result<Option<Join>> {
-    if join.join_type != JoinType::Inner {
-        return Ok(None);
-    }
-    let filter = match &join.filter {
-        Some(f) => f.clone().and(predicate.clone()),
-        None => predicate.clone(),
-    };
-    let mut merged = join.clone();
-    merged.filter = Some(filter);
-    Ok(time_bounds(&merged)?.map(|_| merged))
-}
-
 /// The bounds of a join of two streams with no time bound in ON: unlimited, over each side's
 /// event time (`'state.ttl'` then bounds the state).
 pub(super) fn unbounded(join: &Join) -> Result<TimeBounds> {

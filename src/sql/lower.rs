@@ -18,7 +18,6 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{create_physical_sort_exprs, PhysicalExpr};
 
 use super::analytic::plan_analytic;
-use super::interval::with_filter_above;
 use super::planner::{
     AggregatePlan, MergeKind, MergePlan, PlanStage, PlannedQuery, SourceRole, StreamInput,
     TableInput,
@@ -316,21 +315,6 @@ impl<'a> Lowering<'a> {
         match node {
             LogicalPlan::TableScan(scan) => self.scan(scan),
             LogicalPlan::Join(join) => self.join(join),
-            LogicalPlan::Filter(filter) => match filter.input.as_ref() {
-                LogicalPlan::Join(join) if !self.reads_declared_table(join) => {
-                    match with_filter_above(join, &filter.predicate)? {
-                        Some(merged) => self.join(&merged),
-                        None => {
-                            let input = self.lower(&filter.input)?;
-                            self.node(node, input)
-                        }
-                    }
-                }
-                _ => {
-                    let input = self.lower(&filter.input)?;
-                    self.node(node, input)
-                }
-            },
             LogicalPlan::Union(union) => self.union(union),
             _ => {
                 let input = match node.inputs().as_slice() {

@@ -12,6 +12,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery;
 use datafusion::optimizer::eliminate_cross_join::EliminateCrossJoin;
 use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
+use datafusion::optimizer::push_down_filter::PushDownFilter;
 use datafusion::optimizer::scalar_subquery_to_join::ScalarSubqueryToJoin;
 use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
@@ -434,8 +435,9 @@ fn reads_window_columns(plan: &LogicalPlan) -> Result<bool> {
     Ok(found)
 }
 
-/// Runs the optimizer rules that turn subqueries into joins and find the equalities of join
-/// conditions; the rest of DataFusion's optimizer targets batch execution.
+/// Runs the optimizer rules that turn subqueries into joins, find the equalities of join
+/// conditions and push filters towards the sources; the rest of DataFusion's optimizer targets
+/// batch execution.
 fn decorrelate(
     plan: LogicalPlan,
     state: &datafusion::execution::session_state::SessionState,
@@ -445,6 +447,9 @@ fn decorrelate(
         Arc::new(DecorrelatePredicateSubquery::new()),
         Arc::new(ExtractEquijoinPredicate::new()),
         Arc::new(EliminateCrossJoin::new()),
+        // A join's inputs are filtered before they meet, and a two-stream join sees its
+        // time bounds in its condition.
+        Arc::new(PushDownFilter::new()),
     ];
     Optimizer::with_rules(rules).optimize(plan, state, |_, _| {})
 }
