@@ -302,7 +302,7 @@ fn a_join_without_time_bounds_keeps_rows_for_the_ttl() {
 }
 
 /// A row older than its own side's watermark is late: its partners may be gone, so it is
-/// dropped and counted rather than joined with part of them.
+/// counted and sent to the dead-letter sink rather than joined with part of them.
 #[test]
 fn a_row_behind_its_sides_watermark_is_late() {
     let mut planner = QueryPlanner::new();
@@ -310,7 +310,7 @@ fn a_row_behind_its_sides_watermark_is_late() {
     planner.register_source("r", schema()).expect("r");
     let sql = format!(
         "{} WITH ('l.watermark.max_out_of_orderness' = '{DISORDER}ms', \
-         'r.watermark.max_out_of_orderness' = '{DISORDER}ms')",
+         'r.watermark.max_out_of_orderness' = '{DISORDER}ms', 'late.data.strategy' = 'dead_letter')",
         query("LEFT JOIN")
     );
     let plan = planner.plan_sql(&sql, "q").expect("plan");
@@ -336,6 +336,17 @@ fn a_row_behind_its_sides_watermark_is_late() {
         0
     );
     assert_eq!(processor.late_records(), 1);
+    let letters = processor.take_dead_letters();
+    assert_eq!(
+        out(letters.clone()),
+        1,
+        "the late row goes to the dead-letter sink"
+    );
+    let reason = letters[0].column_by_name("_late_reason").expect("a reason");
+    assert_eq!(
+        reason.as_string::<i32>().value(0),
+        "the record is behind its side's watermark"
+    );
     let rest = out(processor.end_of_input().expect("end"));
     assert_eq!(rest, 1, "only row 1 comes out, NULL-padded");
 }

@@ -138,7 +138,7 @@ fn a_ttl_on_a_window_or_without_group_by_is_refused() {
     );
     assert!(windowed.contains("without a window"), "{windowed}");
     let plain = plan("SELECT k FROM events", "'state.ttl' = '1h'");
-    assert!(plain.contains("has none"), "{plain}");
+    assert!(plain.contains("this query has neither"), "{plain}");
     let bad = plan(
         "SELECT k, COUNT(*) AS n FROM events GROUP BY k",
         "'state.ttl' = 'an hour'",

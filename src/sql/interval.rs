@@ -12,6 +12,7 @@ use datafusion::scalar::ScalarValue;
 use super::lower::{nullable, physical_expr, Lowering};
 use super::planner::{IntervalJoinPlan, JoinSides, MergeKind, MergePlan, PlanStage, SourceRole};
 use super::ttl::TtlClock;
+use super::window::late_data_settings;
 use crate::error::{Result, VeloError};
 
 /// The time bounds of an interval join: `lower <= right.time - left.time <= upper`.
@@ -332,6 +333,7 @@ impl Lowering<'_> {
             upper_ms: bounds.upper_ms,
             filter,
             ttl_ms,
+            late_strategy: late_data_settings(&self.ctx.stmt.properties)?.1,
             side_schemas: [
                 Arc::new(left_rows.as_arrow().clone()),
                 Arc::new(right_rows.as_arrow().clone()),

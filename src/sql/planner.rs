@@ -134,6 +134,8 @@ pub struct IntervalJoinPlan {
     /// `'state.ttl'` of a join without time bounds (the bounds are then unlimited): a row is
     /// kept until the watermark, the earlier of both sides', passes its time by this much.
     pub ttl_ms: Option<i64>,
+    /// What happens to a row behind its side's watermark (`'late.data.strategy'`).
+    pub late_strategy: crate::sql::window::LateDataStrategy,
     /// Each side's columns.
     pub side_schemas: [SchemaRef; 2],
 }

@@ -16,7 +16,7 @@ use arrow::row::{RowConverter, SortField};
 use crate::error::{Result, VeloError};
 use crate::exec::operator::{evaluate, evaluate_predicate, Operator};
 use crate::exec::snapshot::OperatorState;
-use crate::exec::window::event_times;
+use crate::exec::window::{event_times, LateRecords};
 use crate::sql::IntervalJoinPlan;
 
 /// Where a waiting row is: its batch and row, and whether it met a partner yet.
@@ -66,7 +66,7 @@ pub struct IntervalJoinOperator {
     watermarks: [i64; 2],
     /// Each side's key encoder (made from the first batch's key types).
     converters: [Option<RowConverter>; 2],
-    late: u64,
+    late: LateRecords,
     /// The most rows held at once.
     peak_rows: usize,
 }
@@ -80,7 +80,7 @@ impl IntervalJoinOperator {
             sides: Default::default(),
             watermarks: [i64::MIN; 2],
             converters: [None, None],
-            late: 0,
+            late: LateRecords::default(),
             peak_rows: 0,
         }
     }
@@ -251,7 +251,6 @@ impl IntervalJoinOperator {
             }
             let time = times.value(row);
             if time < own_watermark && self.plan.ttl_ms.is_none() || time < expired_before {
-                self.late += 1;
                 late[row] = true;
                 keep.push(None);
                 continue;
@@ -270,6 +269,15 @@ impl IntervalJoinOperator {
             // Partners to come have times from the other side's watermark on.
             let waits = !null && to >= other_watermark;
             keep.push(waits.then_some(time));
+        }
+        if late.iter().any(|l| *l) {
+            let reason = match self.plan.ttl_ms {
+                Some(_) => "the record is older than the join's 'state.ttl'",
+                None => "the record is behind its side's watermark",
+            };
+            let mask = arrow::array::BooleanArray::from(late.clone());
+            self.late
+                .collect(&batch, &mask, reason, self.plan.late_strategy)?;
         }
         let n = pairs.rows.len();
         let columns = self.joined(side, &batch, &pairs)?;
@@ -456,7 +464,11 @@ impl Operator for IntervalJoinOperator {
     }
 
     fn late_count(&self) -> u64 {
-        self.late
+        self.late.count
+    }
+
+    fn take_dead_letters(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.late.dead_letters)
     }
 
     fn held_since(&self) -> Option<i64> {
