@@ -27,11 +27,18 @@ pub(super) struct TimeBounds {
 /// The time bounds in `join`'s condition, when it has both a lower and an upper one between
 /// the same two columns.
 pub(super) fn time_bounds(join: &Join) -> Result<Option<TimeBounds>> {
-    let Some(filter) = &join.filter else {
-        return Ok(None);
-    };
     let mut comparisons = Vec::new();
-    for conjunct in split_conjunction(filter) {
+    // Windowed sides joined on their windows' end: the bound is that equality.
+    let window_ends: Vec<Expr> = join
+        .on
+        .iter()
+        .filter(|(l, r)| is_window_end(l) && is_window_end(r))
+        .map(|(l, r)| l.clone().eq(r.clone()))
+        .collect();
+    for conjunct in window_ends
+        .iter()
+        .chain(join.filter.iter().flat_map(split_conjunction))
+    {
         match conjunct {
             Expr::Between(b) if !b.negated => {
                 comparisons.push((b.expr.as_ref(), Operator::GtEq, b.low.as_ref()));
@@ -101,6 +108,11 @@ pub(super) fn time_bounds(join: &Join) -> Result<Option<TimeBounds>> {
         lower_ms,
         upper_ms,
     }))
+}
+
+/// True for a `_window_end` column.
+fn is_window_end(e: &Expr) -> bool {
+    matches!(e, Expr::Column(c) if c.name == super::window::WINDOW_END)
 }
 
 /// `right op left` for `left op right`.
@@ -173,9 +185,11 @@ fn constant_ms(e: &Expr) -> Result<Option<i64>> {
     })
 }
 
-/// Rewrites `t + INTERVAL '5' SECOND` to `t + 5000` where `t` holds epoch milliseconds as an
-/// integer, so that time bounds read the same over integer and timestamp columns.
-pub(super) fn intervals_on_integer_times(
+/// Makes times of both kinds meet: `t + INTERVAL '5' SECOND` becomes `t + 5000` where `t` holds
+/// epoch milliseconds as an integer, and an integer compared with a timestamp (such as
+/// `_window_end` with a TIMESTAMP column) is read as epoch milliseconds. Time bounds then read
+/// the same over integer and timestamp columns.
+pub(super) fn align_time_types(
     plan: datafusion::logical_expr::LogicalPlan,
 ) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -186,27 +200,88 @@ pub(super) fn intervals_on_integer_times(
         }
         node.map_expressions(|e| {
             e.transform_up(|e| {
-                let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &e else {
-                    return Ok(Transformed::no(e));
+                let type_of = |e: &Expr| e.get_type(&schema).ok();
+                let millis = |e: &Expr| -> Option<Expr> {
+                    let is_int = type_of(e).is_some_and(|t| t.is_integer());
+                    is_int.then(|| {
+                        Expr::Cast(datafusion::logical_expr::Cast::new(
+                            Box::new(e.clone()),
+                            arrow::datatypes::DataType::Timestamp(
+                                arrow::datatypes::TimeUnit::Millisecond,
+                                None,
+                            ),
+                        ))
+                    })
                 };
-                let interval = matches!(
-                    right.as_ref(),
-                    Expr::Literal(
-                        ScalarValue::IntervalDayTime(Some(_))
-                            | ScalarValue::IntervalMonthDayNano(Some(_)),
-                        _
-                    )
-                );
-                let integer_time = left.get_type(&schema).is_ok_and(|t| t.is_integer());
-                if !interval || !integer_time || !matches!(op, Operator::Plus | Operator::Minus) {
-                    return Ok(Transformed::no(e));
-                }
-                match constant_ms(right) {
-                    Ok(Some(ms)) => Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr {
-                        left: left.clone(),
-                        op: *op,
-                        right: Box::new(Expr::Literal(ScalarValue::Int64(Some(ms)), None)),
-                    }))),
+                let is_timestamp = |e: &Expr| {
+                    matches!(type_of(e), Some(arrow::datatypes::DataType::Timestamp(..)))
+                };
+                match &e {
+                    Expr::BinaryExpr(BinaryExpr { left, op, right })
+                        if matches!(op, Operator::Plus | Operator::Minus) =>
+                    {
+                        let interval = matches!(
+                            right.as_ref(),
+                            Expr::Literal(
+                                ScalarValue::IntervalDayTime(Some(_))
+                                    | ScalarValue::IntervalMonthDayNano(Some(_)),
+                                _
+                            )
+                        );
+                        let integer_time = type_of(left).is_some_and(|t| t.is_integer());
+                        match (interval && integer_time, constant_ms(right)) {
+                            (true, Ok(Some(ms))) => {
+                                Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr {
+                                    left: left.clone(),
+                                    op: *op,
+                                    right: Box::new(Expr::Literal(
+                                        ScalarValue::Int64(Some(ms)),
+                                        None,
+                                    )),
+                                })))
+                            }
+                            _ => Ok(Transformed::no(e)),
+                        }
+                    }
+                    Expr::BinaryExpr(BinaryExpr { left, op, right })
+                        if matches!(
+                            op,
+                            Operator::Eq
+                                | Operator::NotEq
+                                | Operator::Lt
+                                | Operator::LtEq
+                                | Operator::Gt
+                                | Operator::GtEq
+                        ) =>
+                    {
+                        let (l, r) = match (is_timestamp(left), is_timestamp(right)) {
+                            (true, false) => (None, millis(right)),
+                            (false, true) => (millis(left), None),
+                            _ => (None, None),
+                        };
+                        if l.is_none() && r.is_none() {
+                            return Ok(Transformed::no(e));
+                        }
+                        Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr {
+                            left: Box::new(l.unwrap_or_else(|| left.as_ref().clone())),
+                            op: *op,
+                            right: Box::new(r.unwrap_or_else(|| right.as_ref().clone())),
+                        })))
+                    }
+                    Expr::Between(b) if is_timestamp(&b.expr) => {
+                        let (low, high) = (millis(&b.low), millis(&b.high));
+                        if low.is_none() && high.is_none() {
+                            return Ok(Transformed::no(e));
+                        }
+                        let mut between = b.clone();
+                        if let Some(low) = low {
+                            between.low = Box::new(low);
+                        }
+                        if let Some(high) = high {
+                            between.high = Box::new(high);
+                        }
+                        Ok(Transformed::yes(Expr::Between(between)))
+                    }
                     _ => Ok(Transformed::no(e)),
                 }
             })
@@ -275,8 +350,16 @@ impl Lowering<'_> {
                  time bounds",
             ));
         }
-        // Each side's watermark follows its time column in the bound.
+        // Each side's watermark follows its time column in the bound, or the window of a
+        // windowed side, whose rows carry their time as `_window_end`.
+        let windowed = |side: &datafusion::logical_expr::LogicalPlan| {
+            self.roles_under(side)
+                .iter()
+                .any(|(name, _)| self.ctx.windows.contains_key(name))
+        };
+        let (left_windowed, right_windowed) = (windowed(&join.left), windowed(&join.right));
         match &self.time_column {
+            _ if left_windowed => {}
             Some(column) if *column != bounds.left_time.name => {
                 return Err(plan_error(format!(
                     "the window's time column '{column}' is not the join's left time column \
@@ -288,7 +371,7 @@ impl Lowering<'_> {
         }
         let left_rows = self.lower(&join.left)?;
         let mut branch = self.for_branch();
-        branch.time_column = Some(bounds.right_time.name.clone());
+        branch.time_column = (!right_windowed).then(|| bounds.right_time.name.clone());
         let right_rows = branch.lower(&join.right)?;
         self.tables = std::mem::take(&mut branch.tables);
         let state = self.ctx.state;

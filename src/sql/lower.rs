@@ -37,6 +37,8 @@ pub(super) struct QueryContext<'a> {
     pub roles: &'a BTreeMap<String, SourceRole>,
     /// The query names `_window_start` or `_window_end` somewhere.
     pub reads_window_columns: bool,
+    /// The windows of subqueries in FROM, by the source each reads.
+    pub windows: &'a BTreeMap<String, WindowSpec>,
 }
 
 /// Lowers an analyzed and decorrelated logical plan into a query with id `id`.
@@ -73,10 +75,18 @@ pub(super) fn lower_query(
     if let Some(t) = &time_column {
         used.insert(t.clone());
         used.insert("_partition".to_string());
-    } else if ctx.reads_window_columns {
+    } else if ctx.reads_window_columns && ctx.windows.is_empty() {
         return Err(VeloError::Config(format!(
             "{WINDOW_START} and {WINDOW_END} exist only in a windowed query (add WINDOW TUMBLING(...))"
         )));
+    }
+    for spec in ctx.windows.values() {
+        used.insert(
+            spec.time_column
+                .clone()
+                .unwrap_or_else(|| "_event_time".into()),
+        );
+        used.insert("_partition".to_string());
     }
     let emit = ctx.stmt.emit.unwrap_or(if window.is_some() {
         EmitMode::Final
@@ -331,6 +341,22 @@ impl<'a> Lowering<'a> {
         if self.source.is_some() {
             return Err(unsupported(&LogicalPlan::TableScan(scan.clone())));
         }
+        // A windowed subquery's path reads event time as its window says.
+        if let (None, false, Some(spec)) = (
+            &self.time_column,
+            self.table_side,
+            self.ctx.windows.get(&name),
+        ) {
+            self.time_column = Some(
+                spec.time_column
+                    .clone()
+                    .unwrap_or_else(|| "_event_time".to_string()),
+            );
+            self.window = Some(spec.clone());
+            if self.ctx.stmt.emit.is_none() {
+                self.emit = EmitMode::Final;
+            }
+        }
         // Only the columns the query uses, in table order.
         let scanned = scan.projected_schema.as_ref();
         let keep: Vec<usize> = (0..scanned.fields().len())
@@ -524,7 +550,6 @@ impl<'a> Lowering<'a> {
             }
             (None, _) => None,
         };
-        self.time_at = None;
         let window = match (&self.window, &time_expr) {
             (Some(spec), Some(time_expr)) => {
                 let key_position = |name: &str| {
@@ -553,6 +578,8 @@ impl<'a> Lowering<'a> {
             }
             _ => None,
         };
+        // A window's rows carry their event time as `_window_end`.
+        self.time_at = window.as_ref().map(|w| w.end_key);
         self.stages.push(PlanStage::Aggregate(AggregatePlan {
             group_exprs,
             aggregates,

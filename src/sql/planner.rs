@@ -24,12 +24,14 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 use super::analytic::AnalyticFunction;
 use super::functions::{register_velostream_functions, rewrite_function_calls};
-use super::interval::intervals_on_integer_times;
+use super::interval::align_time_types;
 use super::lower::{lower_query, QueryContext};
 use super::properties::Properties;
 use super::script::{EmitMode, Statement, WindowSpec};
 use super::source_text::{nearest, position_in_message, SourceText};
-use super::window::{prepare_window, WatermarkPlan, WindowPlan, WINDOW_END, WINDOW_START};
+use super::window::{
+    prepare_nested_windows, prepare_window, WatermarkPlan, WindowPlan, WINDOW_END, WINDOW_START,
+};
 use crate::error::{Result, VeloError};
 
 /// Columns every source offers besides its data fields (filled from record metadata).
@@ -390,6 +392,10 @@ impl QueryPlanner {
             VeloError::Config(msg) => source.error(stmt.position.0, stmt.position.1, msg),
             other => other,
         })?;
+        let windows = prepare_nested_windows(&mut ast).map_err(|e| match e {
+            VeloError::Config(msg) => source.error(stmt.position.0, stmt.position.1, msg),
+            other => other,
+        })?;
         expand_wildcards(&mut ast, &self.sources);
         inline_lateral_aliases(&mut ast, &source_columns);
         rewrite_function_calls(&mut ast);
@@ -398,7 +404,7 @@ impl QueryPlanner {
         let candidates: Vec<String> = source_columns.iter().cloned().collect();
         let plan = resolve_now(state.statement_to_plan(DFStatement::Statement(Box::new(ast))))?
             .map_err(|e| to_sql_error(source, stmt, e, &candidates))?;
-        let plan = intervals_on_integer_times(plan)
+        let plan = align_time_types(plan)
             .and_then(|plan| {
                 state
                     .analyzer()
@@ -414,6 +420,7 @@ impl QueryPlanner {
             stmt,
             roles: &self.roles,
             reads_window_columns,
+            windows: &windows,
         };
         lower_query(&ctx, &plan, window, id).map_err(|e| match e {
             VeloError::DataFusion(e) => to_sql_error(source, stmt, e, &candidates),
@@ -636,9 +643,11 @@ fn clean_message(msg: &str) -> String {
         .trim_start_matches("Schema error: ");
     // An internal error is not the user's to report: keep what it says, not the plea.
     let msg = msg
-        .split(". This issue was likely caused by a bug in DataFusion's code")
+        .split("This issue was likely caused by a bug in DataFusion's code")
         .next()
         .unwrap_or(msg)
+        .trim_end()
+        .trim_end_matches('.')
         .trim_start_matches("Internal error: ");
     match msg.find(" at Line: ") {
         Some(at) => msg[..at].to_string(),

@@ -175,6 +175,85 @@ pub fn prepare_window(
     Ok(window)
 }
 
+/// Windows of subqueries in FROM (`(SELECT ... FROM bid GROUP BY auction, TUMBLE(ts, ...)) w`):
+/// each such subquery is rewritten as `prepare_window` rewrites a query, and its window is
+/// returned under the source it reads. A source windowed twice, differently, is refused.
+pub fn prepare_nested_windows(
+    ast: &mut sql_ast::Statement,
+) -> Result<std::collections::BTreeMap<String, WindowSpec>> {
+    let mut windows = std::collections::BTreeMap::new();
+    if let sql_ast::Statement::Query(query) = ast {
+        if let sql_ast::SetExpr::Select(select) = query.body.as_mut() {
+            for from in select.from.iter_mut() {
+                nested_windows(&mut from.relation, &mut windows)?;
+                for join in from.joins.iter_mut() {
+                    nested_windows(&mut join.relation, &mut windows)?;
+                }
+            }
+        }
+    }
+    Ok(windows)
+}
+
+fn nested_windows(
+    factor: &mut sql_ast::TableFactor,
+    windows: &mut std::collections::BTreeMap<String, WindowSpec>,
+) -> Result<()> {
+    let sql_ast::TableFactor::Derived { subquery, .. } = factor else {
+        return Ok(());
+    };
+    let mut inner = sql_ast::Statement::Query(subquery.clone());
+    // Deeper subqueries first, then this one.
+    for (source, spec) in prepare_nested_windows(&mut inner)? {
+        add_window(windows, source, spec)?;
+    }
+    let Some(spec) = prepare_window(&mut inner, None)? else {
+        if let sql_ast::Statement::Query(q) = inner {
+            *subquery = q;
+        }
+        return Ok(());
+    };
+    let source = match inner {
+        sql_ast::Statement::Query(ref q) => match q.body.as_ref() {
+            sql_ast::SetExpr::Select(select) => match select.from.first().map(|f| &f.relation) {
+                Some(sql_ast::TableFactor::Table { name, .. }) => {
+                    name.0.last().map(|p| p.to_string().to_lowercase())
+                }
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(source) = source else {
+        return Err(VeloError::Config(
+            "a windowed subquery must read a source directly (FROM source GROUP BY ..., TUMBLE(...))"
+                .into(),
+        ));
+    };
+    add_window(windows, source, spec)?;
+    if let sql_ast::Statement::Query(q) = inner {
+        *subquery = q;
+    }
+    Ok(())
+}
+
+fn add_window(
+    windows: &mut std::collections::BTreeMap<String, WindowSpec>,
+    source: String,
+    spec: WindowSpec,
+) -> Result<()> {
+    match windows.get(&source) {
+        Some(existing) if *existing != spec => Err(VeloError::Config(format!(
+            "'{source}' is windowed twice, differently: one window per source for now"
+        ))),
+        _ => {
+            windows.insert(source, spec);
+            Ok(())
+        }
+    }
+}
+
 /// Reads Flink's `TUMBLE(ts, size)`, `HOP(ts, slide, size)` or `SESSION(ts, gap)`.
 fn flink_window(f: &sql_ast::Function) -> Result<Option<WindowSpec>> {
     let name = f.name.to_string().to_lowercase();

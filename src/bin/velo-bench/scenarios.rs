@@ -147,6 +147,33 @@ pub const SCENARIOS: &[Scenario] = &[
               WITH ('state.ttl' = '10s')",
     },
     Scenario {
+        name: "nexmark_q7",
+        stream: Stream::Bid,
+        side: Some(Stream::Bid),
+        table: None,
+        // The highest bid of each 10 s window: the window's maximum joined back to the bids
+        // by an interval on its end.
+        sql: "SELECT b.auction, b.price, b.bidder, b.date_time FROM bid b JOIN \
+              (SELECT MAX(price) AS maxprice, _window_end FROM bid \
+               GROUP BY TUMBLE(date_time, INTERVAL '10' SECOND)) m \
+              ON b.price = m.maxprice AND b.date_time BETWEEN m._window_end - INTERVAL '10' SECOND \
+              AND m._window_end \
+              WITH ('bid.watermark.max_out_of_orderness' = '4s')",
+    },
+    Scenario {
+        name: "nexmark_q8",
+        stream: Stream::Person,
+        side: Some(Stream::Auction),
+        table: None,
+        // People who opened an auction in the 10 s window they registered in: a window join.
+        sql: "SELECT p.id, p.name, p._window_start FROM \
+              (SELECT id, name, _window_start, _window_end FROM person \
+               GROUP BY id, name, TUMBLE(date_time, INTERVAL '10' SECOND)) p JOIN \
+              (SELECT seller, _window_start, _window_end FROM auction \
+               GROUP BY seller, TUMBLE(date_time, INTERVAL '10' SECOND)) a \
+              ON p.id = a.seller AND p._window_end = a._window_end",
+    },
+    Scenario {
         name: "auction_bids_10s",
         stream: Stream::Auction,
         side: Some(Stream::Bid),
