@@ -4,7 +4,7 @@
 //! have; a probe scans only the range of times the bound allows. An outer side's row that met
 //! no partner comes out NULL-padded at that moment, not later.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{new_null_array, Array, ArrayRef, Int64Array, UInt32Array};
@@ -27,8 +27,51 @@ struct Waiting {
     matched: bool,
 }
 
-/// A key's waiting rows by (event time, arrival number).
-type KeyRows = BTreeMap<(i64, u64), Waiting>;
+/// A key's waiting rows in (event time, arrival number) order. Most keys hold a few rows that
+/// arrive in about time order, so a sorted deque beats a tree: appends at the back, evictions
+/// at the front.
+#[derive(Default)]
+struct KeyRows(VecDeque<((i64, u64), Waiting)>);
+
+impl KeyRows {
+    fn insert(&mut self, at: (i64, u64), waiting: Waiting) {
+        match self.0.back() {
+            Some((last, _)) if *last > at => {
+                let i = self.0.partition_point(|(t, _)| *t < at);
+                self.0.insert(i, (at, waiting));
+            }
+            _ => self.0.push_back((at, waiting)),
+        }
+    }
+
+    /// The rows with times in `from..=to`.
+    fn range(&self, from: i64, to: i64) -> impl Iterator<Item = &((i64, u64), Waiting)> {
+        let start = self.0.partition_point(|((t, _), _)| *t < from);
+        self.0
+            .range(start..)
+            .take_while(move |((t, _), _)| *t <= to)
+    }
+
+    fn get_mut(&mut self, at: &(i64, u64)) -> Option<&mut Waiting> {
+        let i = self.0.partition_point(|(t, _)| t < at);
+        self.0.get_mut(i).filter(|(t, _)| t == at).map(|(_, w)| w)
+    }
+
+    fn remove(&mut self, at: &(i64, u64)) -> Option<Waiting> {
+        if self.0.front().is_some_and(|(t, _)| t == at) {
+            return self.0.pop_front().map(|(_, w)| w);
+        }
+        let i = self.0.partition_point(|(t, _)| t < at);
+        match self.0.get(i) {
+            Some((t, _)) if t == at => self.0.remove(i).map(|(_, w)| w),
+            _ => None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// One side's waiting rows.
 #[derive(Default)]
@@ -36,10 +79,14 @@ struct SideState {
     /// The batches the waiting rows are in, with how many of their rows still wait.
     batches: HashMap<u64, (RecordBatch, usize)>,
     next_batch: u64,
-    /// Per key, its waiting rows.
-    by_key: HashMap<Box<[u8]>, KeyRows, ahash::RandomState>,
-    /// Every waiting row by (event time, arrival number), with its key: eviction order.
-    by_time: BTreeMap<(i64, u64), Box<[u8]>>,
+    /// Each key with waiting rows: its slot in `keys`.
+    slots: HashMap<Box<[u8]>, u32, ahash::RandomState>,
+    /// Per slot: the key's waiting rows, and the key (to let the slot go once it is empty).
+    keys: Vec<(KeyRows, Box<[u8]>)>,
+    /// Slots free for the next new key.
+    free: Vec<u32>,
+    /// Every waiting row by (event time, arrival number), with its key's slot: eviction order.
+    by_time: BTreeMap<(i64, u64), u32>,
     next_row: u64,
 }
 
@@ -47,14 +94,39 @@ impl SideState {
     fn len(&self) -> usize {
         self.by_time.len()
     }
+
+    /// The waiting rows of `key`, if it has any.
+    fn rows_of(&self, key: &[u8]) -> Option<(u32, &KeyRows)> {
+        let slot = *self.slots.get(key)?;
+        Some((slot, &self.keys[slot as usize].0))
+    }
+
+    /// The slot of `key`, taking a free one for a new key.
+    fn slot_for(&mut self, key: &[u8]) -> u32 {
+        if let Some(slot) = self.slots.get(key) {
+            return *slot;
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.keys[slot as usize].1 = key.into();
+                slot
+            }
+            None => {
+                self.keys.push((KeyRows::default(), key.into()));
+                (self.keys.len() - 1) as u32
+            }
+        };
+        self.slots.insert(key.into(), slot);
+        slot
+    }
 }
 
 /// A batch's rows that go on: `(input row, other side's (batch, row))` pairs.
 struct Pairs {
     rows: Vec<u32>,
     partners: Vec<(u64, u32)>,
-    /// The partner's key and time, to mark it matched once the pair passes the filter.
-    partner_at: Vec<(usize, (i64, u64))>,
+    /// The partner's key slot and time, to mark it matched once the pair passes the filter.
+    partner_at: Vec<(usize, u32, (i64, u64))>,
 }
 
 /// The interval join of input 0 (left) with input 1 (right).
@@ -258,11 +330,11 @@ impl IntervalJoinOperator {
             let (from, to) = self.partner_range(side, time);
             if !null {
                 let key = keys.row(row);
-                if let Some(waiting) = self.sides[1 - side].by_key.get(key.as_ref()) {
-                    for (at, w) in waiting.range((from, 0)..=(to, u64::MAX)) {
+                if let Some((slot, waiting)) = self.sides[1 - side].rows_of(key.as_ref()) {
+                    for (at, w) in waiting.range(from, to) {
                         pairs.rows.push(row as u32);
                         pairs.partners.push((w.batch, w.row));
-                        pairs.partner_at.push((row, *at));
+                        pairs.partner_at.push((row, slot, *at));
                     }
                 }
             }
@@ -287,14 +359,9 @@ impl IntervalJoinOperator {
             if !ok {
                 continue;
             }
-            let (row, at) = pairs.partner_at[i];
+            let (row, slot, at) = pairs.partner_at[i];
             matched[row] = true;
-            let key = keys.row(row);
-            if let Some(w) = self.sides[1 - side]
-                .by_key
-                .get_mut(key.as_ref())
-                .and_then(|m| m.get_mut(&at))
-            {
+            if let Some(w) = self.sides[1 - side].keys[slot as usize].0.get_mut(&at) {
                 w.matched = true;
             }
         }
@@ -342,8 +409,8 @@ impl IntervalJoinOperator {
             let Some(time) = time else { continue };
             let seq = state.next_row;
             state.next_row += 1;
-            let key: Box<[u8]> = keys.row(row).as_ref().into();
-            state.by_key.entry(key.clone()).or_default().insert(
+            let slot = state.slot_for(keys.row(row).as_ref());
+            state.keys[slot as usize].0.insert(
                 (*time, seq),
                 Waiting {
                     batch: id,
@@ -351,7 +418,7 @@ impl IntervalJoinOperator {
                     matched: matched[row],
                 },
             );
-            state.by_time.insert((*time, seq), key);
+            state.by_time.insert((*time, seq), slot);
         }
         state.batches.insert(id, (batch, count));
         let held = self.sides[0].len() + self.sides[1].len();
@@ -367,10 +434,8 @@ impl IntervalJoinOperator {
             if entry.key().0 >= before {
                 break;
             }
-            let (at, key) = entry.remove_entry();
-            let Some(waiting) = state.by_key.get_mut(&key) else {
-                continue;
-            };
+            let (at, slot) = entry.remove_entry();
+            let (waiting, key) = &mut state.keys[slot as usize];
             if let Some(w) = waiting.remove(&at) {
                 if !w.matched {
                     lone.push((w.batch, w.row));
@@ -380,7 +445,8 @@ impl IntervalJoinOperator {
                 }
             }
             if waiting.is_empty() {
-                state.by_key.remove(&key);
+                state.slots.remove(key.as_ref());
+                state.free.push(slot);
             }
         }
         if !self.plan.sides.keeps(side) || lone.is_empty() {
