@@ -12,12 +12,11 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
-use arrow::util::display::{ArrayFormatter, FormatOptions};
-use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
+
+mod common;
+use common::{batch_oracle, run_collected, sorted_rows};
 use velostream::exec::processor::QueryProcessor;
-use velostream::job::{plan_script, JobOptions};
 use velostream::sql::QueryPlanner;
 
 /// The watermarks' allowed disorder (ms).
@@ -83,37 +82,8 @@ fn unbounded_query(join: &str) -> String {
     )
 }
 
-fn rows(batches: &[RecordBatch]) -> Vec<String> {
-    let options = FormatOptions::default().with_null("NULL");
-    let mut rows = Vec::new();
-    for batch in batches {
-        let formatters: Vec<_> = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
-            .collect();
-        for r in 0..batch.num_rows() {
-            let cells: Vec<String> = formatters.iter().map(|f| f.value(r).to_string()).collect();
-            rows.push(cells.join(" | "));
-        }
-    }
-    rows.sort();
-    rows
-}
-
 fn oracle(left: &Side, right: &Side, sql: &str) -> Vec<String> {
-    let ctx = SessionContext::new();
-    for (name, rows) in [("l", left), ("r", right)] {
-        let table = MemTable::try_new(schema(), vec![vec![batch(rows)]]).expect("table");
-        ctx.register_table(name, Arc::new(table)).expect("register");
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    let batches = runtime
-        .block_on(async { ctx.sql(sql).await?.collect().await })
-        .expect("the oracle runs");
-    rows(&batches)
+    batch_oracle(vec![("l", batch(left)), ("r", batch(right))], sql)
 }
 
 fn write(dir: &Path, name: &str, rows: &Side) {
@@ -132,19 +102,13 @@ fn velostream(dir: &Path, sql: &str, partitions: usize, batch_size: usize) -> Ve
             dir.join(format!("{name}.jsonl")).display()
         )
     };
-    let script = format!("{}{}{sql}", declare("l"), declare("r"));
-    let options = JobOptions {
+    let last = run_collected(
+        &format!("{}{}{sql}", declare("l"), declare("r")),
         partitions,
-        collect_output: true,
-        ..Default::default()
-    };
-    let summaries = plan_script(&script, &options)
-        .and_then(|planned| planned.run(&options))
-        .unwrap_or_else(|e| panic!("velostream failed on {sql}: {e}"));
-    let last = summaries.last().expect("a summary");
+    );
     assert_eq!(last.late_records, 0, "no row is late: {sql}");
     assert_eq!(last.state_keys, 0, "nothing is held at the end: {sql}");
-    rows(last.output.as_deref().unwrap_or_default())
+    sorted_rows(last.output.as_deref().unwrap_or_default())
 }
 
 proptest! {

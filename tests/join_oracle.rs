@@ -8,11 +8,10 @@ use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::util::display::{ArrayFormatter, FormatOptions};
-use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
-use velostream::job::{plan_script, JobOptions};
+
+mod common;
+use common::{batch_oracle, run_collected, sorted_rows};
 
 /// Queries whose answer on a bounded input is the batch answer; `EMIT FINAL` is velostream's
 /// and is cut for the oracle.
@@ -188,54 +187,17 @@ fn declarations(dir: &Path, batch_size: usize) -> String {
     )
 }
 
-/// Rows as text, sorted: a multiset.
-fn rows(batches: &[RecordBatch]) -> Vec<String> {
-    let options = FormatOptions::default().with_null("NULL");
-    let mut rows = Vec::new();
-    for batch in batches {
-        let formatters: Vec<_> = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
-            .collect();
-        for r in 0..batch.num_rows() {
-            let cells: Vec<String> = formatters.iter().map(|f| f.value(r).to_string()).collect();
-            rows.push(cells.join(" | "));
-        }
-    }
-    rows.sort();
-    rows
-}
-
 fn oracle(input: &Input, sql: &str) -> Vec<String> {
-    let ctx = SessionContext::new();
-    for (name, batch) in input.batches() {
-        let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).expect("table");
-        ctx.register_table(name, Arc::new(table)).expect("register");
-    }
-    let sql = sql.trim_end_matches(" EMIT FINAL");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    let batches = runtime
-        .block_on(async { ctx.sql(sql).await?.collect().await })
-        .unwrap_or_else(|e| panic!("the oracle failed on {sql}: {e}"));
-    rows(&batches)
+    batch_oracle(input.batches().into(), sql.trim_end_matches(" EMIT FINAL"))
 }
 
 fn velostream(input: &Input, dir: &Path, sql: &str, partitions: usize) -> Vec<String> {
-    let script = format!("{}{sql}", declarations(dir, input.batch_size));
-    let options = JobOptions {
+    let last = run_collected(
+        &format!("{}{sql}", declarations(dir, input.batch_size)),
         partitions,
-        collect_output: true,
-        ..Default::default()
-    };
-    let summaries = plan_script(&script, &options)
-        .and_then(|planned| planned.run(&options))
-        .unwrap_or_else(|e| panic!("velostream failed on {sql}: {e}"));
-    let last = summaries.last().expect("a summary");
+    );
     assert_eq!(last.errors, 0, "{sql}: no record is bad");
-    rows(last.output.as_deref().unwrap_or_default())
+    sorted_rows(last.output.as_deref().unwrap_or_default())
 }
 
 proptest! {
@@ -317,11 +279,8 @@ proptest! {
         );
         let expected = temporal_reference(&orders, &rates);
         for partitions in [1, 2, 4] {
-            let options = JobOptions { partitions, collect_output: true, ..Default::default() };
-            let summaries = plan_script(&script, &options)
-                .and_then(|planned| planned.run(&options))
-                .expect("runs");
-            let actual = rows(summaries.last().and_then(|s| s.output.as_deref()).unwrap_or_default());
+            let last = run_collected(&script, partitions);
+            let actual = sorted_rows(last.output.as_deref().unwrap_or_default());
             prop_assert_eq!(&actual, &expected, "at {} partitions", partitions);
         }
     }

@@ -204,6 +204,18 @@ impl QueryProcessor {
         self
     }
 
+    /// Every operator with its checkpoint name, in the order of `all_operators`.
+    fn named_operators_mut(&mut self) -> impl Iterator<Item = (&String, &mut Box<dyn Operator>)> {
+        let lanes = self
+            .lanes
+            .iter_mut()
+            .flat_map(|l| l.names.iter().zip(l.operators.iter_mut()));
+        self.names
+            .iter()
+            .zip(self.operators.iter_mut())
+            .chain(lanes)
+    }
+
     /// Every operator: input 0's and the main ones, then each other input's.
     fn all_operators(&self) -> impl Iterator<Item = &Box<dyn Operator>> {
         self.operators
@@ -261,16 +273,7 @@ impl QueryProcessor {
     /// an operator whose state cannot be checkpointed.
     pub fn snapshot(&mut self) -> Result<Vec<(String, OperatorState)>> {
         let mut states = Vec::new();
-        let lanes = self
-            .lanes
-            .iter_mut()
-            .flat_map(|l| l.names.iter().zip(l.operators.iter_mut()));
-        for (name, op) in self
-            .names
-            .iter()
-            .zip(self.operators.iter_mut())
-            .chain(lanes)
-        {
+        for (name, op) in self.named_operators_mut() {
             if let Some(state) = op.snapshot()? {
                 states.push((name.clone(), state));
             }
@@ -281,16 +284,7 @@ impl QueryProcessor {
     /// Loads a checkpoint before any input: each operator takes the keys `shard` owns from
     /// every partition's state under its name.
     pub fn restore(&mut self, states: &RestoredStates, shard: &KeyShard) -> Result<()> {
-        let lanes = self
-            .lanes
-            .iter_mut()
-            .flat_map(|l| l.names.iter().zip(l.operators.iter_mut()));
-        for (name, op) in self
-            .names
-            .iter()
-            .zip(self.operators.iter_mut())
-            .chain(lanes)
-        {
+        for (name, op) in self.named_operators_mut() {
             if let Some(states) = states.get(name) {
                 op.restore(states, shard)?;
             }

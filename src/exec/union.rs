@@ -43,13 +43,4 @@ impl Operator for UnionOperator {
         out.push(self.relabel(batch)?);
         Ok(())
     }
-
-    fn process_input(
-        &mut self,
-        _input: usize,
-        batch: RecordBatch,
-        out: &mut Vec<RecordBatch>,
-    ) -> Result<()> {
-        self.process_batch(batch, out)
-    }
 }

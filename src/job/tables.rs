@@ -14,7 +14,6 @@ use crate::connectors::file_source::FileSource;
 use crate::connectors::kafka::KafkaSource;
 use crate::error::{Result, VeloError};
 use crate::exec::join::{latest_per_key, LookupTable};
-use crate::exec::processor::QueryProcessor;
 use crate::sql::PlannedQuery;
 
 /// How long reading a table's topic to its end may take.
@@ -117,17 +116,7 @@ pub(super) fn load_tables(
             Some(_) => &[][..],
             None => &source.primary_key[..],
         };
-        let rows = latest_per_key(&schema, &raw, key)?;
-        let mut processor = QueryProcessor::new(table.plan.clone())?;
-        let mut out = processor.process_batch(rows)?;
-        out.extend(processor.end_of_input()?);
-        let lookup = LookupTable::build(
-            Arc::clone(&table.plan.output_schema),
-            &out,
-            &table.keys,
-            table.nulls_equal,
-            table.version.as_ref(),
-        )?;
+        let lookup = LookupTable::load(table, latest_per_key(&schema, &raw, key)?)?;
         tracing::info!(
             job = %plan.id,
             table = %name,

@@ -124,6 +124,57 @@ impl VeloDb {
     }
 }
 
+/// Rows as text (`a | b`, NULL for nulls), sorted: a multiset to compare results by.
+pub fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
+            .collect();
+        for r in 0..batch.num_rows() {
+            let cells: Vec<String> = formatters.iter().map(|f| f.value(r).to_string()).collect();
+            rows.push(cells.join(" | "));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// Runs `script` at `partitions` partitions, keeping every job's output; the last job's summary.
+pub fn run_collected(script: &str, partitions: usize) -> velostream::job::JobSummary {
+    let options = JobOptions {
+        partitions,
+        collect_output: true,
+        ..Default::default()
+    };
+    let summaries = plan_script(script, &options)
+        .and_then(|planned| planned.run(&options))
+        .unwrap_or_else(|e| panic!("velostream failed on {script}: {e}"));
+    summaries.into_iter().last().expect("a summary")
+}
+
+/// The batch oracle: DataFusion running `sql` over `tables` (name, rows) in memory, its rows
+/// as `sorted_rows`.
+pub fn batch_oracle(tables: Vec<(&str, RecordBatch)>, sql: &str) -> Vec<String> {
+    let ctx = datafusion::prelude::SessionContext::new();
+    for (name, batch) in tables {
+        let table = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])
+            .expect("table");
+        ctx.register_table(name, std::sync::Arc::new(table))
+            .expect("register");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let batches = runtime
+        .block_on(async { ctx.sql(sql).await?.collect().await })
+        .unwrap_or_else(|e| panic!("the oracle failed on {sql}: {e}"));
+    sorted_rows(&batches)
+}
+
 /// Renders rows as strings: NULL for nulls, `(empty)` for empty strings.
 pub fn render(batch: &RecordBatch) -> Result<Vec<Vec<String>>, VeloError> {
     let options = FormatOptions::default().with_null("NULL");

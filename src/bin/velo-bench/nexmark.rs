@@ -10,7 +10,6 @@ use arrow::datatypes::TimestampMillisecondType;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use velostream::exec::join::{latest_per_key, LookupTable};
-use velostream::exec::processor::QueryProcessor;
 use velostream::sql::PlannedQuery;
 
 use crate::generators::{SplitMix, Stream, BASE_TIME_MS};
@@ -281,17 +280,7 @@ pub fn load_tables(
             .map(|b| b.schema())
             .unwrap_or_else(symbols_schema);
         let whole = latest_per_key(&schema, &rows, &[])?;
-        let mut processor = QueryProcessor::new(table.plan.clone())?;
-        let mut out = processor.process_batch(whole)?;
-        out.extend(processor.end_of_input()?);
-        let lookup = LookupTable::build(
-            Arc::clone(&table.plan.output_schema),
-            &out,
-            &table.keys,
-            table.nulls_equal,
-            table.version.as_ref(),
-        )?;
-        tables.push(Arc::new(lookup));
+        tables.push(Arc::new(LookupTable::load(table, whole)?));
     }
     Ok(tables)
 }

@@ -213,18 +213,7 @@ impl IntervalJoinOperator {
     fn joined(&self, side: usize, batch: &RecordBatch, pairs: &Pairs) -> Result<Vec<ArrayRef>> {
         let own = take_record_batch(batch, &UInt32Array::from(pairs.rows.clone()))?;
         let other = &self.sides[1 - side];
-        let mut ids: Vec<u64> = Vec::new();
-        let mut picks = Vec::with_capacity(pairs.partners.len());
-        for (b, row) in &pairs.partners {
-            let i = match ids.iter().position(|x| x == b) {
-                Some(i) => i,
-                None => {
-                    ids.push(*b);
-                    ids.len() - 1
-                }
-            };
-            picks.push((i, *row as usize));
-        }
+        let (ids, picks) = picks_of(&pairs.partners);
         let batches =
             ids.iter()
                 .map(|b| {
@@ -454,18 +443,7 @@ impl IntervalJoinOperator {
             return Ok(());
         }
         {
-            let mut ids: Vec<u64> = Vec::new();
-            let mut picks = Vec::with_capacity(lone.len());
-            for (b, row) in &lone {
-                let i = match ids.iter().position(|x| x == b) {
-                    Some(i) => i,
-                    None => {
-                        ids.push(*b);
-                        ids.len() - 1
-                    }
-                };
-                picks.push((i, *row as usize));
-            }
+            let (ids, picks) = picks_of(&lone);
             let batches: Vec<&RecordBatch> = ids
                 .iter()
                 .filter_map(|b| state.batches.get(b).map(|(batch, _)| batch))
@@ -476,6 +454,24 @@ impl IntervalJoinOperator {
         self.sides[side].batches.retain(|_, (_, live)| *live > 0);
         Ok(())
     }
+}
+
+/// Waiting rows `(batch, row)` as `interleave`'s picks: the distinct batches in first-seen
+/// order, and each row as (index among them, row).
+fn picks_of(rows: &[(u64, u32)]) -> (Vec<u64>, Vec<(usize, usize)>) {
+    let mut ids: Vec<u64> = Vec::new();
+    let mut picks = Vec::with_capacity(rows.len());
+    for (b, row) in rows {
+        let i = match ids.iter().position(|x| x == b) {
+            Some(i) => i,
+            None => {
+                ids.push(*b);
+                ids.len() - 1
+            }
+        };
+        picks.push((i, *row as usize));
+    }
+    (ids, picks)
 }
 
 impl Operator for IntervalJoinOperator {

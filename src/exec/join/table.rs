@@ -15,7 +15,9 @@ use datafusion::physical_expr::PhysicalExpr;
 use crate::error::{Result, VeloError};
 use crate::exec::change::is_delete;
 use crate::exec::operator::evaluate;
+use crate::exec::processor::QueryProcessor;
 use crate::exec::window::event_times;
+use crate::sql::TableInput;
 
 /// A table's rows, and which of them each key matches.
 pub struct LookupTable {
@@ -150,6 +152,22 @@ impl LookupTable {
 }
 
 impl LookupTable {
+    /// The table of `table` from its source's rows (each row, or a key's latest one, already
+    /// picked): the rows go through the table's side of the query, then are indexed by the
+    /// join key.
+    pub fn load(table: &TableInput, rows: RecordBatch) -> Result<Self> {
+        let mut processor = QueryProcessor::new(table.plan.clone())?;
+        let mut out = processor.process_batch(rows)?;
+        out.extend(processor.end_of_input()?);
+        LookupTable::build(
+            Arc::clone(&table.plan.output_schema),
+            &out,
+            &table.keys,
+            table.nulls_equal,
+            table.version.as_ref(),
+        )
+    }
+
     /// Per stream row, the table row of an equal key whose version was valid at the row's
     /// time (the latest version begun at or before it): at most one pair per row, in stream
     /// row order. `times` are the stream rows' times (ms; NULL meets nothing).
