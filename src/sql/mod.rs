@@ -2,6 +2,7 @@
 //! and plan each query with DataFusion into the operators `exec` runs.
 
 pub mod analytic;
+mod declaration;
 pub mod functions;
 mod interval;
 mod join;
