@@ -170,6 +170,28 @@ fn bundled_example_runs() {
 }
 
 #[test]
+fn joins_example_runs() {
+    let result = velo().arg("examples/joins.sql").output().unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec![
+            r#"{"sector":"consumer","trades":34,"notional":296653.53}"#,
+            r#"{"sector":"tech","trades":126,"notional":1163313.19}"#,
+            r#"{"sector":null,"trades":40,"notional":401358.53}"#,
+        ],
+        "{stdout}"
+    );
+}
+
+#[test]
 fn json_array_files_and_directories() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("in");
