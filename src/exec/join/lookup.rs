@@ -144,24 +144,19 @@ impl LookupJoinOperator {
 
     /// NOT IN's answer for each stream row: true only where it is known that no table row is
     /// equal; a NULL on either side makes equality unknown, unless the table is empty.
-    fn not_in(&self, batch: &RecordBatch, matched: &[bool]) -> Result<BooleanArray> {
+    /// `keys` are the batch's key columns.
+    fn not_in(&self, keys: &[ArrayRef], matched: &[bool]) -> BooleanArray {
         if self.table.is_empty() {
-            return Ok(BooleanArray::from(vec![true; batch.num_rows()]));
+            return BooleanArray::from(vec![true; matched.len()]);
         }
         if self.table.has_null_key() {
-            return Ok(BooleanArray::from(vec![false; batch.num_rows()]));
+            return BooleanArray::from(vec![false; matched.len()]);
         }
-        let keys = self
-            .plan
-            .stream_keys
-            .iter()
-            .map(|k| evaluate(k, batch))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(matched
+        matched
             .iter()
             .enumerate()
             .map(|(row, m)| Some(!m && !keys.iter().any(|k| k.is_null(row))))
-            .collect())
+            .collect()
     }
 }
 
@@ -202,7 +197,7 @@ impl Operator for LookupJoinOperator {
             LookupKind::Anti { null_aware } => {
                 let matched = self.matched(batch.num_rows());
                 let mask = match null_aware {
-                    true => self.not_in(&batch, &matched)?,
+                    true => self.not_in(&keys, &matched),
                     false => matched.iter().map(|m| Some(!m)).collect(),
                 };
                 filter_record_batch(&batch, &mask)?
