@@ -34,11 +34,11 @@ impl Lowering<'_> {
             if let Some(bounds) = time_bounds(join)? {
                 return self.interval_join(join, bounds);
             }
-        }
-        // With 'state.ttl', a join of two streams (bounded or not) keeps both sides' rows
-        // for that long; without it, a bounded side serves as a table.
-        if self.ttl.is_some() && !self.reads_declared_table(join) {
-            return self.interval_join(join, unbounded(join)?);
+            // With 'state.ttl', a join of two streams (bounded or not) keeps both sides' rows
+            // for that long; without it, a bounded side serves as a table.
+            if self.ttl.is_some() {
+                return self.interval_join(join, unbounded(join)?);
+            }
         }
         let side = self.table_side_of(join)?;
         let (stream_input, table_input) = match side {
