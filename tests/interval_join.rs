@@ -137,6 +137,36 @@ proptest! {
         }
     }
 
+    /// A window after the join, on either side's time: the join holds its output watermark
+    /// back to the rows it still holds, so no joined row reaches the window late.
+    #[test]
+    fn windows_after_a_join_equal_the_batch_answer(
+        left in side(0),
+        right in side(1000),
+        batch_size in prop::sample::select(vec![1usize, 4, 64]),
+    ) {
+        let dir = tempfile::tempdir().expect("dir");
+        write(dir.path(), "l", &left);
+        write(dir.path(), "r", &right);
+        let on = format!("ON l.k = r.k AND r.ts BETWEEN l.ts + ({LOWER}) AND l.ts + {UPPER}");
+        for (join, side) in [("JOIN", "l"), ("JOIN", "r"), ("LEFT JOIN", "l"), ("RIGHT JOIN", "r")] {
+            let sql = format!(
+                "SELECT {side}.k AS k, COUNT(*) AS n, COUNT(l.id) AS lefts, COUNT(r.id) AS rights, \
+                 _window_end FROM l {join} r {on} GROUP BY {side}.k, TUMBLE({side}.ts, INTERVAL '1' SECOND)"
+            );
+            let batch_sql = format!(
+                "SELECT {side}.k AS k, COUNT(*) AS n, COUNT(l.id) AS lefts, COUNT(r.id) AS rights, \
+                 ({side}.ts / 1000) * 1000 + 1000 AS window_end FROM l {join} r {on} \
+                 GROUP BY {side}.k, ({side}.ts / 1000) * 1000 + 1000"
+            );
+            let expected = oracle(&left, &right, &batch_sql);
+            for partitions in [1, 2, 4] {
+                let actual = velostream(dir.path(), &sql, partitions, batch_size);
+                prop_assert_eq!(&actual, &expected, "{} at {} partitions", sql, partitions);
+            }
+        }
+    }
+
     #[test]
     fn padded_rows_come_out_when_the_watermark_rules_out_a_partner(
         left in side(0),

@@ -343,7 +343,8 @@ impl QueryProcessor {
     }
 
     /// Moves input `input`'s event time to `watermark`. Its own operators see that watermark;
-    /// those after a merge see the minimum over the inputs.
+    /// those after a merge see the minimum over the inputs, held back to the earliest row the
+    /// merge still holds.
     pub fn advance_input_watermark(
         &mut self,
         input: usize,
@@ -377,12 +378,16 @@ impl QueryProcessor {
         let mut out = Vec::new();
         self.operators[merge_at].on_input_watermark(input, watermark, &mut out)?;
         released.extend(self.run_from(merge_at + 1, out)?);
+        // Rows the merge still holds may come out later with their own times: the watermark
+        // after it waits for them, so that none reaches a window there late.
+        let held = self.operators[merge_at].held_since().unwrap_or(i64::MAX);
         let combined = self
             .input_watermarks
             .iter()
             .copied()
             .min()
-            .unwrap_or(i64::MIN);
+            .unwrap_or(i64::MIN)
+            .min(held);
         released.extend(self.watermark_from(merge_at, combined)?);
         Ok(released)
     }

@@ -358,22 +358,28 @@ impl Lowering<'_> {
                 .any(|(name, _)| self.ctx.windows.contains_key(name))
         };
         let (left_windowed, right_windowed) = (windowed(&join.left), windowed(&join.right));
-        match &self.time_column {
-            _ if left_windowed => {}
-            Some(column) if *column != bounds.left_time.name => {
-                return Err(plan_error(format!(
-                    "the window's time column '{column}' is not the join's left time column \
-                     '{}': a window after a join of two streams runs on the join's time",
-                    bounds.left_time.name
-                )))
-            }
-            _ => self.time_column = Some(bounds.left_time.name.clone()),
-        }
+        // A window after the join runs on one side's time column, as its TUMBLE(...) names it.
+        let after = self.window.as_ref().map(|w| {
+            let column = self.time_column.clone().unwrap_or_default();
+            (column, w.time_qualifier.clone())
+        });
+        let window_side = match &after {
+            None => None,
+            Some((column, qualifier)) => Some(window_side(&bounds, column, qualifier.as_deref())?),
+        };
+        self.time_column = (!left_windowed).then(|| bounds.left_time.name.clone());
         let left_rows = self.lower(&join.left)?;
         let mut branch = self.for_branch();
         branch.time_column = (!right_windowed).then(|| bounds.right_time.name.clone());
         let right_rows = branch.lower(&join.right)?;
         self.tables = std::mem::take(&mut branch.tables);
+        if let (Some((column, _)), Some(side)) = (after, window_side) {
+            self.time_at = match side {
+                0 => self.time_at,
+                _ => branch.time_at.map(|at| at + left_rows.fields().len()),
+            };
+            self.time_column = Some(column);
+        }
         let state = self.ctx.state;
         let mut left_keys = Vec::with_capacity(join.on.len());
         let mut right_keys = Vec::with_capacity(join.on.len());
@@ -396,6 +402,16 @@ impl Lowering<'_> {
             JoinSides::Right => nullable(&left_rows)?.join(&right_rows)?,
             JoinSides::Full => nullable(&left_rows)?.join(&nullable(&right_rows)?)?,
         };
+        // The other side's padded rows have no time of this side: a window on it would drop them.
+        if let Some(side) = window_side {
+            if sides.keeps(1 - side) {
+                return Err(plan_error(format!(
+                    "a window after a {} join runs on the time of the side it keeps whole: the \
+                     other side's time is NULL in its padded rows",
+                    join.join_type.to_string().to_uppercase()
+                )));
+            }
+        }
         let input = branch.into_stream_input()?;
         let merges = self
             .stages
@@ -428,6 +444,28 @@ impl Lowering<'_> {
             schema: Arc::new(rows.as_arrow().clone()),
         }));
         Ok(rows)
+    }
+}
+
+/// Which side's time column a window after the join names: 0 (left) or 1 (right).
+fn window_side(bounds: &TimeBounds, column: &str, qualifier: Option<&str>) -> Result<usize> {
+    let names = |c: &Column| {
+        c.name == column
+            && qualifier.is_none_or(|q| c.relation.as_ref().is_none_or(|r| r.table() == q))
+    };
+    match (names(&bounds.left_time), names(&bounds.right_time)) {
+        (true, false) => Ok(0),
+        (false, true) => Ok(1),
+        (true, true) => Err(plan_error(format!(
+            "both sides of the join have the time column '{column}': name the side's in the \
+             window, as TUMBLE(a.{column}, ...)"
+        ))),
+        (false, false) => Err(plan_error(format!(
+            "a window after a join of two streams runs on one side's time column ({} or {}), \
+             not '{column}'",
+            bounds.left_time.flat_name(),
+            bounds.right_time.flat_name()
+        ))),
     }
 }
 

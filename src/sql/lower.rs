@@ -152,7 +152,7 @@ pub(super) struct Lowering<'a> {
     pub ctx: &'a QueryContext<'a>,
     used: &'a HashSet<String>,
     pub emit: EmitMode,
-    window: Option<WindowSpec>,
+    pub(super) window: Option<WindowSpec>,
     pub(super) ttl: Option<StateTtl>,
     /// The event-time column, read at the scan.
     pub(super) time_column: Option<String>,

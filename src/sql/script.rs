@@ -83,6 +83,9 @@ pub enum WindowKind {
 pub struct WindowSpec {
     pub kind: WindowKind,
     pub time_column: Option<String>,
+    /// The time column's table (`v` of `TUMBLE(v.ts, ...)`): after a join of two streams it
+    /// says whose time the window runs on.
+    pub time_qualifier: Option<String>,
     /// Where the clause starts (line, column), for errors.
     pub position: (u64, u64),
 }
@@ -618,6 +621,7 @@ fn parse_window(
     Ok(WindowSpec {
         kind,
         time_column,
+        time_qualifier: None,
         position: (sig[at].span.start.line, sig[at].span.start.column),
     })
 }

@@ -143,22 +143,45 @@ pub fn prepare_window(
     if window.is_none() {
         return Ok(None);
     }
-    let _ = visit_expressions_mut(&mut select.projection, |e: &mut sql_ast::Expr| {
-        if let sql_ast::Expr::Function(f) = e {
-            let name = f.name.to_string().to_lowercase();
-            let column = match name.as_str() {
+    // Over a join every side offers window columns: the window's are its time column's side's.
+    let joined = select.from.len() > 1 || select.from.iter().any(|f| !f.joins.is_empty());
+    let qualifier = match &window {
+        Some(w) if joined => w
+            .time_qualifier
+            .clone()
+            .or_else(|| select.from.first().and_then(|f| relation_name(&f.relation))),
+        _ => None,
+    };
+    let window_column = |c: &str| match &qualifier {
+        Some(q) => sql_ast::Expr::CompoundIdentifier(vec![
+            sql_ast::Ident::new(q.clone()),
+            sql_ast::Ident::new(c),
+        ]),
+        None => sql_ast::Expr::Identifier(sql_ast::Ident::new(c)),
+    };
+    let rewrite = |e: &mut sql_ast::Expr| {
+        let column = match &*e {
+            sql_ast::Expr::Function(f) => match f.name.to_string().to_lowercase().as_str() {
                 "tumble_start" | "hop_start" | "session_start" | "window_start" => {
                     Some(WINDOW_START)
                 }
                 "tumble_end" | "hop_end" | "session_end" | "window_end" => Some(WINDOW_END),
                 _ => None,
-            };
-            if let Some(c) = column {
-                *e = sql_ast::Expr::Identifier(sql_ast::Ident::new(c));
-            }
+            },
+            sql_ast::Expr::Identifier(id) if qualifier.is_some() => [WINDOW_START, WINDOW_END]
+                .into_iter()
+                .find(|c| id.value == *c),
+            _ => None,
+        };
+        if let Some(c) = column {
+            *e = window_column(c);
         }
         ControlFlow::<()>::Continue(())
-    });
+    };
+    let _ = visit_expressions_mut(&mut select.projection, rewrite);
+    if let Some(having) = select.having.as_mut() {
+        let _ = visit_expressions_mut(having, rewrite);
+    }
     let group_by_names: Vec<String> = match &select.group_by {
         sql_ast::GroupByExpr::Expressions(exprs, _) => {
             exprs.iter().map(|e| e.to_string().to_lowercase()).collect()
@@ -167,8 +190,11 @@ pub fn prepare_window(
     };
     if let sql_ast::GroupByExpr::Expressions(exprs, _) = &mut select.group_by {
         for c in [WINDOW_START, WINDOW_END] {
-            if !group_by_names.iter().any(|n| n == c) {
-                exprs.push(sql_ast::Expr::Identifier(sql_ast::Ident::new(c)));
+            if !group_by_names
+                .iter()
+                .any(|n| n == c || n.ends_with(&format!(".{c}")))
+            {
+                exprs.push(window_column(c));
             }
         }
     }
@@ -231,11 +257,25 @@ fn nested_windows(
                 .into(),
         ));
     };
+    let spec = WindowSpec {
+        time_qualifier: None,
+        ..spec
+    };
     add_window(windows, source, spec)?;
     if let sql_ast::Statement::Query(q) = inner {
         *subquery = q;
     }
     Ok(())
+}
+
+/// The name a FROM item is known by: its alias, else its table's name.
+fn relation_name(factor: &sql_ast::TableFactor) -> Option<String> {
+    match factor {
+        sql_ast::TableFactor::Table { alias: Some(a), .. }
+        | sql_ast::TableFactor::Derived { alias: Some(a), .. } => Some(a.name.value.clone()),
+        sql_ast::TableFactor::Table { name, .. } => name.0.last().map(|p| p.to_string()),
+        _ => None,
+    }
 }
 
 fn add_window(
@@ -261,12 +301,16 @@ fn flink_window(f: &sql_ast::Function) -> Result<Option<WindowSpec>> {
         return Ok(None);
     }
     let args = function_args(f);
-    let time_column = match args.first() {
-        Some(sql_ast::Expr::Identifier(id)) => Some(id.value.to_lowercase()),
-        Some(sql_ast::Expr::CompoundIdentifier(ids)) => {
-            ids.last().map(|id| id.value.to_lowercase())
-        }
-        _ => None,
+    let (time_qualifier, time_column) = match args.first() {
+        Some(sql_ast::Expr::Identifier(id)) => (None, Some(id.value.to_lowercase())),
+        Some(sql_ast::Expr::CompoundIdentifier(ids)) => match ids.as_slice() {
+            [.., table, column] => (
+                Some(table.value.to_lowercase()),
+                Some(column.value.to_lowercase()),
+            ),
+            _ => (None, ids.last().map(|id| id.value.to_lowercase())),
+        },
+        _ => (None, None),
     };
     let durations: Vec<Option<i64>> = args.iter().skip(1).map(duration_of).collect();
     let invalid = || {
@@ -287,6 +331,7 @@ fn flink_window(f: &sql_ast::Function) -> Result<Option<WindowSpec>> {
     Ok(Some(WindowSpec {
         kind,
         time_column,
+        time_qualifier,
         position: (0, 0),
     }))
 }
