@@ -17,6 +17,7 @@ use proptest::prelude::*;
 mod common;
 use common::{batch_oracle, run_collected, sorted_rows};
 use velostream::exec::processor::QueryProcessor;
+use velostream::exec::shard::KeyShard;
 use velostream::sql::QueryPlanner;
 
 /// The watermarks' allowed disorder (ms).
@@ -165,6 +166,91 @@ proptest! {
                 prop_assert_eq!(&actual, &expected, "{} at {} partitions", sql, partitions);
             }
         }
+    }
+
+    /// A checkpoint in the middle, restored at 1 or 2 partitions (each keeping its share of
+    /// the keys), goes on to the same rows as a run without one.
+    #[test]
+    fn a_restored_join_goes_on_as_if_never_stopped(
+        left in side(0),
+        right in side(1000),
+        cut in 0usize..30,
+        width in 1usize..=2,
+    ) {
+        let mut planner = QueryPlanner::new();
+        planner.register_source("l", schema()).expect("l");
+        planner.register_source("r", schema()).expect("r");
+        let sql = format!(
+            "{} WITH ('l.watermark.max_out_of_orderness' = '{DISORDER}ms', \
+             'r.watermark.max_out_of_orderness' = '{DISORDER}ms')",
+            query("FULL JOIN")
+        );
+        let plan = planner.plan_sql(&sql, "q").expect("plan");
+        // Each side's rows in batches of 3, alternating, as (side, rows).
+        let steps: Vec<(usize, Side)> = left
+            .chunks(3)
+            .map(|c| (0, c.to_vec()))
+            .zip(right.chunks(3).map(|c| (1, c.to_vec())))
+            .flat_map(|(a, b)| [a, b])
+            .chain(left.chunks(3).skip(right.chunks(3).count()).map(|c| (0, c.to_vec())))
+            .chain(right.chunks(3).skip(left.chunks(3).count()).map(|c| (1, c.to_vec())))
+            .collect();
+        let cut = cut.min(steps.len());
+        let mut whole = QueryProcessor::new(plan.clone()).expect("processor");
+        let mut expected = Vec::new();
+        for (s, rows) in &steps {
+            expected.extend(whole.process_batch_from(*s, batch(rows)).expect("step"));
+        }
+        expected.extend(whole.end_of_input().expect("end"));
+
+        let mut first = QueryProcessor::new(plan.clone()).expect("processor");
+        let mut actual = Vec::new();
+        for (s, rows) in &steps[..cut] {
+            actual.extend(first.process_batch_from(*s, batch(rows)).expect("step"));
+        }
+        let mut restored = std::collections::BTreeMap::<String, Vec<_>>::new();
+        for (name, state) in first.snapshot().expect("snapshot") {
+            let decoded = velostream::exec::snapshot::OperatorState::decode(&state.encode().expect("encode"))
+                .expect("decode");
+            restored.entry(name).or_default().push(decoded);
+        }
+        let shards: Vec<KeyShard> = (0..width).map(|index| KeyShard { index, count: width }).collect();
+        let mut rest: Vec<QueryProcessor> = shards
+            .iter()
+            .map(|shard| {
+                let mut p = QueryProcessor::new(plan.clone()).expect("processor");
+                p.restore(&restored, shard).expect("restore");
+                p
+            })
+            .collect();
+        let held: usize = rest.iter().map(|p| p.state_size()).sum();
+        prop_assert_eq!(held, first.state_size(), "every held row lands on one partition");
+        for (s, rows) in &steps[cut..] {
+            let b = batch(rows);
+            let keys: Vec<arrow::array::ArrayRef> = vec![b.column(1).clone()];
+            for (p, shard) in rest.iter_mut().zip(&shards) {
+                // The router's split: a key's rows go to the shard that owns it, and every
+                // partition hears the watermark (a NULL key's rows go to the first).
+                let mut owned = shard.owned(&keys, b.num_rows()).expect("owned");
+                if shard.index == 0 {
+                    let k = b.column(1).as_primitive::<Int64Type>();
+                    owned = (0..b.num_rows()).map(|i| Some(owned.value(i) || k.is_null(i))).collect();
+                } else {
+                    let k = b.column(1).as_primitive::<Int64Type>();
+                    owned = (0..b.num_rows()).map(|i| Some(owned.value(i) && !k.is_null(i))).collect();
+                }
+                let mine = arrow::compute::filter_record_batch(&b, &owned).expect("filter");
+                let latest = rows.iter().map(|r| r.2).max().unwrap_or(0);
+                if mine.num_rows() > 0 {
+                    actual.extend(p.process_batch_from(*s, mine).expect("step"));
+                }
+                actual.extend(p.advance_input_watermark(*s, latest - DISORDER).expect("watermark"));
+            }
+        }
+        for p in &mut rest {
+            actual.extend(p.end_of_input().expect("end"));
+        }
+        prop_assert_eq!(sorted_rows(&actual), sorted_rows(&expected));
     }
 
     #[test]

@@ -369,15 +369,18 @@ fn run_keyed(
     if keyed {
         options.source_key = vec!["symbol".to_string()];
     }
-    let mut input = std::iter::once(InputEvent::Partitions(vec![0, 1, 2])).chain(
-        events.iter().map(|(batch, runs)| match keyed {
-            true => InputEvent::PartitionedBatch {
-                batch: batch.clone(),
-                runs: runs.clone(),
-            },
-            false => InputEvent::Batch(batch.clone()),
-        }),
-    );
+    let mut input = std::iter::once(InputEvent::Partitions {
+        input: 0,
+        ids: vec![0, 1, 2],
+    })
+    .chain(events.iter().map(|(batch, runs)| match keyed {
+        true => InputEvent::PartitionedBatch {
+            input: 0,
+            batch: batch.clone(),
+            runs: runs.clone(),
+        },
+        false => InputEvent::Batch(batch.clone()),
+    }));
     let mut rows = Vec::new();
     let stats = run_partitioned(
         &plan,

@@ -10,7 +10,9 @@ use serde_json::{json, Map, Value};
 use crate::error::{Result, VeloError};
 
 /// The manifest format written by this build.
-const FORMAT_VERSION: u64 = 1;
+const FORMAT_VERSION: u64 = 2;
+/// Format 1 had one source position (`source`) where 2 has a list (`sources`).
+const SINGLE_SOURCE_VERSION: u64 = 1;
 
 /// Where a source stood at a checkpoint: the next record to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +50,8 @@ pub struct Manifest {
     pub plan: Vec<String>,
     /// Checksum of `plan`.
     pub fingerprint: String,
-    pub source: Option<SourcePosition>,
+    /// Where each Kafka input stood, in the job's input order.
+    pub sources: Vec<SourcePosition>,
     /// The last epoch whose output the sink had committed when this checkpoint was taken
     /// (None: none). An exactly-once sink's output of this epoch itself is still pending.
     pub output_committed: Option<u64>,
@@ -109,15 +112,19 @@ impl Manifest {
     }
 
     fn to_json(&self) -> Value {
-        let source = self.source.as_ref().map(|s| match s {
-            SourcePosition::Kafka { topic, offsets } => {
-                let offsets: Map<String, Value> = offsets
-                    .iter()
-                    .map(|(p, o)| (p.to_string(), json!(o)))
-                    .collect();
-                json!({ "kind": "kafka", "topic": topic, "offsets": offsets })
-            }
-        });
+        let sources: Vec<Value> = self
+            .sources
+            .iter()
+            .map(|s| match s {
+                SourcePosition::Kafka { topic, offsets } => {
+                    let offsets: Map<String, Value> = offsets
+                        .iter()
+                        .map(|(p, o)| (p.to_string(), json!(o)))
+                        .collect();
+                    json!({ "kind": "kafka", "topic": topic, "offsets": offsets })
+                }
+            })
+            .collect();
         let files: Vec<Value> = self
             .files
             .iter()
@@ -139,7 +146,7 @@ impl Manifest {
             "partitions": self.partitions,
             "fingerprint": self.fingerprint,
             "plan": self.plan,
-            "source": source,
+            "sources": sources,
             "output_committed": self.output_committed,
             "files": files,
         })
@@ -147,34 +154,22 @@ impl Manifest {
 
     fn from_json(v: &Value) -> Result<Self> {
         let version = v.get("version").and_then(Value::as_u64);
-        if version != Some(FORMAT_VERSION) {
-            return Err(corrupt(format!(
-                "manifest format {version:?}; this build reads {FORMAT_VERSION}"
-            )));
-        }
-        let source = match v.get("source") {
-            None | Some(Value::Null) => None,
-            Some(s) => {
-                let offsets = s
-                    .get("offsets")
-                    .and_then(Value::as_object)
-                    .ok_or_else(|| corrupt("the source position has no offsets".into()))?
-                    .iter()
-                    .map(|(p, o)| {
-                        Ok((
-                            p.parse::<i32>()
-                                .map_err(|_| corrupt(format!("partition '{p}'")))?,
-                            o.as_i64()
-                                .ok_or_else(|| corrupt(format!("offset of {p}")))?,
-                        ))
-                    })
-                    .collect::<Result<BTreeMap<_, _>>>()?;
-                Some(SourcePosition::Kafka {
-                    topic: text(s, "topic")?,
-                    offsets,
-                })
+        let listed = match version {
+            Some(FORMAT_VERSION) => v.get("sources").and_then(Value::as_array).cloned(),
+            Some(SINGLE_SOURCE_VERSION) => Some(v.get("source").into_iter().cloned().collect()),
+            _ => {
+                return Err(corrupt(format!(
+                    "manifest format {version:?}; this build reads {SINGLE_SOURCE_VERSION} and \
+                     {FORMAT_VERSION}"
+                )))
             }
         };
+        let sources = listed
+            .ok_or_else(|| corrupt("the manifest lists no sources".into()))?
+            .iter()
+            .filter(|s| !s.is_null())
+            .map(source_position)
+            .collect::<Result<Vec<_>>>()?;
         let files = v
             .get("files")
             .and_then(Value::as_array)
@@ -205,11 +200,33 @@ impl Manifest {
             partitions: number(v, "partitions")? as usize,
             fingerprint: text(v, "fingerprint")?,
             plan,
-            source,
+            sources,
             output_committed: v.get("output_committed").and_then(Value::as_u64),
             files,
         })
     }
+}
+
+/// One source's position as `to_json` writes it.
+fn source_position(s: &Value) -> Result<SourcePosition> {
+    let offsets = s
+        .get("offsets")
+        .and_then(Value::as_object)
+        .ok_or_else(|| corrupt("the source position has no offsets".into()))?
+        .iter()
+        .map(|(p, o)| {
+            Ok((
+                p.parse::<i32>()
+                    .map_err(|_| corrupt(format!("partition '{p}'")))?,
+                o.as_i64()
+                    .ok_or_else(|| corrupt(format!("offset of {p}")))?,
+            ))
+        })
+        .collect::<Result<BTreeMap<_, _>>>()?;
+    Ok(SourcePosition::Kafka {
+        topic: text(s, "topic")?,
+        offsets,
+    })
 }
 
 fn text(v: &Value, key: &str) -> Result<String> {
@@ -245,10 +262,10 @@ mod tests {
             partitions: 4,
             fingerprint: fingerprint(&plan),
             plan,
-            source: Some(SourcePosition::Kafka {
+            sources: vec![SourcePosition::Kafka {
                 topic: "rin".into(),
                 offsets: BTreeMap::from([(0, 120), (3, 9)]),
-            }),
+            }],
             output_committed: Some(6),
             files: vec![StateFile {
                 operator: "0-aggregate".into(),

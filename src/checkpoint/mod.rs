@@ -34,7 +34,8 @@ pub struct Restored {
 pub struct CheckpointInfo<'a> {
     pub epoch: u64,
     pub plan: &'a [String],
-    pub source: Option<SourcePosition>,
+    /// Where each Kafka input stood, in input order.
+    pub sources: Vec<SourcePosition>,
     /// The last epoch whose output the sink has committed: its checkpoint is kept even when
     /// newer ones are, for a restore to fall back on.
     pub output_committed: Option<u64>,
@@ -131,7 +132,7 @@ impl Checkpoints {
             partitions: width,
             plan: info.plan.to_vec(),
             fingerprint: manifest::fingerprint(info.plan),
-            source: info.source,
+            sources: info.sources,
             output_committed: info.output_committed,
             files,
         };
@@ -278,10 +279,10 @@ mod tests {
                 CheckpointInfo {
                     epoch,
                     plan,
-                    source: Some(SourcePosition::Kafka {
+                    sources: vec![SourcePosition::Kafka {
                         topic: "t".into(),
                         offsets: BTreeMap::from([(0, epoch as i64 * 10)]),
-                    }),
+                    }],
                     output_committed: epoch.checked_sub(1).filter(|e| *e > 0),
                 },
                 vec![
@@ -362,11 +363,11 @@ mod tests {
             .expect("a checkpoint");
         assert_eq!(latest.manifest.epoch, 1);
         assert_eq!(
-            latest.manifest.source,
-            Some(SourcePosition::Kafka {
+            latest.manifest.sources,
+            vec![SourcePosition::Kafka {
                 topic: "t".into(),
                 offsets: BTreeMap::from([(0, 10)])
-            })
+            }]
         );
     }
 
@@ -381,7 +382,7 @@ mod tests {
             let info = CheckpointInfo {
                 epoch,
                 plan: &plan,
-                source: None,
+                sources: Vec::new(),
                 output_committed: Some(epoch.saturating_sub(1).min(2)).filter(|e| *e > 0),
             };
             checkpoints

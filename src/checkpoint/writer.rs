@@ -15,7 +15,8 @@ use crate::exec::snapshot::PartitionStates;
 /// state.
 pub struct Pending {
     pub epoch: u64,
-    pub source: Option<SourcePosition>,
+    /// Where each Kafka input stood, in input order.
+    pub sources: Vec<SourcePosition>,
     /// The last epoch whose output the sink has committed.
     pub output_committed: Option<u64>,
     pub partitions: Vec<PartitionStates>,
@@ -50,7 +51,7 @@ impl CheckpointThread {
                     let info = CheckpointInfo {
                         epoch: pending.epoch,
                         plan: &plan,
-                        source: pending.source,
+                        sources: pending.sources,
                         output_committed: pending.output_committed,
                     };
                     let written = checkpoints.write(info, pending.partitions).map(|manifest| {

@@ -24,6 +24,15 @@ use crate::error::{Result, VeloError};
 /// The name the event clock's state is stored under, beside the operators'.
 pub const CLOCK_STATE: &str = "clock";
 
+/// The name stream input `input`'s event clock is stored under: `CLOCK_STATE` for input 0
+/// (as checkpoints of one input have it), `clock-in1`, ... for the others.
+pub fn clock_state(input: usize) -> String {
+    match input {
+        0 => CLOCK_STATE.to_string(),
+        k => format!("{CLOCK_STATE}-in{k}"),
+    }
+}
+
 /// One partition's state: (operator name, state) per stateful operator.
 pub type PartitionStates = Vec<(String, OperatorState)>;
 

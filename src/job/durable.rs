@@ -35,8 +35,12 @@ use crate::sql::PlannedQuery;
 /// `-- @checkpoint_interval` says.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 
-/// A checkpoint the reading side asked for: its epoch and where the source stood.
-type DuePositions = (u64, BTreeMap<i32, i64>);
+/// Where a job's Kafka inputs stand: per input (in the job's order of its Kafka inputs), per
+/// partition, the next offset to read.
+pub type Positions = Vec<BTreeMap<i32, i64>>;
+
+/// A checkpoint the reading side asked for: its epoch and where the sources stood.
+type DuePositions = (u64, Positions);
 
 /// Durable-state settings of a run (`--state-dir`, `--checkpoint-interval`, `--reset-state`).
 #[derive(Debug, Clone)]
@@ -121,8 +125,9 @@ pub fn take_lease(
 pub struct Resume {
     /// The state to load (None: no checkpoint, start empty).
     pub states: Option<Arc<RestoredStates>>,
-    /// Where to read from, per partition (empty: the group's committed offsets).
-    pub positions: BTreeMap<i32, i64>,
+    /// Where to read each Kafka input from, per partition (empty: the group's committed
+    /// offsets).
+    pub positions: Positions,
     /// The checkpoint restored (None: none).
     pub epoch: Option<u64>,
     /// The epoch of the next checkpoint.
@@ -157,8 +162,9 @@ pub struct CheckpointTrigger {
     interval: Duration,
     last: Instant,
     next_epoch: u64,
-    /// Per partition, the next offset after every record handed to the pipeline.
-    positions: BTreeMap<i32, i64>,
+    /// Per Kafka input and partition, the next offset after every record handed to the
+    /// pipeline.
+    positions: Positions,
     to_writer: Sender<DuePositions>,
 }
 
@@ -167,7 +173,7 @@ impl CheckpointTrigger {
     pub fn new(
         interval: Duration,
         next_epoch: u64,
-        positions: BTreeMap<i32, i64>,
+        positions: Positions,
     ) -> (Self, Receiver<DuePositions>) {
         let (to_writer, from_trigger) = channel();
         let trigger = CheckpointTrigger {
@@ -180,10 +186,14 @@ impl CheckpointTrigger {
         (trigger, from_trigger)
     }
 
-    /// Records that the records before `next_offsets` were handed to the pipeline.
-    pub fn advance(&mut self, next_offsets: &BTreeMap<i32, i64>) {
+    /// Records that Kafka input `input`'s records before `next_offsets` were handed to the
+    /// pipeline.
+    pub fn advance(&mut self, input: usize, next_offsets: &BTreeMap<i32, i64>) {
+        if self.positions.len() <= input {
+            self.positions.resize(input + 1, BTreeMap::new());
+        }
         for (partition, offset) in next_offsets {
-            let at = self.positions.entry(*partition).or_insert(*offset);
+            let at = self.positions[input].entry(*partition).or_insert(*offset);
             *at = (*at).max(*offset);
         }
     }
@@ -208,38 +218,37 @@ impl CheckpointTrigger {
 pub struct CheckpointWriter {
     checkpoints: Arc<Checkpoints>,
     thread: CheckpointThread,
-    topic: String,
-    consumer: Arc<BaseConsumer>,
+    /// Each Kafka input's topic and consumer, in the job's order of its Kafka inputs.
+    inputs: Vec<(String, Arc<BaseConsumer>)>,
     from_trigger: Receiver<DuePositions>,
     /// Positions of checkpoints asked for and not yet handed to the thread.
-    pending: BTreeMap<u64, BTreeMap<i32, i64>>,
-    /// The positions last committed to the group (only changes are committed: a consumer
+    pending: BTreeMap<u64, Positions>,
+    /// The positions last committed to the groups (only changes are committed: a consumer
     /// still joining the group has its commits refused).
-    committed: BTreeMap<i32, i64>,
+    committed: Positions,
     /// The last epoch whose output the sink committed (or that the job restored).
     output_committed: Option<u64>,
     pub stats: CheckpointStats,
 }
 
 impl CheckpointWriter {
-    /// A writer for the job's checkpoints of `plan`, committing `topic`'s offsets; it takes
-    /// positions from a trigger once it [`Self::resume`]s.
+    /// A writer for the job's checkpoints of `plan`, committing the offsets of `inputs` (each
+    /// Kafka input's topic and consumer); it takes positions from a trigger once it
+    /// [`Self::resume`]s.
     pub fn new(
         checkpoints: Checkpoints,
         plan: &PlannedQuery,
-        topic: &str,
-        consumer: Arc<BaseConsumer>,
+        inputs: Vec<(String, Arc<BaseConsumer>)>,
     ) -> Result<Self> {
         let checkpoints = Arc::new(checkpoints);
         let thread = CheckpointThread::start(Arc::clone(&checkpoints), plan.state_shape())?;
         Ok(CheckpointWriter {
             checkpoints,
             thread,
-            topic: topic.to_string(),
-            consumer,
+            inputs,
             from_trigger: channel().1,
             pending: BTreeMap::new(),
-            committed: BTreeMap::new(),
+            committed: Vec::new(),
             output_committed: None,
             stats: CheckpointStats::default(),
         })
@@ -284,11 +293,10 @@ impl CheckpointWriter {
         committed: CommittedOutput,
     ) -> Result<Resume> {
         let checkpoints = &self.checkpoints;
-        let topic = self.topic.as_str();
         let started = Instant::now();
         let empty = Resume {
             states: None,
-            positions: BTreeMap::new(),
+            positions: Vec::new(),
             epoch: None,
             next_epoch: 0,
         };
@@ -328,17 +336,24 @@ impl CheckpointWriter {
                 checkpoints.location()
             )));
         }
-        let positions = match &manifest.source {
-            Some(SourcePosition::Kafka { topic: t, offsets }) if t == topic => offsets.clone(),
-            Some(SourcePosition::Kafka { topic: t, .. }) => {
-                return Err(VeloError::Config(format!(
-                    "job '{}' checkpointed its reading of topic '{t}' and now reads '{topic}': \
-                     restart with --reset-state to drop its state",
-                    plan.id
-                )))
-            }
-            None => BTreeMap::new(),
-        };
+        let then: Vec<&str> = manifest
+            .sources
+            .iter()
+            .map(|SourcePosition::Kafka { topic, .. }| topic.as_str())
+            .collect();
+        let now: Vec<&str> = self.inputs.iter().map(|(t, _)| t.as_str()).collect();
+        if !then.is_empty() && then != now {
+            return Err(VeloError::Config(format!(
+                "job '{}' checkpointed its reading of {then:?} and now reads {now:?}: restart \
+                 with --reset-state to drop its state",
+                plan.id
+            )));
+        }
+        let positions: Positions = manifest
+            .sources
+            .iter()
+            .map(|SourcePosition::Kafka { offsets, .. }| offsets.clone())
+            .collect();
         self.stats.restore_duration = Some(started.elapsed());
         self.stats.last_epoch = Some(manifest.epoch);
         tracing::info!(
@@ -382,10 +397,15 @@ impl CheckpointWriter {
         }
         self.thread.submit(Pending {
             epoch,
-            source: Some(SourcePosition::Kafka {
-                topic: self.topic.clone(),
-                offsets: positions,
-            }),
+            sources: self
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(k, (topic, _))| SourcePosition::Kafka {
+                    topic: topic.clone(),
+                    offsets: positions.get(k).cloned().unwrap_or_default(),
+                })
+                .collect(),
             output_committed: self.output_committed,
             partitions,
             since,
@@ -419,10 +439,16 @@ impl CheckpointWriter {
                 sink.commit_epoch(epoch)?;
             }
             self.output_committed = Some(epoch);
-            if let Some(SourcePosition::Kafka { offsets, .. }) = w.manifest.source {
-                if offsets != self.committed {
-                    KafkaSource::commit(&self.consumer, &self.topic, &offsets)?;
-                    self.committed = offsets;
+            for (k, SourcePosition::Kafka { offsets, .. }) in w.manifest.sources.iter().enumerate()
+            {
+                if self.committed.len() <= k {
+                    self.committed.resize(k + 1, BTreeMap::new());
+                }
+                if let Some((topic, consumer)) = self.inputs.get(k) {
+                    if *offsets != self.committed[k] {
+                        KafkaSource::commit(consumer, topic, offsets)?;
+                        self.committed[k] = offsets.clone();
+                    }
                 }
             }
             self.stats.completed += 1;

@@ -14,9 +14,9 @@ use self::durable::{CheckpointStats, CheckpointWriter};
 use self::file_readers::FileReaders;
 use self::inputs::{resolve_input, Declared, JobInput, Upstream};
 use self::kafka::{Barrier, OffsetCommitter};
-use self::kafka_input::{run_kafka, KafkaInput};
-use self::merged_inputs::MergedInputs;
 use self::output::{lock, progress_bar, record_bad, DeadLetterFile, Deliveries, JobOutput};
+use self::stream_inputs::{KafkaReader, StreamInputs};
+use self::streams::{run_streams, StreamRun};
 use self::tables::{load_tables, table_inputs, TableSource};
 use crate::connectors::avro::AvroFormat;
 use crate::connectors::file_source::FileSource;
@@ -29,14 +29,15 @@ use crate::partition::{
 };
 use crate::sql::script::{parse_script, Statement, StatementKind};
 use crate::sql::{PlannedQuery, QueryPlanner};
+use arrow::datatypes::SchemaRef;
 
 pub mod durable;
 mod file_readers;
 mod inputs;
 mod kafka;
-mod kafka_input;
-mod merged_inputs;
 mod output;
+mod stream_inputs;
+mod streams;
 mod tables;
 
 pub use durable::StateOptions;
@@ -222,42 +223,35 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let kafka = inputs
-            .get(&plan.source)
-            .into_iter()
-            .chain(&side_inputs)
-            .find_map(|i| match i {
-                JobInput::Kafka(config) => Some(config),
-                _ => None,
-            });
-        if let (false, Some(config)) = (side_inputs.is_empty(), kafka) {
-            let message = format!(
-                "a query over several streams cannot read the Kafka topic '{}' yet: read each \
-                 stream from a file",
-                config.topic
-            );
-            return Err(at_statement(&script, &stmt, VeloError::Config(message)));
-        }
         let Some(input) = inputs.remove(&plan.source) else {
             return Err(VeloError::Execution(format!(
                 "'{id}' reads '{}', which was not resolved",
                 plan.source
             )));
         };
-        // Each job is its own consumer group, so two jobs over one topic both see every
-        // record, while instances of the same app share the work.
-        let input = match input {
-            JobInput::Kafka(mut config) => {
-                let base = config
-                    .client
-                    .get("group.id")
-                    .unwrap_or("velostream")
-                    .to_string();
-                config.client.set("group.id", format!("{base}-{id}"));
-                JobInput::Kafka(config)
-            }
-            other => other,
-        };
+        // Each job is its own consumer group, and each of its inputs: two jobs (or a join's
+        // two sides) over one topic both see every record, while instances of the same app
+        // share the work.
+        let input = in_own_group(input, &id);
+        let side_inputs: Vec<JobInput> = side_inputs
+            .into_iter()
+            .enumerate()
+            .map(|(k, side)| in_own_group(side, &format!("{id}-in{}", k + 1)))
+            .collect();
+        let streams = || std::iter::once(&input).chain(&side_inputs);
+        let reads_kafka = streams().any(|i| matches!(i, JobInput::Kafka(_)));
+        if let (true, Some(_), Some(other)) = (
+            reads_kafka,
+            &options.state,
+            streams().find(|i| !matches!(i, JobInput::Kafka(_))),
+        ) {
+            let message = format!(
+                "durable state (--state-dir) covers Kafka inputs only, and '{id}' also reads \
+                 the {}: read every stream from Kafka, or run without --state-dir",
+                other.describe()
+            );
+            return Err(at_statement(&script, &stmt, VeloError::Config(message)));
+        }
         let sink = match (&stmt.kind, &options.output) {
             (StatementKind::Select, _) if options.collect_output => None,
             (StatementKind::Select, Some(path)) => Some(SinkConfig::File {
@@ -343,7 +337,7 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
         };
         // Checkpoints publish its rows, and only Kafka jobs with durable state take them.
         let exactly_once = sink.as_ref().is_some_and(SinkConfig::exactly_once);
-        if exactly_once && !(matches!(input, JobInput::Kafka(_)) && options.state.is_some()) {
+        if exactly_once && !(reads_kafka && options.state.is_some()) {
             return Err(script.source.error(
                 stmt.position.0,
                 stmt.position.1,
@@ -367,17 +361,27 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
     Ok(PlannedScript { jobs })
 }
 
+/// `input` in a consumer group of its own, named after the group id it asks for and `name`.
+fn in_own_group(input: JobInput, name: &str) -> JobInput {
+    match input {
+        JobInput::Kafka(mut config) => {
+            let base = config
+                .client
+                .get("group.id")
+                .unwrap_or("velostream")
+                .to_string();
+            config.client.set("group.id", format!("{base}-{name}"));
+            JobInput::Kafka(config)
+        }
+        other => other,
+    }
+}
+
 fn at_statement(script: &crate::sql::Script, stmt: &Statement, e: VeloError) -> VeloError {
     match e {
         VeloError::Config(msg) => script.source.error(stmt.position.0, stmt.position.1, msg),
         other => other,
     }
-}
-
-/// The event to hand out before reading more: one already queued, else Stop when the job
-/// was asked to stop.
-fn pending(queued: &mut VecDeque<InputEvent>, stop: bool) -> Option<InputEvent> {
-    queued.pop_front().or(stop.then_some(InputEvent::Stop))
 }
 
 impl PlannedScript {
@@ -466,8 +470,12 @@ fn run_job(
     let stop = options.stop.clone();
     let stopped = move || stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
     // Durable state covers Kafka jobs; a file job reads its files again from the start.
-    let durable = match (&job.input, &options.state) {
-        (JobInput::Kafka(_), Some(state)) => Some(StateOptions {
+    let streams: Vec<&JobInput> = std::iter::once(&job.input)
+        .chain(&job.side_inputs)
+        .collect();
+    let reads_kafka = streams.iter().any(|i| matches!(i, JobInput::Kafka(_)));
+    let durable = match (reads_kafka, &options.state) {
+        (true, Some(state)) => Some(StateOptions {
             interval: job.checkpoint_interval.unwrap_or(state.interval),
             ..state.clone()
         }),
@@ -523,16 +531,6 @@ fn run_job(
     let dead_letter = Mutex::new(dead_letter);
     // Every table is whole before the first stream record is read.
     partitions.tables = load_tables(&plan, &job.tables, outputs, &mut summary, &dead_letter)?;
-    // Commit barriers to the offset committer (a Kafka job without durable state).
-    let mut barriers = None;
-    let mut kafka = match &job.input {
-        JobInput::Kafka(config) => {
-            let mut source = KafkaSource::open(config.clone())?;
-            source.set_projection(&plan.input_schema);
-            Some(source)
-        }
-        _ => None,
-    };
     if durable.is_some() {
         // Restored state is split by key hash, whichever source partitions fed it.
         partitions.source_key.clear();
@@ -541,142 +539,84 @@ fn run_job(
         job: id.clone(),
         output,
         dead_letter: &dead_letter,
-        committer: None,
+        committers: Vec::new(),
         checkpoints: None,
     };
-    if let (JobInput::Kafka(config), Some(source)) = (&job.input, &kafka) {
-        match &durable {
-            Some(state) => {
+    let stats = match &job.input {
+        JobInput::File(config) if job.side_inputs.is_empty() => run_file(
+            &plan,
+            &partitions,
+            config,
+            options,
+            &mut summary,
+            &dead_letter,
+            &mut deliveries,
+            &stopped,
+        )?,
+        _ => {
+            let schemas = std::iter::once(&plan.input_schema)
+                .chain(plan.side_inputs().iter().map(|s| &s.input_schema));
+            let mut kafka = Vec::new();
+            let mut consumers = Vec::new();
+            for (input, schema) in streams.iter().zip(schemas.clone()) {
+                let JobInput::Kafka(config) = input else {
+                    continue;
+                };
+                let mut source = KafkaSource::open(config.clone())?;
+                source.set_projection(schema);
+                consumers.push((config.topic.clone(), source.consumer()));
+                // Without durable state, each input commits its offsets as its barriers
+                // complete; with it, checkpoints commit them.
+                let barriers = match durable {
+                    Some(_) => None,
+                    None => {
+                        let (to_committer, barrier_rx) = std::sync::mpsc::channel::<Barrier>();
+                        deliveries.committers.push(OffsetCommitter::new(
+                            source.consumer(),
+                            &config.topic,
+                            barrier_rx,
+                            config.commit_interval,
+                        ));
+                        Some(to_committer)
+                    }
+                };
+                tracing::info!(job = %id, topic = %config.topic, "reading Kafka");
+                kafka.push(KafkaReader {
+                    name: config.name.clone(),
+                    source,
+                    slot: kafka.len(),
+                    barriers,
+                });
+            }
+            if let Some(state) = &durable {
                 deliveries.checkpoints = Some(CheckpointWriter::new(
                     durable::open(&plan, state)?,
                     &plan,
-                    &config.topic,
-                    source.consumer(),
+                    consumers,
                 )?);
             }
-            None => {
-                let (to_committer, barrier_rx) = std::sync::mpsc::channel::<Barrier>();
-                barriers = Some(to_committer);
-                deliveries.committer = Some(OffsetCommitter::new(
-                    source.consumer(),
-                    &config.topic,
-                    barrier_rx,
-                    config.commit_interval,
-                ));
-            }
-        }
-    }
-    let stats = match &job.input {
-        input if !job.side_inputs.is_empty() => {
-            let mut inputs = vec![(input, Arc::clone(&plan.input_schema))];
-            for (side, planned) in job.side_inputs.iter().zip(plan.side_inputs()) {
-                inputs.push((side, Arc::clone(&planned.input_schema)));
-            }
-            let mut merged = MergedInputs::open(&inputs, outputs, &dead_letter)?;
-            run_partitioned(
-                &plan,
-                &partitions,
-                || match stopped() {
-                    true => Ok(Some(InputEvent::Stop)),
-                    false => merged.next(&mut summary, &dead_letter),
-                },
-                |d| deliveries.deliver(d),
-            )?
-        }
-        JobInput::Kafka(config) => {
-            let Some(source) = kafka.as_mut() else {
-                return Err(VeloError::Execution("the Kafka source is not open".into()));
-            };
-            let input = KafkaInput {
-                config,
-                source,
-                barriers,
+            let readable: Vec<(&JobInput, SchemaRef)> =
+                streams.iter().copied().zip(schemas.cloned()).collect();
+            let mut inputs = StreamInputs::open(&readable, outputs, kafka, &dead_letter)?;
+            let run = StreamRun {
                 durable,
                 lease,
                 dead_letter: &dead_letter,
             };
-            run_kafka(
+            run_streams(
                 &plan,
                 partitions,
-                input,
+                &mut inputs,
+                run,
                 &mut deliveries,
                 &mut summary,
                 &stopped,
             )?
         }
-        JobInput::Upstream(name) => {
-            let mut batches = outputs.get(name).into_iter().flatten();
-            run_partitioned(
-                &plan,
-                &partitions,
-                || {
-                    Ok(batches.next().map(|b| {
-                        summary.records_in += b.num_rows() as u64;
-                        InputEvent::Batch(b.clone())
-                    }))
-                },
-                |d| deliveries.deliver(d),
-            )?
-        }
-        JobInput::File(config) => {
-            let mut source = FileSource::open(config.clone())?;
-            source.set_projection(&plan.input_schema);
-            let progress = progress_bar(options.progress, source.total_bytes());
-            if let Some(p) = &config.dead_letter_path {
-                lock(&dead_letter).open(p)?;
-            }
-            // A followed file is the last one: read the files one after another then.
-            let readers = if config.watch { 1 } else { config.readers };
-            let stats = std::thread::scope(|scope| {
-                let mut readers = FileReaders::start(scope, source, readers)?;
-                let mut queued: VecDeque<InputEvent> = VecDeque::new();
-                run_partitioned(
-                    &plan,
-                    &partitions,
-                    || {
-                        if let Some(event) = pending(&mut queued, stopped()) {
-                            return Ok(Some(event));
-                        }
-                        let Some((chunk, files)) = readers.next()? else {
-                            return Ok(None);
-                        };
-                        summary.records_in += chunk.batch.num_rows() as u64;
-                        record_bad(&mut summary, &dead_letter, &config.name, chunk.bad_records)?;
-                        if let Some(p) = &progress {
-                            p.inc(chunk.bytes);
-                            p.set_message(format!("{} rows", summary.records_in));
-                        }
-                        // The files being read are the watermark's input partitions.
-                        if let Some(files) = files {
-                            queued.push_back(InputEvent::Partitions(files));
-                        }
-                        queued.push_back(if chunk.batch.num_rows() == 0 {
-                            // A followed file is idle: make what was written so far visible.
-                            InputEvent::Idle
-                        } else {
-                            let rows = chunk.batch.num_rows();
-                            InputEvent::PartitionedBatch {
-                                batch: chunk.batch,
-                                runs: vec![PartitionRun {
-                                    partition: chunk.file as i32,
-                                    rows,
-                                }],
-                            }
-                        });
-                        Ok(queued.pop_front())
-                    },
-                    |d| deliveries.deliver(d),
-                )
-            })?;
-            if let Some(p) = progress {
-                p.finish_and_clear();
-            }
-            stats
-        }
     };
     let Deliveries {
         mut output,
-        mut committer,
+        mut committers,
         mut checkpoints,
         ..
     } = deliveries;
@@ -685,7 +625,7 @@ fn run_job(
         w.finish(output.sink.as_mut())?;
     }
     output.flush()?;
-    if let Some(c) = committer.as_mut() {
+    for c in &mut committers {
         c.commit(output.sink.as_mut())?;
     }
     lock(&dead_letter).flush()?;
@@ -704,4 +644,78 @@ fn run_job(
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok((summary, output.retained))
+}
+
+/// Runs a job over one file source (or a directory of files), read by parallel readers in
+/// file order: the files being read are the watermark's input partitions.
+#[allow(clippy::too_many_arguments)]
+fn run_file(
+    plan: &PlannedQuery,
+    partitions: &PartitionOptions,
+    config: &crate::connectors::file_source::FileSourceConfig,
+    options: &JobOptions,
+    summary: &mut JobSummary,
+    dead_letter: &Mutex<DeadLetterFile>,
+    deliveries: &mut Deliveries<'_>,
+    stopped: &dyn Fn() -> bool,
+) -> Result<crate::partition::PartitionStats> {
+    let mut source = FileSource::open(config.clone())?;
+    source.set_projection(&plan.input_schema);
+    let progress = progress_bar(options.progress, source.total_bytes());
+    if let Some(p) = &config.dead_letter_path {
+        lock(dead_letter).open(p)?;
+    }
+    // A followed file is the last one: read the files one after another then.
+    let readers = if config.watch { 1 } else { config.readers };
+    let stats = std::thread::scope(|scope| {
+        let mut readers = FileReaders::start(scope, source, readers)?;
+        let mut queued: VecDeque<InputEvent> = VecDeque::new();
+        run_partitioned(
+            plan,
+            partitions,
+            || {
+                if let Some(event) = queued.pop_front() {
+                    return Ok(Some(event));
+                }
+                if stopped() {
+                    return Ok(Some(InputEvent::Stop));
+                }
+                let Some((chunk, files)) = readers.next()? else {
+                    return Ok(None);
+                };
+                summary.records_in += chunk.batch.num_rows() as u64;
+                record_bad(summary, dead_letter, &config.name, chunk.bad_records)?;
+                if let Some(p) = &progress {
+                    p.inc(chunk.bytes);
+                    p.set_message(format!("{} rows", summary.records_in));
+                }
+                if let Some(files) = files {
+                    queued.push_back(InputEvent::Partitions {
+                        input: 0,
+                        ids: files,
+                    });
+                }
+                queued.push_back(if chunk.batch.num_rows() == 0 {
+                    // A followed file is idle: make what was written so far visible.
+                    InputEvent::Idle
+                } else {
+                    let rows = chunk.batch.num_rows();
+                    InputEvent::PartitionedBatch {
+                        input: 0,
+                        batch: chunk.batch,
+                        runs: vec![PartitionRun {
+                            partition: chunk.file as i32,
+                            rows,
+                        }],
+                    }
+                });
+                Ok(queued.pop_front())
+            },
+            |d| deliveries.deliver(d),
+        )
+    })?;
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    Ok(stats)
 }

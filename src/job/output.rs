@@ -131,8 +131,8 @@ pub(super) struct Deliveries<'a> {
     pub job: String,
     pub output: JobOutput,
     pub dead_letter: &'a Mutex<DeadLetterFile>,
-    /// At-least-once offset commits of a Kafka source without durable state.
-    pub committer: Option<OffsetCommitter>,
+    /// At-least-once offset commits of each Kafka input without durable state.
+    pub committers: Vec<OffsetCommitter>,
     /// Checkpoints of a Kafka job with durable state.
     pub checkpoints: Option<CheckpointWriter>,
 }
@@ -152,12 +152,13 @@ impl Deliveries<'_> {
                 id,
                 held_since,
                 max_event_time,
-            } => match self.committer.as_mut() {
-                Some(c) => {
-                    c.on_checkpoint(id, held_since, max_event_time, self.output.sink.as_mut())
+            } => {
+                // Each committer acts on its own input's barriers.
+                for c in &mut self.committers {
+                    c.on_checkpoint(id, held_since, max_event_time, self.output.sink.as_mut())?;
                 }
-                None => Ok(()),
-            },
+                Ok(())
+            }
             Delivery::Snapshot { epoch, partitions } => match self.checkpoints.as_mut() {
                 Some(w) => w.on_snapshot(epoch, partitions, self.output.sink.as_mut()),
                 None => Ok(()),

@@ -21,7 +21,7 @@ use crate::error::{Result, VeloError};
 use crate::exec::input::InputAdapter;
 use crate::exec::join::LookupTable;
 use crate::exec::shard::KeyShard;
-use crate::exec::snapshot::{OperatorState, PartitionStates, RestoredStates, CLOCK_STATE};
+use crate::exec::snapshot::{clock_state, OperatorState, PartitionStates, RestoredStates};
 use crate::exec::watermark::EventClock;
 use crate::sql::PlannedQuery;
 
@@ -70,8 +70,10 @@ pub fn default_partitions() -> usize {
 pub enum InputEvent {
     /// Records, in any schema the query's input adapter accepts.
     Batch(RecordBatch),
-    /// Records that come in runs from the source's partitions (`runs` covers the batch).
+    /// Records of stream input `input` that come in runs from its source's partitions (`runs`
+    /// covers the batch).
     PartitionedBatch {
+        input: usize,
         batch: RecordBatch,
         runs: Vec<PartitionRun>,
     },
@@ -85,9 +87,10 @@ pub enum InputEvent {
     /// A barrier: once every output of the input before it has been delivered, the output
     /// side receives `Delivery::Checkpoint` with this id (sources commit offsets on it).
     Checkpoint(u64),
-    /// The input partitions the source reads now (a Kafka assignment): each holds the
-    /// watermark back until it has sent data, so none is overtaken before it started.
-    Partitions(Vec<i32>),
+    /// The partitions stream input `input`'s source reads now (a Kafka assignment): each
+    /// holds that input's watermark back until it has sent data, so none is overtaken before
+    /// it started.
+    Partitions { input: usize, ids: Vec<i32> },
     /// A state checkpoint after the input before it: every worker snapshots its state and
     /// the output side receives `Delivery::Snapshot` with this epoch, after every output of
     /// that input.
@@ -109,8 +112,8 @@ pub(crate) struct CheckpointMark {
 #[derive(Debug, Clone)]
 pub(crate) struct SnapshotMark {
     pub epoch: u64,
-    /// The router's event clock (None: the query has no event time).
-    pub clock: Option<Arc<OperatorState>>,
+    /// The router's event clocks, by their state names (none: the query has no event time).
+    pub clocks: Vec<(String, Arc<OperatorState>)>,
 }
 
 /// What the output thread hands the sink, in order.
@@ -205,11 +208,13 @@ where
         for (index, worker) in workers.iter_mut().enumerate() {
             worker.restore(states, &KeyShard { index, count: n })?;
         }
-        if let (Some(clock), Some(state)) = (
-            inputs[0].clock.as_mut(),
-            states.get(CLOCK_STATE).and_then(|s| s.first()),
-        ) {
-            clock.restore(state)?;
+        for (k, input) in inputs.iter_mut().enumerate() {
+            if let (Some(clock), Some(state)) = (
+                input.clock.as_mut(),
+                states.get(&clock_state(k)).and_then(|s| s.first()),
+            ) {
+                clock.restore(state)?;
+            }
         }
     }
 
@@ -274,7 +279,7 @@ fn route_input<I>(
 where
     I: FnMut() -> Result<Option<InputEvent>>,
 {
-    // The latest event time of input 0 routed since the last checkpoint barrier.
+    // The latest event time of any input routed since the last checkpoint barrier.
     let mut segment_max: Option<i64> = None;
     while let Some(event) = next_input()? {
         let started = Instant::now();
@@ -286,23 +291,24 @@ where
                 let (batch, watermark) = observe(&mut inputs[0], &mut segment_max, batch)?;
                 (inputs[0].router.split(batch)?, watermark, false, None)
             }
-            InputEvent::PartitionedBatch { batch, runs } if batch.num_rows() > 0 => {
-                let (batch, watermark) = observe(&mut inputs[0], &mut segment_max, batch)?;
+            InputEvent::PartitionedBatch {
+                input: k,
+                batch,
+                runs,
+            } if batch.num_rows() > 0 => {
+                let routed = input_at(inputs, k)?;
+                let (batch, watermark) = observe(routed, &mut segment_max, batch)?;
+                input = k;
                 (
-                    inputs[0].router.split_runs(batch, &runs)?,
+                    routed.router.split_runs(batch, &runs)?,
                     watermark,
                     false,
                     None,
                 )
             }
             InputEvent::InputBatch { input: k, batch } if batch.num_rows() > 0 => {
-                let (routed, mut unmarked) = (input_at(inputs, k)?, None);
-                let segment = if k == 0 {
-                    &mut segment_max
-                } else {
-                    &mut unmarked
-                };
-                let (batch, watermark) = observe(routed, segment, batch)?;
+                let routed = input_at(inputs, k)?;
+                let (batch, watermark) = observe(routed, &mut segment_max, batch)?;
                 input = k;
                 (routed.router.split(batch)?, watermark, false, None)
             }
@@ -312,11 +318,13 @@ where
                 (nothing(), Some(i64::MAX), false, None)
             }
             InputEvent::Snapshot(epoch) => {
-                let clock = match inputs[0].clock.as_ref() {
-                    Some(c) => Some(Arc::new(c.snapshot()?)),
-                    None => None,
-                };
-                snapshot = Some(Box::new(SnapshotMark { epoch, clock }));
+                let mut clocks = Vec::new();
+                for (k, input) in inputs.iter().enumerate() {
+                    if let Some(c) = &input.clock {
+                        clocks.push((clock_state(k), Arc::new(c.snapshot()?)));
+                    }
+                }
+                snapshot = Some(Box::new(SnapshotMark { epoch, clocks }));
                 (nothing(), None, false, None)
             }
             InputEvent::Batch(_)
@@ -347,8 +355,8 @@ where
                 };
                 (nothing(), None, false, Some(mark))
             }
-            InputEvent::Partitions(ids) => {
-                if let Some(c) = &mut inputs[0].clock {
+            InputEvent::Partitions { input: k, ids } => {
+                if let Some(c) = &mut input_at(inputs, k)?.clock {
                     c.set_partitions(&ids);
                 }
                 continue;
@@ -481,8 +489,8 @@ where
                 let (_, partitions) = snapshot.get_or_insert_with(|| (mark.epoch, Vec::new()));
                 let mut states = states;
                 if partitions.is_empty() {
-                    if let Some(clock) = &mark.clock {
-                        states.push((CLOCK_STATE.to_string(), clock.as_ref().clone()));
+                    for (name, clock) in &mark.clocks {
+                        states.push((name.clone(), clock.as_ref().clone()));
                     }
                 }
                 partitions.push(states);

@@ -79,7 +79,7 @@ fn measure(
                     .unwrap_or_else(Instant::now);
                 thread.submit(Pending {
                     epoch,
-                    source: None,
+                    sources: Vec::new(),
                     output_committed: epoch.checked_sub(1),
                     partitions,
                     since,

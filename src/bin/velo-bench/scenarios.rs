@@ -275,8 +275,10 @@ pub fn run_engine(
     };
     // A keyed topic's partitions are declared first, as a Kafka assignment is: none of them
     // is overtaken by the watermark before it sends.
-    let declared = (workload.keyed_source > 0)
-        .then(|| InputEvent::Partitions((0..workload.keyed_source as i32).collect()));
+    let declared = (workload.keyed_source > 0).then(|| InputEvent::Partitions {
+        input: 0,
+        ids: (0..workload.keyed_source as i32).collect(),
+    });
     let mut declared = declared.into_iter();
     let mut next = events.iter();
     let mut output_rows = 0u64;
@@ -293,6 +295,7 @@ pub fn run_engine(
             }
             Ok(next.next().map(|(input, batch, run)| match (input, run) {
                 (0, Some(run)) => InputEvent::PartitionedBatch {
+                    input: 0,
                     batch: batch.clone(),
                     runs: vec![*run],
                 },

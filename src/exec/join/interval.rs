@@ -7,15 +7,20 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, Array, ArrayRef, Int64Array, UInt32Array};
-use arrow::compute::{interleave_record_batch, take_record_batch};
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::array::{
+    new_null_array, Array, ArrayRef, BooleanArray, Int64Array, Int8Array, UInt32Array,
+};
+use arrow::compute::{
+    concat_batches, filter_record_batch, interleave_record_batch, take_record_batch,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use arrow::row::{RowConverter, SortField};
 
 use crate::error::{Result, VeloError};
 use crate::exec::operator::{evaluate, evaluate_predicate, Operator};
-use crate::exec::snapshot::OperatorState;
+use crate::exec::shard::KeyShard;
+use crate::exec::snapshot::{column, counter_for, max_scalar, state_batch, OperatorState};
 use crate::exec::window::{event_times, LateRecords};
 use crate::sql::IntervalJoinPlan;
 
@@ -50,6 +55,11 @@ impl KeyRows {
         self.0
             .range(start..)
             .take_while(move |((t, _), _)| *t <= to)
+    }
+
+    fn get(&self, at: &(i64, u64)) -> Option<&Waiting> {
+        let i = self.0.partition_point(|(t, _)| t < at);
+        self.0.get(i).filter(|(t, _)| t == at).map(|(_, w)| w)
     }
 
     fn get_mut(&mut self, at: &(i64, u64)) -> Option<&mut Waiting> {
@@ -541,8 +551,117 @@ impl Operator for IntervalJoinOperator {
     }
 
     fn snapshot(&mut self) -> Result<Option<OperatorState>> {
-        Err(VeloError::Config(
-            "the state of a join of two streams cannot be checkpointed yet".into(),
-        ))
+        let parts = [self.waiting_rows(0)?, self.waiting_rows(1)?];
+        let rows = concat_batches(&parts[0].schema(), &parts)?;
+        let scalars = BTreeMap::from([
+            ("watermark_left".to_string(), self.watermarks[0]),
+            ("watermark_right".to_string(), self.watermarks[1]),
+            ("late".to_string(), self.late.count as i64),
+        ]);
+        Ok(Some(OperatorState { rows, scalars }))
+    }
+
+    fn restore(&mut self, states: &[OperatorState], shard: &KeyShard) -> Result<()> {
+        // Every partition heard the same watermarks.
+        self.watermarks = [
+            max_scalar(states, "watermark_left").unwrap_or(i64::MIN),
+            max_scalar(states, "watermark_right").unwrap_or(i64::MIN),
+        ];
+        self.late.count = counter_for(states, shard, "late");
+        let widths = [
+            self.plan.side_schemas[0].fields().len(),
+            self.plan.side_schemas[1].fields().len(),
+        ];
+        for state in states.iter().filter(|s| s.rows.num_rows() > 0) {
+            let sides: Int8Array = column(&state.rows, "_side", JOIN_STATE)?;
+            for side in 0..2 {
+                let mask =
+                    arrow::compute::kernels::cmp::eq(&sides, &Int8Array::new_scalar(side as i8))?;
+                let rows = filter_record_batch(&state.rows, &mask)?;
+                if rows.num_rows() == 0 {
+                    continue;
+                }
+                let start = STATE_COLUMNS + if side == 0 { 0 } else { widths[0] };
+                let own = RecordBatch::try_new_with_options(
+                    Arc::clone(&self.plan.side_schemas[side]),
+                    rows.columns()[start..start + widths[side]].to_vec(),
+                    &RecordBatchOptions::new().with_row_count(Some(rows.num_rows())),
+                )?;
+                let keys = self.plan.keys[side]
+                    .iter()
+                    .map(|k| evaluate(k, &own))
+                    .collect::<Result<Vec<ArrayRef>>>()?;
+                let owned = shard.owned(&keys, own.num_rows())?;
+                let own = filter_record_batch(&own, &owned)?;
+                let rows = filter_record_batch(&rows, &owned)?;
+                let times: Int64Array = column(&rows, "_time", JOIN_STATE)?;
+                let matched: BooleanArray = column(&rows, "_matched", JOIN_STATE)?;
+                let (encoded, _) = self.encode(side, &own)?;
+                let keep: Vec<Option<i64>> = times.values().iter().map(|t| Some(*t)).collect();
+                let matched: Vec<bool> = (0..matched.len()).map(|i| matched.value(i)).collect();
+                self.store(side, own, &encoded, &keep, &matched);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The join's name in checkpoint errors.
+const JOIN_STATE: &str = "the join of two streams";
+/// The columns before the sides' own in the join's checkpointed rows.
+const STATE_COLUMNS: usize = 3;
+
+impl IntervalJoinOperator {
+    /// `side`'s waiting rows in time order, as checkpoint rows: `_side`, `_time`, `_matched`,
+    /// then the left's columns and the right's (NULL for the other side's rows).
+    fn waiting_rows(&self, side: usize) -> Result<RecordBatch> {
+        let state = &self.sides[side];
+        let mut at = Vec::with_capacity(state.len());
+        let mut times = Vec::with_capacity(state.len());
+        let mut matched = Vec::with_capacity(state.len());
+        for (&(time, seq), &slot) in &state.by_time {
+            let Some(w) = state.keys[slot as usize].0.get(&(time, seq)) else {
+                return Err(VeloError::Execution(
+                    "a waiting row of the join is missing from its key".into(),
+                ));
+            };
+            at.push((w.batch, w.row));
+            times.push(time);
+            matched.push(w.matched);
+        }
+        let (ids, picks) = picks_of(&at);
+        let batches =
+            ids.iter()
+                .map(|b| {
+                    state.batches.get(b).map(|(batch, _)| batch).ok_or_else(|| {
+                        VeloError::Execution("a waiting row's batch is missing".into())
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+        let own = match picks.is_empty() {
+            true => RecordBatch::new_empty(Arc::clone(&self.plan.side_schemas[side])),
+            false => interleave_record_batch(&batches, &picks)?,
+        };
+        let n = own.num_rows();
+        let mut fields = vec![
+            Field::new("_side", DataType::Int8, false),
+            Field::new("_time", DataType::Int64, false),
+            Field::new("_matched", DataType::Boolean, false),
+        ];
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Int8Array::from_value(side as i8, n)),
+            Arc::new(Int64Array::from(times)),
+            Arc::new(BooleanArray::from(matched)),
+        ];
+        for (s, schema) in self.plan.side_schemas.iter().enumerate() {
+            for (i, f) in schema.fields().iter().enumerate() {
+                fields.push(Field::new(format!("{s}.{i}"), f.data_type().clone(), true));
+                columns.push(match s == side {
+                    true => Arc::clone(own.column(i)),
+                    false => new_null_array(f.data_type(), n),
+                });
+            }
+        }
+        Ok(state_batch(Arc::new(Schema::new(fields)), columns, n)?)
     }
 }
