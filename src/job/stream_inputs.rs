@@ -143,7 +143,7 @@ impl<'a> StreamInputs<'a> {
                     config,
                     schema,
                     source,
-                } => *source = Box::new(open_file(config, schema)?),
+                } => **source = open_file(config, schema)?,
                 Reader::Memory { next, .. } => *next = 0,
                 Reader::Kafka(_) => {}
             }
