@@ -80,6 +80,15 @@ pub(super) fn lower_query(
             "{WINDOW_START} and {WINDOW_END} exist only in a windowed query (add WINDOW TUMBLING(...))"
         )));
     }
+    // Each side of a join of two streams keeps a watermark per input partition.
+    let mut joins = false;
+    plan.apply(|n| {
+        joins |= matches!(n, LogicalPlan::Join(_));
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if joins {
+        used.insert("_partition".to_string());
+    }
     for spec in ctx.windows.values() {
         used.insert(
             spec.time_column
