@@ -80,15 +80,6 @@ pub(super) fn lower_query(
             "{WINDOW_START} and {WINDOW_END} exist only in a windowed query (add WINDOW TUMBLING(...))"
         )));
     }
-    // Each side of a join of two streams keeps a watermark per input partition.
-    let mut joins = false;
-    plan.apply(|n| {
-        joins |= matches!(n, LogicalPlan::Join(_));
-        Ok(TreeNodeRecursion::Continue)
-    })?;
-    if joins {
-        used.insert("_partition".to_string());
-    }
     for spec in ctx.windows.values() {
         used.insert(
             spec.time_column
@@ -368,8 +359,13 @@ impl<'a> Lowering<'a> {
         }
         // Only the columns the query uses, in table order.
         let scanned = scan.projected_schema.as_ref();
+        // A path with event time keeps a watermark per input partition (each side of a join
+        // of two streams has its own).
+        let wanted = |name: &String| {
+            self.used.contains(name) || self.time_column.is_some() && name == "_partition"
+        };
         let keep: Vec<usize> = (0..scanned.fields().len())
-            .filter(|&i| self.used.contains(scanned.field(i).name()))
+            .filter(|&i| wanted(scanned.field(i).name()))
             .collect();
         let rows = restrict_schema(scanned, &keep)?;
         let input_schema = Arc::new(rows.as_arrow().clone());
