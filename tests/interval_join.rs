@@ -168,6 +168,38 @@ proptest! {
         }
     }
 
+    /// Nexmark q5 in full: the keys with the most rows in each HOP window, a window's rows
+    /// joined with the maximum over that window's groups (an aggregate of the window's output,
+    /// keyed by `_window_end`, whose groups close with the watermark).
+    #[test]
+    fn the_top_keys_of_each_window_equal_the_batch_answer(
+        left in side(0),
+        batch_size in prop::sample::select(vec![1usize, 4, 64]),
+    ) {
+        let dir = tempfile::tempdir().expect("dir");
+        write(dir.path(), "l", &left);
+        write(dir.path(), "r", &Vec::new());
+        let counts = "SELECT k, COUNT(*) AS n, _window_start, _window_end FROM l \
+                      GROUP BY k, HOP(ts, INTERVAL '1' SECOND, INTERVAL '2' SECOND)";
+        let sql = format!(
+            "SELECT a.k, a.n, a._window_end FROM ({counts}) a JOIN (SELECT MAX(n) AS maxn, \
+             _window_end FROM ({counts}) c GROUP BY _window_end) m \
+             ON a._window_end = m._window_end AND a.n >= m.maxn"
+        );
+        // Each row is in the windows ending at the next two whole seconds.
+        let counts = "SELECT k, COUNT(*) AS n, we FROM (SELECT k, (ts / 1000) * 1000 + 1000 AS we \
+                      FROM l UNION ALL SELECT k, (ts / 1000) * 1000 + 2000 AS we FROM l) h GROUP BY k, we";
+        let batch_sql = format!(
+            "SELECT a.k, a.n, a.we FROM ({counts}) a JOIN (SELECT MAX(n) AS maxn, we FROM \
+             ({counts}) c GROUP BY we) m ON a.we = m.we AND a.n >= m.maxn"
+        );
+        let expected = oracle(&left, &Vec::new(), &batch_sql);
+        for partitions in [1, 2, 4] {
+            let actual = velostream(dir.path(), &sql, partitions, batch_size);
+            prop_assert_eq!(&actual, &expected, "at {} partitions", partitions);
+        }
+    }
+
     /// A checkpoint in the middle, restored at 1 or 2 partitions (each keeping its share of
     /// the keys), goes on to the same rows as a run without one.
     #[test]
@@ -429,4 +461,36 @@ fn a_row_behind_its_sides_watermark_is_late() {
     );
     let rest = out(processor.end_of_input().expect("end"));
     assert_eq!(rest, 1, "only row 1 comes out, NULL-padded");
+}
+
+/// q5's rows of a window come out once the watermark passes it, not at the end of the input:
+/// the aggregate over the window's output closes its groups with the watermark.
+#[test]
+fn the_top_keys_of_a_window_come_out_when_it_closes() {
+    let mut planner = QueryPlanner::new();
+    planner.register_source("l", schema()).expect("l");
+    let counts = "SELECT k, COUNT(*) AS n, _window_start, _window_end FROM l \
+                  GROUP BY k, TUMBLE(ts, INTERVAL '1' SECOND)";
+    let sql = format!(
+        "SELECT a.k, a.n, a._window_end FROM ({counts}) a JOIN (SELECT MAX(n) AS maxn, \
+         _window_end FROM ({counts}) c GROUP BY _window_end) m \
+         ON a._window_end = m._window_end AND a.n >= m.maxn \
+         WITH ('l.watermark.max_out_of_orderness' = '{DISORDER}ms')"
+    );
+    let plan = planner.plan_sql(&sql, "q").expect("plan");
+    let mut processor = QueryProcessor::new(plan).expect("processor");
+    // Both inputs read `l`: each row goes to both.
+    let mut step = |rows: &[(i64, Option<i64>, i64)]| {
+        let mut out = processor.process_batch_from(0, batch(rows)).expect("left");
+        out.extend(processor.process_batch_from(1, batch(rows)).expect("right"));
+        sorted_rows(&out)
+    };
+    let first = [(1, Some(1), 100), (2, Some(1), 200), (3, Some(2), 300)];
+    assert_eq!(step(&first), Vec::<String>::new(), "the window is open");
+    assert_eq!(step(&[(4, Some(2), 1200)]), Vec::<String>::new(), "the watermark is 900");
+    assert_eq!(
+        step(&[(5, Some(3), 1500)]),
+        vec!["1 | 2 | 1000".to_string()],
+        "the watermark passed 1000: key 1 had the most rows"
+    );
 }

@@ -7,6 +7,7 @@
 //! - With `'state.ttl'`, a group idle for the TTL is dropped (see `expiry`): EMIT FINAL emits
 //!   its final row then, EMIT CHANGES a delete of its key.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatchOptions};
@@ -152,6 +153,10 @@ pub struct GroupByAggregator {
     expiry: Option<Expiry>,
     /// Each input row's event time, for a TTL on event time.
     time_expr: Option<Arc<dyn PhysicalExpr>>,
+    /// The key that is the input's event time: a group closes once the watermark passes it.
+    closes_on: Option<usize>,
+    /// The times of the open groups (with `closes_on`).
+    open_times: BTreeSet<i64>,
 }
 
 impl GroupByAggregator {
@@ -171,7 +176,67 @@ impl GroupByAggregator {
             passing: Vec::new(),
             expiry: plan.ttl.map(Expiry::new),
             time_expr: plan.time_expr.clone(),
+            closes_on: plan.closes_on,
+            open_times: BTreeSet::new(),
         })
+    }
+
+    /// Keeps the groups `keep` marks; returns the snapshot rows of the others.
+    fn split_off(&mut self, keep: &BooleanArray) -> Result<RecordBatch> {
+        let rows = with_passing(&self.table.snapshot(&self.aggregates)?, &self.passing)?;
+        let kept = filter_record_batch(&rows, keep)?;
+        let gone = filter_record_batch(&rows, &arrow::compute::not(keep)?)?;
+        self.table = GroupTable::new(&self.aggregates, self.per_record)?;
+        self.table.restore(&self.aggregates, &kept)?;
+        self.passing = passing_of(&kept, "GROUP BY")?;
+        Ok(gone)
+    }
+
+    /// The output rows (final values) of the groups whose snapshot rows are `gone`.
+    fn final_rows(&self, gone: &RecordBatch) -> Result<RecordBatch> {
+        let mut done = GroupTable::new(&self.aggregates, self.per_record)?;
+        done.restore(&self.aggregates, gone)?;
+        let (mut columns, values) = done.evaluate_all()?;
+        columns.extend(values);
+        output_batch(&self.output_schema, columns, gone.num_rows())
+    }
+
+    /// Notes the times of a batch's groups (their key `at`) as open.
+    fn track_times(&mut self, keys: &[ArrayRef], at: usize) -> Result<()> {
+        let Some(key) = keys.get(at) else {
+            return Ok(());
+        };
+        let times = arrow::compute::cast(key, &DataType::Int64)?;
+        self.open_times
+            .extend(times.as_primitive::<Int64Type>().iter().flatten());
+        Ok(())
+    }
+
+    /// Emits (EMIT FINAL) and drops the groups whose time is before `watermark`: no row of
+    /// theirs is still to come.
+    fn close(&mut self, at: usize, watermark: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        if self.open_times.first().is_none_or(|t| *t >= watermark) {
+            return Ok(());
+        }
+        self.open_times = self.open_times.split_off(&watermark);
+        let rows = self.table.snapshot(&self.aggregates)?;
+        let times = arrow::compute::cast(rows.column(at), &DataType::Int64)?;
+        let keep: BooleanArray = times
+            .as_primitive::<Int64Type>()
+            .iter()
+            .map(|t| Some(t.is_none_or(|t| t >= watermark)))
+            .collect();
+        let gone = self.split_off(&keep)?;
+        if let Some(expiry) = self.expiry.as_mut() {
+            expiry.retain(&keep);
+        }
+        if !self.per_record {
+            let rows = apply_having(self.final_rows(&gone)?, self.having.as_ref())?;
+            if rows.num_rows() > 0 {
+                out.push(rows);
+            }
+        }
+        Ok(())
     }
 
     /// Records when the last update's groups were seen (`batch` is its input); on
@@ -216,18 +281,9 @@ impl GroupByAggregator {
         let Some(keep) = expiry.sweep(now) else {
             return Ok(());
         };
-        let rows = with_passing(&self.table.snapshot(&self.aggregates)?, &self.passing)?;
-        let kept = filter_record_batch(&rows, &keep)?;
-        let gone = filter_record_batch(&rows, &arrow::compute::not(&keep)?)?;
-        self.table = GroupTable::new(&self.aggregates, self.per_record)?;
-        self.table.restore(&self.aggregates, &kept)?;
-        self.passing = passing_of(&kept, "GROUP BY")?;
+        let gone = self.split_off(&keep)?;
         expiry.retain(&keep);
-        let mut idle = GroupTable::new(&self.aggregates, self.per_record)?;
-        idle.restore(&self.aggregates, &gone)?;
-        let (mut columns, values) = idle.evaluate_all()?;
-        columns.extend(values);
-        let rows = output_batch(&self.output_schema, columns, gone.num_rows())?;
+        let rows = self.final_rows(&gone)?;
         let rows = match (self.per_record, &self.having) {
             (false, having) => apply_having(rows, having.as_ref())?,
             // A key whose last row failed HAVING was already deleted downstream.
@@ -242,7 +298,7 @@ impl GroupByAggregator {
         };
         tracing::debug!(
             expired = gone.num_rows(),
-            kept = kept.num_rows(),
+            kept = self.table.len(),
             "state.ttl dropped idle groups"
         );
         if rows.num_rows() > 0 {
@@ -261,6 +317,9 @@ impl Operator for GroupByAggregator {
             .collect::<Result<Vec<_>>>()?;
         let inputs = self.aggregates.inputs(&batch)?;
         let n = batch.num_rows();
+        if let Some(at) = self.closes_on {
+            self.track_times(&key_columns, at)?;
+        }
         if !self.per_record {
             self.table.update(&key_columns, n, &inputs)?;
             return self.track_idle(&batch, out);
@@ -280,6 +339,9 @@ impl Operator for GroupByAggregator {
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        if let Some(at) = self.closes_on {
+            self.close(at, watermark, out)?;
+        }
         // The end of a bounded input moves the watermark to the end of time: the stream
         // ended, its keys did not go idle.
         if watermark == i64::MAX {
@@ -353,6 +415,9 @@ impl Operator for GroupByAggregator {
     }
 
     fn held_since(&self) -> Option<i64> {
+        if self.closes_on.is_some() {
+            return self.open_times.first().copied().filter(|_| !self.per_record);
+        }
         // EMIT FINAL without a window emits only at end of input: everything is held.
         (!self.per_record && !self.table.is_empty()).then_some(i64::MIN)
     }

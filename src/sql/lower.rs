@@ -171,6 +171,8 @@ pub(super) struct Lowering<'a> {
     /// True for a table's path: it runs whole before the stream, so it has no joins of its
     /// own and its aggregates emit once, at its end.
     pub table_side: bool,
+    /// The path's window aggregate is lowered: later aggregates group its rows.
+    window_lowered: bool,
 }
 
 impl<'a> Lowering<'a> {
@@ -191,6 +193,7 @@ impl<'a> Lowering<'a> {
             key_columns: Vec::new(),
             group_count: None,
             table_side: false,
+            window_lowered: false,
         }
     }
 
@@ -555,7 +558,17 @@ impl<'a> Lowering<'a> {
             }
             (None, _) => None,
         };
+        // The key that is the input's event time (a window's `_window_end` after it): such a
+        // group is complete once the watermark passes that time.
+        let closes_on = match (self.window_lowered, self.time_at) {
+            (true, Some(at)) => agg.group_expr.iter().position(|e| {
+                matches!(e, Expr::Column(c) if input.index_of_column(c).ok() == Some(at))
+            }),
+            _ => None,
+        };
         let window = match (&self.window, &time_expr) {
+            // A path is windowed once; an aggregate after the window groups its rows.
+            _ if self.window_lowered => None,
             (Some(spec), Some(time_expr)) => {
                 let key_position = |name: &str| {
                     agg.group_expr
@@ -583,8 +596,10 @@ impl<'a> Lowering<'a> {
             }
             _ => None,
         };
-        // A window's rows carry their event time as `_window_end`.
-        self.time_at = window.as_ref().map(|w| w.end_key);
+        // A window's rows carry their event time as `_window_end`, and so do the groups of
+        // an aggregate keyed by it.
+        self.time_at = window.as_ref().map(|w| w.end_key).or(closes_on);
+        self.window_lowered |= window.is_some();
         self.stages.push(PlanStage::Aggregate(AggregatePlan {
             group_exprs,
             aggregates,
@@ -593,6 +608,7 @@ impl<'a> Lowering<'a> {
             output_schema: Arc::new(agg.schema.as_arrow().clone()),
             emit: self.emit,
             window,
+            closes_on,
             ttl: self.ttl,
             time_expr,
         }));

@@ -252,6 +252,9 @@ pub struct AggregatePlan {
     pub emit: EmitMode,
     /// The window, for a windowed aggregate.
     pub window: Option<WindowPlan>,
+    /// The group key that is the input's event time (`_window_end` after a window): a group
+    /// comes out, final, once the watermark passes it.
+    pub closes_on: Option<usize>,
     /// `'state.ttl'`: how long a key with no records is kept (GROUP BY without a window).
     pub ttl: Option<crate::sql::StateTtl>,
     /// The event time of an input row, for a TTL on event time.
