@@ -487,7 +487,11 @@ fn the_top_keys_of_a_window_come_out_when_it_closes() {
     };
     let first = [(1, Some(1), 100), (2, Some(1), 200), (3, Some(2), 300)];
     assert_eq!(step(&first), Vec::<String>::new(), "the window is open");
-    assert_eq!(step(&[(4, Some(2), 1200)]), Vec::<String>::new(), "the watermark is 900");
+    assert_eq!(
+        step(&[(4, Some(2), 1200)]),
+        Vec::<String>::new(),
+        "the watermark is 900"
+    );
     assert_eq!(
         step(&[(5, Some(3), 1500)]),
         vec!["1 | 2 | 1000".to_string()],

@@ -416,7 +416,11 @@ impl Operator for GroupByAggregator {
 
     fn held_since(&self) -> Option<i64> {
         if self.closes_on.is_some() {
-            return self.open_times.first().copied().filter(|_| !self.per_record);
+            return self
+                .open_times
+                .first()
+                .copied()
+                .filter(|_| !self.per_record);
         }
         // EMIT FINAL without a window emits only at end of input: everything is held.
         (!self.per_record && !self.table.is_empty()).then_some(i64::MIN)

@@ -597,7 +597,11 @@ fn run_job(
             }
             let readable: Vec<(&JobInput, SchemaRef)> =
                 streams.iter().copied().zip(schemas.cloned()).collect();
-            let mut inputs = StreamInputs::open(&readable, outputs, kafka, &dead_letter)?;
+            let times: Vec<_> = std::iter::once(&plan.watermark)
+                .chain(plan.side_inputs().iter().map(|s| &s.watermark))
+                .map(|w| w.as_ref().map(|w| Arc::clone(&w.time_expr)))
+                .collect();
+            let mut inputs = StreamInputs::open(&readable, &times, outputs, kafka, &dead_letter)?;
             let run = StreamRun {
                 durable,
                 lease,

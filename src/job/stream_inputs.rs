@@ -1,5 +1,6 @@
 //! A job's stream inputs as one source of pipeline events: files, earlier statements' output
-//! and Kafka topics, mixed. They are read in turn, a batch from each that has one, so the order
+//! and Kafka topics, mixed. Bounded inputs with event time are read furthest-behind first (the
+//! input whose latest event time is earliest), others in turn, a batch at a time, so the order
 //! is fixed for given bounded inputs and batch sizes. Each batch is tagged with its input; an
 //! input that ends says so, and the others go on.
 //!
@@ -10,11 +11,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::Sender;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use datafusion::physical_expr::PhysicalExpr;
 
 use super::durable::CheckpointTrigger;
 use super::inputs::JobInput;
@@ -24,6 +26,7 @@ use super::JobSummary;
 use crate::connectors::file_source::{FileSource, FileSourceConfig};
 use crate::connectors::kafka::KafkaSource;
 use crate::error::Result;
+use crate::exec::window::event_times;
 use crate::partition::InputEvent;
 
 /// How long a poll of Kafka waits for a first message when no input had data last round.
@@ -71,18 +74,35 @@ pub(super) struct StreamInputs<'a> {
     busy: bool,
     /// The last commit barrier's id, over every Kafka input.
     barrier: u64,
+    /// Bounded inputs only: each input's event time (over its columns) and the latest read so
+    /// far. The input furthest behind is read next, so a join's sides advance together and its
+    /// state holds what the bound asks, not the difference in the inputs' reading speed.
+    aligned: Option<Vec<(SchemaRef, Arc<dyn PhysicalExpr>, Option<i64>)>>,
 }
 
 impl<'a> StreamInputs<'a> {
     /// Opens `inputs` (input 0 first), each reading the columns of its schema; the outputs of
     /// earlier statements are in `outputs`, and Kafka inputs come open in `kafka` (in input
     /// order).
+    /// `times` holds each input's event time over its columns, where it has one.
     pub(super) fn open(
         inputs: &[(&JobInput, SchemaRef)],
+        times: &[Option<Arc<dyn PhysicalExpr>>],
         outputs: &'a BTreeMap<String, Vec<RecordBatch>>,
         mut kafka: Vec<KafkaReader>,
         dead_letter: &Mutex<DeadLetterFile>,
     ) -> Result<Self> {
+        let aligned = (kafka.is_empty() && inputs.len() > 1)
+            .then(|| {
+                inputs
+                    .iter()
+                    .zip(times)
+                    .map(|((_, schema), time)| {
+                        time.clone().map(|t| (SchemaRef::clone(schema), t, None))
+                    })
+                    .collect::<Option<Vec<_>>>()
+            })
+            .flatten();
         kafka.reverse();
         let mut readers = Vec::with_capacity(inputs.len());
         for (input, schema) in inputs {
@@ -120,6 +140,7 @@ impl<'a> StreamInputs<'a> {
             queued: VecDeque::new(),
             busy: false,
             barrier: 0,
+            aligned,
         })
     }
 
@@ -137,6 +158,9 @@ impl<'a> StreamInputs<'a> {
         self.queued.clear();
         self.next = 0;
         self.ended.fill(false);
+        for (_, _, latest) in self.aligned.iter_mut().flatten() {
+            *latest = None;
+        }
         for reader in &mut self.readers {
             match reader {
                 Reader::File {
@@ -176,7 +200,7 @@ impl<'a> StreamInputs<'a> {
             return Ok(Some(event));
         }
         while self.ended.iter().any(|e| !e) {
-            let input = self.next;
+            let input = self.furthest_behind().unwrap_or(self.next);
             self.next = (input + 1) % self.readers.len();
             if input == 0 {
                 self.busy = false;
@@ -219,6 +243,7 @@ impl<'a> StreamInputs<'a> {
             match batch {
                 Some(batch) => {
                     self.busy = true;
+                    self.note_time(input, &batch);
                     summary.records_in += batch.num_rows() as u64;
                     return Ok(Some(InputEvent::InputBatch { input, batch }));
                 }
@@ -229,6 +254,37 @@ impl<'a> StreamInputs<'a> {
             }
         }
         Ok(None)
+    }
+
+    /// With aligned reading: the input not ended whose latest event time is earliest (one
+    /// with none read yet first).
+    fn furthest_behind(&self) -> Option<usize> {
+        let aligned = self.aligned.as_ref()?;
+        aligned
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| !self.ended[*k])
+            .min_by_key(|(_, (_, _, latest))| latest.unwrap_or(i64::MIN))
+            .map(|(k, _)| k)
+    }
+
+    /// Advances input `input`'s latest event time over `batch`; reading goes back to turns
+    /// when its times cannot be read (a batch in other columns than planned).
+    fn note_time(&mut self, input: usize, batch: &RecordBatch) {
+        let Some(aligned) = self.aligned.as_mut() else {
+            return;
+        };
+        let (schema, time, latest) = &mut aligned[input];
+        let max = match batch.schema().fields() == schema.fields() {
+            true => event_times(time, batch)
+                .ok()
+                .and_then(|t| arrow::compute::max(&t)),
+            false => None,
+        };
+        match max {
+            Some(t) => *latest = Some(latest.map_or(t, |l| l.max(t))),
+            None => self.aligned = None,
+        }
     }
 
     /// Polls Kafka input `input` once, queueing its assignment change, its batch (or Idle) and
@@ -302,4 +358,79 @@ fn open_file(config: &FileSourceConfig, schema: &SchemaRef) -> Result<FileSource
     let mut source = FileSource::open(config.clone())?;
     source.set_projection(schema);
     Ok(source)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+
+    /// Batches of one `ts` column, one batch per list of times.
+    fn batches(times: &[&[i64]]) -> Vec<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![Field::new("ts", DataType::Int64, true)]));
+        times
+            .iter()
+            .map(|t| {
+                let column = Arc::new(Int64Array::from(t.to_vec()));
+                RecordBatch::try_new(Arc::clone(&schema), vec![column]).expect("batch")
+            })
+            .collect()
+    }
+
+    /// The inputs of every event, in order: a batch's input, or an end's (as `end k`).
+    fn order(outputs: &BTreeMap<String, Vec<RecordBatch>>, timed: bool) -> Vec<String> {
+        let (a, b) = (
+            JobInput::Upstream("a".into()),
+            JobInput::Upstream("b".into()),
+        );
+        let schema = outputs["a"][0].schema();
+        let inputs = [(&a, Arc::clone(&schema)), (&b, schema)];
+        let time: Arc<dyn PhysicalExpr> = Arc::new(Column::new("ts", 0));
+        let times = vec![timed.then(|| Arc::clone(&time)); 2];
+        let dead_letter = Mutex::new(DeadLetterFile::default());
+        let mut streams =
+            StreamInputs::open(&inputs, &times, outputs, Vec::new(), &dead_letter).expect("open");
+        let mut summary = JobSummary::default();
+        let mut seen = Vec::new();
+        while let Some(event) = streams
+            .next(&mut summary, &dead_letter, None, &mut None)
+            .expect("next")
+        {
+            seen.push(match event {
+                InputEvent::InputBatch { input, batch } => {
+                    let ts = batch.column(0).as_any().downcast_ref::<Int64Array>();
+                    format!("{input}@{}", ts.map_or(-1, |t| t.value(0)))
+                }
+                InputEvent::InputEnded(k) => format!("end {k}"),
+                _ => "other".into(),
+            });
+        }
+        seen
+    }
+
+    #[test]
+    fn bounded_inputs_are_read_furthest_behind_first() {
+        // Input a moves 10 s a batch, input b 1 s: b is read until it catches up with a.
+        let outputs = BTreeMap::from([
+            ("a".to_string(), batches(&[&[0, 10_000], &[20_000]])),
+            (
+                "b".to_string(),
+                batches(&[&[0], &[5_000], &[12_000], &[30_000]]),
+            ),
+        ]);
+        assert_eq!(
+            order(&outputs, true),
+            ["0@0", "1@0", "1@5000", "1@12000", "0@20000", "1@30000", "end 0", "end 1"]
+        );
+        // Without event time, they take turns.
+        assert_eq!(
+            order(&outputs, false),
+            ["0@0", "1@0", "0@20000", "1@5000", "end 0", "1@12000", "1@30000", "end 1"]
+        );
+    }
 }

@@ -561,9 +561,9 @@ impl<'a> Lowering<'a> {
         // The key that is the input's event time (a window's `_window_end` after it): such a
         // group is complete once the watermark passes that time.
         let closes_on = match (self.window_lowered, self.time_at) {
-            (true, Some(at)) => agg.group_expr.iter().position(|e| {
-                matches!(e, Expr::Column(c) if input.index_of_column(c).ok() == Some(at))
-            }),
+            (true, Some(at)) => agg.group_expr.iter().position(
+                |e| matches!(e, Expr::Column(c) if input.index_of_column(c).ok() == Some(at)),
+            ),
             _ => None,
         };
         let window = match (&self.window, &time_expr) {
