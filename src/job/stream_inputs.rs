@@ -77,8 +77,11 @@ pub(super) struct StreamInputs<'a> {
     /// Bounded inputs only: each input's event time (over its columns) and the latest read so
     /// far. The input furthest behind is read next, so a join's sides advance together and its
     /// state holds what the bound asks, not the difference in the inputs' reading speed.
-    aligned: Option<Vec<(SchemaRef, Arc<dyn PhysicalExpr>, Option<i64>)>>,
+    aligned: Option<Vec<ReadTime>>,
 }
+
+/// A bounded input's event time over its columns, and the latest read so far.
+type ReadTime = (SchemaRef, Arc<dyn PhysicalExpr>, Option<i64>);
 
 impl<'a> StreamInputs<'a> {
     /// Opens `inputs` (input 0 first), each reading the columns of its schema; the outputs of
