@@ -93,16 +93,50 @@ impl Stream {
     }
 
     /// The `CREATE STREAM` an end-to-end script needs before its query (None: inferred).
-    pub fn declaration(self) -> Option<&'static str> {
+    pub fn declaration(self) -> Option<String> {
         match self {
-            Stream::Trades | Stream::Person | Stream::Auction | Stream::Symbols => None,
+            Stream::Trades | Stream::Symbols => None,
             // Inference would read date_time as text; the declaration keeps it a timestamp.
             Stream::Bid => Some(
                 "CREATE STREAM bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, \
-                 url VARCHAR, date_time TIMESTAMP, extra VARCHAR);\n",
+                 url VARCHAR, date_time TIMESTAMP, extra VARCHAR);\n"
+                    .to_string(),
             ),
+            // The engine-only batches carry `_event_time`; a file's comes from date_time.
+            Stream::Person | Stream::Auction => {
+                let schema = file_schema(self);
+                let columns: Vec<String> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        let sql = match f.data_type() {
+                            DataType::Int64 => "BIGINT",
+                            DataType::Timestamp(_, _) => "TIMESTAMP",
+                            _ => "VARCHAR",
+                        };
+                        format!("{} {sql}", f.name())
+                    })
+                    .collect();
+                let name = self.source_name();
+                Some(format!(
+                    "CREATE STREAM {name} ({}) WITH ('{name}.event.time.field' = 'date_time');\n",
+                    columns.join(", ")
+                ))
+            }
         }
     }
+}
+
+/// The columns of `stream`'s file form: its batches' without `_event_time`.
+fn file_schema(stream: Stream) -> SchemaRef {
+    let schema = stream.schema();
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != "_event_time")
+        .cloned()
+        .collect();
+    Arc::new(Schema::new(fields))
 }
 
 /// One trade.
@@ -382,11 +416,27 @@ pub fn write_records(
 ) -> BenchResult<()> {
     match stream {
         Stream::Person | Stream::Auction | Stream::Symbols => {
-            return Err(format!(
-                "the {} stream has no file form yet: its scenarios run engine-only",
-                stream.source_name()
-            )
-            .into())
+            let schema = file_schema(stream);
+            let rows: Vec<RecordBatch> = batches(stream, rows, keys, seed, 8192)?
+                .into_iter()
+                .map(|b| b.project(&(0..schema.fields().len()).collect::<Vec<_>>()))
+                .collect::<Result<_, _>>()?;
+            match format {
+                Format::Csv => {
+                    let mut writer = arrow::csv::WriterBuilder::new()
+                        .with_header(true)
+                        .with_timestamp_format("%Y-%m-%dT%H:%M:%S%.3f".to_string())
+                        .build(&mut *out);
+                    for batch in &rows {
+                        writer.write(batch)?;
+                    }
+                }
+                Format::Jsonl => {
+                    let mut writer = arrow::json::LineDelimitedWriter::new(&mut *out);
+                    writer.write_batches(&rows.iter().collect::<Vec<_>>())?;
+                    writer.finish()?;
+                }
+            }
         }
         Stream::Trades => {
             let names = symbol_names(keys);

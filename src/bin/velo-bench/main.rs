@@ -308,36 +308,22 @@ fn run(plan: RunPlan) -> BenchResult<()> {
     };
     std::fs::create_dir_all(&dir)?;
     if modes.contains(&Mode::E2e) {
-        let mut streams: Vec<Stream> = selected
+        let mut streams: Vec<(Stream, u64)> = selected
             .iter()
-            .filter(|s| s.side.is_none() && s.table.is_none())
-            .map(|s| s.stream)
+            .flat_map(|s| scenarios::inputs_of(s, workload.rows))
             .collect();
+        streams.sort_by_key(|(s, rows)| (s.source_name(), *rows));
         streams.dedup();
-        for stream in streams {
-            let path = scenarios::input_path(&dir, stream, format);
+        for (stream, rows) in streams {
+            let path = scenarios::input_path(&dir, stream, rows, format);
             eprintln!("generating {}", path.display());
-            generators::write_file(
-                stream,
-                workload.rows,
-                workload.keys,
-                format,
-                workload.seed,
-                &path,
-            )?;
+            generators::write_file(stream, rows, workload.keys, format, workload.seed, &path)?;
         }
     }
     let mut results = Vec::new();
     let outcome = (|| -> BenchResult<()> {
         for scenario in &selected {
             for &m in modes {
-                if m == Mode::E2e && (scenario.side.is_some() || scenario.table.is_some()) {
-                    eprintln!(
-                        "{} runs engine-only for now: no end-to-end run",
-                        scenario.name
-                    );
-                    continue;
-                }
                 for &w in widths {
                     let mut best: Option<RunResult> = None;
                     for attempt in 1..=repeat.max(1) {
@@ -514,7 +500,7 @@ fn dispatch(args: Args) -> BenchResult<()> {
             let result = match mode {
                 Mode::E2e => {
                     let dir = workdir.ok_or("an end-to-end run needs --workdir")?;
-                    scenarios::run_e2e(scenario, partitions, &dir, format)?
+                    scenarios::run_e2e(scenario, workload.rows, partitions, &dir, format)?
                 }
                 _ => scenarios::run_engine(scenario, &workload.workload(), partitions)?,
             };

@@ -430,33 +430,56 @@ fn keyed_topic(
 }
 
 /// The file an end-to-end run of `stream` reads, under `dir`.
-pub fn input_path(dir: &Path, stream: Stream, format: Format) -> std::path::PathBuf {
-    dir.join(format!("{}.{}", stream.source_name(), format.extension()))
+pub fn input_path(dir: &Path, stream: Stream, rows: u64, format: Format) -> std::path::PathBuf {
+    dir.join(format!(
+        "{}.{rows}.{}",
+        stream.source_name(),
+        format.extension()
+    ))
+}
+
+/// The streams a scenario reads, each with its row count: its stream, the second input
+/// beside it (over the same Nexmark events) and its table.
+pub fn inputs_of(scenario: &Scenario, rows: u64) -> Vec<(Stream, u64)> {
+    let mut inputs = vec![(scenario.stream, rows)];
+    if let Some(side) = scenario.side {
+        inputs.push((
+            side,
+            crate::nexmark::rows_beside(scenario.stream, side, rows),
+        ));
+    }
+    if let Some(table) = scenario.table {
+        inputs.push((table, 0));
+    }
+    inputs.dedup();
+    inputs
 }
 
 /// End to end: plans the scenario as a script over the generated file and runs the job
 /// (decode → engine → JSON-lines file), timing the run.
 pub fn run_e2e(
     scenario: &Scenario,
+    workload_rows: u64,
     partitions: usize,
     dir: &Path,
     format: Format,
 ) -> BenchResult<RunResult> {
-    if scenario.side.is_some() || scenario.table.is_some() {
-        return Err(format!(
-            "'{}' runs engine-only for now (--mode engine)",
-            scenario.name
-        )
-        .into());
+    let mut source_paths = BTreeMap::new();
+    let mut declarations = String::new();
+    for (stream, rows) in inputs_of(scenario, workload_rows) {
+        let input = input_path(dir, stream, rows, format);
+        if !input.exists() {
+            return Err(format!("{} is missing (the parent generates it)", input.display()).into());
+        }
+        source_paths.insert(
+            stream.source_name().to_string(),
+            input.display().to_string(),
+        );
+        declarations.push_str(&stream.declaration().unwrap_or_default());
     }
-    let input = input_path(dir, scenario.stream, format);
-    if !input.exists() {
-        return Err(format!("{} is missing (the parent generates it)", input.display()).into());
-    }
-    let source = scenario.stream.source_name();
     let output = dir.join(format!("{}.p{partitions}.out.jsonl", scenario.name));
     let options = JobOptions {
-        source_paths: BTreeMap::from([(source.to_string(), input.display().to_string())]),
+        source_paths,
         output: Some(output.clone()),
         partitions,
         queue_depth: 0,
@@ -464,11 +487,7 @@ pub fn run_e2e(
         collect_output: false,
         ..Default::default()
     };
-    let script = format!(
-        "{}{}",
-        scenario.stream.declaration().unwrap_or(""),
-        scenario.sql
-    );
+    let script = format!("{declarations}{}", scenario.sql);
     let base_rss_kb = memory_kb("VmRSS");
     let cpu_before = cpu_seconds();
     let started = Instant::now();
