@@ -4,7 +4,7 @@
 //! have; a probe scans only the range of times the bound allows. An outer side's row that met
 //! no partner comes out NULL-padded at that moment, not later.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -32,72 +32,170 @@ struct Waiting {
     matched: bool,
 }
 
-/// A key's waiting rows in (event time, arrival number) order. Most keys hold a few rows that
-/// arrive in about time order, so a sorted deque beats a tree: appends at the back, evictions
-/// at the front.
+/// A waiting row's place in its key's order: (event time, arrival number).
+type At = (i64, u64);
+
+/// A key's waiting rows in (event time, arrival number) order. Most keys hold one row, kept
+/// inline (an eviction then touches no other memory), or a few that arrive in about time
+/// order, so a sorted deque beats a tree: appends at the back, evictions at the front.
 #[derive(Default)]
-struct KeyRows(VecDeque<((i64, u64), Waiting)>);
+enum KeyRows {
+    #[default]
+    Empty,
+    One(At, Waiting),
+    Many(VecDeque<(At, Waiting)>),
+}
 
 impl KeyRows {
-    fn insert(&mut self, at: (i64, u64), waiting: Waiting) {
-        match self.0.back() {
-            Some((last, _)) if *last > at => {
-                let i = self.0.partition_point(|(t, _)| *t < at);
-                self.0.insert(i, (at, waiting));
+    fn insert(&mut self, at: At, waiting: Waiting) {
+        match self {
+            KeyRows::Empty => *self = KeyRows::One(at, waiting),
+            KeyRows::One(first, w) => {
+                let mut rows = VecDeque::with_capacity(4);
+                rows.push_back((*first, *w));
+                let i = usize::from(*first < at);
+                rows.insert(i, (at, waiting));
+                *self = KeyRows::Many(rows);
             }
-            _ => self.0.push_back((at, waiting)),
+            KeyRows::Many(rows) => match rows.back() {
+                Some((last, _)) if *last > at => {
+                    let i = rows.partition_point(|(t, _)| *t < at);
+                    rows.insert(i, (at, waiting));
+                }
+                _ => rows.push_back((at, waiting)),
+            },
         }
     }
 
     /// The rows with times in `from..=to`.
-    fn range(&self, from: i64, to: i64) -> impl Iterator<Item = &((i64, u64), Waiting)> {
-        let start = self.0.partition_point(|((t, _), _)| *t < from);
-        self.0
-            .range(start..)
+    fn range(&self, from: i64, to: i64) -> impl Iterator<Item = (&At, &Waiting)> {
+        let (one, many) = match self {
+            KeyRows::Empty => (None, None),
+            KeyRows::One(at, w) => (Some((at, w)), None),
+            KeyRows::Many(rows) => {
+                let start = rows.partition_point(|((t, _), _)| *t < from);
+                (None, Some(rows.range(start..).map(|(at, w)| (at, w))))
+            }
+        };
+        one.filter(|((t, _), _)| *t >= from)
+            .into_iter()
+            .chain(many.into_iter().flatten())
             .take_while(move |((t, _), _)| *t <= to)
     }
 
-    fn get(&self, at: &(i64, u64)) -> Option<&Waiting> {
-        let i = self.0.partition_point(|(t, _)| t < at);
-        self.0.get(i).filter(|(t, _)| t == at).map(|(_, w)| w)
+    fn position(rows: &VecDeque<(At, Waiting)>, at: &At) -> Option<usize> {
+        let i = rows.partition_point(|(t, _)| t < at);
+        rows.get(i).filter(|(t, _)| t == at).map(|_| i)
     }
 
-    fn get_mut(&mut self, at: &(i64, u64)) -> Option<&mut Waiting> {
-        let i = self.0.partition_point(|(t, _)| t < at);
-        self.0.get_mut(i).filter(|(t, _)| t == at).map(|(_, w)| w)
-    }
-
-    fn remove(&mut self, at: &(i64, u64)) -> Option<Waiting> {
-        if self.0.front().is_some_and(|(t, _)| t == at) {
-            return self.0.pop_front().map(|(_, w)| w);
+    fn get(&self, at: &At) -> Option<&Waiting> {
+        match self {
+            KeyRows::One(t, w) if t == at => Some(w),
+            KeyRows::Many(rows) => Self::position(rows, at).map(|i| &rows[i].1),
+            _ => None,
         }
-        let i = self.0.partition_point(|(t, _)| t < at);
-        match self.0.get(i) {
-            Some((t, _)) if t == at => self.0.remove(i).map(|(_, w)| w),
+    }
+
+    fn get_mut(&mut self, at: &At) -> Option<&mut Waiting> {
+        match self {
+            KeyRows::One(t, w) if t == at => Some(w),
+            KeyRows::Many(rows) => Self::position(rows, at).map(|i| &mut rows[i].1),
+            _ => None,
+        }
+    }
+
+    fn remove(&mut self, at: &At) -> Option<Waiting> {
+        match self {
+            KeyRows::One(t, w) if t == at => {
+                let w = *w;
+                *self = KeyRows::Empty;
+                Some(w)
+            }
+            KeyRows::Many(rows) => {
+                if rows.front().is_some_and(|(t, _)| t == at) {
+                    return rows.pop_front().map(|(_, w)| w);
+                }
+                let i = Self::position(rows, at)?;
+                rows.remove(i).map(|(_, w)| w)
+            }
             _ => None,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        match self {
+            KeyRows::Empty => true,
+            KeyRows::One(..) => false,
+            KeyRows::Many(rows) => rows.is_empty(),
+        }
+    }
+}
+
+/// The batches a side's waiting rows are in, by id (ids go up): each with how many of its rows
+/// still wait. Rows leave in about arrival order, so the batches go from the front.
+#[derive(Default)]
+struct Batches {
+    live: VecDeque<(RecordBatch, usize)>,
+    /// The id of the front batch.
+    first: u64,
+}
+
+impl Batches {
+    /// Keeps `batch`, of which `waiting` rows wait; returns its id.
+    fn push(&mut self, batch: RecordBatch, waiting: usize) -> u64 {
+        self.live.push_back((batch, waiting));
+        self.first + self.live.len() as u64 - 1
+    }
+
+    fn get(&self, id: u64) -> Option<&RecordBatch> {
+        let i = usize::try_from(id.checked_sub(self.first)?).ok()?;
+        self.live.get(i).map(|(batch, _)| batch)
+    }
+
+    /// One row of batch `id` stopped waiting.
+    fn release_row(&mut self, id: u64) {
+        let i = id
+            .checked_sub(self.first)
+            .and_then(|i| usize::try_from(i).ok());
+        if let Some((_, waiting)) = i.and_then(|i| self.live.get_mut(i)) {
+            *waiting = waiting.saturating_sub(1);
+        }
+    }
+
+    /// Drops the front batches none of whose rows wait.
+    fn drop_done(&mut self) {
+        while self.live.front().is_some_and(|(_, waiting)| *waiting == 0) {
+            self.live.pop_front();
+            self.first += 1;
+        }
     }
 }
 
 /// One side's waiting rows.
 #[derive(Default)]
 struct SideState {
-    /// The batches the waiting rows are in, with how many of their rows still wait.
-    batches: HashMap<u64, (RecordBatch, usize)>,
-    next_batch: u64,
-    /// Each key with waiting rows: its slot in `keys`.
-    slots: HashMap<Box<[u8]>, u32, ahash::RandomState>,
-    /// Per slot: the key's waiting rows, and the key (to let the slot go once it is empty).
-    keys: Vec<(KeyRows, Box<[u8]>)>,
+    /// The batches the waiting rows are in.
+    batches: Batches,
+    /// Each key with waiting rows, as its slot in `keys`, found by the key's hash. A slot is
+    /// dropped by its number and stored hash, without hashing or comparing the key again.
+    slots: hashbrown::HashTable<u32>,
+    /// Per slot: the key's waiting rows, the key and its hash. A freed slot keeps its buffers
+    /// for the next new key, so a steady stream of keys allocates nothing.
+    keys: Vec<KeySlot>,
     /// Slots free for the next new key.
     free: Vec<u32>,
     /// Every waiting row by (event time, arrival number), with its key's slot: eviction order.
     by_time: BTreeMap<(i64, u64), u32>,
     next_row: u64,
+    hasher: ahash::RandomState,
+}
+
+/// One key's waiting rows.
+#[derive(Default)]
+struct KeySlot {
+    rows: KeyRows,
+    key: Vec<u8>,
+    hash: u64,
 }
 
 impl SideState {
@@ -107,27 +205,44 @@ impl SideState {
 
     /// The waiting rows of `key`, if it has any.
     fn rows_of(&self, key: &[u8]) -> Option<(u32, &KeyRows)> {
-        let slot = *self.slots.get(key)?;
-        Some((slot, &self.keys[slot as usize].0))
+        let hash = self.hasher.hash_one(key);
+        let slot = *self
+            .slots
+            .find(hash, |s| self.keys[*s as usize].key == key)?;
+        Some((slot, &self.keys[slot as usize].rows))
     }
 
     /// The slot of `key`, taking a free one for a new key.
     fn slot_for(&mut self, key: &[u8]) -> u32 {
-        if let Some(slot) = self.slots.get(key) {
+        let hash = self.hasher.hash_one(key);
+        let keys = &self.keys;
+        if let Some(slot) = self.slots.find(hash, |s| keys[*s as usize].key == key) {
             return *slot;
         }
         let slot = match self.free.pop() {
-            Some(slot) => {
-                self.keys[slot as usize].1 = key.into();
-                slot
-            }
+            Some(slot) => slot,
             None => {
-                self.keys.push((KeyRows::default(), key.into()));
+                self.keys.push(KeySlot::default());
                 (self.keys.len() - 1) as u32
             }
         };
-        self.slots.insert(key.into(), slot);
+        let entry = &mut self.keys[slot as usize];
+        entry.key.clear();
+        entry.key.extend_from_slice(key);
+        entry.hash = hash;
+        let keys = &self.keys;
+        self.slots
+            .insert_unique(hash, slot, |s| keys[*s as usize].hash);
         slot
+    }
+
+    /// Lets `slot` go once its key has no waiting rows.
+    fn release(&mut self, slot: u32) {
+        let hash = self.keys[slot as usize].hash;
+        if let Ok(entry) = self.slots.find_entry(hash, |s| *s == slot) {
+            entry.remove();
+        }
+        self.free.push(slot);
     }
 }
 
@@ -227,7 +342,7 @@ impl IntervalJoinOperator {
         let batches =
             ids.iter()
                 .map(|b| {
-                    other.batches.get(b).map(|(batch, _)| batch).ok_or_else(|| {
+                    other.batches.get(*b).ok_or_else(|| {
                         VeloError::Execution("a waiting row's batch is missing".into())
                     })
                 })
@@ -360,7 +475,7 @@ impl IntervalJoinOperator {
             }
             let (row, slot, at) = pairs.partner_at[i];
             matched[row] = true;
-            if let Some(w) = self.sides[1 - side].keys[slot as usize].0.get_mut(&at) {
+            if let Some(w) = self.sides[1 - side].keys[slot as usize].rows.get_mut(&at) {
                 w.matched = true;
             }
         }
@@ -402,14 +517,13 @@ impl IntervalJoinOperator {
             return;
         }
         let state = &mut self.sides[side];
-        let id = state.next_batch;
-        state.next_batch += 1;
+        let id = state.batches.push(batch, count);
         for (row, time) in keep.iter().enumerate() {
             let Some(time) = time else { continue };
             let seq = state.next_row;
             state.next_row += 1;
             let slot = state.slot_for(keys.row(row).as_ref());
-            state.keys[slot as usize].0.insert(
+            state.keys[slot as usize].rows.insert(
                 (*time, seq),
                 Waiting {
                     batch: id,
@@ -419,7 +533,6 @@ impl IntervalJoinOperator {
             );
             state.by_time.insert((*time, seq), slot);
         }
-        state.batches.insert(id, (batch, count));
         let held = self.sides[0].len() + self.sides[1].len();
         self.peak_rows = self.peak_rows.max(held);
     }
@@ -434,34 +547,29 @@ impl IntervalJoinOperator {
                 break;
             }
             let (at, slot) = entry.remove_entry();
-            let (waiting, key) = &mut state.keys[slot as usize];
+            let waiting = &mut state.keys[slot as usize].rows;
             if let Some(w) = waiting.remove(&at) {
                 if !w.matched {
                     lone.push((w.batch, w.row));
                 }
-                if let Some((_, live)) = state.batches.get_mut(&w.batch) {
-                    *live -= 1;
-                }
+                state.batches.release_row(w.batch);
             }
             if waiting.is_empty() {
-                state.slots.remove(key.as_ref());
-                state.free.push(slot);
+                state.release(slot);
             }
         }
         if !self.plan.sides.keeps(side) || lone.is_empty() {
-            self.sides[side].batches.retain(|_, (_, live)| *live > 0);
+            self.sides[side].batches.drop_done();
             return Ok(());
         }
         {
             let (ids, picks) = picks_of(&lone);
-            let batches: Vec<&RecordBatch> = ids
-                .iter()
-                .filter_map(|b| state.batches.get(b).map(|(batch, _)| batch))
-                .collect();
+            let batches: Vec<&RecordBatch> =
+                ids.iter().filter_map(|b| state.batches.get(*b)).collect();
             let rows = interleave_record_batch(&batches, &picks)?;
             out.push(self.padded(side, rows)?);
         }
-        self.sides[side].batches.retain(|_, (_, live)| *live > 0);
+        self.sides[side].batches.drop_done();
         Ok(())
     }
 }
@@ -620,7 +728,7 @@ impl IntervalJoinOperator {
         let mut times = Vec::with_capacity(state.len());
         let mut matched = Vec::with_capacity(state.len());
         for (&(time, seq), &slot) in &state.by_time {
-            let Some(w) = state.keys[slot as usize].0.get(&(time, seq)) else {
+            let Some(w) = state.keys[slot as usize].rows.get(&(time, seq)) else {
                 return Err(VeloError::Execution(
                     "a waiting row of the join is missing from its key".into(),
                 ));
@@ -633,7 +741,7 @@ impl IntervalJoinOperator {
         let batches =
             ids.iter()
                 .map(|b| {
-                    state.batches.get(b).map(|(batch, _)| batch).ok_or_else(|| {
+                    state.batches.get(*b).ok_or_else(|| {
                         VeloError::Execution("a waiting row's batch is missing".into())
                     })
                 })
