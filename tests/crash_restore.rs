@@ -11,7 +11,7 @@ mod kafka_support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use kafka_support::{
@@ -71,17 +71,8 @@ fn kill_five_times(dir: &Path, bootstrap: &str) -> Child {
     server
 }
 
-fn stop(mut server: Child, dir: &Path) {
-    Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    let status = server.wait().expect("exits");
-    assert!(
-        status.success(),
-        "a drained server exits 0: {status}; log:\n{}",
-        log_of(dir)
-    );
+fn stop(server: Child, dir: &Path) {
+    kafka_support::stop_server(server, dir, "server");
 }
 
 /// The latest row of each key in the upsert output.

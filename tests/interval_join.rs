@@ -94,6 +94,27 @@ fn write(dir: &Path, name: &str, rows: &Side) {
     }
 }
 
+/// A folder with the sides as `l.jsonl` and `r.jsonl`.
+fn files(left: &Side, right: &Side) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("dir");
+    write(dir.path(), "l", left);
+    write(dir.path(), "r", right);
+    dir
+}
+
+/// The FULL interval join planned over `l` and `r`, each with the watermark's disorder.
+fn full_join_plan() -> velostream::sql::PlannedQuery {
+    let mut planner = QueryPlanner::new();
+    planner.register_source("l", schema()).expect("l");
+    planner.register_source("r", schema()).expect("r");
+    let sql = format!(
+        "{} WITH ('l.watermark.max_out_of_orderness' = '{DISORDER}ms', \
+         'r.watermark.max_out_of_orderness' = '{DISORDER}ms')",
+        query("FULL JOIN")
+    );
+    planner.plan_sql(&sql, "q").expect("plan")
+}
+
 fn velostream(dir: &Path, sql: &str, partitions: usize, batch_size: usize) -> Vec<String> {
     let declare = |name: &str| {
         format!(
@@ -121,9 +142,7 @@ proptest! {
         right in side(1000),
         batch_size in prop::sample::select(vec![1usize, 4, 64]),
     ) {
-        let dir = tempfile::tempdir().expect("dir");
-        write(dir.path(), "l", &left);
-        write(dir.path(), "r", &right);
+        let dir = files(&left, &right);
         for join in JOINS {
             let bounded = query(join);
             let unbounded = unbounded_query(join);
@@ -146,9 +165,7 @@ proptest! {
         right in side(1000),
         batch_size in prop::sample::select(vec![1usize, 4, 64]),
     ) {
-        let dir = tempfile::tempdir().expect("dir");
-        write(dir.path(), "l", &left);
-        write(dir.path(), "r", &right);
+        let dir = files(&left, &right);
         let on = format!("ON l.k = r.k AND r.ts BETWEEN l.ts + ({LOWER}) AND l.ts + {UPPER}");
         for (join, side) in [("JOIN", "l"), ("JOIN", "r"), ("LEFT JOIN", "l"), ("RIGHT JOIN", "r")] {
             let sql = format!(
@@ -176,9 +193,7 @@ proptest! {
         left in side(0),
         batch_size in prop::sample::select(vec![1usize, 4, 64]),
     ) {
-        let dir = tempfile::tempdir().expect("dir");
-        write(dir.path(), "l", &left);
-        write(dir.path(), "r", &Vec::new());
+        let dir = files(&left, &Vec::new());
         let counts = "SELECT k, COUNT(*) AS n, _window_start, _window_end FROM l \
                       GROUP BY k, HOP(ts, INTERVAL '1' SECOND, INTERVAL '2' SECOND)";
         let sql = format!(
@@ -209,15 +224,7 @@ proptest! {
         cut in 0usize..30,
         width in 1usize..=2,
     ) {
-        let mut planner = QueryPlanner::new();
-        planner.register_source("l", schema()).expect("l");
-        planner.register_source("r", schema()).expect("r");
-        let sql = format!(
-            "{} WITH ('l.watermark.max_out_of_orderness' = '{DISORDER}ms', \
-             'r.watermark.max_out_of_orderness' = '{DISORDER}ms')",
-            query("FULL JOIN")
-        );
-        let plan = planner.plan_sql(&sql, "q").expect("plan");
+        let plan = full_join_plan();
         // Each side's rows in batches of 3, alternating, as (side, rows).
         let steps: Vec<(usize, Side)> = left
             .chunks(3)
@@ -290,15 +297,7 @@ proptest! {
         left in side(0),
         right in side(1000),
     ) {
-        let mut planner = QueryPlanner::new();
-        planner.register_source("l", schema()).expect("l");
-        planner.register_source("r", schema()).expect("r");
-        let sql = format!(
-            "{} WITH ('l.watermark.max_out_of_orderness' = '{DISORDER}ms', \
-             'r.watermark.max_out_of_orderness' = '{DISORDER}ms')",
-            query("FULL JOIN")
-        );
-        let plan = planner.plan_sql(&sql, "q").expect("plan");
+        let plan = full_join_plan();
         let mut processor = QueryProcessor::new(plan).expect("processor");
         // Each side's rows one at a time, alternating; the watermark after each step is the
         // side's latest time minus the disorder.

@@ -13,7 +13,7 @@ mod kafka_support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -257,17 +257,8 @@ fn joins_survive_sigkills(kafka: Cluster) {
     });
 }
 
-fn stop(mut server: Child, dir: &Path) {
-    Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    let status = server.wait().expect("exits");
-    assert!(
-        status.success(),
-        "a drained server exits 0: {status}; log:\n{}",
-        log_of(dir)
-    );
+fn stop(server: Child, dir: &Path) {
+    kafka_support::stop_server(server, dir, "server");
 }
 
 /// A file and a topic in one query: the UNION ALL of orders read from a file and from Kafka

@@ -324,6 +324,20 @@ pub fn spawn_server(
         .expect("velo-sql starts")
 }
 
+/// Stops server `instance` of [`spawn_server`] with SIGTERM and checks it drained and exited 0.
+pub fn stop_server(mut server: std::process::Child, dir: &std::path::Path, instance: &str) {
+    std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    let status = server.wait().expect("exits");
+    assert!(
+        status.success(),
+        "a drained server exits 0: {status}; log:\n{}",
+        server_log(dir, instance)
+    );
+}
+
 /// What server `instance` of [`spawn_server`] logged so far.
 pub fn server_log(dir: &std::path::Path, instance: &str) -> String {
     std::fs::read_to_string(dir.join(format!("{instance}.log"))).unwrap_or_default()
