@@ -463,7 +463,8 @@ fn a_row_behind_its_sides_watermark_is_late() {
 }
 
 /// q5's rows of a window come out once the watermark passes it, not at the end of the input:
-/// the aggregate over the window's output closes its groups with the watermark.
+/// the aggregate over the window's output closes its groups with the watermark. The same holds
+/// across a checkpoint taken while the window is open.
 #[test]
 fn the_top_keys_of_a_window_come_out_when_it_closes() {
     let mut planner = QueryPlanner::new();
@@ -477,23 +478,42 @@ fn the_top_keys_of_a_window_come_out_when_it_closes() {
          WITH ('l.watermark.max_out_of_orderness' = '{DISORDER}ms')"
     );
     let plan = planner.plan_sql(&sql, "q").expect("plan");
-    let mut processor = QueryProcessor::new(plan).expect("processor");
     // Both inputs read `l`: each row goes to both.
-    let mut step = |rows: &[(i64, Option<i64>, i64)]| {
+    let step = |processor: &mut QueryProcessor, rows: &[(i64, Option<i64>, i64)]| {
         let mut out = processor.process_batch_from(0, batch(rows)).expect("left");
         out.extend(processor.process_batch_from(1, batch(rows)).expect("right"));
         sorted_rows(&out)
     };
-    let first = [(1, Some(1), 100), (2, Some(1), 200), (3, Some(2), 300)];
-    assert_eq!(step(&first), Vec::<String>::new(), "the window is open");
-    assert_eq!(
-        step(&[(4, Some(2), 1200)]),
-        Vec::<String>::new(),
-        "the watermark is 900"
-    );
-    assert_eq!(
-        step(&[(5, Some(3), 1500)]),
-        vec!["1 | 2 | 1000".to_string()],
-        "the watermark passed 1000: key 1 had the most rows"
-    );
+    for restored in [false, true] {
+        let mut processor = QueryProcessor::new(plan.clone()).expect("processor");
+        let first = [(1, Some(1), 100), (2, Some(1), 200), (3, Some(2), 300)];
+        assert_eq!(
+            step(&mut processor, &first),
+            Vec::<String>::new(),
+            "the window is open"
+        );
+        // The watermark reaches 1000: the window's counts come out, and their maximum waits
+        // for a watermark past 1000 (a row at exactly 1000 could still come).
+        let second = [(4, Some(2), 1300)];
+        assert_eq!(
+            step(&mut processor, &second),
+            Vec::<String>::new(),
+            "the watermark is 1000"
+        );
+        if restored {
+            let mut states = std::collections::BTreeMap::<String, Vec<_>>::new();
+            for (name, state) in processor.snapshot().expect("snapshot") {
+                states.entry(name).or_default().push(state);
+            }
+            processor = QueryProcessor::new(plan.clone()).expect("processor");
+            processor
+                .restore(&states, &KeyShard::whole())
+                .expect("restore");
+        }
+        assert_eq!(
+            step(&mut processor, &[(5, Some(3), 1500)]),
+            vec!["1 | 2 | 1000".to_string()],
+            "the watermark passed 1000: key 1 had the most rows (restored: {restored})"
+        );
+    }
 }

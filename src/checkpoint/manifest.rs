@@ -290,6 +290,23 @@ mod tests {
         assert!(Manifest::decode(b"{\"manifest\":").is_err(), "torn");
     }
 
+    /// A checkpoint written before jobs read several topics has one `source`: it reads as a
+    /// list of one.
+    #[test]
+    fn a_format_1_manifest_with_one_source_still_reads() {
+        let m = manifest();
+        let mut body = m.to_json();
+        let sources = body["sources"].clone();
+        let object = body.as_object_mut().expect("an object");
+        object.remove("sources");
+        object.insert("source".into(), sources[0].clone());
+        object.insert("version".into(), json!(SINGLE_SOURCE_VERSION));
+        let text = body.to_string();
+        let wrapped = json!({ "manifest": body, "checksum": checksum(text.as_bytes()) });
+        let bytes = serde_json::to_vec(&wrapped).expect("json");
+        assert_eq!(Manifest::decode(&bytes).expect("decode"), m);
+    }
+
     #[test]
     fn a_plan_change_names_the_part_that_changed() {
         let old = manifest().plan;

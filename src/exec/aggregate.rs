@@ -411,6 +411,9 @@ impl Operator for GroupByAggregator {
         if let Some(expiry) = self.expiry.as_mut() {
             expiry.restore(&rows);
         }
+        if let Some(at) = self.closes_on {
+            self.track_times(&rows.columns()[..key_count], at)?;
+        }
         Ok(())
     }
 
