@@ -1,6 +1,7 @@
 //! A job's stream inputs as one source of pipeline events: files, earlier statements' output
 //! and Kafka topics, mixed. Bounded inputs with event time are read furthest-behind first (the
-//! input whose latest event time is earliest), others in turn, a batch at a time, so the order
+//! input whose latest event time is earliest); otherwise (a topic or a followed file among
+//! them, or an input without event time) in turn, a batch at a time, so the order
 //! is fixed for given bounded inputs and batch sizes. Each batch is tagged with its input; an
 //! input that ends says so, and the others go on.
 //!
@@ -95,7 +96,11 @@ impl<'a> StreamInputs<'a> {
         mut kafka: Vec<KafkaReader>,
         dead_letter: &Mutex<DeadLetterFile>,
     ) -> Result<Self> {
-        let aligned = (kafka.is_empty() && inputs.len() > 1)
+        // A followed file may idle while behind: reading it first would starve the others.
+        let followed = inputs
+            .iter()
+            .any(|(input, _)| matches!(input, JobInput::File(c) if c.watch));
+        let aligned = (kafka.is_empty() && !followed && inputs.len() > 1)
             .then(|| {
                 inputs
                     .iter()
