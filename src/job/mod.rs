@@ -556,45 +556,7 @@ fn run_job(
         _ => {
             let schemas = std::iter::once(&plan.input_schema)
                 .chain(plan.side_inputs().iter().map(|s| &s.input_schema));
-            let mut kafka = Vec::new();
-            let mut consumers = Vec::new();
-            for (input, schema) in streams.iter().zip(schemas.clone()) {
-                let JobInput::Kafka(config) = input else {
-                    continue;
-                };
-                let mut source = KafkaSource::open(config.clone())?;
-                source.set_projection(schema);
-                consumers.push((config.topic.clone(), source.consumer()));
-                // Without durable state, each input commits its offsets as its barriers
-                // complete; with it, checkpoints commit them.
-                let barriers = match durable {
-                    Some(_) => None,
-                    None => {
-                        let (to_committer, barrier_rx) = std::sync::mpsc::channel::<Barrier>();
-                        deliveries.committers.push(OffsetCommitter::new(
-                            source.consumer(),
-                            &config.topic,
-                            barrier_rx,
-                            config.commit_interval,
-                        ));
-                        Some(to_committer)
-                    }
-                };
-                tracing::info!(job = %id, topic = %config.topic, "reading Kafka");
-                kafka.push(KafkaReader {
-                    name: config.name.clone(),
-                    source,
-                    slot: kafka.len(),
-                    barriers,
-                });
-            }
-            if let Some(state) = &durable {
-                deliveries.checkpoints = Some(CheckpointWriter::new(
-                    durable::open(&plan, state)?,
-                    &plan,
-                    consumers,
-                )?);
-            }
+            let kafka = open_kafka(&plan, &streams, durable.as_ref(), &mut deliveries)?;
             let readable: Vec<(&JobInput, SchemaRef)> =
                 streams.iter().copied().zip(schemas.cloned()).collect();
             let times: Vec<_> = std::iter::once(&plan.watermark)
@@ -722,4 +684,56 @@ fn run_file(
         p.finish_and_clear();
     }
     Ok(stats)
+}
+
+/// Opens each Kafka input of `streams` (in input order), with its committer (without durable
+/// state) or the job's checkpoint writer (with it) in `deliveries`.
+fn open_kafka(
+    plan: &PlannedQuery,
+    streams: &[&JobInput],
+    durable: Option<&StateOptions>,
+    deliveries: &mut Deliveries<'_>,
+) -> Result<Vec<KafkaReader>> {
+    let schemas = std::iter::once(&plan.input_schema)
+        .chain(plan.side_inputs().iter().map(|s| &s.input_schema));
+    let mut kafka = Vec::new();
+    let mut consumers = Vec::new();
+    for (input, schema) in streams.iter().zip(schemas) {
+        let JobInput::Kafka(config) = input else {
+            continue;
+        };
+        let mut source = KafkaSource::open(config.clone())?;
+        source.set_projection(schema);
+        consumers.push((config.topic.clone(), source.consumer()));
+        // Without durable state, each input commits its offsets as its barriers complete;
+        // with it, checkpoints commit them.
+        let barriers = match durable {
+            Some(_) => None,
+            None => {
+                let (to_committer, barrier_rx) = std::sync::mpsc::channel::<Barrier>();
+                deliveries.committers.push(OffsetCommitter::new(
+                    source.consumer(),
+                    &config.topic,
+                    barrier_rx,
+                    config.commit_interval,
+                ));
+                Some(to_committer)
+            }
+        };
+        tracing::info!(job = %plan.id, topic = %config.topic, "reading Kafka");
+        kafka.push(KafkaReader {
+            name: config.name.clone(),
+            source,
+            slot: kafka.len(),
+            barriers,
+        });
+    }
+    if let Some(state) = durable {
+        deliveries.checkpoints = Some(CheckpointWriter::new(
+            durable::open(plan, state)?,
+            plan,
+            consumers,
+        )?);
+    }
+    Ok(kafka)
 }

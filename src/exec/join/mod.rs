@@ -4,6 +4,7 @@
 
 pub mod interval;
 pub mod lookup;
+mod side_state;
 pub mod table;
 
 pub use interval::IntervalJoinOperator;
