@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use datafusion::common::{Column, DFSchema, DataFusionError};
 use datafusion::logical_expr::utils::split_conjunction;
-use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, Join, JoinType, Operator};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, ExprSchemable, Join, JoinType, LogicalPlan, Operator,
+};
 use datafusion::scalar::ScalarValue;
 
 use super::lower::{nullable, physical_expr, Lowering};
@@ -32,7 +34,7 @@ pub(super) fn time_bounds(join: &Join) -> Result<Option<TimeBounds>> {
     let window_ends: Vec<Expr> = join
         .on
         .iter()
-        .filter(|(l, r)| is_window_end(l) && is_window_end(r))
+        .filter(|(l, r)| is_window_end(l, &join.left) && is_window_end(r, &join.right))
         .map(|(l, r)| l.clone().eq(r.clone()))
         .collect();
     for conjunct in window_ends
@@ -110,9 +112,38 @@ pub(super) fn time_bounds(join: &Join) -> Result<Option<TimeBounds>> {
     }))
 }
 
-/// True for a `_window_end` column.
-fn is_window_end(e: &Expr) -> bool {
-    matches!(e, Expr::Column(c) if c.name == super::window::WINDOW_END)
+/// True for a column of `side`'s rows that is a window's `_window_end`, by that name or an
+/// alias (`HOP_END(...) AS endtime`).
+fn is_window_end(e: &Expr, side: &LogicalPlan) -> bool {
+    matches!(e, Expr::Column(c) if names_window_end(side, &c.name))
+}
+
+/// Whether `name`, a column of `plan`'s rows, is `_window_end` under its aliases.
+fn names_window_end(plan: &LogicalPlan, name: &str) -> bool {
+    if name == super::window::WINDOW_END {
+        return true;
+    }
+    match plan {
+        LogicalPlan::SubqueryAlias(alias) => names_window_end(&alias.input, name),
+        LogicalPlan::Filter(filter) => names_window_end(&filter.input, name),
+        // A group key passes its column through (`GROUP BY endtime` over a window's rows).
+        LogicalPlan::Aggregate(aggregate) => aggregate.group_expr.iter().any(|e| {
+            matches!(e, Expr::Column(c) if c.name == name && names_window_end(&aggregate.input, name))
+        }),
+        LogicalPlan::Projection(projection) => projection
+            .expr
+            .iter()
+            .zip(projection.schema.fields())
+            .any(|(e, field)| {
+                let inner = match e {
+                    Expr::Alias(alias) => alias.expr.as_ref(),
+                    other => other,
+                };
+                field.name() == name
+                    && matches!(inner, Expr::Column(c) if names_window_end(&projection.input, &c.name))
+            }),
+        _ => false,
+    }
 }
 
 /// `right op left` for `left op right`.

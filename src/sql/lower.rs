@@ -344,6 +344,13 @@ impl<'a> Lowering<'a> {
         if self.source.is_some() {
             return Err(unsupported(&LogicalPlan::TableScan(scan.clone())));
         }
+        // A windowed subquery's rows come as its windows close: never a table read whole.
+        if self.table_side && self.ctx.windows.contains_key(&name) {
+            return Err(VeloError::DataFusion(DataFusionError::Plan(format!(
+                "the windowed subquery over '{name}' is a stream of window results: join it \
+                 on `_window_end` (equal, or within an interval) with another stream"
+            ))));
+        }
         // A windowed subquery's path reads event time as its window says.
         if let (None, false, Some(spec)) = (
             &self.time_column,
