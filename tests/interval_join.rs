@@ -157,6 +157,28 @@ proptest! {
         }
     }
 
+    /// EXISTS and NOT EXISTS over the other stream, within the time bound: semi and anti
+    /// joins, each left row once (when it first meets a partner, or once none can come).
+    #[test]
+    fn semi_and_anti_joins_equal_the_batch_answer(
+        left in side(0),
+        right in side(1000),
+        batch_size in prop::sample::select(vec![1usize, 4, 64]),
+    ) {
+        let dir = files(&left, &right);
+        for exists in ["EXISTS", "NOT EXISTS"] {
+            let sql = format!(
+                "SELECT l.id, l.ts FROM l WHERE {exists} (SELECT 1 FROM r WHERE r.k = l.k \
+                 AND r.ts BETWEEN l.ts + ({LOWER}) AND l.ts + {UPPER})"
+            );
+            let expected = oracle(&left, &right, &sql);
+            for partitions in [1, 2, 4] {
+                let actual = velostream(dir.path(), &sql, partitions, batch_size);
+                prop_assert_eq!(&actual, &expected, "{} at {} partitions", sql, partitions);
+            }
+        }
+    }
+
     /// A window after the join, on either side's time: the join holds its output watermark
     /// back to the rows it still holds, so no joined row reaches the window late.
     #[test]

@@ -369,6 +369,16 @@ impl Lowering<'_> {
             JoinType::Left => JoinSides::Left,
             JoinType::Right => JoinSides::Right,
             JoinType::Full => JoinSides::Full,
+            JoinType::LeftSemi => JoinSides::Semi,
+            // NOT IN's NULL rules would hold every left row back while any right row is NULL.
+            JoinType::LeftAnti if !join.null_aware => JoinSides::Anti,
+            JoinType::LeftAnti => {
+                return Err(plan_error(
+                    "NOT IN over a stream is not supported yet: SQL's NULL rules would hold \
+                     every row back while the other stream could still bring a NULL; use NOT \
+                     EXISTS",
+                ))
+            }
             other => {
                 return Err(plan_error(format!(
                     "a {other} join of two streams is not supported yet"
@@ -432,6 +442,7 @@ impl Lowering<'_> {
             JoinSides::Left => left_rows.join(&nullable(&right_rows)?)?,
             JoinSides::Right => nullable(&left_rows)?.join(&right_rows)?,
             JoinSides::Full => nullable(&left_rows)?.join(&nullable(&right_rows)?)?,
+            JoinSides::Semi | JoinSides::Anti => left_rows.clone(),
         };
         // The other side's padded rows have no time of this side: a window on it would drop them.
         if let Some(side) = window_side {

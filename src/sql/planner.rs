@@ -101,13 +101,18 @@ pub enum MergeKind {
     IntervalJoin(IntervalJoinPlan),
 }
 
-/// The outer sides of a join of two streams.
+/// What a join of two streams emits: pairs with the outer sides' unmatched rows, or (semi,
+/// anti) the left rows that meet a partner, or that never do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinSides {
     Inner,
     Left,
     Right,
     Full,
+    /// `EXISTS` / `IN` over a stream: each left row once, when it first meets a partner.
+    Semi,
+    /// `NOT EXISTS` over a stream: each left row that met none, once none can come.
+    Anti,
 }
 
 impl JoinSides {
@@ -115,8 +120,16 @@ impl JoinSides {
     pub fn keeps(self, side: usize) -> bool {
         matches!(
             (self, side),
-            (JoinSides::Full, _) | (JoinSides::Left, 0) | (JoinSides::Right, 1)
+            (JoinSides::Full, _)
+                | (JoinSides::Left, 0)
+                | (JoinSides::Right, 1)
+                | (JoinSides::Anti, 0)
         )
+    }
+
+    /// True when only the left rows come out (semi and anti joins).
+    pub fn left_only(self) -> bool {
+        matches!(self, JoinSides::Semi | JoinSides::Anti)
     }
 }
 

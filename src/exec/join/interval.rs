@@ -24,7 +24,7 @@ use crate::exec::snapshot::{column, counter_for, max_scalar, state_batch, Operat
 use crate::exec::window::{event_times, LateRecords};
 
 use super::side_state::{SideState, Waiting};
-use crate::sql::IntervalJoinPlan;
+use crate::sql::{IntervalJoinPlan, JoinSides};
 
 /// A batch's rows that go on: `(input row, other side's (batch, row))` pairs.
 struct Pairs {
@@ -138,9 +138,51 @@ impl IntervalJoinOperator {
         Ok([left.columns(), right.columns()].concat())
     }
 
+    /// A semi join's output: each left row the moment it first meets a partner, whether it
+    /// arrived now (`side` 0, `matched`) or waited (`first_met`, when a right row arrived).
+    fn emit_first_met(
+        &self,
+        side: usize,
+        batch: &RecordBatch,
+        matched: &[bool],
+        first_met: &[(u64, u32)],
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        let rows = match side {
+            0 => {
+                let rows: Vec<u32> = (0..batch.num_rows())
+                    .filter(|&r| matched[r])
+                    .map(|r| r as u32)
+                    .collect();
+                take_record_batch(batch, &UInt32Array::from(rows))?
+            }
+            _ if first_met.is_empty() => return Ok(()),
+            _ => {
+                let (ids, picks) = picks_of(first_met);
+                let left = &self.sides[0].batches;
+                let batches = ids
+                    .iter()
+                    .map(|b| {
+                        left.get(*b).ok_or_else(|| {
+                            VeloError::Execution("a waiting row's batch is missing".into())
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                interleave_record_batch(&batches, &picks)?
+            }
+        };
+        if rows.num_rows() > 0 {
+            out.push(self.output(rows.columns().to_vec(), rows.num_rows())?);
+        }
+        Ok(())
+    }
+
     /// `rows` of a side with the other side's columns NULL, as output rows.
     fn padded(&self, side: usize, rows: RecordBatch) -> Result<RecordBatch> {
         let n = rows.num_rows();
+        if self.plan.sides.left_only() {
+            return self.output(rows.columns().to_vec(), n);
+        }
         let nulls: Vec<ArrayRef> = self.plan.side_schemas[1 - side]
             .fields()
             .iter()
@@ -249,6 +291,8 @@ impl IntervalJoinOperator {
         let columns = self.joined(side, &batch, &pairs)?;
         let pass = self.passing(&columns, n)?;
         let mut matched = vec![false; batch.num_rows()];
+        // The waiting partners met for the first time now (a semi join's left rows to emit).
+        let mut first_met: Vec<(u64, u32)> = Vec::new();
         for (i, ok) in pass.iter().enumerate() {
             if !ok {
                 continue;
@@ -256,10 +300,15 @@ impl IntervalJoinOperator {
             let (row, slot, at) = pairs.partner_at[i];
             matched[row] = true;
             if let Some(w) = self.sides[1 - side].keys[slot as usize].rows.get_mut(&at) {
+                if !w.matched {
+                    first_met.push((w.batch, w.row));
+                }
                 w.matched = true;
             }
         }
-        if pass.iter().any(|p| *p) {
+        if self.plan.sides == JoinSides::Semi {
+            self.emit_first_met(side, &batch, &matched, &first_met, out)?;
+        } else if pass.iter().any(|p| *p) && !self.plan.sides.left_only() {
             let mask = arrow::array::BooleanArray::from(pass);
             let columns = columns
                 .iter()
