@@ -293,6 +293,7 @@ impl IntervalJoinOperator {
         let mut matched = vec![false; batch.num_rows()];
         // The waiting partners met for the first time now (a semi join's left rows to emit).
         let mut first_met: Vec<(u64, u32)> = Vec::new();
+        let semi = self.plan.sides == JoinSides::Semi;
         for (i, ok) in pass.iter().enumerate() {
             if !ok {
                 continue;
@@ -300,13 +301,13 @@ impl IntervalJoinOperator {
             let (row, slot, at) = pairs.partner_at[i];
             matched[row] = true;
             if let Some(w) = self.sides[1 - side].keys[slot as usize].rows.get_mut(&at) {
-                if !w.matched {
+                if semi && !w.matched {
                     first_met.push((w.batch, w.row));
                 }
                 w.matched = true;
             }
         }
-        if self.plan.sides == JoinSides::Semi {
+        if semi {
             self.emit_first_met(side, &batch, &matched, &first_met, out)?;
         } else if pass.iter().any(|p| *p) && !self.plan.sides.left_only() {
             let mask = arrow::array::BooleanArray::from(pass);
