@@ -10,9 +10,7 @@ use std::sync::Arc;
 use arrow::array::{
     new_null_array, Array, ArrayRef, BooleanArray, Int64Array, Int8Array, UInt32Array,
 };
-use arrow::compute::{
-    concat_batches, filter_record_batch, interleave_record_batch, take_record_batch,
-};
+use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use arrow::row::{RowConverter, SortField};
@@ -117,20 +115,9 @@ impl IntervalJoinOperator {
     /// The rows of `side`'s `batch` side by side with their partners, in left-right order.
     fn joined(&self, side: usize, batch: &RecordBatch, pairs: &Pairs) -> Result<Vec<ArrayRef>> {
         let own = take_record_batch(batch, &UInt32Array::from(pairs.rows.clone()))?;
-        let other = &self.sides[1 - side];
-        let (ids, picks) = picks_of(&pairs.partners);
-        let batches =
-            ids.iter()
-                .map(|b| {
-                    other.batches.get(*b).ok_or_else(|| {
-                        VeloError::Execution("a waiting row's batch is missing".into())
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-        let partners = match picks.is_empty() {
-            true => RecordBatch::new_empty(Arc::clone(&self.plan.side_schemas[1 - side])),
-            false => interleave_record_batch(&batches, &picks)?,
-        };
+        let partners = self.sides[1 - side]
+            .batches
+            .gather(&pairs.partners, &self.plan.side_schemas[1 - side])?;
         let (left, right) = match side {
             0 => (own, partners),
             _ => (partners, own),
@@ -157,19 +144,9 @@ impl IntervalJoinOperator {
                 take_record_batch(batch, &UInt32Array::from(rows))?
             }
             _ if first_met.is_empty() => return Ok(()),
-            _ => {
-                let (ids, picks) = picks_of(first_met);
-                let left = &self.sides[0].batches;
-                let batches = ids
-                    .iter()
-                    .map(|b| {
-                        left.get(*b).ok_or_else(|| {
-                            VeloError::Execution("a waiting row's batch is missing".into())
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                interleave_record_batch(&batches, &picks)?
-            }
+            _ => self.sides[0]
+                .batches
+                .gather(first_met, &self.plan.side_schemas[0])?,
         };
         if rows.num_rows() > 0 {
             out.push(self.output(rows.columns().to_vec(), rows.num_rows())?);
@@ -392,34 +369,11 @@ impl IntervalJoinOperator {
             self.sides[side].batches.drop_done();
             return Ok(());
         }
-        {
-            let (ids, picks) = picks_of(&lone);
-            let batches: Vec<&RecordBatch> =
-                ids.iter().filter_map(|b| state.batches.get(*b)).collect();
-            let rows = interleave_record_batch(&batches, &picks)?;
-            out.push(self.padded(side, rows)?);
-        }
+        let rows = state.batches.gather(&lone, &self.plan.side_schemas[side])?;
+        out.push(self.padded(side, rows)?);
         self.sides[side].batches.drop_done();
         Ok(())
     }
-}
-
-/// Waiting rows `(batch, row)` as `interleave`'s picks: the distinct batches in first-seen
-/// order, and each row as (index among them, row).
-fn picks_of(rows: &[(u64, u32)]) -> (Vec<u64>, Vec<(usize, usize)>) {
-    let mut ids: Vec<u64> = Vec::new();
-    let mut picks = Vec::with_capacity(rows.len());
-    for (b, row) in rows {
-        let i = match ids.iter().position(|x| x == b) {
-            Some(i) => i,
-            None => {
-                ids.push(*b);
-                ids.len() - 1
-            }
-        };
-        picks.push((i, *row as usize));
-    }
-    (ids, picks)
 }
 
 impl Operator for IntervalJoinOperator {
@@ -567,19 +521,7 @@ impl IntervalJoinOperator {
             times.push(time);
             matched.push(w.matched);
         }
-        let (ids, picks) = picks_of(&at);
-        let batches =
-            ids.iter()
-                .map(|b| {
-                    state.batches.get(*b).ok_or_else(|| {
-                        VeloError::Execution("a waiting row's batch is missing".into())
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-        let own = match picks.is_empty() {
-            true => RecordBatch::new_empty(Arc::clone(&self.plan.side_schemas[side])),
-            false => interleave_record_batch(&batches, &picks)?,
-        };
+        let own = state.batches.gather(&at, &self.plan.side_schemas[side])?;
         let n = own.num_rows();
         let mut fields = vec![
             Field::new("_side", DataType::Int8, false),

@@ -2,8 +2,13 @@
 //! order, the batches they are in, and the order they leave in.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
+use arrow::compute::interleave_record_batch;
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+
+use crate::error::{Result, VeloError};
 
 /// Where a waiting row is: its batch and row, and whether it met a partner yet.
 #[derive(Debug, Clone, Copy)]
@@ -141,6 +146,34 @@ impl Batches {
         if let Some((_, waiting)) = i.and_then(|i| self.live.get_mut(i)) {
             *waiting = waiting.saturating_sub(1);
         }
+    }
+
+    /// The waiting rows `(batch id, row)`, in that order, as one batch of `schema`.
+    pub(super) fn gather(&self, rows: &[(u64, u32)], schema: &SchemaRef) -> Result<RecordBatch> {
+        if rows.is_empty() {
+            return Ok(RecordBatch::new_empty(Arc::clone(schema)));
+        }
+        // The distinct batches in first-seen order, and each row as (index among them, row).
+        let mut ids: Vec<u64> = Vec::new();
+        let mut picks = Vec::with_capacity(rows.len());
+        for (b, row) in rows {
+            let i = match ids.iter().position(|x| x == b) {
+                Some(i) => i,
+                None => {
+                    ids.push(*b);
+                    ids.len() - 1
+                }
+            };
+            picks.push((i, *row as usize));
+        }
+        let batches = ids
+            .iter()
+            .map(|b| {
+                self.get(*b)
+                    .ok_or_else(|| VeloError::Execution("a waiting row's batch is missing".into()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(interleave_record_batch(&batches, &picks)?)
     }
 
     /// Drops the front batches none of whose rows wait.
