@@ -115,6 +115,21 @@ fn full_join_plan() -> velostream::sql::PlannedQuery {
     planner.plan_sql(&sql, "q").expect("plan")
 }
 
+/// Checks that velostream's answer to `sql` over the files in `dir` is `expected` at 1, 2 and
+/// 4 partitions.
+fn at_every_width(
+    dir: &Path,
+    sql: &str,
+    batch_size: usize,
+    expected: &[String],
+) -> Result<(), TestCaseError> {
+    for partitions in [1, 2, 4] {
+        let actual = velostream(dir, sql, partitions, batch_size);
+        prop_assert_eq!(&actual, expected, "{} at {} partitions", sql, partitions);
+    }
+    Ok(())
+}
+
 fn velostream(dir: &Path, sql: &str, partitions: usize, batch_size: usize) -> Vec<String> {
     let declare = |name: &str| {
         format!(
@@ -149,10 +164,7 @@ proptest! {
             let kept = format!("{unbounded} WITH ('state.ttl' = '1d')");
             for (sql, batch_sql) in [(&bounded, &bounded), (&kept, &unbounded)] {
                 let expected = oracle(&left, &right, batch_sql);
-                for partitions in [1, 2, 4] {
-                    let actual = velostream(dir.path(), sql, partitions, batch_size);
-                    prop_assert_eq!(&actual, &expected, "{} at {} partitions", sql, partitions);
-                }
+                at_every_width(dir.path(), sql, batch_size, &expected)?;
             }
         }
     }
@@ -172,10 +184,7 @@ proptest! {
                  AND r.ts BETWEEN l.ts + ({LOWER}) AND l.ts + {UPPER})"
             );
             let expected = oracle(&left, &right, &sql);
-            for partitions in [1, 2, 4] {
-                let actual = velostream(dir.path(), &sql, partitions, batch_size);
-                prop_assert_eq!(&actual, &expected, "{} at {} partitions", sql, partitions);
-            }
+            at_every_width(dir.path(), &sql, batch_size, &expected)?;
         }
     }
 
@@ -200,10 +209,7 @@ proptest! {
                  GROUP BY {side}.k, ({side}.ts / 1000) * 1000 + 1000"
             );
             let expected = oracle(&left, &right, &batch_sql);
-            for partitions in [1, 2, 4] {
-                let actual = velostream(dir.path(), &sql, partitions, batch_size);
-                prop_assert_eq!(&actual, &expected, "{} at {} partitions", sql, partitions);
-            }
+            at_every_width(dir.path(), &sql, batch_size, &expected)?;
         }
     }
 
@@ -231,10 +237,7 @@ proptest! {
              ({counts}) c GROUP BY we) m ON a.we = m.we AND a.n >= m.maxn"
         );
         let expected = oracle(&left, &Vec::new(), &batch_sql);
-        for partitions in [1, 2, 4] {
-            let actual = velostream(dir.path(), &sql, partitions, batch_size);
-            prop_assert_eq!(&actual, &expected, "at {} partitions", partitions);
-        }
+        at_every_width(dir.path(), &sql, batch_size, &expected)?;
     }
 
     /// A checkpoint in the middle, restored at 1 or 2 partitions (each keeping its share of
