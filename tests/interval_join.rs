@@ -2,6 +2,8 @@
 //! - at 1, 2 and 4 partitions, every join type's result equals DataFusion running the same
 //!   SQL as a batch query, with time bounds (an interval join) and without them under a
 //!   `'state.ttl'` longer than the input;
+//! - joined with a GROUP BY's changelog, the rows the output leaves live (inserts less
+//!   retractions) are the batch answer, and nothing is retracted that is not live;
 //! - run step by step, a NULL-padded row comes out in the step whose watermark first rules out
 //!   any partner, the rows held never exceed what the bound and the watermark allow, and
 //!   nothing is held at the end.
@@ -15,7 +17,7 @@ use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use proptest::prelude::*;
 
 mod common;
-use common::{batch_oracle, run_collected, sorted_rows};
+use common::{batch_oracle, live_rows, run_collected, sorted_rows};
 use velostream::exec::processor::QueryProcessor;
 use velostream::exec::shard::KeyShard;
 use velostream::sql::QueryPlanner;
@@ -130,7 +132,8 @@ fn at_every_width(
     Ok(())
 }
 
-fn velostream(dir: &Path, sql: &str, partitions: usize, batch_size: usize) -> Vec<String> {
+/// Runs `sql` over the files in `dir`, read `batch_size` rows at a time.
+fn run(dir: &Path, sql: &str, partitions: usize, batch_size: usize) -> velostream::job::JobSummary {
     let declare = |name: &str| {
         format!(
             "CREATE STREAM {name} (id BIGINT, k BIGINT, ts BIGINT) WITH ('{name}.path' = '{}', \
@@ -139,10 +142,14 @@ fn velostream(dir: &Path, sql: &str, partitions: usize, batch_size: usize) -> Ve
             dir.join(format!("{name}.jsonl")).display()
         )
     };
-    let last = run_collected(
+    run_collected(
         &format!("{}{}{sql}", declare("l"), declare("r")),
         partitions,
-    );
+    )
+}
+
+fn velostream(dir: &Path, sql: &str, partitions: usize, batch_size: usize) -> Vec<String> {
+    let last = run(dir, sql, partitions, batch_size);
     assert_eq!(last.late_records, 0, "no row is late: {sql}");
     assert_eq!(last.state_keys, 0, "nothing is held at the end: {sql}");
     sorted_rows(last.output.as_deref().unwrap_or_default())
@@ -150,6 +157,22 @@ fn velostream(dir: &Path, sql: &str, partitions: usize, batch_size: usize) -> Ve
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// A join with a changelog retracts what a replaced or deleted row made: the rows its
+    /// output leaves live are the batch join of the aggregate's final rows.
+    #[test]
+    fn joins_with_a_changelog_leave_the_batch_answer_live(
+        left in side(0),
+        right in side(1000),
+        batch_size in prop::sample::select(vec![1usize, 4, 64]),
+    ) {
+        let dir = files(&left, &right);
+        for sql in changelog_queries() {
+            let expected = oracle(&left, &right, &sql);
+            let kept = format!("{sql} WITH ('state.ttl' = '1d')");
+            live_at_every_width(dir.path(), &kept, batch_size, &expected)?;
+        }
+    }
 
     #[test]
     fn interval_joins_equal_the_batch_answer(
@@ -378,6 +401,154 @@ proptest! {
         }
         processor.end_of_input().expect("end");
         prop_assert_eq!(processor.state_size(), 0, "nothing is held at the end");
+    }
+}
+
+/// Joins with a GROUP BY's changelog: each join type with the aggregate on either side, both
+/// sides aggregated, rows that stop passing HAVING (deletes), and a filter in ON.
+fn changelog_queries() -> Vec<String> {
+    let counts = "(SELECT k, COUNT(*) AS n FROM l GROUP BY k)";
+    let mut queries: Vec<String> = JOINS
+        .iter()
+        .map(|join| format!("SELECT a.k, a.n, r.id FROM {counts} a {join} r ON a.k = r.k"))
+        .collect();
+    queries.push(format!(
+        "SELECT r.id, a.n FROM r LEFT JOIN {counts} a ON r.k = a.k"
+    ));
+    queries.push(format!(
+        "SELECT a.k, a.n, b.m FROM {counts} a FULL JOIN \
+         (SELECT k, MAX(ts) AS m FROM r GROUP BY k) b ON a.k = b.k"
+    ));
+    queries.push(
+        "SELECT a.k, a.n, r.id FROM (SELECT k, COUNT(*) AS n FROM l GROUP BY k \
+         HAVING COUNT(*) < 3) a LEFT JOIN r ON a.k = r.k"
+            .to_string(),
+    );
+    queries.push(format!(
+        "SELECT a.k, a.n, r.id FROM {counts} a RIGHT JOIN r ON a.k = r.k AND r.ts > a.n * 300"
+    ));
+    queries
+}
+
+fn live_at_every_width(
+    dir: &Path,
+    sql: &str,
+    batch_size: usize,
+    expected: &[String],
+) -> Result<(), TestCaseError> {
+    for partitions in [1, 2, 4] {
+        let last = run(dir, sql, partitions, batch_size);
+        let actual = live_rows(last.output.as_deref().unwrap_or_default());
+        prop_assert_eq!(&actual, expected, "{} at {} partitions", sql, partitions);
+    }
+    Ok(())
+}
+
+/// Step by step, a LEFT join with a changelog: a row's padded output is retracted when it meets
+/// a partner, an update retracts the old row's pairs before the new row's come out, and an
+/// append-only row past the TTL is forgotten (the pairs it made stand). The same holds across
+/// a checkpoint.
+#[test]
+fn a_join_with_a_changelog_retracts_what_an_update_replaces() {
+    let mut planner = QueryPlanner::new();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("k", DataType::Int64, true),
+        Field::new("_event_time", DataType::Int64, true),
+    ]));
+    planner
+        .register_source("l", Arc::clone(&schema))
+        .expect("l");
+    planner
+        .register_source("r", Arc::clone(&schema))
+        .expect("r");
+    let sql = "SELECT a.k, a.n, r.id FROM (SELECT k, COUNT(*) AS n FROM l GROUP BY k) a \
+               LEFT JOIN r ON a.k = r.k WITH ('state.ttl' = '10s', \
+               'l.watermark.max_out_of_orderness' = '0ms', \
+               'r.watermark.max_out_of_orderness' = '0ms')";
+    let plan = planner.plan_sql(sql, "q").expect("plan");
+    let step = |processor: &mut QueryProcessor, side: usize, id: i64, k: i64, ts: i64| {
+        let row = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(vec![id])),
+                Arc::new(Int64Array::from(vec![k])),
+                Arc::new(Int64Array::from(vec![ts])),
+            ],
+        )
+        .expect("row");
+        let out = processor.process_batch_from(side, row).expect("step");
+        let mut changes = Vec::new();
+        for b in &out {
+            let sign = if velostream::exec::change::is_delete(b) {
+                "-"
+            } else {
+                "+"
+            };
+            changes.extend(
+                sorted_rows(std::slice::from_ref(b))
+                    .into_iter()
+                    .map(|r| format!("{sign} {r}")),
+            );
+        }
+        changes
+    };
+    for restored in [false, true] {
+        let mut p = QueryProcessor::new(plan.clone()).expect("processor");
+        assert_eq!(step(&mut p, 0, 1, 1, 0), ["+ 1 | 1 | NULL"]);
+        assert_eq!(
+            step(&mut p, 1, 100, 1, 0),
+            ["- 1 | 1 | NULL", "+ 1 | 1 | 100"]
+        );
+        assert_eq!(
+            step(&mut p, 0, 2, 1, 1000),
+            ["- 1 | 1 | 100", "+ 1 | 2 | 100"]
+        );
+        if restored {
+            let mut states = std::collections::BTreeMap::<String, Vec<_>>::new();
+            for (name, state) in p.snapshot().expect("snapshot") {
+                let decoded = velostream::exec::snapshot::OperatorState::decode(
+                    &state.encode().expect("encode"),
+                )
+                .expect("decode");
+                states.entry(name).or_default().push(decoded);
+            }
+            p = QueryProcessor::new(plan.clone()).expect("processor");
+            p.restore(&states, &KeyShard::whole()).expect("restore");
+        }
+        assert_eq!(
+            step(&mut p, 1, 101, 1, 1000),
+            ["+ 1 | 2 | 101"],
+            "restored: {restored}"
+        );
+        assert_eq!(
+            step(&mut p, 0, 3, 1, 45_000),
+            [
+                "- 1 | 2 | 100",
+                "- 1 | 2 | 101",
+                "+ 1 | 3 | 100",
+                "+ 1 | 3 | 101"
+            ]
+        );
+        // The earlier watermark is 45 s: rows 100 and 101, at 0 s and 1 s, are past the TTL.
+        assert_eq!(step(&mut p, 1, 102, 2, 50_000), Vec::<String>::new());
+        assert_eq!(p.state_size(), 3, "key 1's count, twice, and row 102");
+        assert_eq!(
+            step(&mut p, 0, 4, 1, 50_000),
+            ["+ 1 | 4 | NULL"],
+            "rows 100 and 101 are forgotten: the pairs they made stand, and key 1 has none now"
+        );
+        // Key 1 is idle for the TTL: the aggregate drops it, and its delete retracts its row.
+        assert_eq!(
+            step(&mut p, 0, 5, 3, 70_000),
+            ["+ 3 | 1 | NULL", "- 1 | 4 | NULL"]
+        );
+        assert_eq!(
+            step(&mut p, 1, 103, 1, 0),
+            Vec::<String>::new(),
+            "older than the TTL"
+        );
+        assert_eq!(p.late_records(), 1);
     }
 }
 

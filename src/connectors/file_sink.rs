@@ -3,15 +3,12 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use arrow::array::BooleanArray;
-use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 
 use super::sink::Sink;
 use crate::error::{Result, VeloError};
-use crate::exec::change::is_delete;
+use crate::exec::change::{is_delete, with_deleted_flag};
 
 /// Writes batches as JSON lines to any writer.
 fn write_json_lines<W: Write>(out: &mut W, batch: &RecordBatch) -> Result<()> {
@@ -26,19 +23,6 @@ fn write_json_lines<W: Write>(out: &mut W, batch: &RecordBatch) -> Result<()> {
     writer.write(&batch)?;
     writer.finish()?;
     Ok(())
-}
-
-/// Appends `_deleted = true` so a delete is visible in formats without tombstones.
-fn with_deleted_flag(batch: &RecordBatch) -> Result<RecordBatch> {
-    let schema = batch.schema();
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new("_deleted", DataType::Boolean, false));
-    let mut columns = batch.columns().to_vec();
-    columns.push(Arc::new(BooleanArray::from(vec![true; batch.num_rows()])));
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
 }
 
 /// JSON lines on standard output.

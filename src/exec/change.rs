@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::datatypes::Schema;
+use arrow::array::BooleanArray;
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 
 /// Schema metadata key that marks a batch of deletes.
@@ -40,4 +41,15 @@ pub fn keep_kind(input: &RecordBatch, output: RecordBatch) -> RecordBatch {
     } else {
         output
     }
+}
+
+/// The rows with `_deleted = true` appended, so a delete is visible in formats without
+/// tombstones.
+pub fn with_deleted_flag(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let schema = batch.schema();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("_deleted", DataType::Boolean, false));
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(BooleanArray::from(vec![true; batch.num_rows()])));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }

@@ -8,7 +8,7 @@ use arrow::record_batch::RecordBatch;
 use super::aggregate::GroupByAggregator;
 use super::analytic::AnalyticOperator;
 use super::input::InputAdapter;
-use super::join::{IntervalJoinOperator, LookupJoinOperator, LookupTable};
+use super::join::{ChangelogJoinOperator, IntervalJoinOperator, LookupJoinOperator, LookupTable};
 use super::operator::{
     DistinctOperator, FilterOperator, LimitOperator, Operator, ProjectOperator, SortOperator,
 };
@@ -102,6 +102,10 @@ fn build_operators(
                 match &merge.kind {
                     MergeKind::Union => Box::new(UnionOperator::new(Arc::clone(&merge.schema))),
                     MergeKind::IntervalJoin(join) => Box::new(IntervalJoinOperator::new(
+                        join.clone(),
+                        Arc::clone(&merge.schema),
+                    )),
+                    MergeKind::ChangelogJoin(join) => Box::new(ChangelogJoinOperator::new(
                         join.clone(),
                         Arc::clone(&merge.schema),
                     )),

@@ -171,6 +171,10 @@ impl Routing {
                 }
                 join.keys.iter().map(|k| Routing::Hash(k.clone())).collect()
             }
+            // A changelog side is an aggregate's output, made in one place.
+            MergeKind::ChangelogJoin(_) => {
+                single("a side of the join is an aggregate's changelog, kept in one place")
+            }
         }
     }
 }

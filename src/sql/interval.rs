@@ -9,6 +9,7 @@ use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
     BinaryExpr, Expr, ExprSchemable, Join, JoinType, LogicalPlan, Operator,
 };
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
 use super::lower::{nullable, physical_expr, Lowering};
@@ -338,7 +339,47 @@ pub(super) fn unbounded(join: &Join) -> Result<TimeBounds> {
     })
 }
 
+/// What a join of two streams is made of, whatever keeps its state: each side's ON keys, the
+/// rest of ON over both sides' columns, and the rows it emits.
+pub(super) struct JoinShape {
+    pub keys: [Vec<Arc<dyn PhysicalExpr>>; 2],
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    pub rows: DFSchema,
+}
+
 impl Lowering<'_> {
+    /// The keys, filter and output rows of `join` of `sides`, over the sides' rows.
+    pub(super) fn join_shape(
+        &self,
+        join: &Join,
+        sides: JoinSides,
+        left_rows: &DFSchema,
+        right_rows: &DFSchema,
+    ) -> Result<JoinShape> {
+        let state = self.ctx.state;
+        let mut keys = [
+            Vec::with_capacity(join.on.len()),
+            Vec::with_capacity(join.on.len()),
+        ];
+        for (l, r) in &join.on {
+            keys[0].push(physical_expr(state, l.clone(), left_rows)?);
+            keys[1].push(physical_expr(state, r.clone(), right_rows)?);
+        }
+        let pair_rows = left_rows.join(right_rows)?;
+        let filter = match &join.filter {
+            Some(f) => Some(physical_expr(state, f.clone(), &pair_rows)?),
+            None => None,
+        };
+        let rows = match sides {
+            JoinSides::Inner => pair_rows,
+            JoinSides::Left => left_rows.join(&nullable(right_rows)?)?,
+            JoinSides::Right => nullable(left_rows)?.join(right_rows)?,
+            JoinSides::Full => nullable(left_rows)?.join(&nullable(right_rows)?)?,
+            JoinSides::Semi | JoinSides::Anti => left_rows.clone(),
+        };
+        Ok(JoinShape { keys, filter, rows })
+    }
+
     /// True when `join` reads a declared table on either side: then it is a lookup, even
     /// with time bounds in its condition.
     pub(super) fn reads_declared_table(&self, join: &Join) -> bool {
@@ -422,28 +463,12 @@ impl Lowering<'_> {
             self.time_column = Some(column);
         }
         let state = self.ctx.state;
-        let mut left_keys = Vec::with_capacity(join.on.len());
-        let mut right_keys = Vec::with_capacity(join.on.len());
-        for (l, r) in &join.on {
-            left_keys.push(physical_expr(state, l.clone(), &left_rows)?);
-            right_keys.push(physical_expr(state, r.clone(), &right_rows)?);
-        }
         let times = [
             physical_expr(state, Expr::Column(bounds.left_time.clone()), &left_rows)?,
             physical_expr(state, Expr::Column(bounds.right_time.clone()), &right_rows)?,
         ];
-        let pair_rows = left_rows.join(&right_rows)?;
-        let filter = match &join.filter {
-            Some(f) => Some(physical_expr(state, f.clone(), &pair_rows)?),
-            None => None,
-        };
-        let rows = match sides {
-            JoinSides::Inner => pair_rows,
-            JoinSides::Left => left_rows.join(&nullable(&right_rows)?)?,
-            JoinSides::Right => nullable(&left_rows)?.join(&right_rows)?,
-            JoinSides::Full => nullable(&left_rows)?.join(&nullable(&right_rows)?)?,
-            JoinSides::Semi | JoinSides::Anti => left_rows.clone(),
-        };
+        let JoinShape { keys, filter, rows } =
+            self.join_shape(join, sides, &left_rows, &right_rows)?;
         // The other side's padded rows have no time of this side: a window on it would drop them.
         if let Some(side) = window_side {
             if sides.keeps(1 - side) {
@@ -455,20 +480,10 @@ impl Lowering<'_> {
             }
         }
         let input = branch.into_stream_input()?;
-        let merges = self
-            .stages
-            .iter()
-            .chain(&input.stages)
-            .any(|s| matches!(s, PlanStage::Merge(_)));
-        if merges {
-            return Err(plan_error(
-                "a query may merge its streams once (one UNION ALL or one join of two streams) \
-                 for now",
-            ));
-        }
+        self.merges_once(std::slice::from_ref(&input))?;
         let plan = IntervalJoinPlan {
             sides,
-            keys: [left_keys, right_keys],
+            keys,
             times,
             lower_ms: bounds.lower_ms,
             upper_ms: bounds.upper_ms,

@@ -36,6 +36,9 @@ impl Lowering<'_> {
             }
             // With 'state.ttl', a join of two streams (bounded or not) keeps both sides' rows
             // for that long; without it, a bounded side serves as a table.
+            if self.ttl.is_some() && self.reads_changelog(join) {
+                return self.changelog_join(join);
+            }
             if self.ttl.is_some() {
                 return self.interval_join(join, unbounded(join)?);
             }

@@ -100,7 +100,11 @@ pub(super) fn lower_query(
     let rows = lowering.lower(plan)?;
     let bounded_by_ttl = |s: &PlanStage| match s {
         PlanStage::Aggregate(_) => true,
-        PlanStage::Merge(m) => matches!(&m.kind, MergeKind::IntervalJoin(j) if j.ttl_ms.is_some()),
+        PlanStage::Merge(m) => match &m.kind {
+            MergeKind::IntervalJoin(j) => j.ttl_ms.is_some(),
+            MergeKind::ChangelogJoin(_) => true,
+            MergeKind::Union => false,
+        },
         _ => false,
     };
     if lowering.ttl.is_some() && !lowering.stages.iter().any(bounded_by_ttl) {
@@ -165,7 +169,8 @@ pub(super) struct Lowering<'a> {
     pub time_at: Option<usize>,
     pub stages: Vec<PlanStage>,
     pub tables: Vec<TableInput>,
-    key_columns: Vec<String>,
+    /// The output columns that key its rows: the GROUP BY columns, as projections name them.
+    pub(super) key_columns: Vec<String>,
     /// The number of GROUP BY keys of the aggregate just lowered, for the projection after it.
     group_count: Option<usize>,
     /// True for a table's path: it runs whole before the stream, so it has no joins of its
@@ -296,19 +301,7 @@ impl<'a> Lowering<'a> {
             self.tables = std::mem::take(&mut branch.tables);
             inputs.push(branch.into_stream_input()?);
         }
-        let merges = self
-            .stages
-            .iter()
-            .chain(inputs.iter().flat_map(|i| &i.stages))
-            .filter(|s| matches!(s, PlanStage::Merge(_)))
-            .count();
-        if merges > 0 {
-            return Err(VeloError::DataFusion(DataFusionError::Plan(
-                "a query may merge its streams once (one UNION ALL or one join of two streams) \
-                 for now"
-                    .into(),
-            )));
-        }
+        self.merges_once(&inputs)?;
         let rows = union.schema.as_ref().clone();
         self.stages.push(PlanStage::Merge(MergePlan {
             kind: MergeKind::Union,
@@ -316,6 +309,23 @@ impl<'a> Lowering<'a> {
             schema: Arc::new(rows.as_arrow().clone()),
         }));
         Ok(rows)
+    }
+
+    /// Refuses a second merge: this path's stages and `inputs`' hold none yet.
+    pub(super) fn merges_once(&self, inputs: &[StreamInput]) -> Result<()> {
+        let merges = self
+            .stages
+            .iter()
+            .chain(inputs.iter().flat_map(|i| &i.stages))
+            .any(|s| matches!(s, PlanStage::Merge(_)));
+        if merges {
+            return Err(VeloError::DataFusion(DataFusionError::Plan(
+                "a query may merge its streams once (one UNION ALL or one join of two streams) \
+                 for now"
+                    .into(),
+            )));
+        }
+        Ok(())
     }
 
     /// Lowers `node` and the path below it; returns the schema of the rows it emits.
@@ -396,6 +406,23 @@ impl<'a> Lowering<'a> {
     /// Lowers a node with one input, whose rows come in as `input`.
     fn node(&mut self, node: &LogicalPlan, input: DFSchema) -> Result<DFSchema> {
         let state = self.ctx.state;
+        let stateful = matches!(
+            node,
+            LogicalPlan::Aggregate(_)
+                | LogicalPlan::Distinct(_)
+                | LogicalPlan::Window(_)
+                | LogicalPlan::Sort(_)
+                | LogicalPlan::Limit(_)
+        );
+        let retracts = |s: &PlanStage| matches!(s, PlanStage::Merge(m) if matches!(m.kind, MergeKind::ChangelogJoin(_)));
+        if stateful && self.stages.iter().any(retracts) {
+            return Err(VeloError::DataFusion(DataFusionError::Plan(
+                "a GROUP BY, DISTINCT, ORDER BY, LIMIT or window function over a join with an \
+                 aggregate's changelog is not supported yet: the join retracts rows, which \
+                 those would have to take back"
+                    .into(),
+            )));
+        }
         match node {
             LogicalPlan::SubqueryAlias(alias) => Ok(input.replace_qualifier(alias.alias.clone())),
             LogicalPlan::Filter(filter) => {

@@ -2,6 +2,7 @@
 //! and plan each query with DataFusion into the operators `exec` runs.
 
 pub mod analytic;
+mod changelog_join;
 mod declaration;
 pub mod functions;
 mod interval;
@@ -17,8 +18,9 @@ pub mod udfs;
 pub mod window;
 
 pub use planner::{
-    AggregatePlan, IntervalJoinPlan, JoinSides, LookupJoinPlan, LookupKind, MergeKind, MergePlan,
-    PlanStage, PlannedQuery, QueryPlanner, SourceRole, StreamInput, TableInput,
+    AggregatePlan, ChangelogJoinPlan, IntervalJoinPlan, JoinSides, LookupJoinPlan, LookupKind,
+    MergeKind, MergePlan, PlanStage, PlannedQuery, QueryPlanner, SourceRole, StreamInput,
+    TableInput,
 };
 pub use properties::Properties;
 pub use script::{

@@ -99,6 +99,9 @@ pub enum MergeKind {
     Union,
     /// An interval join of input 0 (the left) with input 1 (the right).
     IntervalJoin(IntervalJoinPlan),
+    /// A join of two streams of which one or both are changelogs: it retracts what it emitted
+    /// when a row is updated or deleted.
+    ChangelogJoin(ChangelogJoinPlan),
 }
 
 /// What a join of two streams emits: pairs with the outer sides' unmatched rows, or (semi,
@@ -150,6 +153,31 @@ pub struct IntervalJoinPlan {
     /// kept until the watermark, the earlier of both sides', passes its time by this much.
     pub ttl_ms: Option<i64>,
     /// What happens to a row behind its side's watermark (`'late.data.strategy'`).
+    pub late_strategy: crate::sql::window::LateDataStrategy,
+    /// Each side's columns.
+    pub side_schemas: [SchemaRef; 2],
+}
+
+/// `left JOIN right ON keys` of two streams where a side is a changelog: an aggregate's
+/// upsert stream, whose new row for a key replaces the old one. Every pair a row made is
+/// retracted (emitted as a delete) when the row is replaced or deleted, and an outer side's
+/// row is NULL-padded while it has no partner. Append-only sides keep rows for `'state.ttl'`.
+#[derive(Debug, Clone)]
+pub struct ChangelogJoinPlan {
+    /// Inner, Left, Right or Full.
+    pub sides: JoinSides,
+    /// Each side's key expressions (paired), over that side's rows.
+    pub keys: [Vec<Arc<dyn PhysicalExpr>>; 2],
+    /// Per side: the columns (by index) of its primary key, its aggregate's GROUP BY keys;
+    /// None for an append-only stream.
+    pub primary_keys: [Option<Vec<usize>>; 2],
+    /// An append-only side's event time, which `'state.ttl'` runs on.
+    pub times: [Option<Arc<dyn PhysicalExpr>>; 2],
+    /// The non-equality part of ON, over both sides' columns.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// An append-only side's row goes once the earlier watermark passes its time by this much.
+    pub ttl_ms: i64,
+    /// What happens to an append-only row older than the TTL on arrival.
     pub late_strategy: crate::sql::window::LateDataStrategy,
     /// Each side's columns.
     pub side_schemas: [SchemaRef; 2],
@@ -729,7 +757,17 @@ fn to_sql_error(
         let bare = field.name.clone();
         message = format!("unknown column '{bare}'");
         let valid: Vec<&str> = valid_fields.iter().map(|c| c.name.as_str()).collect();
-        if let Some(best) = nearest(
+        // The name exists, under another relation: the qualifier is what is wrong.
+        let elsewhere = valid_fields
+            .iter()
+            .find(|c| c.name == bare && field.relation.is_some());
+        if let Some(other) = elsewhere {
+            message = format!(
+                "unknown column '{}' (did you mean '{}'?)",
+                field.flat_name(),
+                other.flat_name()
+            );
+        } else if let Some(best) = nearest(
             &bare,
             valid
                 .iter()

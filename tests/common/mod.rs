@@ -6,6 +6,8 @@
 //! - `CREATE STREAM x AS SELECT ...` adds a job whose output later queries may read.
 //! - any query runs over the bounded input to its end and returns the rows it emitted, in
 //!   emission order; a delete of an upsert stream shows as its row followed by `(deleted)`.
+//!   A query whose first line is `-- live rows` returns, sorted, the rows its changelog leaves
+//!   live: every row less those its deletes took back.
 //! - `SHOW ERRORS` lists the bad records of the last query as (location, reason).
 
 #![allow(dead_code)]
@@ -120,8 +122,32 @@ impl VeloDb {
         for batch in last.output.iter().flatten() {
             rows.extend(render(batch)?);
         }
+        if sql.starts_with(LIVE) {
+            return Ok(still_live(rows));
+        }
         Ok(rows)
     }
+}
+
+/// A query that starts with this comment returns the rows its changelog leaves live, sorted.
+const LIVE: &str = "-- live rows";
+
+/// Rendered rows less the rows their deletes (`(deleted)`) take back, sorted.
+fn still_live(rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
+    let mut live: Vec<Vec<String>> = Vec::new();
+    for mut row in rows {
+        if row.last().map(String::as_str) == Some("(deleted)") {
+            row.pop();
+            if let Some(i) = live.iter().position(|r| *r == row) {
+                live.swap_remove(i);
+                continue;
+            }
+            row.push("(deleted, not live)".into());
+        }
+        live.push(row);
+    }
+    live.sort();
+    live
 }
 
 /// Rows as text (`a | b`, NULL for nulls), sorted: a multiset to compare results by.
@@ -141,6 +167,28 @@ pub fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
     }
     rows.sort();
     rows
+}
+
+/// The rows a changelog leaves live, as `sorted_rows`: each insert adds its row, each delete
+/// takes one equal row back. Panics on a delete of a row that is not live.
+pub fn live_rows(batches: &[RecordBatch]) -> Vec<String> {
+    let mut live: BTreeMap<String, usize> = BTreeMap::new();
+    for batch in batches {
+        let rows = sorted_rows(std::slice::from_ref(batch));
+        for row in rows {
+            if is_delete(batch) {
+                match live.get_mut(&row) {
+                    Some(n) if *n > 0 => *n -= 1,
+                    _ => panic!("a delete of a row that is not live: {row}"),
+                }
+            } else {
+                *live.entry(row).or_default() += 1;
+            }
+        }
+    }
+    live.into_iter()
+        .flat_map(|(row, n)| std::iter::repeat_n(row, n))
+        .collect()
 }
 
 /// Runs `script` at `partitions` partitions, keeping every job's output; the last job's summary.

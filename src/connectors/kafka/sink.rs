@@ -23,7 +23,7 @@ use super::transactions::Transactions;
 use crate::connectors::avro::{AvroEncoder, AvroFormat};
 use crate::connectors::sink::{CommittedOutput, Sink, SinkProgress};
 use crate::error::{Result, VeloError};
-use crate::exec::change::is_delete;
+use crate::exec::change::{is_delete, with_deleted_flag};
 
 /// How long a flush waits for every message to be acknowledged.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -278,7 +278,8 @@ impl Sink for KafkaSink {
 }
 
 impl KafkaSink {
-    /// Sends one batch's rows, as tombstones for a delete batch.
+    /// Sends one batch's rows, as tombstones for a delete batch; deletes of rows without a
+    /// key (a join's pairs with an append-only row) carry `"_deleted": true` instead.
     fn send_batch(&mut self, batch: &RecordBatch) -> Result<()> {
         let keys = self.keys(batch)?;
         let key = |row: usize| keys.as_ref().map(|k| k[row].as_str());
@@ -288,6 +289,21 @@ impl KafkaSink {
             }
             return Ok(());
         }
+        let flagged;
+        let batch = match is_delete(batch) {
+            true if self.avro.is_some() => {
+                return Err(VeloError::Config(format!(
+                    "topic '{}': a delete of a row without a message key cannot be written as \
+                     Avro; write JSON, or key the output",
+                    self.topic
+                )))
+            }
+            true => {
+                flagged = with_deleted_flag(batch)?;
+                &flagged
+            }
+            false => batch,
+        };
         if let Some(encoder) = &mut self.avro {
             let rows = encoder.encode(batch)?;
             for (row, datum) in rows.iter().enumerate() {

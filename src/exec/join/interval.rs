@@ -4,24 +4,22 @@
 //! have; a probe scans only the range of times the bound allows. An outer side's row that met
 //! no partner comes out NULL-padded at that moment, not later.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{
-    new_null_array, Array, ArrayRef, BooleanArray, Int64Array, Int8Array, UInt32Array,
-};
-use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
+use arrow::array::{new_null_array, Array, ArrayRef, BooleanArray, Int64Array, UInt32Array};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use arrow::row::{RowConverter, SortField};
 
 use crate::error::{Result, VeloError};
 use crate::exec::operator::{evaluate, evaluate_predicate, Operator};
 use crate::exec::shard::KeyShard;
-use crate::exec::snapshot::{column, counter_for, max_scalar, state_batch, OperatorState};
+use crate::exec::snapshot::{column, OperatorState};
 use crate::exec::window::{event_times, LateRecords};
 
+use super::key_encoder::KeyEncoder;
 use super::side_state::{SideState, Waiting};
+use super::state_rows::{join_state, owned_side_rows, restored_clocks, side_state_rows};
 use crate::sql::{IntervalJoinPlan, JoinSides};
 
 /// A batch's rows that go on: `(input row, other side's (batch, row))` pairs.
@@ -39,8 +37,8 @@ pub struct IntervalJoinOperator {
     sides: [SideState; 2],
     /// Each side's watermark as last heard.
     watermarks: [i64; 2],
-    /// Each side's key encoder (made from the first batch's key types).
-    converters: [Option<RowConverter>; 2],
+    /// Each side's key encoder.
+    encoders: [KeyEncoder; 2],
     late: LateRecords,
     /// The most rows held at once.
     peak_rows: usize,
@@ -54,7 +52,7 @@ impl IntervalJoinOperator {
             schema,
             sides: Default::default(),
             watermarks: [i64::MIN; 2],
-            converters: [None, None],
+            encoders: Default::default(),
             late: LateRecords::default(),
             peak_rows: 0,
         }
@@ -94,22 +92,7 @@ impl IntervalJoinOperator {
             .iter()
             .map(|k| evaluate(k, batch))
             .collect::<Result<Vec<ArrayRef>>>()?;
-        if self.converters[side].is_none() {
-            let fields = keys
-                .iter()
-                .map(|k| SortField::new(k.data_type().clone()))
-                .collect();
-            self.converters[side] = Some(RowConverter::new(fields)?);
-        }
-        let Some(converter) = &self.converters[side] else {
-            return Err(VeloError::Execution(
-                "the join's key encoder is missing".into(),
-            ));
-        };
-        let null_key = (0..batch.num_rows())
-            .map(|r| keys.iter().any(|k| k.is_null(r)))
-            .collect();
-        Ok((converter.convert_columns(&keys)?, null_key))
+        self.encoders[side].encode(&keys, batch.num_rows())
     }
 
     /// The rows of `side`'s `batch` side by side with their partners, in left-right order.
@@ -443,49 +426,24 @@ impl Operator for IntervalJoinOperator {
     }
 
     fn snapshot(&mut self) -> Result<Option<OperatorState>> {
-        let parts = [self.waiting_rows(0)?, self.waiting_rows(1)?];
-        let rows = concat_batches(&parts[0].schema(), &parts)?;
-        let scalars = BTreeMap::from([
-            ("watermark_left".to_string(), self.watermarks[0]),
-            ("watermark_right".to_string(), self.watermarks[1]),
-            ("late".to_string(), self.late.count as i64),
-        ]);
-        Ok(Some(OperatorState { rows, scalars }))
+        let sides = [self.waiting_rows(0)?, self.waiting_rows(1)?];
+        join_state(sides, self.watermarks, self.late.count).map(Some)
     }
 
     fn restore(&mut self, states: &[OperatorState], shard: &KeyShard) -> Result<()> {
-        // Every partition heard the same watermarks.
-        self.watermarks = [
-            max_scalar(states, "watermark_left").unwrap_or(i64::MIN),
-            max_scalar(states, "watermark_right").unwrap_or(i64::MIN),
-        ];
-        self.late.count = counter_for(states, shard, "late");
-        let widths = [
-            self.plan.side_schemas[0].fields().len(),
-            self.plan.side_schemas[1].fields().len(),
-        ];
-        for state in states.iter().filter(|s| s.rows.num_rows() > 0) {
-            let sides: Int8Array = column(&state.rows, "_side", JOIN_STATE)?;
-            for side in 0..2 {
-                let mask =
-                    arrow::compute::kernels::cmp::eq(&sides, &Int8Array::new_scalar(side as i8))?;
-                let rows = filter_record_batch(&state.rows, &mask)?;
-                if rows.num_rows() == 0 {
-                    continue;
-                }
-                let start = STATE_COLUMNS + if side == 0 { 0 } else { widths[0] };
-                let own = RecordBatch::try_new_with_options(
-                    Arc::clone(&self.plan.side_schemas[side]),
-                    rows.columns()[start..start + widths[side]].to_vec(),
-                    &RecordBatchOptions::new().with_row_count(Some(rows.num_rows())),
-                )?;
-                let keys = self.plan.keys[side]
-                    .iter()
-                    .map(|k| evaluate(k, &own))
-                    .collect::<Result<Vec<ArrayRef>>>()?;
-                let owned = shard.owned(&keys, own.num_rows())?;
-                let own = filter_record_batch(&own, &owned)?;
-                let rows = filter_record_batch(&rows, &owned)?;
+        (self.watermarks, self.late.count) = restored_clocks(states, shard);
+        for side in 0..2 {
+            let schemas = &self.plan.side_schemas;
+            let keys = &self.plan.keys[side];
+            for (rows, own) in owned_side_rows(
+                states,
+                side,
+                STATE_COLUMNS,
+                schemas,
+                keys,
+                shard,
+                JOIN_STATE,
+            )? {
                 let times: Int64Array = column(&rows, "_time", JOIN_STATE)?;
                 let matched: BooleanArray = column(&rows, "_matched", JOIN_STATE)?;
                 let (encoded, _) = self.encode(side, &own)?;
@@ -500,8 +458,8 @@ impl Operator for IntervalJoinOperator {
 
 /// The join's name in checkpoint errors.
 const JOIN_STATE: &str = "the join of two streams";
-/// The columns before the sides' own in the join's checkpointed rows.
-const STATE_COLUMNS: usize = 3;
+/// The columns between `_side` and the sides' own in the join's checkpointed rows.
+const STATE_COLUMNS: usize = 2;
 
 impl IntervalJoinOperator {
     /// `side`'s waiting rows in time order, as checkpoint rows: `_side`, `_time`, `_matched`,
@@ -522,26 +480,16 @@ impl IntervalJoinOperator {
             matched.push(w.matched);
         }
         let own = state.batches.gather(&at, &self.plan.side_schemas[side])?;
-        let n = own.num_rows();
-        let mut fields = vec![
-            Field::new("_side", DataType::Int8, false),
-            Field::new("_time", DataType::Int64, false),
-            Field::new("_matched", DataType::Boolean, false),
+        let extra: Vec<(Field, ArrayRef)> = vec![
+            (
+                Field::new("_time", DataType::Int64, false),
+                Arc::new(Int64Array::from(times)),
+            ),
+            (
+                Field::new("_matched", DataType::Boolean, false),
+                Arc::new(BooleanArray::from(matched)),
+            ),
         ];
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(Int8Array::from_value(side as i8, n)),
-            Arc::new(Int64Array::from(times)),
-            Arc::new(BooleanArray::from(matched)),
-        ];
-        for (s, schema) in self.plan.side_schemas.iter().enumerate() {
-            for (i, f) in schema.fields().iter().enumerate() {
-                fields.push(Field::new(format!("{s}.{i}"), f.data_type().clone(), true));
-                columns.push(match s == side {
-                    true => Arc::clone(own.column(i)),
-                    false => new_null_array(f.data_type(), n),
-                });
-            }
-        }
-        state_batch(Arc::new(Schema::new(fields)), columns, n)
+        side_state_rows(side, extra, &own, &self.plan.side_schemas)
     }
 }
