@@ -445,9 +445,14 @@ impl Lowering<'_> {
             let column = self.time_column.clone().unwrap_or_default();
             (column, w.time_qualifier.clone())
         });
-        let window_side = match &after {
+        let window_time = match &after {
             None => None,
-            Some((column, qualifier)) => Some(window_side(&bounds, column, qualifier.as_deref())?),
+            Some((column, qualifier)) => Some(window_time(
+                &bounds,
+                column,
+                qualifier.as_deref(),
+                sides.left_only(),
+            )?),
         };
         self.time_column = (!left_windowed).then(|| bounds.left_time.name.clone());
         let left_rows = self.lower(&join.left)?;
@@ -455,11 +460,13 @@ impl Lowering<'_> {
         branch.time_column = (!right_windowed).then(|| bounds.right_time.name.clone());
         let right_rows = branch.lower(&join.right)?;
         self.tables = std::mem::take(&mut branch.tables);
-        if let (Some((column, _)), Some(side)) = (after, window_side) {
-            self.time_at = match side {
-                0 => self.time_at,
-                _ => branch.time_at.map(|at| at + left_rows.fields().len()),
-            };
+        if let (Some((column, _)), Some(time)) = (after, window_time) {
+            let right_at = branch.time_at.map(|at| at + left_rows.fields().len());
+            match time {
+                WindowTime::Side(0) => {}
+                WindowTime::Side(_) => self.time_at = right_at,
+                WindowTime::Later => self.later_time_at = right_at,
+            }
             self.time_column = Some(column);
         }
         let state = self.ctx.state;
@@ -470,7 +477,7 @@ impl Lowering<'_> {
         let JoinShape { keys, filter, rows } =
             self.join_shape(join, sides, &left_rows, &right_rows)?;
         // The other side's padded rows have no time of this side: a window on it would drop them.
-        if let Some(side) = window_side {
+        if let Some(WindowTime::Side(side)) = window_time {
             if sides.keeps(1 - side) {
                 return Err(plan_error(format!(
                     "a window after a {} join runs on the time of the side it keeps whole: the \
@@ -504,22 +511,36 @@ impl Lowering<'_> {
     }
 }
 
-/// Which side's time column a window after the join names: 0 (left) or 1 (right).
-fn window_side(bounds: &TimeBounds, column: &str, qualifier: Option<&str>) -> Result<usize> {
+/// The time a window after a join of two streams runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WindowTime {
+    /// One side's time column: 0 (left) or 1 (right).
+    Side(usize),
+    /// A time column both sides have, unqualified: the later of the two rows' times (the one
+    /// side's for a NULL-padded row).
+    Later,
+}
+
+/// The time a window after the join names (`left_only`: a semi or anti join, whose rows are
+/// the left's).
+fn window_time(
+    bounds: &TimeBounds,
+    column: &str,
+    qualifier: Option<&str>,
+    left_only: bool,
+) -> Result<WindowTime> {
     let names = |c: &Column| {
         c.name == column
             && qualifier.is_none_or(|q| c.relation.as_ref().is_none_or(|r| r.table() == q))
     };
     match (names(&bounds.left_time), names(&bounds.right_time)) {
-        (true, false) => Ok(0),
-        (false, true) => Ok(1),
-        (true, true) => Err(plan_error(format!(
-            "both sides of the join have the time column '{column}': name the side's in the \
-             window, as TUMBLE(a.{column}, ...)"
-        ))),
+        (true, false) => Ok(WindowTime::Side(0)),
+        (false, true) => Ok(WindowTime::Side(1)),
+        (true, true) if !left_only => Ok(WindowTime::Later),
+        (true, true) => Ok(WindowTime::Side(0)),
         (false, false) => Err(plan_error(format!(
             "a window after a join of two streams runs on one side's time column ({} or {}), \
-             not '{column}'",
+             or on both sides' (the later of the two), not '{column}'",
             bounds.left_time.flat_name(),
             bounds.right_time.flat_name()
         ))),

@@ -167,6 +167,9 @@ pub(super) struct Lowering<'a> {
     scan_time: Option<Arc<dyn PhysicalExpr>>,
     /// Where the event-time column is in the rows as they are now (None: not carried).
     pub time_at: Option<usize>,
+    /// After a join, where the other side's time column is when a window runs on the later of
+    /// the two rows' times (`time_at` is the left's then).
+    pub(super) later_time_at: Option<usize>,
     pub stages: Vec<PlanStage>,
     pub tables: Vec<TableInput>,
     /// The output columns that key its rows: the GROUP BY columns, as projections name them.
@@ -193,6 +196,7 @@ impl<'a> Lowering<'a> {
             input_schema: None,
             scan_time: None,
             time_at: None,
+            later_time_at: None,
             stages: Vec::new(),
             tables: Vec::new(),
             key_columns: Vec::new(),
@@ -456,12 +460,16 @@ impl<'a> Lowering<'a> {
                         }
                     }
                 }
-                self.time_at = self.time_at.and_then(|at| {
-                    proj.expr.iter().position(|e| match unalias(e) {
-                        Expr::Column(c) => input.index_of_column(c).ok() == Some(at),
-                        _ => false,
+                let moved = |at: Option<usize>| {
+                    at.and_then(|at| {
+                        proj.expr.iter().position(|e| match unalias(e) {
+                            Expr::Column(c) => input.index_of_column(c).ok() == Some(at),
+                            _ => false,
+                        })
                     })
-                });
+                };
+                self.time_at = moved(self.time_at);
+                self.later_time_at = moved(self.later_time_at);
                 let rows = executed_schema(&proj.schema, &exprs, &input)?;
                 self.stages.push(PlanStage::Project {
                     exprs,
@@ -580,17 +588,30 @@ impl<'a> Lowering<'a> {
         }
         self.group_count = Some(agg.group_expr.len());
         // Event time as the aggregate's input carries it.
-        let time_expr = match (&self.time_column, self.time_at) {
-            (Some(name), Some(at)) => {
+        let time_expr = match (&self.time_column, self.time_at, self.later_time_at) {
+            // After a join: the later of the two rows' times (GREATEST skips a padded NULL).
+            (Some(_), Some(at), Some(other)) => {
+                let column = |at: usize| {
+                    let (qualifier, field) = input.qualified_field(at);
+                    Expr::Column(datafusion::common::Column::new(
+                        qualifier.cloned(),
+                        field.name(),
+                    ))
+                };
+                let later =
+                    datafusion::functions::expr_fn::greatest(vec![column(at), column(other)]);
+                Some(physical_expr(state, later, &input)?)
+            }
+            (Some(name), Some(at), _) => {
                 Some(Arc::new(Column::new(name, at)) as Arc<dyn PhysicalExpr>)
             }
-            (Some(name), None) => {
+            (Some(name), None, _) => {
                 return Err(VeloError::Config(format!(
                     "the time column '{name}' does not reach the GROUP BY: select it by name in \
                      the subquery"
                 )))
             }
-            (None, _) => None,
+            (None, ..) => None,
         };
         // The key that is the input's event time (a window's `_window_end` after it): such a
         // group is complete once the watermark passes that time.
@@ -633,6 +654,7 @@ impl<'a> Lowering<'a> {
         // A window's rows carry their event time as `_window_end`, and so do the groups of
         // an aggregate keyed by it.
         self.time_at = window.as_ref().map(|w| w.end_key).or(closes_on);
+        self.later_time_at = None;
         self.window_lowered |= window.is_some();
         self.stages.push(PlanStage::Aggregate(AggregatePlan {
             group_exprs,
