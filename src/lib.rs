@@ -6,12 +6,14 @@
 //! → `connectors` (files, Kafka, stdout) and `partition` (router, workers, output thread)
 //! → `checkpoint` (durable state: a job's checkpoints in a state store)
 //! → `exec` (operators, state, the engine) → `sql` (parse, plan).
+//! `metrics` (a job's live counters) and `error` serve every layer.
 
 pub mod checkpoint;
 pub mod connectors;
 pub mod error;
 pub mod exec;
 pub mod job;
+pub mod metrics;
 pub mod partition;
 pub mod server;
 pub mod sql;

@@ -1,14 +1,17 @@
 //! `velo-sql`: the long-running server. `velo-sql deploy-app --file app.sql` runs every job
-//! of an app until SIGINT/SIGTERM, then drains and exits.
+//! of an app until SIGINT/SIGTERM, then drains and exits; `velo-sql server --http ADDR`
+//! serves the REST API and deploys apps sent to it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use velostream::connectors::kafka::MockKafka;
 use velostream::job::durable::{
     default_instance, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_LEASE_TIMEOUT,
 };
 use velostream::job::StateOptions;
+use velostream::server::http::Server;
 use velostream::server::{deploy_app, start_mock_kafka, stop_on_signal, AppOptions};
 use velostream::sql::properties::parse_positive_duration;
 use velostream::VeloError;
@@ -28,40 +31,56 @@ enum Command {
         /// The app: a SQL file of CREATE STREAM/TABLE ... AS statements.
         #[arg(long)]
         file: PathBuf,
-        /// Default `bootstrap.servers` for Kafka sources and sinks.
-        #[arg(long)]
-        brokers: Option<String>,
-        /// Start librdkafka's mock cluster in-process, create the app's topics there and run
-        /// against it (prints its bootstrap address on stderr).
-        #[arg(long)]
-        mock_kafka: bool,
-        /// Partition workers per job (default: one per core).
-        #[arg(long, default_value_t = 0)]
-        partitions: usize,
-        /// Batches per queue between reader, workers and sink.
-        #[arg(long, default_value_t = 0)]
-        queue_depth: usize,
-        /// Keep every Kafka job's state durable here: a directory, file:// URL, or (in a
-        /// build with the s3/gcs features) s3:// or gs:// URL. Jobs restore from it on start.
-        #[arg(long)]
-        state_dir: Option<String>,
-        /// Time between checkpoints, e.g. 10s or 500ms (a job's `-- @checkpoint_interval`
-        /// overrides it).
-        #[arg(long)]
-        checkpoint_interval: Option<String>,
-        /// Start with empty state even where a checkpoint exists (needed after a plan change).
-        #[arg(long)]
-        reset_state: bool,
-        /// This instance's name in the job leases of --state-dir (default: host and process
-        /// id). Give each instance its own, stable across restarts, so a restarted instance
-        /// takes its jobs back at once.
-        #[arg(long)]
-        instance_id: Option<String>,
-        /// How long a job's lease outlives its holder: a standby takes the job over that long
-        /// after the holder stopped renewing (default 10s).
-        #[arg(long)]
-        lease_timeout: Option<String>,
+        #[command(flatten)]
+        run: RunFlags,
     },
+    /// Serve the REST API, /metrics and /health with no apps, deploy apps over HTTP and run
+    /// them until stopped (SIGINT/SIGTERM), then drain every job and exit.
+    Server {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: String,
+        #[command(flatten)]
+        run: RunFlags,
+    },
+}
+
+/// How jobs run, for `deploy-app` and `server` alike.
+#[derive(clap::Args, Debug)]
+struct RunFlags {
+    /// Default `bootstrap.servers` for Kafka sources and sinks.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Start librdkafka's mock cluster in-process, create each app's topics there and run
+    /// against it (prints its bootstrap address on stderr).
+    #[arg(long)]
+    mock_kafka: bool,
+    /// Partition workers per job (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    partitions: usize,
+    /// Batches per queue between reader, workers and sink.
+    #[arg(long, default_value_t = 0)]
+    queue_depth: usize,
+    /// Keep every Kafka job's state durable here: a directory, file:// URL, or (in a build
+    /// with the s3/gcs features) s3:// or gs:// URL. Jobs restore from it on start.
+    #[arg(long)]
+    state_dir: Option<String>,
+    /// Time between checkpoints, e.g. 10s or 500ms (a job's `-- @checkpoint_interval`
+    /// overrides it).
+    #[arg(long)]
+    checkpoint_interval: Option<String>,
+    /// Start with empty state even where a checkpoint exists (needed after a plan change).
+    #[arg(long)]
+    reset_state: bool,
+    /// This instance's name in the job leases of --state-dir (default: host and process id).
+    /// Give each instance its own, stable across restarts, so a restarted instance takes its
+    /// jobs back at once.
+    #[arg(long)]
+    instance_id: Option<String>,
+    /// How long a job's lease outlives its holder: a standby takes the job over that long
+    /// after the holder stopped renewing (default 10s).
+    #[arg(long)]
+    lease_timeout: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -97,10 +116,17 @@ fn duration_flag(
 }
 
 fn run(args: Args) -> Result<ExitCode, VeloError> {
-    let Command::DeployApp {
-        file,
+    match args.command {
+        Command::DeployApp { file, run } => deploy(&file, run),
+        Command::Server { http, run } => serve(&http, run),
+    }
+}
+
+/// The app options the flags ask for, with the brokers of `mock` when there is one.
+fn app_options(run: RunFlags, mock: Option<&MockKafka>) -> Result<AppOptions, VeloError> {
+    let RunFlags {
         brokers,
-        mock_kafka,
+        mock_kafka: _,
         partitions,
         queue_depth,
         state_dir,
@@ -108,7 +134,7 @@ fn run(args: Args) -> Result<ExitCode, VeloError> {
         reset_state,
         instance_id,
         lease_timeout,
-    } = args.command;
+    } = run;
     let lease_timeout = duration_flag(
         "--lease-timeout",
         lease_timeout.as_deref(),
@@ -132,22 +158,44 @@ fn run(args: Args) -> Result<ExitCode, VeloError> {
         lease_timeout,
         ..StateOptions::at(&location)
     });
-    let sql = std::fs::read_to_string(&file)
+    Ok(AppOptions {
+        brokers: brokers.or_else(|| mock.map(|m| m.bootstrap_servers().to_string())),
+        partitions,
+        queue_depth,
+        state,
+    })
+}
+
+/// `velo-sql server`: serves until SIGINT/SIGTERM, then drains every job.
+fn serve(http: &str, run: RunFlags) -> Result<ExitCode, VeloError> {
+    let stop = stop_on_signal()?;
+    let mock = if run.mock_kafka {
+        let mock = MockKafka::start(1)?;
+        eprintln!("mock kafka bootstrap: {}", mock.bootstrap_servers());
+        Some(mock)
+    } else {
+        None
+    };
+    let options = app_options(run, mock.as_ref())?;
+    let server = Server::start(http, options, mock)?;
+    eprintln!("serving on http://{}", server.addr);
+    server.run_until(&stop)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `velo-sql deploy-app`: runs one app's jobs until SIGINT/SIGTERM.
+fn deploy(file: &std::path::Path, run: RunFlags) -> Result<ExitCode, VeloError> {
+    let sql = std::fs::read_to_string(file)
         .map_err(|e| VeloError::Config(format!("cannot read {}: {e}", file.display())))?;
     let stop = stop_on_signal()?;
-    let mock = if mock_kafka {
+    let mock = if run.mock_kafka {
         let mock = start_mock_kafka(&sql)?;
         eprintln!("mock kafka bootstrap: {}", mock.bootstrap_servers());
         Some(mock)
     } else {
         None
     };
-    let options = AppOptions {
-        brokers: brokers.or_else(|| mock.as_ref().map(|m| m.bootstrap_servers().to_string())),
-        partitions,
-        queue_depth,
-        state,
-    };
+    let options = app_options(run, mock.as_ref())?;
     let outcomes = deploy_app(&sql, &options, stop)?;
     let mut failed = false;
     for (job, outcome) in &outcomes {

@@ -13,6 +13,7 @@ use arrow::record_batch::RecordBatch;
 use super::snapshot::{column, state_batch, OperatorState};
 use super::window::event_times;
 use crate::error::Result;
+use crate::metrics::PartitionTime;
 use crate::sql::window::WatermarkPlan;
 
 /// A query's event-time clock: evaluates each batch's event times and tracks the watermark.
@@ -56,6 +57,26 @@ impl EventClock {
     /// Declares the input partitions (see `WatermarkTracker::set_partitions`).
     pub fn set_partitions(&mut self, partitions: &[i32]) {
         self.tracker.set_partitions(partitions);
+    }
+
+    /// Each input partition that has sent an event time: its newest and its own watermark.
+    pub fn partition_times(&self) -> Vec<(i32, PartitionTime)> {
+        let disorder = self.tracker.max_out_of_orderness_ms;
+        let mut times: Vec<(i32, PartitionTime)> = self
+            .tracker
+            .partitions
+            .iter()
+            .filter(|(_, (newest, _))| *newest > i64::MIN)
+            .map(|(p, (newest, _))| {
+                let time = PartitionTime {
+                    newest_ms: *newest,
+                    watermark_ms: newest.saturating_sub(disorder),
+                };
+                (*p, time)
+            })
+            .collect();
+        times.sort_by_key(|(p, _)| *p);
+        times
     }
 
     /// The highest event time of every input partition, for a checkpoint.

@@ -23,6 +23,7 @@ use crate::connectors::file_source::FileSource;
 use crate::connectors::kafka::{KafkaDefaults, KafkaSource};
 use crate::connectors::{open_sink, BadRecord, SinkConfig};
 use crate::error::{Result, VeloError};
+use crate::metrics::JobMetrics;
 use crate::partition::{
     default_partitions, run_partitioned, InputEvent, PartitionOptions, PartitionRun,
     DEFAULT_QUEUE_DEPTH,
@@ -36,11 +37,13 @@ mod file_readers;
 mod inputs;
 mod kafka;
 mod output;
+mod running;
 mod stream_inputs;
 mod streams;
 mod tables;
 
 pub use durable::StateOptions;
+pub use running::RunningJob;
 
 /// Options of a batch run (the CLI's flags).
 #[derive(Debug, Clone, Default)]
@@ -390,63 +393,14 @@ impl PlannedScript {
         self.jobs.iter().map(|j| &j.plan)
     }
 
-    /// Runs every job at once, each on its own threads, until its input ends or
-    /// `options.stop` is set. A job that fails reports its error and stops alone.
-    pub fn run_concurrently(self, options: &JobOptions) -> Vec<(String, Result<JobSummary>)> {
-        let no_outputs = BTreeMap::new();
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .jobs
-                .into_iter()
-                .map(|job| {
-                    let id = job.plan.id.clone();
-                    tracing::info!(
-                        job = %id,
-                        source = %job.plan.source,
-                        input = %job.input.describe(),
-                        sink = ?job.sink,
-                        partitions = ?job.partitions.unwrap_or(options.partitions),
-                        "job started"
-                    );
-                    let no_outputs = &no_outputs;
-                    let handle = scope.spawn(move || run_job(job, no_outputs, options));
-                    (id, handle)
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|(id, handle)| {
-                    let result = match handle.join() {
-                        Ok(r) => r.map(|(summary, _)| summary),
-                        Err(_) => Err(VeloError::Execution(format!("job '{id}' panicked"))),
-                    };
-                    match &result {
-                        Ok(s) => tracing::info!(
-                            job = %id,
-                            records_in = s.records_in,
-                            records_out = s.records_out,
-                            errors = s.errors,
-                            late = s.late_records,
-                            state_keys = s.state_keys,
-                            expired_keys = s.expired_keys,
-                            seconds = s.seconds,
-                            "job stopped"
-                        ),
-                        Err(e) => tracing::error!(job = %id, error = %e, "job failed"),
-                    }
-                    (id, result)
-                })
-                .collect()
-        })
-    }
-
     /// Runs every job to completion, in order.
     pub fn run(self, options: &JobOptions) -> Result<Vec<JobSummary>> {
         let mut outputs: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
         let mut summaries = Vec::new();
         for job in self.jobs {
             let id = job.plan.id.clone();
-            let (mut summary, retained) = run_job(job, &outputs, options)?;
+            let metrics = Arc::new(JobMetrics::default());
+            let (mut summary, retained) = run_job(job, &outputs, options, &metrics)?;
             if let Some(batches) = retained {
                 if options.collect_output {
                     summary.output = Some(batches.clone());
@@ -463,6 +417,7 @@ fn run_job(
     job: PlannedJob,
     outputs: &BTreeMap<String, Vec<RecordBatch>>,
     options: &JobOptions,
+    metrics: &Arc<JobMetrics>,
 ) -> Result<(JobSummary, Option<Vec<RecordBatch>>)> {
     let started = Instant::now();
     let plan = job.plan;
@@ -525,6 +480,7 @@ fn run_job(
         },
         restore: None,
         tables: Vec::new(),
+        metrics: Arc::clone(metrics),
     };
     // Bad records are found on the reading side, late ones on the output side; the
     // dead-letter file serves both, off the hot path.
@@ -541,6 +497,8 @@ fn run_job(
         dead_letter: &dead_letter,
         committers: Vec::new(),
         checkpoints: None,
+        metrics: Arc::clone(metrics),
+        checkpoints_published: 0,
     };
     let stats = match &job.input {
         JobInput::File(config) if job.side_inputs.is_empty() => run_file(
@@ -651,6 +609,9 @@ fn run_file(
                 };
                 summary.records_in += chunk.batch.num_rows() as u64;
                 record_bad(summary, dead_letter, &config.name, chunk.bad_records)?;
+                partitions
+                    .metrics
+                    .set_input_counts(summary.records_in, summary.errors);
                 if let Some(p) = &progress {
                     p.inc(chunk.bytes);
                     p.set_message(format!("{} rows", summary.records_in));

@@ -2,7 +2,8 @@
 //! file for bad and late records, and the progress bar.
 
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use arrow::record_batch::RecordBatch;
 
@@ -11,6 +12,8 @@ use super::kafka::OffsetCommitter;
 use super::JobSummary;
 use crate::connectors::{BadRecord, Sink};
 use crate::error::{Result, VeloError};
+use crate::exec::input::now_millis;
+use crate::metrics::{CheckpointInfo, JobMetrics};
 use crate::partition::Delivery;
 
 /// Counts bad records, writes them to the dead-letter file and keeps the first 100 to report.
@@ -135,6 +138,10 @@ pub(super) struct Deliveries<'a> {
     pub committers: Vec<OffsetCommitter>,
     /// Checkpoints of a Kafka job with durable state.
     pub checkpoints: Option<CheckpointWriter>,
+    /// The job's live metrics: records out and the last checkpoint are published here.
+    pub metrics: Arc<JobMetrics>,
+    /// Checkpoints completed when the last one was published.
+    pub checkpoints_published: u64,
 }
 
 impl Deliveries<'_> {
@@ -143,7 +150,24 @@ impl Deliveries<'_> {
         if let Some(w) = self.checkpoints.as_mut() {
             // Publish and commit what has become durable as soon as it has.
             w.poll(self.output.sink.as_mut())?;
+            if w.stats.completed > self.checkpoints_published {
+                self.checkpoints_published = w.stats.completed;
+                self.metrics.record_checkpoint(CheckpointInfo {
+                    id: w.stats.last_epoch.unwrap_or_default(),
+                    at_ms: now_millis(),
+                    seconds: w.stats.last_duration.as_secs_f64(),
+                    bytes: w.stats.last_bytes,
+                });
+            }
         }
+        let delivered = self.deliver_one(delivery);
+        self.metrics
+            .records_out
+            .store(self.output.records_out, Ordering::Relaxed);
+        delivered
+    }
+
+    fn deliver_one(&mut self, delivery: Delivery) -> Result<()> {
         match delivery {
             Delivery::Rows(batch) => self.output.write(batch),
             Delivery::Late(batch) => lock(self.dead_letter).write_late(&self.job, batch),

@@ -68,6 +68,7 @@ pub(super) fn run_streams(
         }
         let mut final_snapshot_taken = false;
         let mut revoked: Option<Revoked> = None;
+        let metrics = &partitions.metrics;
         let stats = run_partitioned(
             plan,
             &partitions,
@@ -88,6 +89,7 @@ pub(super) fn run_streams(
                     return Ok(Some(InputEvent::Stop));
                 }
                 let event = inputs.next(summary, dead_letter, trigger.as_mut(), &mut revoked)?;
+                metrics.set_input_counts(summary.records_in, summary.errors);
                 if revoked.is_some() {
                     return Ok(Some(InputEvent::Stop));
                 }

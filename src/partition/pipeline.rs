@@ -23,6 +23,7 @@ use crate::exec::join::LookupTable;
 use crate::exec::shard::KeyShard;
 use crate::exec::snapshot::{clock_state, OperatorState, PartitionStates, RestoredStates};
 use crate::exec::watermark::EventClock;
+use crate::metrics::{JobMetrics, PUBLISH_EVERY};
 use crate::sql::PlannedQuery;
 
 /// Queue depth (batches) between stages when none is configured.
@@ -44,6 +45,8 @@ pub struct PartitionOptions {
     /// The loaded rows of the tables the query joins (`PlannedQuery::tables`), shared by
     /// every worker.
     pub tables: Vec<Arc<LookupTable>>,
+    /// The job's live metrics, which the workers, the router and the output thread update.
+    pub metrics: Arc<JobMetrics>,
 }
 
 impl PartitionOptions {
@@ -55,6 +58,7 @@ impl PartitionOptions {
             source_key: Vec::new(),
             restore: None,
             tables: Vec::new(),
+            metrics: Arc::default(),
         }
     }
 }
@@ -201,8 +205,16 @@ where
             router: PartitionRouter::new(routing, n, &[]),
         });
     }
+    options.metrics.start_workers(n);
     let mut workers = (0..n)
-        .map(|_| PartitionWorker::new(plan.clone(), &options.tables))
+        .map(|i| {
+            PartitionWorker::new(
+                plan.clone(),
+                &options.tables,
+                Arc::clone(&options.metrics),
+                i,
+            )
+        })
         .collect::<Result<Vec<_>>>()?;
     if let Some(states) = &options.restore {
         for (index, worker) in workers.iter_mut().enumerate() {
@@ -233,10 +245,12 @@ where
         }
         let output = std::thread::Builder::new()
             .name("velo-output".into())
-            .spawn_scoped(scope, move || collect_outputs(from_workers, deliver))
+            .spawn_scoped(scope, || {
+                collect_outputs(from_workers, deliver, &options.metrics)
+            })
             .map_err(|e| VeloError::io("starting the output thread", e))?;
 
-        let routed = route_input(&mut next_input, &mut inputs, &to_workers);
+        let routed = route_input(&mut next_input, &mut inputs, &to_workers, &options.metrics);
         if let Ok(Some(release)) = &routed {
             for tx in &to_workers {
                 // A worker that hung up has already reported why on its output.
@@ -275,14 +289,20 @@ fn route_input<I>(
     next_input: &mut I,
     inputs: &mut [RoutedInput],
     to_workers: &[SyncSender<WorkerInput>],
+    metrics: &JobMetrics,
 ) -> Result<Option<bool>>
 where
     I: FnMut() -> Result<Option<InputEvent>>,
 {
     // The latest event time of any input routed since the last checkpoint barrier.
     let mut segment_max: Option<i64> = None;
+    let mut published = Instant::now();
     while let Some(event) = next_input()? {
         let started = Instant::now();
+        if started.duration_since(published) >= PUBLISH_EVERY {
+            publish_times(inputs, metrics);
+            published = started;
+        }
         let nothing = || vec![None; to_workers.len()];
         let mut snapshot = None;
         let mut input = 0;
@@ -361,7 +381,10 @@ where
                 }
                 continue;
             }
-            InputEvent::Stop => return Ok(Some(false)),
+            InputEvent::Stop => {
+                publish_times(inputs, metrics);
+                return Ok(Some(false));
+            }
         };
         for (tx, rows) in to_workers.iter().zip(pieces) {
             let message = WorkerInput::Epoch {
@@ -378,7 +401,27 @@ where
             }
         }
     }
+    publish_times(inputs, metrics);
     Ok(Some(true))
+}
+
+/// Publishes every input's partition times and the job's watermark.
+fn publish_times(inputs: &[RoutedInput], metrics: &JobMetrics) {
+    let mut watermark: Option<i64> = None;
+    for (k, input) in inputs.iter().enumerate() {
+        if let Some(clock) = &input.clock {
+            metrics.publish_times(k, &clock.partition_times());
+            watermark = match (watermark, clock.watermark()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    if let Some(w) = watermark {
+        metrics
+            .watermark_ms
+            .store(w, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Stream input `k` of the query.
@@ -445,6 +488,7 @@ struct Collected {
 fn collect_outputs<D>(
     workers: Vec<Receiver<Result<WorkerOutput>>>,
     mut deliver: D,
+    metrics: &JobMetrics,
 ) -> Result<Collected>
 where
     D: FnMut(Delivery) -> Result<()>,
@@ -520,7 +564,9 @@ where
         }
         epochs += 1;
         if let Some(t) = started {
-            latencies.push(t.elapsed());
+            let latency = t.elapsed();
+            metrics.observe_latency(latency);
+            latencies.push(latency);
         }
     }
     latencies.sort_unstable();

@@ -1,6 +1,7 @@
 //! `PartitionWorker`: a plain OS thread that owns its share of a query's state and runs it
 //! synchronously, one epoch (input batch) at a time.
 
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +15,7 @@ use crate::exec::engine::StreamExecutionEngine;
 use crate::exec::join::LookupTable;
 use crate::exec::shard::KeyShard;
 use crate::exec::snapshot::{PartitionStates, RestoredStates};
+use crate::metrics::JobMetrics;
 use crate::sql::PlannedQuery;
 
 /// What the router sends a worker: every worker gets every epoch, with or without rows, so
@@ -69,15 +71,39 @@ pub(crate) struct WorkerTotals {
 pub struct PartitionWorker {
     engine: StreamExecutionEngine,
     query_id: String,
+    /// The job's metrics, and this worker's slot in them.
+    metrics: Arc<JobMetrics>,
+    index: usize,
 }
 
 impl PartitionWorker {
     /// A worker for one partition of `plan`, joining the loaded `tables`; its watermark comes
     /// from the router.
-    pub fn new(plan: PlannedQuery, tables: &[Arc<LookupTable>]) -> Result<Self> {
+    pub fn new(
+        plan: PlannedQuery,
+        tables: &[Arc<LookupTable>],
+        metrics: Arc<JobMetrics>,
+        index: usize,
+    ) -> Result<Self> {
         let mut engine = StreamExecutionEngine::new();
         let query_id = engine.deploy_with_external_watermarks(plan, tables)?;
-        Ok(PartitionWorker { engine, query_id })
+        Ok(PartitionWorker {
+            engine,
+            query_id,
+            metrics,
+            index,
+        })
+    }
+
+    /// Publishes this worker's state size and late count.
+    fn publish(&self) -> Result<()> {
+        if let Some(slot) = self.metrics.worker(self.index) {
+            let processor = self.engine.processor(&self.query_id)?;
+            slot.state_keys
+                .store(processor.state_size() as u64, Ordering::Relaxed);
+            slot.late.store(processor.late_records(), Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Loads the keys `shard` owns from a checkpoint's state, before any input.
@@ -130,6 +156,7 @@ impl PartitionWorker {
                     Some(mark) => Some((*mark, self.engine.snapshot(id)?)),
                     None => None,
                 };
+                self.publish()?;
                 Ok(WorkerOutput {
                     rows: out,
                     late: self.engine.take_dead_letters(id)?,

@@ -1,6 +1,11 @@
 //! The long-running server behind `velo-sql`: deploys an app (a SQL file of several jobs)
 //! and runs every job concurrently until it is told to stop, then drains: sources stop,
-//! sinks flush, offsets are committed.
+//! sinks flush, offsets are committed. `velo-sql server` does the same for apps deployed
+//! over HTTP (`http`), and shows each job's live metrics.
+
+mod exporter;
+pub mod http;
+pub mod registry;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;

@@ -25,8 +25,68 @@ impl PlanStage {
         }
     }
 
+    /// The state the stage keeps, and what bounds it (None: it keeps none).
+    pub fn state_bound(&self) -> Option<(&'static str, String)> {
+        use super::planner::MergeKind;
+        let ttl = |ttl: &Option<crate::sql::StateTtl>| {
+            ttl.map(|t| format!("'state.ttl' = {} ms of {:?} time", t.ttl_ms, t.clock))
+        };
+        match self {
+            PlanStage::Filter { .. } | PlanStage::Project { .. } => None,
+            PlanStage::Aggregate(agg) => Some(match (&agg.window, agg.closes_on) {
+                (Some(w), _) => (
+                    "accumulators per group of each open window",
+                    format!(
+                        "a window goes when the watermark passes its end plus {} ms",
+                        w.allowed_lateness_ms
+                    ),
+                ),
+                (None, Some(_)) => (
+                    "accumulators per group of each open window end",
+                    "a group goes when the watermark passes its window end".to_string(),
+                ),
+                (None, None) => (
+                    "accumulators per group",
+                    ttl(&agg.ttl).unwrap_or_else(|| "none: every key seen is kept".to_string()),
+                ),
+            }),
+            PlanStage::Distinct => Some(("every distinct row", "none".to_string())),
+            PlanStage::Sort { .. } => Some(("every row until the input ends", "none".to_string())),
+            PlanStage::Limit { .. } => Some(("a row count", "constant".to_string())),
+            PlanStage::Analytic { .. } => {
+                Some(("each partition's frame", "the frame's size".to_string()))
+            }
+            PlanStage::LookupJoin(_) => Some((
+                "the table, read whole before the stream",
+                "the table's keys".to_string(),
+            )),
+            PlanStage::Merge(merge) => match &merge.kind {
+                MergeKind::Union => None,
+                MergeKind::IntervalJoin(j) => Some((
+                    "each side's rows waiting for a partner",
+                    match j.ttl_ms {
+                        Some(ttl) => format!("'state.ttl' = {ttl} ms of event time"),
+                        None => format!(
+                            "a row goes when the other side's watermark passes its bound \
+                             ({} ms to {} ms)",
+                            j.lower_ms, j.upper_ms
+                        ),
+                    },
+                )),
+                MergeKind::ChangelogJoin(j) => Some((
+                    "each side's live rows",
+                    format!(
+                        "a changelog side's keys; an append-only side's rows for 'state.ttl' \
+                         = {} ms",
+                        j.ttl_ms
+                    ),
+                )),
+            },
+        }
+    }
+
     /// One line describing what the stage computes.
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match self {
             PlanStage::Filter { predicate } => format!("WHERE {predicate}"),
             PlanStage::Project { exprs, .. } => format!("SELECT {}", list(exprs)),

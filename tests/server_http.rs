@@ -1,0 +1,257 @@
+//! `velo-sql server` over real HTTP: an app deployed with `POST /api/v1/apps` follows a
+//! growing file; its `records_in` grows in `/api/v1/jobs` and in `/metrics` (read with a
+//! Prometheus text parser); a stop drains the job, and every row is in the sink; bad SQL is a
+//! 400 with its line and column.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use velostream::server::http::Server;
+use velostream::server::AppOptions;
+
+struct Client {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Client {
+    fn new(server: &Server) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Client {
+            agent,
+            base: format!("http://{}", server.addr),
+        }
+    }
+
+    /// (status, body) of a request with an optional body.
+    fn call(&self, method: &str, path: &str, body: Option<(&str, String)>) -> (u16, String) {
+        let url = format!("{}{path}", self.base);
+        let response = match (method, body) {
+            ("GET", _) => self.agent.get(&url).call(),
+            ("DELETE", _) => self.agent.delete(&url).call(),
+            (_, Some((kind, body))) => self
+                .agent
+                .post(&url)
+                .header("Content-Type", kind)
+                .send(body),
+            (_, None) => self.agent.post(&url).send_empty(),
+        };
+        let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().expect("body");
+        (status, text)
+    }
+
+    fn json(&self, method: &str, path: &str, body: Option<(&str, String)>) -> (u16, Value) {
+        let (status, text) = self.call(method, path, body);
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+        (status, value)
+    }
+
+    /// The job's `records_in` in /metrics, parsed as Prometheus text.
+    fn scraped_records_in(&self, job: &str) -> Option<f64> {
+        let (status, text) = self.call("GET", "/metrics", None);
+        assert_eq!(status, 200);
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
+        scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "velostream_job_records_in_total" && s.labels.get("job") == Some(job)
+            })
+            .and_then(|s| match s.value {
+                prometheus_parse::Value::Counter(v) => Some(v),
+                _ => None,
+            })
+    }
+}
+
+fn append(path: &std::path::Path, ids: std::ops::Range<i64>) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("input");
+    for id in ids {
+        writeln!(f, "{}", json!({"id": id, "v": id % 20})).expect("write");
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_app_deployed_over_http_runs_reports_and_stops() {
+    let dir = tempfile::tempdir().expect("dir");
+    let input = dir.path().join("events.jsonl");
+    let output = dir.path().join("big.jsonl");
+    append(&input, 0..100);
+    let mut server = Server::start(
+        "127.0.0.1:0",
+        AppOptions {
+            partitions: 2,
+            ..Default::default()
+        },
+        None,
+    )
+    .expect("server");
+    let client = Client::new(&server);
+    assert_eq!(client.json("GET", "/health", None).0, 200);
+
+    let sql = format!(
+        "CREATE STREAM events (id BIGINT, v BIGINT) WITH ('events.type' = 'file_source', \
+         'events.path' = '{}', 'events.watch' = 'true');\n\
+         CREATE STREAM big AS SELECT id, v FROM events WHERE v > 9 \
+         WITH ('big.type' = 'file_sink', 'big.path' = '{}');\n",
+        input.display(),
+        output.display()
+    );
+    let body = json!({"name": "demo", "sql": sql}).to_string();
+    let (status, deployed) = client.json("POST", "/api/v1/apps", Some(("application/json", body)));
+    assert_eq!(status, 201, "{deployed}");
+    assert_eq!(deployed, json!({"app": "demo", "jobs": ["big"]}));
+
+    let records_in = |client: &Client| {
+        let (_, jobs) = client.json("GET", "/api/v1/jobs", None);
+        jobs[0]["records_in"].as_u64().unwrap_or(0)
+    };
+    wait_until("the first 100 records", || records_in(&client) >= 100);
+    append(&input, 100..250);
+    wait_until("the file's growth", || records_in(&client) >= 250);
+    wait_until("the metrics", || {
+        client.scraped_records_in("big").is_some_and(|n| n >= 250.0)
+    });
+    let (_, job) = client.json("GET", "/api/v1/jobs/big", None);
+    assert_eq!(job["status"], "running");
+    assert_eq!(job["app"], "demo");
+    assert_eq!(job["partitions"], 2);
+
+    let (status, stopped) = client.json("POST", "/api/v1/jobs/big/stop", None);
+    assert_eq!(status, 200);
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    assert_eq!(stopped["records_in"], 250);
+    let written: Vec<i64> = std::fs::read_to_string(&output)
+        .expect("sink")
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("row")["id"]
+                .as_i64()
+                .expect("id")
+        })
+        .collect();
+    let mut ids = written.clone();
+    ids.sort();
+    let expected: Vec<i64> = (0..250).filter(|id| id % 20 > 9).collect();
+    assert_eq!(ids, expected, "every row with v > 9 is in the sink, once");
+    assert_eq!(stopped["records_out"], expected.len());
+
+    let bad = format!(
+        "CREATE STREAM events (id BIGINT) WITH ('events.type' = 'file_source', \
+         'events.path' = '{}');\nCREATE STREAM oops AS SELECT idd FROM events;",
+        input.display()
+    );
+    let (status, error) = client.json("POST", "/api/v1/apps", Some(("text/plain", bad)));
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["line"], 2, "{error}");
+    assert_eq!(error["column"], 30, "{error}");
+    assert_eq!(error["statement"], "oops", "{error}");
+    assert!(
+        error["error"].as_str().is_some_and(|e| e.contains("idd")),
+        "{error}"
+    );
+    assert_eq!(
+        client
+            .json("GET", "/api/v1/apps", None)
+            .1
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    let (status, plan) = client.json("POST", "/api/v1/sql/validate", Some(("text/plain", sql)));
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["valid"], true);
+    assert_eq!(plan["jobs"][0]["name"], "big");
+    assert_eq!(plan["jobs"][0]["operators"][0]["operator"], "0-filter");
+
+    assert_eq!(client.json("DELETE", "/api/v1/apps/demo", None).0, 200);
+    assert_eq!(client.json("GET", "/api/v1/apps/demo", None).0, 404);
+    assert_eq!(client.json("GET", "/api/v1/jobs/big", None).0, 404);
+    server.shutdown().expect("shutdown");
+}
+
+/// `velo-sql server` drains every job on SIGTERM and exits 0: the rows read are in the sink.
+#[test]
+fn sigterm_drains_the_server_and_exits_zero() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("dir");
+    let input = dir.path().join("events.jsonl");
+    let output = dir.path().join("all.jsonl");
+    append(&input, 0..50);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_velo-sql"))
+        .args(["server", "--http", "127.0.0.1:0", "--partitions", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("velo-sql server");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).expect("stderr") > 0,
+            "no address printed"
+        );
+        if let Some(addr) = line.trim().strip_prefix("serving on http://") {
+            break addr.to_string();
+        }
+    };
+    // Keep draining stderr so the server never blocks on it.
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let sql = format!(
+        "CREATE STREAM events (id BIGINT, v BIGINT) WITH ('events.type' = 'file_source', \
+         'events.path' = '{}', 'events.watch' = 'true');\n\
+         CREATE STREAM all_rows AS SELECT id FROM events \
+         WITH ('all_rows.type' = 'file_sink', 'all_rows.path' = '{}');\n",
+        input.display(),
+        output.display()
+    );
+    let mut deployed = agent
+        .post(format!("http://{addr}/api/v1/apps"))
+        .send(sql)
+        .expect("deploy");
+    assert_eq!(deployed.status().as_u16(), 201);
+    let _ = deployed.body_mut().read_to_string();
+    wait_until("the 50 records", || {
+        let mut r = agent
+            .get(format!("http://{addr}/api/v1/jobs/all_rows"))
+            .call()
+            .expect("job");
+        let job: Value =
+            serde_json::from_str(&r.body_mut().read_to_string().expect("body")).expect("json");
+        job["records_in"].as_u64() == Some(50)
+    });
+    // SAFETY: a plain kill(2) of the child we started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().expect("exit");
+    assert_eq!(status.code(), Some(0));
+    let rows = std::fs::read_to_string(&output)
+        .expect("sink")
+        .lines()
+        .count();
+    assert_eq!(rows, 50, "the drained job flushed every row");
+}
