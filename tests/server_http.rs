@@ -255,3 +255,102 @@ fn sigterm_drains_the_server_and_exits_zero() {
         .count();
     assert_eq!(rows, 50, "the drained job flushed every row");
 }
+
+/// `velo-sql apps ...` and `velo-sql jobs ...` against a running server: a deploy, the job in
+/// the list (as a table and as JSON), a stop, a delete, and bad SQL printed with its caret.
+#[test]
+fn the_cli_deploys_lists_stops_and_deletes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let input = dir.path().join("events.jsonl");
+    append(&input, 0..30);
+    let mut server = Server::start("127.0.0.1:0", AppOptions::default(), None).expect("server");
+    let url = format!("http://{}", server.addr);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_velo-sql"))
+            .args(args)
+            .args(["--server", &url])
+            .output()
+            .expect("velo-sql");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let app = dir.path().join("app.sql");
+    std::fs::write(
+        &app,
+        format!(
+            "CREATE STREAM events (id BIGINT, v BIGINT) WITH ('events.type' = 'file_source', \
+             'events.path' = '{}', 'events.watch' = 'true');\n\
+             CREATE STREAM copied AS SELECT id FROM events \
+             WITH ('copied.type' = 'file_sink', 'copied.path' = '{}');\n",
+            input.display(),
+            dir.path().join("out.jsonl").display()
+        ),
+    )
+    .expect("app");
+    let app = app.display().to_string();
+    let (code, out, err) = cli(&["apps", "deploy", &app]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("copied"), "{out}");
+    wait_until("the 30 records", || {
+        let (_, out, _) = cli(&["jobs", "list", "--json"]);
+        let jobs: Value = serde_json::from_str(&out).expect("json");
+        jobs[0]["records_in"] == 30
+    });
+    let (code, table, _) = cli(&["jobs", "list"]);
+    assert_eq!(code, Some(0));
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("NAME") && header.contains("STATUS"),
+        "{table}"
+    );
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[..4], ["copied", "app-1", "running", "30"], "{table}");
+    let (code, shown, _) = cli(&["jobs", "show", "copied"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.split_whitespace().eq(["records_in:", "30"])),
+        "{shown}"
+    );
+    let (code, stopped, _) = cli(&["jobs", "stop", "copied"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        stopped
+            .lines()
+            .any(|l| l.split_whitespace().eq(["status:", "stopped"])),
+        "{stopped}"
+    );
+    let (code, _, err) = cli(&["jobs", "show", "nope"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no job named 'nope'"), "{err}");
+    let (code, out, _) = cli(&["apps", "delete", "app-1"]);
+    assert_eq!((code, out.trim()), (Some(0), "deleted app app-1"));
+
+    let bad = dir.path().join("bad.sql");
+    std::fs::write(
+        &bad,
+        format!(
+            "CREATE STREAM events (id BIGINT) WITH ('events.type' = 'file_source', \
+             'events.path' = '{}');\nCREATE STREAM oops AS SELECT idd FROM events;\n",
+            input.display()
+        ),
+    )
+    .expect("bad");
+    let (code, _, err) = cli(&["apps", "deploy", &bad.display().to_string()]);
+    assert_eq!(code, Some(2), "bad SQL exits 2: {err}");
+    assert!(err.contains("line 2, column 30"), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    let (code_line, caret) = (lines[lines.len() - 2], lines[lines.len() - 1]);
+    assert_eq!(
+        caret.find('^'),
+        code_line.find("idd"),
+        "a caret under idd: {err}"
+    );
+    server.shutdown().expect("shutdown");
+}

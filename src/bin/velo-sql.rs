@@ -1,6 +1,7 @@
 //! `velo-sql`: the long-running server. `velo-sql deploy-app --file app.sql` runs every job
 //! of an app until SIGINT/SIGTERM, then drains and exits; `velo-sql server --http ADDR`
-//! serves the REST API and deploys apps sent to it.
+//! serves the REST API and deploys apps sent to it; `velo-sql apps ...` and `velo-sql jobs ...`
+//! talk to such a server.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use velostream::job::durable::{
     default_instance, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_LEASE_TIMEOUT,
 };
 use velostream::job::StateOptions;
+use velostream::server::client::{job_details, jobs_table, Client};
 use velostream::server::http::Server;
 use velostream::server::{deploy_app, start_mock_kafka, stop_on_signal, AppOptions};
 use velostream::sql::properties::parse_positive_duration;
@@ -43,6 +45,49 @@ enum Command {
         #[command(flatten)]
         run: RunFlags,
     },
+    /// Deploy or delete apps on a running server.
+    Apps {
+        #[command(subcommand)]
+        command: AppsCommand,
+        #[command(flatten)]
+        client: ClientFlags,
+    },
+    /// List, show or stop a running server's jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+        #[command(flatten)]
+        client: ClientFlags,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AppsCommand {
+    /// Deploy the app in FILE: every statement is planned first, and a bad one starts nothing.
+    Deploy { file: PathBuf },
+    /// Stop an app's jobs (drained and committed) and forget the app.
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum JobsCommand {
+    /// Every job: status, counts, rate, state.
+    List,
+    /// One job, with its input partitions' watermarks.
+    Show { name: String },
+    /// Drain and stop a job.
+    Stop { name: String },
+}
+
+/// Where the server is, and how to print its answers.
+#[derive(clap::Args, Debug)]
+struct ClientFlags {
+    /// The server's address.
+    #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
+    server: String,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 /// How jobs run, for `deploy-app` and `server` alike.
@@ -119,7 +164,51 @@ fn run(args: Args) -> Result<ExitCode, VeloError> {
     match args.command {
         Command::DeployApp { file, run } => deploy(&file, run),
         Command::Server { http, run } => serve(&http, run),
+        Command::Apps { command, client } => apps(command, &client),
+        Command::Jobs { command, client } => jobs(command, &client),
     }
+}
+
+/// Prints `value` as JSON, or as `readable` makes it.
+fn print(
+    flags: &ClientFlags,
+    value: &serde_json::Value,
+    readable: impl Fn(&serde_json::Value) -> String,
+) {
+    if flags.json {
+        println!("{value}");
+    } else {
+        print!("{}", readable(value));
+    }
+}
+
+fn apps(command: AppsCommand, flags: &ClientFlags) -> Result<ExitCode, VeloError> {
+    let client = Client::new(&flags.server);
+    match command {
+        AppsCommand::Deploy { file } => {
+            let sql = std::fs::read_to_string(&file)
+                .map_err(|e| VeloError::Config(format!("cannot read {}: {e}", file.display())))?;
+            let deployed = client.deploy(&sql)?;
+            print(flags, &deployed, |d| {
+                format!("deployed app {} with jobs {}\n", d["app"], d["jobs"])
+            });
+        }
+        AppsCommand::Delete { name } => {
+            let deleted = client.delete_app(&name)?;
+            print(flags, &deleted, |_| format!("deleted app {name}\n"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn jobs(command: JobsCommand, flags: &ClientFlags) -> Result<ExitCode, VeloError> {
+    let client = Client::new(&flags.server);
+    match command {
+        JobsCommand::List => print(flags, &client.jobs()?, jobs_table),
+        JobsCommand::Show { name } => print(flags, &client.job(&name)?, job_details),
+        JobsCommand::Stop { name } => print(flags, &client.stop_job(&name)?, job_details),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The app options the flags ask for, with the brokers of `mock` when there is one.
