@@ -30,7 +30,8 @@ const RATE_WINDOW: Duration = Duration::from_secs(10);
 /// Per job: (when, records in, records out), a sample a second over `RATE_WINDOW`.
 type Samples = BTreeMap<String, VecDeque<(Instant, u64, u64)>>;
 
-struct Shared {
+/// What every handler shares: the apps and jobs, and the samples the rates come from.
+struct ServerState {
     registry: Registry,
     samples: Mutex<Samples>,
 }
@@ -38,7 +39,7 @@ struct Shared {
 /// A running server: its address and how to stop it.
 pub struct Server {
     pub addr: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<()>>>,
 }
@@ -55,7 +56,7 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|e| VeloError::io("reading the listener's address", e))?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ServerState {
             registry: Registry::new(options, mock),
             samples: Mutex::new(Samples::new()),
         });
@@ -120,7 +121,7 @@ impl Drop for Server {
     }
 }
 
-fn routes(shared: Arc<Shared>) -> Router {
+fn routes(shared: Arc<ServerState>) -> Router {
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
@@ -134,9 +135,10 @@ fn routes(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-type Shared_ = State<Arc<Shared>>;
+/// A handler's view of the server's state.
+type Ctx = State<Arc<ServerState>>;
 
-async fn ready(State(s): Shared_) -> Response {
+async fn ready(State(s): Ctx) -> Response {
     match s.registry.ready() {
         true => Json(json!({"ready": true})).into_response(),
         false => (
@@ -147,7 +149,7 @@ async fn ready(State(s): Shared_) -> Response {
     }
 }
 
-async fn metrics(State(s): Shared_) -> Response {
+async fn metrics(State(s): Ctx) -> Response {
     match s.registry.with_jobs(render) {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -214,7 +216,7 @@ fn deploy_body(
     Ok((name, sql.to_string()))
 }
 
-async fn deploy(State(s): Shared_, headers: HeaderMap, body: String) -> Response {
+async fn deploy(State(s): Ctx, headers: HeaderMap, body: String) -> Response {
     let (name, sql) = match deploy_body(&headers, &body) {
         Ok(parsed) => parsed,
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
@@ -248,7 +250,7 @@ async fn deploy(State(s): Shared_, headers: HeaderMap, body: String) -> Response
     }
 }
 
-async fn list_apps(State(s): Shared_) -> Json<Value> {
+async fn list_apps(State(s): Ctx) -> Json<Value> {
     let apps: Vec<Value> = s
         .registry
         .apps()
@@ -258,7 +260,7 @@ async fn list_apps(State(s): Shared_) -> Json<Value> {
     Json(Value::Array(apps))
 }
 
-async fn show_app(State(s): Shared_, Path(name): Path<String>) -> Response {
+async fn show_app(State(s): Ctx, Path(name): Path<String>) -> Response {
     let Some(app) = s.registry.app(&name) else {
         return error(StatusCode::NOT_FOUND, &format!("no app named '{name}'"));
     };
@@ -272,7 +274,7 @@ async fn show_app(State(s): Shared_, Path(name): Path<String>) -> Response {
     Json(json!({"name": app.name, "sql": app.sql, "jobs": jobs})).into_response()
 }
 
-async fn delete_app(State(s): Shared_, Path(name): Path<String>) -> Response {
+async fn delete_app(State(s): Ctx, Path(name): Path<String>) -> Response {
     let deleted = {
         let name = name.clone();
         tokio::task::spawn_blocking(move || s.registry.delete_app(&name)).await
@@ -284,7 +286,7 @@ async fn delete_app(State(s): Shared_, Path(name): Path<String>) -> Response {
     }
 }
 
-async fn list_jobs(State(s): Shared_) -> Json<Value> {
+async fn list_jobs(State(s): Ctx) -> Json<Value> {
     let samples = lock(&s.samples).clone();
     let jobs = s
         .registry
@@ -292,7 +294,7 @@ async fn list_jobs(State(s): Shared_) -> Json<Value> {
     Json(Value::Array(jobs))
 }
 
-async fn show_job(State(s): Shared_, Path(name): Path<String>) -> Response {
+async fn show_job(State(s): Ctx, Path(name): Path<String>) -> Response {
     let samples = lock(&s.samples).clone();
     let job = s.registry.with_jobs(|jobs| {
         jobs.iter()
@@ -305,7 +307,7 @@ async fn show_job(State(s): Shared_, Path(name): Path<String>) -> Response {
     }
 }
 
-async fn stop_job(State(s): Shared_, Path(name): Path<String>) -> Response {
+async fn stop_job(State(s): Ctx, Path(name): Path<String>) -> Response {
     let shared = Arc::clone(&s);
     let job = name.clone();
     let stopped = tokio::task::spawn_blocking(move || shared.registry.stop_job(&job)).await;
@@ -318,7 +320,7 @@ async fn stop_job(State(s): Shared_, Path(name): Path<String>) -> Response {
 
 /// Plans the SQL without running it: the errors, or each job's operators with their state
 /// and what bounds it.
-async fn validate(State(s): Shared_, body: String) -> Response {
+async fn validate(State(s): Ctx, body: String) -> Response {
     let options = s.registry.job_options();
     let planned = match plan_script(&body, &options) {
         Ok(planned) => planned,
@@ -420,7 +422,7 @@ fn rates(samples: &VecDeque<(Instant, u64, u64)>) -> (f64, f64) {
 }
 
 /// Samples every job's counts once a second, keeping `RATE_WINDOW` of them.
-async fn sample_rates(shared: Arc<Shared>) {
+async fn sample_rates(shared: Arc<ServerState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
