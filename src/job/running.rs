@@ -53,7 +53,7 @@ impl PlannedScript {
     /// Starts every job at once, each on its own thread with its own stop flag, and returns
     /// at once. A job reads an earlier one's output from that one's Kafka topic (`serve`).
     pub fn spawn(self, options: &JobOptions) -> Result<Vec<RunningJob>> {
-        let mut running = Vec::with_capacity(self.jobs.len());
+        let mut running: Vec<RunningJob> = Vec::with_capacity(self.jobs.len());
         for job in self.jobs {
             let name = job.plan.id.clone();
             let plan = job.plan.clone();
@@ -73,7 +73,7 @@ impl PlannedScript {
             };
             let job_metrics = Arc::clone(&metrics);
             let job_name = name.clone();
-            let thread = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("velo-job-{name}"))
                 .spawn(move || {
                     let outputs = BTreeMap::new();
@@ -81,8 +81,18 @@ impl PlannedScript {
                         .map(|(summary, _)| summary);
                     log_end(&job_name, &result);
                     result
-                })
-                .map_err(|e| VeloError::io("starting a job thread", e))?;
+                });
+            let thread = match spawned {
+                Ok(thread) => thread,
+                Err(e) => {
+                    // The jobs already started stop with the app: it starts whole or not at all.
+                    for job in &mut running {
+                        job.request_stop();
+                        let _ = job.join();
+                    }
+                    return Err(VeloError::io("starting a job thread", e));
+                }
+            };
             running.push(RunningJob {
                 name,
                 plan,
