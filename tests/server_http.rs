@@ -354,3 +354,65 @@ fn the_cli_deploys_lists_stops_and_deletes() {
     );
     server.shutdown().expect("shutdown");
 }
+
+/// A job with event time shows each input partition's watermark and its lags, in
+/// `/api/v1/jobs/{name}` and in `/metrics`: the newest event less the allowed disorder.
+#[test]
+fn a_windowed_job_shows_its_watermark_per_input_partition() {
+    let dir = tempfile::tempdir().expect("dir");
+    let input = dir.path().join("ticks.jsonl");
+    let mut f = std::fs::File::create(&input).expect("input");
+    for i in 0..40i64 {
+        writeln!(f, "{}", json!({"id": i, "ts": 1_000 * i})).expect("write");
+    }
+    drop(f);
+    let mut server = Server::start("127.0.0.1:0", AppOptions::default(), None).expect("server");
+    let client = Client::new(&server);
+    let sql = format!(
+        "CREATE STREAM ticks (id BIGINT, ts BIGINT) WITH ('ticks.type' = 'file_source', \
+         'ticks.path' = '{}', 'ticks.watch' = 'true', 'ticks.event.time.field' = 'ts', \
+         'ticks.watermark.max_out_of_orderness' = '2s');\n\
+         CREATE STREAM per_10s AS SELECT COUNT(*) AS n FROM ticks WINDOW TUMBLING(ts, 10s) \
+         WITH ('per_10s.type' = 'file_sink', 'per_10s.path' = '{}');\n",
+        input.display(),
+        dir.path().join("out.jsonl").display()
+    );
+    let (status, _) = client.json("POST", "/api/v1/apps", Some(("text/plain", sql)));
+    assert_eq!(status, 201);
+    wait_until("the watermark", || {
+        let (_, job) = client.json("GET", "/api/v1/jobs/per_10s", None);
+        job["watermark"] == 37_000
+    });
+    let (_, job) = client.json("GET", "/api/v1/jobs/per_10s", None);
+    let input = &job["inputs"][0];
+    assert_eq!(input["source"], "ticks", "{job}");
+    assert_eq!(input["partition"], 0, "{job}");
+    assert_eq!(input["newest_event"], 39_000, "{job}");
+    assert_eq!(input["watermark"], 37_000, "{job}");
+    assert_eq!(input["lag_behind_newest_ms"], 2_000, "{job}");
+    assert!(
+        input["lag_behind_wall_ms"]
+            .as_i64()
+            .is_some_and(|l| l > 1_000_000_000),
+        "{job}"
+    );
+    assert_eq!(
+        job["records_out"], 3,
+        "three 10 s windows closed by 37 s: {job}"
+    );
+    let (_, text) = client.call("GET", "/metrics", None);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text");
+    let watermark = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "velostream_job_watermark_seconds"
+                && s.labels.get("job") == Some("per_10s")
+                && s.labels.get("source") == Some("ticks")
+                && s.labels.get("partition") == Some("0")
+        })
+        .map(|s| s.value.clone());
+    assert_eq!(watermark, Some(prometheus_parse::Value::Gauge(37.0)));
+    server.shutdown().expect("shutdown");
+}
