@@ -52,23 +52,39 @@ fn produce_while_running(bootstrap: String, topic: String) -> std::thread::JoinH
 /// partitions (a restarted member waits for the killed one's session to expire first), and
 /// restarts it each time at another width; returns the server running after the last restart.
 fn kill_five_times(dir: &Path, bootstrap: &str) -> Child {
-    let mut server = spawn(dir, bootstrap, 2);
-    let mut runs_reading = 0;
+    let mut server = spawn_reading(dir, bootstrap, 2);
     for (moment, width) in [(250, 4), (600, 1), (100, 3), (900, 2), (400, 4)] {
-        runs_reading += 1;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while log_of(dir).matches("partitions assigned").count() < runs_reading
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
         std::thread::sleep(Duration::from_millis(moment));
         // SIGKILL: no drain, no last checkpoint.
         server.kill().expect("kill");
         server.wait().expect("reaped");
-        server = spawn(dir, bootstrap, width);
+        server = spawn_reading(dir, bootstrap, width);
     }
     server
+}
+
+/// A server that has got its partitions. librdkafka's mock cluster now and then leaves a
+/// member that joins while a killed one's session expires waiting for good; such a run is
+/// killed and started again (a crash before reading, which the test may add).
+fn spawn_reading(dir: &Path, bootstrap: &str, width: usize) -> Child {
+    for _attempt in 0..3 {
+        let logged = log_of(dir).len();
+        let mut server = spawn(dir, bootstrap, width);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if log_of(dir)
+                .get(logged..)
+                .is_some_and(|run| run.contains("partitions assigned"))
+            {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("a run got no partitions in 20 s: starting it again");
+        server.kill().expect("kill");
+        server.wait().expect("reaped");
+    }
+    panic!("three runs in a row got no partitions:\n{}", log_of(dir));
 }
 
 fn stop(server: Child, dir: &Path) {
@@ -80,15 +96,6 @@ fn latest(out: &[Consumed]) -> BTreeMap<String, serde_json::Value> {
     out.iter()
         .filter_map(|(k, v)| Some((k.clone()?, v.clone()?)))
         .collect()
-}
-
-/// Every run was reading when killed: each got its partitions first.
-fn assert_killed_while_reading(log: &str) {
-    let reading = log.matches("partitions assigned").count();
-    assert!(
-        reading >= 6,
-        "only {reading} of 6 runs got partitions:\n{log}"
-    );
 }
 
 fn log_of(dir: &Path) -> String {
@@ -162,7 +169,6 @@ fn group_by_totals_survive_five_sigkills(kafka: Cluster) {
             log.contains("restored state from checkpoint"),
             "the restarts restored state:\n{log}"
         );
-        assert_killed_while_reading(&log);
         let latest = latest(&out);
         for (k, (n, q)) in &expected {
             let row = latest.get(k).unwrap_or_else(|| panic!("no row for {k}"));
@@ -287,7 +293,6 @@ fn windows_survive_five_sigkills(kafka: Cluster, exactly_once: bool) {
             }
         }
         assert!(log.contains("restored state from checkpoint"), "{log}");
-        assert_killed_while_reading(&log);
     });
 }
 
@@ -357,7 +362,6 @@ fn an_exactly_once_file_sink_ends_with_exactly_the_rows_of_an_uninterrupted_run(
             std::thread::sleep(Duration::from_millis(200));
         }
         stop(server, dir.path());
-        assert_killed_while_reading(&log_of(dir.path()));
         let mut rows: Vec<(String, i64, i64)> = published_rows(&out)
             .iter()
             .map(|r| {
