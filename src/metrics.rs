@@ -3,13 +3,16 @@
 //! are atomics; the per-partition views are published by their owner at most every
 //! `PUBLISH_EVERY`, so the hot path takes no lock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How often a per-partition view (the watermarks) is republished at most.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// How many of the latest dead letters a job keeps for the API.
+pub const RECENT_DEAD_LETTERS: usize = 20;
 
 /// Batch latency buckets (seconds): routed until every worker's output is delivered.
 pub const LATENCY_BUCKETS: [f64; 12] = [
@@ -55,6 +58,8 @@ pub struct JobMetrics {
     /// Per (input, source partition).
     times: Mutex<BTreeMap<(usize, i32), PartitionTime>>,
     checkpoint: Mutex<Option<CheckpointInfo>>,
+    /// The latest `RECENT_DEAD_LETTERS` dead letters, newest last.
+    dead_letters: Mutex<VecDeque<serde_json::Value>>,
     /// Routed-batch latencies (lock-free: the prometheus crate's histograms are atomics).
     pub latency: prometheus::Histogram,
     /// Checkpoint durations.
@@ -74,6 +79,7 @@ impl Default for JobMetrics {
             workers: OnceLock::new(),
             times: Mutex::new(BTreeMap::new()),
             checkpoint: Mutex::new(None),
+            dead_letters: Mutex::new(VecDeque::new()),
             latency: histogram("velostream_job_batch_latency_seconds"),
             checkpoint_seconds: histogram("velostream_checkpoint_duration_seconds"),
             watermark_ms: AtomicI64::new(i64::MIN),
@@ -159,6 +165,21 @@ impl JobMetrics {
     pub fn record_checkpoint(&self, info: CheckpointInfo) {
         self.checkpoint_seconds.observe(info.seconds.max(0.0));
         *lock(&self.checkpoint) = Some(info);
+    }
+
+    /// Keeps a dead letter (a bad or late record, as the dead-letter file has it) among the
+    /// latest few. Bad and late records are rare, so the lock is off the hot path.
+    pub fn note_dead_letter(&self, entry: &serde_json::Value) {
+        let mut recent = lock(&self.dead_letters);
+        if recent.len() == RECENT_DEAD_LETTERS {
+            recent.pop_front();
+        }
+        recent.push_back(entry.clone());
+    }
+
+    /// The latest dead letters, oldest first.
+    pub fn dead_letters(&self) -> Vec<serde_json::Value> {
+        lock(&self.dead_letters).iter().cloned().collect()
     }
 
     /// The last checkpoint, if one completed.

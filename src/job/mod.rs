@@ -451,7 +451,7 @@ fn run_job(
         },
         None => None,
     };
-    let mut dead_letter = DeadLetterFile::default();
+    let mut dead_letter = DeadLetterFile::new(Arc::clone(metrics));
     if let Some(p) = plan.properties.get("late.data.dlq.path") {
         dead_letter.open(std::path::Path::new(p))?;
     }

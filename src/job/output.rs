@@ -13,7 +13,7 @@ use super::JobSummary;
 use crate::connectors::{BadRecord, Sink};
 use crate::error::{Result, VeloError};
 use crate::exec::input::now_millis;
-use crate::metrics::{CheckpointInfo, JobMetrics};
+use crate::metrics::{CheckpointInfo, JobMetrics, RECENT_DEAD_LETTERS};
 use crate::partition::Delivery;
 
 /// Counts bad records, writes them to the dead-letter file and keeps the first 100 to report.
@@ -39,13 +39,18 @@ pub(super) fn lock(file: &Mutex<DeadLetterFile>) -> std::sync::MutexGuard<'_, De
     file.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The dead-letter file: bad records and late records, one JSON object per line.
-#[derive(Default)]
+/// The dead-letter file: bad records and late records, one JSON object per line. The latest
+/// few also go to the job's metrics, file or not.
 pub(super) struct DeadLetterFile {
     out: Option<std::io::BufWriter<std::fs::File>>,
+    metrics: Arc<JobMetrics>,
 }
 
 impl DeadLetterFile {
+    pub(super) fn new(metrics: Arc<JobMetrics>) -> DeadLetterFile {
+        DeadLetterFile { out: None, metrics }
+    }
+
     pub(super) fn open(&mut self, path: &std::path::Path) -> Result<()> {
         if self.out.is_none() {
             let file = std::fs::File::create(path)
@@ -56,6 +61,7 @@ impl DeadLetterFile {
     }
 
     pub(super) fn write(&mut self, entry: &serde_json::Value) -> Result<()> {
+        self.metrics.note_dead_letter(entry);
         if let Some(w) = self.out.as_mut() {
             writeln!(w, "{entry}").map_err(|e| VeloError::io("writing the dead-letter file", e))?;
         }
@@ -63,14 +69,16 @@ impl DeadLetterFile {
     }
 
     /// Writes late records (a batch carrying a `_late_reason` column).
-    pub(super) fn write_late(&mut self, job: &str, batch: RecordBatch) -> Result<()> {
+    pub(super) fn write_late(&mut self, job: &str, mut batch: RecordBatch) -> Result<()> {
         if self.out.is_none() {
             tracing::warn!(
                 job,
                 rows = batch.num_rows(),
                 "late records dropped: no dead-letter path configured"
             );
-            return Ok(());
+            // Only the metrics' few latest are kept.
+            let keep = batch.num_rows().min(RECENT_DEAD_LETTERS);
+            batch = batch.slice(batch.num_rows() - keep, keep);
         }
         let mut buf = Vec::new();
         {

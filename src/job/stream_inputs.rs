@@ -400,7 +400,7 @@ mod tests {
         let inputs = [(&a, Arc::clone(&schema)), (&b, schema)];
         let time: Arc<dyn PhysicalExpr> = Arc::new(Column::new("ts", 0));
         let times = vec![timed.then(|| Arc::clone(&time)); 2];
-        let dead_letter = Mutex::new(DeadLetterFile::default());
+        let dead_letter = Mutex::new(DeadLetterFile::new(Default::default()));
         let mut streams =
             StreamInputs::open(&inputs, &times, outputs, Vec::new(), &dead_letter).expect("open");
         let mut summary = JobSummary::default();

@@ -1,5 +1,5 @@
-//! The server's HTTP side: the REST API under `/api/v1`, `/metrics`, `/health` and `/ready`,
-//! served by axum on a small runtime of its own. The engine stays synchronous: a handler that
+//! The server's HTTP side: the web console at `/`, the REST API under `/api/v1`, `/metrics`,
+//! `/health` and `/ready`, served by axum on a small runtime of its own. The engine stays synchronous: a handler that
 //! waits for jobs (a stop, a delete) runs on the runtime's blocking pool.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -23,6 +23,7 @@ use crate::error::{Result, VeloError};
 use crate::exec::input::now_millis;
 use crate::job::plan_script;
 use crate::sql::script::parse_script;
+use crate::sql::PlannedQuery;
 
 /// How far back a job's rates look.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
@@ -123,6 +124,15 @@ impl Drop for Server {
 
 fn routes(shared: Arc<ServerState>) -> Router {
     Router::new()
+        .route("/", get(|| async { Html(CONSOLE_HTML) }))
+        .route(
+            "/console.js",
+            get(|| async { asset("text/javascript", CONSOLE_JS) }),
+        )
+        .route(
+            "/console.css",
+            get(|| async { asset("text/css", CONSOLE_CSS) }),
+        )
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -133,6 +143,15 @@ fn routes(shared: Arc<ServerState>) -> Router {
         .route("/api/v1/jobs/{name}/stop", post(stop_job))
         .route("/api/v1/sql/validate", post(validate))
         .with_state(shared)
+}
+
+/// The web console, embedded in the binary.
+const CONSOLE_HTML: &str = include_str!("console/index.html");
+const CONSOLE_JS: &str = include_str!("console/console.js");
+const CONSOLE_CSS: &str = include_str!("console/console.css");
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// A handler's view of the server's state.
@@ -332,29 +351,33 @@ async fn validate(State(s): Ctx, body: String) -> Response {
     };
     let jobs: Vec<Value> = planned
         .queries()
-        .map(|q| {
-            let lanes = std::iter::once((q.source.as_str(), &q.stages)).chain(
-                q.side_inputs()
-                    .iter()
-                    .map(|i| (i.source.as_str(), &i.stages)),
-            );
-            let mut operators = Vec::new();
-            for (input, (source, stages)) in lanes.enumerate() {
-                for (i, stage) in stages.iter().enumerate() {
-                    let (state, bounded_by) = match stage.state_bound() {
-                        Some((state, bound)) => (json!(state), json!(bound)),
-                        None => (Value::Null, Value::Null),
-                    };
-                    operators.push(json!({
-                        "input": input, "source": source, "operator": format!("{i}-{}", stage.kind()),
-                        "detail": stage.describe(), "state": state, "bounded_by": bounded_by,
-                    }));
-                }
-            }
-            json!({"name": q.id, "source": q.source, "operators": operators})
-        })
+        .map(|q| json!({"name": q.id, "source": q.source, "operators": operators_json(q)}))
         .collect();
     Json(json!({"valid": true, "jobs": jobs})).into_response()
+}
+
+/// A query's operators, input by input (the main input first, then each side input), with
+/// their state and what bounds it.
+fn operators_json(q: &PlannedQuery) -> Vec<Value> {
+    let lanes = std::iter::once((q.source.as_str(), &q.stages)).chain(
+        q.side_inputs()
+            .iter()
+            .map(|i| (i.source.as_str(), &i.stages)),
+    );
+    let mut operators = Vec::new();
+    for (input, (source, stages)) in lanes.enumerate() {
+        for (i, stage) in stages.iter().enumerate() {
+            let (state, bounded_by) = match stage.state_bound() {
+                Some((state, bound)) => (json!(state), json!(bound)),
+                None => (Value::Null, Value::Null),
+            };
+            operators.push(json!({
+                "input": input, "source": source, "operator": format!("{i}-{}", stage.kind()),
+                "detail": stage.describe(), "state": state, "bounded_by": bounded_by,
+            }));
+        }
+    }
+    operators
 }
 
 /// A job as the API shows it.
@@ -403,6 +426,8 @@ fn job_json(job: &JobEntry, samples: &Samples) -> Value {
         "inputs": inputs,
         "workers": workers,
         "checkpoint": checkpoint,
+        "dead_letters": m.dead_letters(),
+        "operators": operators_json(job.plan()),
     })
 }
 
