@@ -416,3 +416,58 @@ fn a_windowed_job_shows_its_watermark_per_input_partition() {
     assert_eq!(watermark, Some(prometheus_parse::Value::Gauge(37.0)));
     server.shutdown().expect("shutdown");
 }
+
+/// The OpenAPI document and the server agree: every operation it names is served (a path the
+/// server has no route for would be a bare 404 or a 405) and answers a status it documents,
+/// and docs/server.md's API table lists exactly its operations.
+#[test]
+fn the_openapi_document_matches_the_routes_and_the_docs() {
+    let server = Server::start("127.0.0.1:0", AppOptions::default(), None).expect("server");
+    let client = Client::new(&server);
+    let (status, doc) = client.json("GET", "/api/v1/openapi.json", None);
+    assert_eq!(status, 200);
+    let mut operations = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("operations") {
+            let method = method.to_uppercase();
+            operations.insert(format!("{method} {path}"));
+            let body = (method == "POST").then(|| ("text/plain", "SELECT 1 FROM nowhere".into()));
+            let (status, text) = client.call(&method, &path.replace("{name}", "nope"), body);
+            let documented = operation["responses"].as_object().expect("responses");
+            assert!(
+                documented.contains_key(&status.to_string()),
+                "{method} {path} answered {status} ({text}); documented: {:?}",
+                documented.keys().collect::<Vec<_>>()
+            );
+            if status == 404 {
+                let answer: Value = serde_json::from_str(&text).expect("a JSON 404");
+                assert!(
+                    answer["error"].as_str().is_some_and(|e| e.contains("nope")),
+                    "{method} {path}: the 404 of a route, not of a missing one: {text}"
+                );
+            }
+        }
+    }
+    let (status, missing) = client.json("GET", "/api/v1/nothing-here", None);
+    assert_eq!(
+        (status, missing["error"].as_str()),
+        (404, Some("no such path: /api/v1/nothing-here"))
+    );
+    operations.insert("GET /api/v1/openapi.json".to_string());
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/server.md"))
+        .expect("docs/server.md");
+    let listed: std::collections::BTreeSet<String> = docs
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `")?.split('`').next())
+        .filter(|op| {
+            op.split(' ')
+                .next()
+                .is_some_and(|m| ["GET", "POST", "DELETE"].contains(&m))
+        })
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        listed, operations,
+        "docs/server.md's table and the OpenAPI document"
+    );
+}

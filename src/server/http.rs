@@ -2,34 +2,34 @@
 //! `/health` and `/ready`, served by axum on a small runtime of its own. The engine stays synchronous: a handler that
 //! waits for jobs (a stop, a delete) runs on the runtime's blocking pool.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::exporter::{render, source_names};
-use super::registry::{DeployError, JobEntry, JobStatus, Registry};
+use super::api::{
+    ApiError, App, AppDetail, DeployRequest, Deployed, Health, Invalid, Job, PlannedJob, Ready,
+    Samples, SqlError, Validation,
+};
+use super::exporter::render;
+use super::registry::{DeployError, Registry};
 use super::AppOptions;
 use crate::connectors::kafka::MockKafka;
 use crate::error::{Result, VeloError};
-use crate::exec::input::now_millis;
 use crate::job::plan_script;
-use crate::sql::script::parse_script;
-use crate::sql::PlannedQuery;
 
 /// How far back a job's rates look.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
-
-/// Per job: (when, records in, records out), a sample a second over `RATE_WINDOW`.
-type Samples = BTreeMap<String, VecDeque<(Instant, u64, u64)>>;
 
 /// What every handler shares: the apps and jobs, and the samples the rates come from.
 struct ServerState {
@@ -122,8 +122,22 @@ impl Drop for Server {
     }
 }
 
+/// Every route: the console's assets, then the documented ones, whose OpenAPI document is
+/// built from the same `#[utoipa::path]` attributes and served at `/api/v1/openapi.json`.
 fn routes(shared: Arc<ServerState>) -> Router {
-    Router::new()
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+        .routes(routes!(list_apps, deploy))
+        .routes(routes!(show_app, delete_app))
+        .routes(routes!(list_jobs))
+        .routes(routes!(show_job))
+        .routes(routes!(stop_job))
+        .routes(routes!(validate))
+        .split_for_parts();
+    let api = Arc::new(api);
+    router
         .route("/", get(|| async { Html(CONSOLE_HTML) }))
         .route(
             "/console.js",
@@ -133,17 +147,26 @@ fn routes(shared: Arc<ServerState>) -> Router {
             "/console.css",
             get(|| async { asset("text/css", CONSOLE_CSS) }),
         )
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/apps", get(list_apps).post(deploy))
-        .route("/api/v1/apps/{name}", get(show_app).delete(delete_app))
-        .route("/api/v1/jobs", get(list_jobs))
-        .route("/api/v1/jobs/{name}", get(show_job))
-        .route("/api/v1/jobs/{name}/stop", post(stop_job))
-        .route("/api/v1/sql/validate", post(validate))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move { Json(Arc::clone(&api)) }),
+        )
+        .fallback(|uri: axum::http::Uri| async move {
+            error(
+                StatusCode::NOT_FOUND,
+                format!("no such path: {}", uri.path()),
+            )
+        })
         .with_state(shared)
 }
+
+/// The document's header; the paths come from the routes.
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "velostream",
+    description = "Deploy SQL apps, and watch and steer their jobs."
+))]
+struct ApiDoc;
 
 /// The web console, embedded in the binary.
 const CONSOLE_HTML: &str = include_str!("console/index.html");
@@ -157,58 +180,78 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 /// A handler's view of the server's state.
 type Ctx = State<Arc<ServerState>>;
 
+/// An error answer: `{"error": message}`.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = ApiError {
+        error: message.into(),
+    };
+    (status, Json(body)).into_response()
+}
+
+fn no_job(name: &str) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no job named '{name}'"))
+}
+
+fn no_app(name: &str) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no app named '{name}'"))
+}
+
+/// The documented example of an app: a count per symbol of a Kafka topic.
+const EXAMPLE_APP: &str = "CREATE STREAM ticks (symbol VARCHAR, ts BIGINT) WITH (\
+    'ticks.type' = 'kafka_source', 'ticks.topic.name' = 'ticks', 'ticks.group.id' = 'example');\n\
+    CREATE STREAM tick_counts AS SELECT symbol, COUNT(*) AS n FROM ticks GROUP BY symbol \
+    EMIT CHANGES WITH ('tick_counts.type' = 'stdout');";
+
+/// A request body as text.
+fn text(body: Bytes) -> std::result::Result<String, String> {
+    String::from_utf8(body.to_vec()).map_err(|e| format!("the body is not UTF-8 text: {e}"))
+}
+
+/// A deploy's 400: the SQL error.
+fn bad_sql(error: SqlError) -> Response {
+    (StatusCode::BAD_REQUEST, Json(error)).into_response()
+}
+
+/// The server is up.
+#[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// Ready while no job has failed.
+#[utoipa::path(get, path = "/ready", responses(
+    (status = 200, body = Ready),
+    (status = 503, description = "a job failed", body = Ready),
+))]
 async fn ready(State(s): Ctx) -> Response {
     match s.registry.ready() {
-        true => Json(json!({"ready": true})).into_response(),
+        true => Json(Ready {
+            ready: true,
+            reason: None,
+        })
+        .into_response(),
         false => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "reason": "a job failed"})),
+            Json(Ready {
+                ready: false,
+                reason: Some("a job failed".into()),
+            }),
         )
             .into_response(),
     }
 }
 
+/// Every job's metrics in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", responses(
+    (status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String),
+))]
 async fn metrics(State(s): Ctx) -> Response {
     match s.registry.with_jobs(render) {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
-}
-
-fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"error": message}))).into_response()
-}
-
-/// A SQL error as `{"error", "line", "column", "statement"}`: the statement is the name of
-/// the one at that line, where the script parses that far.
-fn sql_error(sql: &str, e: &VeloError) -> Value {
-    match e {
-        VeloError::Sql {
-            line,
-            column,
-            message,
-            ..
-        } => json!({
-            "error": message,
-            "line": line,
-            "column": column,
-            "statement": statement_at(sql, *line),
-        }),
-        other => {
-            json!({"error": other.to_string(), "line": null, "column": null, "statement": null})
-        }
-    }
-}
-
-/// The name of the statement that holds `line`, if the script parses.
-fn statement_at(sql: &str, line: u64) -> Option<String> {
-    let script = parse_script(sql).ok()?;
-    script
-        .statements
-        .iter()
-        .rev()
-        .find(|s| s.position.0 <= line)
-        .and_then(|s| s.name().map(str::to_string))
 }
 
 /// The SQL and the app name of a deploy's body: SQL text, or `{"name", "sql"}` as JSON.
@@ -223,22 +266,28 @@ fn deploy_body(
     if !json {
         return Ok((None, body.to_string()));
     }
-    let value: Value =
-        serde_json::from_str(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-    let Some(sql) = value.get("sql").and_then(Value::as_str) else {
-        return Err("the body needs \"sql\": the app's SQL text".to_string());
-    };
-    let name = value
-        .get("name")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    Ok((name, sql.to_string()))
+    let request: DeployRequest = serde_json::from_str(body).map_err(|e| {
+        format!("the body must be {{\"sql\": the app's SQL text, \"name\": optional}}: {e}")
+    })?;
+    Ok((request.name, request.sql))
 }
 
-async fn deploy(State(s): Ctx, headers: HeaderMap, body: String) -> Response {
-    let (name, sql) = match deploy_body(&headers, &body) {
+/// Plans every statement of the app and starts its jobs; a bad statement starts nothing.
+#[utoipa::path(post, path = "/api/v1/apps",
+    request_body(description = "the app's SQL, or {\"name\", \"sql\"}", content(
+        (String = "text/plain", example = json!(EXAMPLE_APP)),
+        (DeployRequest = "application/json", example = json!({"name": "example", "sql": EXAMPLE_APP})),
+    )),
+    responses(
+        (status = 201, description = "deployed", body = Deployed),
+        (status = 400, description = "a statement is wrong: where, and which", body = SqlError),
+        (status = 409, description = "the app or one of its jobs exists", body = ApiError),
+    ))]
+async fn deploy(State(s): Ctx, headers: HeaderMap, body: Bytes) -> Response {
+    let parsed = text(body).and_then(|body| deploy_body(&headers, &body));
+    let (name, sql) = match parsed {
         Ok(parsed) => parsed,
-        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+        Err(message) => return bad_sql(SqlError::unplaced(message)),
     };
     let deployed = tokio::task::spawn_blocking(move || {
         let result = s.registry.deploy(name, &sql);
@@ -247,203 +296,162 @@ async fn deploy(State(s): Ctx, headers: HeaderMap, body: String) -> Response {
     .await;
     let (result, sql) = match deployed {
         Ok(done) => done,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     match result {
         Ok(app) => (
             StatusCode::CREATED,
-            Json(json!({"app": app.name, "jobs": app.jobs})),
+            Json(Deployed {
+                app: app.name,
+                jobs: app.jobs,
+            }),
         )
             .into_response(),
-        Err(DeployError::Invalid(e)) => {
-            (StatusCode::BAD_REQUEST, Json(sql_error(&sql, &e))).into_response()
-        }
+        Err(DeployError::Invalid(e)) => bad_sql(SqlError::of(&sql, &e)),
         Err(DeployError::Exists(name)) => error(
             StatusCode::CONFLICT,
-            &format!("an app named '{name}' is deployed already: delete it first"),
+            format!("an app named '{name}' is deployed already: delete it first"),
         ),
         Err(DeployError::JobExists(name)) => error(
             StatusCode::CONFLICT,
-            &format!("a job named '{name}' runs in another app"),
+            format!("a job named '{name}' runs in another app"),
         ),
     }
 }
 
-async fn list_apps(State(s): Ctx) -> Json<Value> {
-    let apps: Vec<Value> = s
+/// Every deployed app.
+#[utoipa::path(get, path = "/api/v1/apps", responses((status = 200, body = Vec<App>)))]
+async fn list_apps(State(s): Ctx) -> Json<Vec<App>> {
+    let apps = s
         .registry
         .apps()
         .into_iter()
-        .map(|a| json!({"name": a.name, "jobs": a.jobs}))
+        .map(|a| App {
+            name: a.name,
+            jobs: a.jobs,
+        })
         .collect();
-    Json(Value::Array(apps))
+    Json(apps)
 }
 
+/// An app: its SQL and its jobs.
+#[utoipa::path(get, path = "/api/v1/apps/{name}",
+    params(("name" = String, Path, description = "the app's name")),
+    responses((status = 200, body = AppDetail), (status = 404, body = ApiError)))]
 async fn show_app(State(s): Ctx, Path(name): Path<String>) -> Response {
     let Some(app) = s.registry.app(&name) else {
-        return error(StatusCode::NOT_FOUND, &format!("no app named '{name}'"));
+        return no_app(&name);
     };
     let samples = lock(&s.samples).clone();
     let jobs = s.registry.with_jobs(|jobs| {
         jobs.iter()
             .filter(|j| j.app == name)
-            .map(|j| job_json(j, &samples))
-            .collect::<Vec<_>>()
+            .map(|j| Job::of(j, &samples))
+            .collect()
     });
-    Json(json!({"name": app.name, "sql": app.sql, "jobs": jobs})).into_response()
+    Json(AppDetail {
+        name: app.name,
+        sql: app.sql,
+        jobs,
+    })
+    .into_response()
 }
 
+/// Stops the app's jobs (they drain and commit) and removes it.
+#[utoipa::path(delete, path = "/api/v1/apps/{name}",
+    params(("name" = String, Path, description = "the app's name")),
+    responses((status = 200, body = App), (status = 404, body = ApiError)))]
 async fn delete_app(State(s): Ctx, Path(name): Path<String>) -> Response {
+    let Some(app) = s.registry.app(&name) else {
+        return no_app(&name);
+    };
     let deleted = {
         let name = name.clone();
         tokio::task::spawn_blocking(move || s.registry.delete_app(&name)).await
     };
     match deleted {
-        Ok(true) => Json(json!({"deleted": name})).into_response(),
-        Ok(false) => error(StatusCode::NOT_FOUND, &format!("no app named '{name}'")),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Ok(true) => Json(App {
+            name: app.name,
+            jobs: app.jobs,
+        })
+        .into_response(),
+        Ok(false) => no_app(&name),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-async fn list_jobs(State(s): Ctx) -> Json<Value> {
+/// Every job, running or done.
+#[utoipa::path(get, path = "/api/v1/jobs", responses((status = 200, body = Vec<Job>)))]
+async fn list_jobs(State(s): Ctx) -> Json<Vec<Job>> {
     let samples = lock(&s.samples).clone();
     let jobs = s
         .registry
-        .with_jobs(|jobs| jobs.iter().map(|j| job_json(j, &samples)).collect());
-    Json(Value::Array(jobs))
+        .with_jobs(|jobs| jobs.iter().map(|j| Job::of(j, &samples)).collect());
+    Json(jobs)
 }
 
+/// One job.
+#[utoipa::path(get, path = "/api/v1/jobs/{name}",
+    params(("name" = String, Path, description = "the job's name")),
+    responses((status = 200, body = Job), (status = 404, body = ApiError)))]
 async fn show_job(State(s): Ctx, Path(name): Path<String>) -> Response {
     let samples = lock(&s.samples).clone();
     let job = s.registry.with_jobs(|jobs| {
         jobs.iter()
             .find(|j| j.name() == name)
-            .map(|j| job_json(j, &samples))
+            .map(|j| Job::of(j, &samples))
     });
     match job {
         Some(job) => Json(job).into_response(),
-        None => error(StatusCode::NOT_FOUND, &format!("no job named '{name}'")),
+        None => no_job(&name),
     }
 }
 
+/// Stops a job gracefully: its sources stop, its sinks flush and its offsets are committed.
+#[utoipa::path(post, path = "/api/v1/jobs/{name}/stop",
+    params(("name" = String, Path, description = "the job's name")),
+    responses((status = 200, description = "the stopped job", body = Job), (status = 404, body = ApiError)))]
 async fn stop_job(State(s): Ctx, Path(name): Path<String>) -> Response {
     let shared = Arc::clone(&s);
     let job = name.clone();
     let stopped = tokio::task::spawn_blocking(move || shared.registry.stop_job(&job)).await;
     match stopped {
         Ok(true) => show_job(State(s), Path(name)).await,
-        Ok(false) => error(StatusCode::NOT_FOUND, &format!("no job named '{name}'")),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Ok(false) => no_job(&name),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
 /// Plans the SQL without running it: the errors, or each job's operators with their state
 /// and what bounds it.
-async fn validate(State(s): Ctx, body: String) -> Response {
+#[utoipa::path(post, path = "/api/v1/sql/validate",
+    request_body(content = String, content_type = "text/plain", description = "the app's SQL",
+        example = json!(EXAMPLE_APP)),
+    responses(
+        (status = 200, description = "the plan", body = Validation),
+        (status = 400, description = "where the SQL is wrong", body = Invalid),
+    ))]
+async fn validate(State(s): Ctx, body: Bytes) -> Response {
+    let invalid = |error| {
+        let answer = Invalid {
+            valid: false,
+            error,
+        };
+        (StatusCode::BAD_REQUEST, Json(answer)).into_response()
+    };
+    let body = match text(body) {
+        Ok(body) => body,
+        Err(message) => return invalid(SqlError::unplaced(message)),
+    };
     let options = s.registry.job_options();
-    let planned = match plan_script(&body, &options) {
-        Ok(planned) => planned,
-        Err(e) => {
-            let mut answer = sql_error(&body, &e);
-            answer["valid"] = json!(false);
-            return (StatusCode::BAD_REQUEST, Json(answer)).into_response();
-        }
-    };
-    let jobs: Vec<Value> = planned
-        .queries()
-        .map(|q| json!({"name": q.id, "source": q.source, "operators": operators_json(q)}))
-        .collect();
-    Json(json!({"valid": true, "jobs": jobs})).into_response()
-}
-
-/// A query's operators, input by input (the main input first, then each side input), with
-/// their state and what bounds it.
-fn operators_json(q: &PlannedQuery) -> Vec<Value> {
-    let lanes = std::iter::once((q.source.as_str(), &q.stages)).chain(
-        q.side_inputs()
-            .iter()
-            .map(|i| (i.source.as_str(), &i.stages)),
-    );
-    let mut operators = Vec::new();
-    for (input, (source, stages)) in lanes.enumerate() {
-        for (i, stage) in stages.iter().enumerate() {
-            let (state, bounded_by) = match stage.state_bound() {
-                Some((state, bound)) => (json!(state), json!(bound)),
-                None => (Value::Null, Value::Null),
-            };
-            operators.push(json!({
-                "input": input, "source": source, "operator": format!("{i}-{}", stage.kind()),
-                "detail": stage.describe(), "state": state, "bounded_by": bounded_by,
-            }));
-        }
-    }
-    operators
-}
-
-/// A job as the API shows it.
-fn job_json(job: &JobEntry, samples: &Samples) -> Value {
-    let m = job.metrics();
-    let (records_in, records_out) = (m.records_in.load(ORDER), m.records_out.load(ORDER));
-    let (rate_in, rate_out) = samples.get(job.name()).map_or((0.0, 0.0), rates);
-    let now = now_millis();
-    let times = m.times();
-    let newest = times.values().map(|t| t.newest_ms).max();
-    let sources = source_names(job);
-    let inputs: Vec<Value> = times
-        .iter()
-        .map(|((input, partition), t)| {
-            json!({
-                "source": sources.get(*input), "partition": partition,
-                "watermark": t.watermark_ms, "newest_event": t.newest_ms,
-                "lag_behind_newest_ms": newest.map(|n| n.saturating_sub(t.watermark_ms)),
-                "lag_behind_wall_ms": now.saturating_sub(t.watermark_ms),
-            })
+    match plan_script(&body, &options) {
+        Ok(planned) => Json(Validation {
+            valid: true,
+            jobs: planned.queries().map(PlannedJob::of).collect(),
         })
-        .collect();
-    let workers: Vec<Value> = m
-        .worker_values()
-        .into_iter()
-        .enumerate()
-        .map(|(p, (keys, late))| json!({"partition": p, "state_keys": keys, "late": late}))
-        .collect();
-    let watermark = m.watermark_ms.load(ORDER);
-    let checkpoint = m
-        .last_checkpoint()
-        .map(|c| json!({"id": c.id, "at": c.at_ms, "seconds": c.seconds, "bytes": c.bytes}));
-    json!({
-        "name": job.name(),
-        "app": job.app,
-        "status": job.status.name(),
-        "error": match &job.status { JobStatus::Failed(e) => json!(e), _ => Value::Null },
-        "records_in": records_in,
-        "records_out": records_out,
-        "errors": m.errors.load(ORDER),
-        "late": m.late(),
-        "rates": {"records_in_per_second": rate_in, "records_out_per_second": rate_out},
-        "partitions": m.partitions.load(ORDER),
-        "state_keys": m.state_keys(),
-        "watermark": (watermark > i64::MIN).then_some(watermark),
-        "inputs": inputs,
-        "workers": workers,
-        "checkpoint": checkpoint,
-        "dead_letters": m.dead_letters(),
-        "operators": operators_json(job.plan()),
-    })
-}
-
-/// Records in and out per second over the samples.
-fn rates(samples: &VecDeque<(Instant, u64, u64)>) -> (f64, f64) {
-    let (Some(first), Some(last)) = (samples.front(), samples.back()) else {
-        return (0.0, 0.0);
-    };
-    let seconds = last.0.duration_since(first.0).as_secs_f64();
-    if seconds <= 0.0 {
-        return (0.0, 0.0);
+        .into_response(),
+        Err(e) => invalid(SqlError::of(&body, &e)),
     }
-    (
-        last.1.saturating_sub(first.1) as f64 / seconds,
-        last.2.saturating_sub(first.2) as f64 / seconds,
-    )
 }
 
 /// Samples every job's counts once a second, keeping `RATE_WINDOW` of them.

@@ -3,6 +3,7 @@
 //! sinks flush, offsets are committed. `velo-sql server` does the same for apps deployed
 //! over HTTP (`http`), and shows each job's live metrics.
 
+mod api;
 pub mod client;
 mod exporter;
 pub mod http;
