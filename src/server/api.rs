@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::exporter::source_names;
 use super::registry::{JobEntry, JobStatus};
 use crate::error::VeloError;
 use crate::exec::input::now_millis;
@@ -46,6 +45,8 @@ pub struct Job {
     /// The latest bad and late records, oldest first, as the dead-letter file has them.
     #[schema(value_type = Vec<Object>)]
     pub dead_letters: Vec<Value>,
+    /// The inputs' source names, the main input first (an operator's `input` indexes them).
+    pub sources: Vec<String>,
     /// The plan, input by input: the main input's stages, then each side input's.
     pub operators: Vec<Operator>,
 }
@@ -180,6 +181,8 @@ pub struct Invalid {
 pub struct PlannedJob {
     pub name: String,
     pub source: String,
+    /// The inputs' source names, the main input first (an operator's `input` indexes them).
+    pub sources: Vec<String>,
     pub operators: Vec<Operator>,
 }
 
@@ -244,9 +247,17 @@ impl PlannedJob {
         PlannedJob {
             name: q.id.clone(),
             source: q.source.clone(),
+            sources: sources(q),
             operators: operators(q),
         }
     }
+}
+
+/// A query's inputs' source names, the main input first.
+pub(super) fn sources(q: &PlannedQuery) -> Vec<String> {
+    std::iter::once(q.source.clone())
+        .chain(q.side_inputs().iter().map(|s| s.source.clone()))
+        .collect()
 }
 
 /// A query's operators, input by input (the main input first, then each side input).
@@ -284,7 +295,7 @@ impl Job {
         let now = now_millis();
         let times = m.times();
         let newest = times.values().map(|t| t.newest_ms).max();
-        let sources = source_names(job);
+        let sources = sources(job.plan());
         let inputs = times
             .iter()
             .map(|((input, partition), t)| InputPartition {
@@ -339,6 +350,7 @@ impl Job {
             }),
             dead_letters: m.dead_letters(),
             operators: operators(job.plan()),
+            sources,
         }
     }
 }

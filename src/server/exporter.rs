@@ -117,7 +117,7 @@ pub fn families(jobs: &[&JobEntry]) -> Vec<MetricFamily> {
             state_keys.add(&labels, keys as f64);
             late.add(&labels, dropped as f64);
         }
-        let sources = source_names(job);
+        let sources = super::api::sources(job.plan());
         for ((input, partition), time) in m.times() {
             let labels = [
                 name(),
@@ -149,14 +149,6 @@ pub fn families(jobs: &[&JobEntry]) -> Vec<MetricFamily> {
     // The encoder refuses a family without samples (no event time yet, no jobs).
     .filter(|f| !f.get_metric().is_empty())
     .collect()
-}
-
-/// Each stream input's source name, input 0 first.
-pub fn source_names(job: &JobEntry) -> Vec<String> {
-    let plan = job.plan();
-    std::iter::once(plan.source.clone())
-        .chain(plan.side_inputs().iter().map(|s| s.source.clone()))
-        .collect()
 }
 
 /// `jobs`' metrics in the Prometheus text format.

@@ -236,8 +236,7 @@ function renderJob() {
   const key = JSON.stringify([job.name, job.operators]);
   if (key !== state.planKey) {
     state.planKey = key;
-    const source = job.operators[0]?.source ?? job.inputs[0]?.source ?? 'source';
-    $('job-plan').innerHTML = plan(job.operators, source, job.name).text;
+    $('job-plan').innerHTML = plan(job.operators, job.sources, job.name).text;
   }
   $('job-inputs').innerHTML = inputs(job.inputs).text;
   $('job-workers').innerHTML = workers(job.workers).text;
@@ -372,19 +371,12 @@ let svgIds = 0;
 
 const stageKind = (op) => op.operator.replace(/^\d+-/, '');
 
-function plan(operators, mainSource, output) {
-  const lanes = new Map();
-  for (const op of operators) {
-    if (!lanes.has(op.input)) lanes.set(op.input, { source: op.source, stages: [] });
-    lanes.get(op.input).stages.push(op);
-  }
-  const main = lanes.get(0) || { source: mainSource, stages: [] };
-  // A side input without stages of its own has no operators: the merge's detail names it.
+// `sources` names each input, the main one first: a side input may have no stages of its own.
+function plan(operators, sources, output) {
+  const lanes = sources.map((source) => ({ source, stages: [] }));
+  for (const op of operators) lanes[op.input]?.stages.push(op);
+  const [main, ...sides] = lanes;
   const mergeAt = main.stages.findIndex((s) => stageKind(s) === 'merge');
-  const named = mergeAt < 0 ? [] : mergeSources(main.stages[mergeAt].detail || '');
-  const sideCount = Math.max(named.length, ...[...lanes.keys()]);
-  const sides = [];
-  for (let k = 1; k <= sideCount; k += 1) sides.push(lanes.get(k) || { source: named[k - 1] ?? '?', stages: [] });
 
   // Column of the merge stage within the main lane (the source is column 0).
   const mergeCol = 1 + Math.max(0, mergeAt);
@@ -438,28 +430,6 @@ function plan(operators, mainSource, output) {
       </svg>
     </div>
     ${planTable(main, sides)}`;
-}
-
-// The inputs a merge's detail lists after its kind: "<kind> WITH a [stages], b [stages]", where
-// the kind (a Rust debug print) may hold brackets of its own, so only depth 0 counts.
-function mergeSources(detail) {
-  const parts = [];
-  let depth = 0;
-  let start = -1;
-  for (let i = 0; i < detail.length; i += 1) {
-    const c = detail[i];
-    if ('([{'.includes(c)) depth += 1;
-    else if (')]}'.includes(c)) depth -= 1;
-    else if (depth === 0 && start < 0 && detail.startsWith(' WITH ', i)) {
-      start = i + 6;
-      i += 5;
-    } else if (depth === 0 && start >= 0 && c === ',') {
-      parts.push(detail.slice(start, i));
-      start = i + 1;
-    }
-  }
-  if (start >= 0) parts.push(detail.slice(start));
-  return parts.map((p) => p.trim().split(' [')[0]).filter(Boolean);
 }
 
 // What fits in a box: no column indices (`page@0`), and a merge by its kind alone (its inputs
@@ -634,7 +604,7 @@ async function validate() {
         <p class="ok-box" data-testid="sql-valid">Valid: ${jobs.length} job${jobs.length === 1 ? '' : 's'}
           (${jobs.map((j) => j.name).join(', ')}). Nothing runs until you deploy.</p>
         ${jobs.map((j) => html`<h4>${j.name} <span class="muted">reads ${j.source}</span></h4>
-          ${plan(j.operators, j.source, j.name)}`)}`, 'valid');
+          ${plan(j.operators, j.sources, j.name)}`)}`, 'valid');
     } else {
       showSqlError(res.data || {}, 'Validation');
     }
