@@ -471,3 +471,130 @@ fn the_openapi_document_matches_the_routes_and_the_docs() {
         "docs/server.md's table and the OpenAPI document"
     );
 }
+
+/// Metrics declared in SQL (`-- @metric`) are computed from the job's output rows and exported
+/// in /metrics with the built-in ones; a malformed annotation fails the deploy at its line.
+#[test]
+fn metrics_declared_in_sql_count_the_output_rows() {
+    let dir = tempfile::tempdir().expect("dir");
+    let input = dir.path().join("events.jsonl");
+    let output = dir.path().join("tagged.jsonl");
+    append(&input, 0..200);
+    let server = Server::start(
+        "127.0.0.1:0",
+        AppOptions {
+            partitions: 2,
+            ..Default::default()
+        },
+        None,
+    )
+    .expect("server");
+    let client = Client::new(&server);
+    let source = format!(
+        "CREATE STREAM events (id BIGINT, v BIGINT) WITH ('events.type' = 'file_source', \
+         'events.path' = '{}');\n",
+        input.display()
+    );
+    let query = format!(
+        "CREATE STREAM tagged AS SELECT id, v, \
+         CASE WHEN id % 2 = 0 THEN 'even' ELSE 'odd' END AS parity FROM events \
+         WITH ('tagged.type' = 'file_sink', 'tagged.path' = '{}');",
+        output.display()
+    );
+    let bad = format!("{source}-- @metric: m\n-- @metric_labels: parityy\n{query}");
+    let (status, error) = client.json("POST", "/api/v1/apps", Some(("text/plain", bad)));
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(
+        (error["line"].as_u64(), error["column"].as_u64()),
+        (Some(3), Some(20)),
+        "{error}"
+    );
+    assert_eq!(error["statement"], "tagged", "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("did you mean 'parity'")),
+        "{error}"
+    );
+
+    let sql = format!(
+        "{source}-- @metric: big_events_total\n-- @metric_help: \"events with v over 15\"\n\
+         -- @metric_labels: parity\n-- @metric_condition: v > 15\n\
+         -- @metric: last_v\n-- @metric_type: gauge\n-- @metric_field: v\n\
+         -- @metric_labels: parity\n\
+         -- @metric: v_sizes\n-- @metric_type: histogram\n-- @metric_field: v * 10\n\
+         -- @metric_buckets: 50, 100, 150\n{query}"
+    );
+    let (status, deployed) = client.json("POST", "/api/v1/apps", Some(("text/plain", sql)));
+    assert_eq!(status, 201, "{deployed}");
+    wait_until("the job to finish", || {
+        client.json("GET", "/api/v1/jobs/tagged", None).1["status"] == "finished"
+    });
+    let rows: Vec<(i64, i64)> = std::fs::read_to_string(&output)
+        .expect("sink")
+        .lines()
+        .map(|l| {
+            let row: Value = serde_json::from_str(l).expect("row");
+            (
+                row["id"].as_i64().expect("id"),
+                row["v"].as_i64().expect("v"),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 200);
+    let parity = |id: i64| if id % 2 == 0 { "even" } else { "odd" };
+
+    let (_, text) = client.call("GET", "/metrics", None);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text");
+    let sample = |metric: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == metric
+                    && s.labels.get("job") == Some("tagged")
+                    && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+            })
+            .map(|s| s.value.clone())
+            .unwrap_or_else(|| panic!("no {metric} {labels:?} in:\n{text}"))
+    };
+    for side in ["even", "odd"] {
+        let big = rows
+            .iter()
+            .filter(|(id, v)| parity(*id) == side && *v > 15)
+            .count();
+        assert_eq!(
+            sample("big_events_total", &[("parity", side)]),
+            prometheus_parse::Value::Counter(big as f64)
+        );
+        // The gauge holds the value of the last row written for its labels.
+        let last = rows
+            .iter()
+            .rev()
+            .find(|(id, _)| parity(*id) == side)
+            .expect("a row");
+        assert_eq!(
+            sample("last_v", &[("parity", side)]),
+            prometheus_parse::Value::Gauge(last.1 as f64)
+        );
+    }
+    let prometheus_parse::Value::Histogram(buckets) = sample("v_sizes", &[]) else {
+        panic!("v_sizes is not a histogram:\n{text}");
+    };
+    for bucket in buckets {
+        let expected = rows
+            .iter()
+            .filter(|(_, v)| (*v * 10) as f64 <= bucket.less_than)
+            .count();
+        assert_eq!(
+            bucket.count, expected as f64,
+            "bucket le={}",
+            bucket.less_than
+        );
+    }
+    assert!(
+        text.contains("# HELP big_events_total events with v over 15"),
+        "{text}"
+    );
+}

@@ -23,11 +23,13 @@ use crate::connectors::file_source::FileSource;
 use crate::connectors::kafka::{KafkaDefaults, KafkaSource};
 use crate::connectors::{open_sink, BadRecord, SinkConfig};
 use crate::error::{Result, VeloError};
+use crate::metrics::declared::DeclaredMetric;
 use crate::metrics::JobMetrics;
 use crate::partition::{
     default_partitions, run_partitioned, InputEvent, PartitionOptions, PartitionRun,
     DEFAULT_QUEUE_DEPTH,
 };
+use crate::sql::metric_annotations::plan_metrics;
 use crate::sql::script::{parse_script, Statement, StatementKind};
 use crate::sql::{PlannedQuery, QueryPlanner};
 use arrow::datatypes::SchemaRef;
@@ -136,6 +138,8 @@ struct PlannedJob {
     partitions: Option<usize>,
     /// The statement's `-- @checkpoint_interval` annotation.
     checkpoint_interval: Option<std::time::Duration>,
+    /// The metrics its `-- @metric` annotations declare, computed from its output rows.
+    metrics: Vec<DeclaredMetric>,
 }
 
 /// A script with every job planned, ready to run.
@@ -350,7 +354,9 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
                 ),
             ));
         }
+        let metrics = plan_metrics(&stmt, &plan.output_schema, &planner, &script.source)?;
         jobs.push(PlannedJob {
+            metrics,
             plan,
             input,
             tables,
@@ -414,7 +420,7 @@ impl PlannedScript {
 }
 
 fn run_job(
-    job: PlannedJob,
+    mut job: PlannedJob,
     outputs: &BTreeMap<String, Vec<RecordBatch>>,
     options: &JobOptions,
     metrics: &Arc<JobMetrics>,
@@ -491,8 +497,14 @@ fn run_job(
         // Restored state is split by key hash, whichever source partitions fed it.
         partitions.source_key.clear();
     }
+    let mut declared = std::mem::take(&mut job.metrics);
+    let collectors = metrics.declare(declared.iter().map(DeclaredMetric::collector).collect());
+    for (metric, collector) in declared.iter_mut().zip(collectors) {
+        metric.count_into(collector.clone());
+    }
     let mut deliveries = Deliveries {
         job: id.clone(),
+        declared,
         output,
         dead_letter: &dead_letter,
         committers: Vec::new(),

@@ -13,6 +13,7 @@ use super::JobSummary;
 use crate::connectors::{BadRecord, Sink};
 use crate::error::{Result, VeloError};
 use crate::exec::input::now_millis;
+use crate::metrics::declared::DeclaredMetric;
 use crate::metrics::{CheckpointInfo, JobMetrics, RECENT_DEAD_LETTERS};
 use crate::partition::Delivery;
 
@@ -140,6 +141,8 @@ impl JobOutput {
 /// checkpoint writer.
 pub(super) struct Deliveries<'a> {
     pub job: String,
+    /// The metrics the job's SQL declares, fed its result rows.
+    pub declared: Vec<DeclaredMetric>,
     pub output: JobOutput,
     pub dead_letter: &'a Mutex<DeadLetterFile>,
     /// At-least-once offset commits of each Kafka input without durable state.
@@ -177,7 +180,12 @@ impl Deliveries<'_> {
 
     fn deliver_one(&mut self, delivery: Delivery) -> Result<()> {
         match delivery {
-            Delivery::Rows(batch) => self.output.write(batch),
+            Delivery::Rows(batch) => {
+                for metric in &mut self.declared {
+                    metric.observe(&batch)?;
+                }
+                self.output.write(batch)
+            }
             Delivery::Late(batch) => lock(self.dead_letter).write_late(&self.job, batch),
             Delivery::Flush => self.output.flush(),
             Delivery::Checkpoint {

@@ -231,14 +231,26 @@ impl SqlError {
     }
 }
 
-/// The name of the statement that holds `line`, if the script parses.
+/// The name of the statement that holds `line`, if the script parses. Comments right above
+/// a statement (its `-- @` annotations) belong to it.
 fn statement_at(sql: &str, line: u64) -> Option<String> {
     let script = parse_script(sql).ok()?;
-    script
-        .statements
-        .iter()
-        .rev()
-        .find(|s| s.position.0 <= line)
+    let lines: Vec<&str> = sql.lines().collect();
+    let comment_or_blank = |l: u64| {
+        let text = lines.get((l as usize).checked_sub(1)?)?.trim();
+        Some(text.is_empty() || text.starts_with("--"))
+    };
+    let below = script.statements.iter().find(|s| s.position.0 >= line);
+    let annotated =
+        below.filter(|s| (line..s.position.0).all(|l| comment_or_blank(l) == Some(true)));
+    annotated
+        .or_else(|| {
+            script
+                .statements
+                .iter()
+                .rev()
+                .find(|s| s.position.0 <= line)
+        })
         .and_then(|s| s.name().map(str::to_string))
 }
 

@@ -133,7 +133,7 @@ pub fn families(jobs: &[&JobEntry]) -> Vec<MetricFamily> {
         latency.add_metric(&[name()], m.latency.metric());
         checkpoints.add_metric(&[name()], m.checkpoint_seconds.metric());
     }
-    [
+    let built_in = [
         records_in,
         records_out,
         errors,
@@ -145,10 +145,42 @@ pub fn families(jobs: &[&JobEntry]) -> Vec<MetricFamily> {
         checkpoints,
     ]
     .into_iter()
-    .map(|f| f.0)
-    // The encoder refuses a family without samples (no event time yet, no jobs).
-    .filter(|f| !f.get_metric().is_empty())
-    .collect()
+    .map(|f| f.0);
+    built_in
+        .chain(declared(jobs))
+        // The encoder refuses a family without samples (no event time yet, no jobs).
+        .filter(|f| !f.get_metric().is_empty())
+        .collect()
+}
+
+/// The metrics the jobs' SQL declares, each labelled with its job. Jobs that declare the same
+/// name share its family; a family of another type under a name already taken is left out.
+fn declared(jobs: &[&JobEntry]) -> Vec<MetricFamily> {
+    let mut families: Vec<MetricFamily> = Vec::new();
+    for job in jobs {
+        for collector in job.metrics().declared() {
+            for mut family in collector.collect() {
+                let job_label = ("job", job.name().to_string());
+                for metric in family.mut_metric().iter_mut() {
+                    let mut labels = label_pairs(std::slice::from_ref(&job_label));
+                    labels.extend(metric.take_label());
+                    metric.set_label(labels);
+                }
+                match families.iter_mut().find(|f| f.name() == family.name()) {
+                    Some(f) if f.get_field_type() == family.get_field_type() => {
+                        f.mut_metric().extend(family.take_metric());
+                    }
+                    Some(_) => tracing::warn!(
+                        metric = family.name(),
+                        job = job.name(),
+                        "a declared metric's name is taken by one of another type: left out"
+                    ),
+                    None => families.push(family),
+                }
+            }
+        }
+    }
+    families
 }
 
 /// `jobs`' metrics in the Prometheus text format.

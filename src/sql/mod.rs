@@ -8,6 +8,7 @@ pub mod functions;
 mod interval;
 mod join;
 mod lower;
+pub mod metric_annotations;
 pub mod plan_shape;
 pub mod planner;
 pub mod properties;

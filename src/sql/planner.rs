@@ -402,6 +402,23 @@ impl QueryPlanner {
         self.sources.get(name)
     }
 
+    /// An expression over one row of `schema`, as SQL text (a metric's condition, say): its
+    /// type and its physical form. Errors are DataFusion's message, for the caller to place.
+    pub fn row_expr(
+        &self,
+        sql: &str,
+        schema: &SchemaRef,
+    ) -> std::result::Result<(DataType, Arc<dyn PhysicalExpr>), String> {
+        let message = |e: DataFusionError| e.strip_backtrace();
+        let df_schema =
+            datafusion::common::DFSchema::try_from(schema.as_ref().clone()).map_err(message)?;
+        let expr = self.ctx.parse_sql_expr(sql, &df_schema).map_err(message)?;
+        let physical =
+            super::lower::physical_expr(&self.ctx.state(), expr, &df_schema).map_err(message)?;
+        let data_type = physical.data_type(schema).map_err(message)?;
+        Ok((data_type, physical))
+    }
+
     /// The sources a statement's query reads (table names in FROM).
     pub fn referenced_sources(&self, stmt: &Statement, source: &SourceText) -> Result<Vec<String>> {
         let ast = parse_query(stmt, source)?;

@@ -103,9 +103,20 @@ pub struct Statement {
     pub emit: Option<EmitMode>,
     pub properties: Properties,
     pub annotations: BTreeMap<String, String>,
+    /// The `-- @metric...` annotations, in order (several metrics may be declared).
+    pub metric_annotations: Vec<Annotation>,
     /// `JOIN table FOR SYSTEM_TIME AS OF s.ts`: the tables joined by event time, lifted out
     /// of the query text.
     pub as_of: Vec<AsOf>,
+}
+
+/// One `-- @key: value` annotation and where its value starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Annotation {
+    pub key: String,
+    pub value: String,
+    pub line: u64,
+    pub column: u64,
 }
 
 /// A temporal join's `table FOR SYSTEM_TIME AS OF qualifier.column`.
@@ -230,11 +241,25 @@ pub(super) fn split_commas<'a, 'b>(sig: &'b [&'a TokenWithSpan]) -> Vec<&'b [&'a
 
 fn parse_statement(source: &SourceText, tokens: &[TokenWithSpan]) -> Result<Option<Statement>> {
     let mut annotations = BTreeMap::new();
+    let mut metric_annotations = Vec::new();
     for t in tokens {
         if let Token::Whitespace(Whitespace::SingleLineComment { comment, .. }) = &t.token {
             if let Some(rest) = comment.trim().strip_prefix('@') {
                 if let Some((k, v)) = rest.split_once(':') {
-                    annotations.insert(k.trim().to_string(), v.trim().to_string());
+                    let (key, value) = (k.trim().to_string(), v.trim().to_string());
+                    if key.starts_with("metric") {
+                        // `--` and what precedes the value on its line.
+                        let before = comment.len() - comment.trim_start().len() + 1 + k.len() + 1;
+                        let lead = v.len() - v.trim_start().len();
+                        metric_annotations.push(Annotation {
+                            key,
+                            value,
+                            line: t.span.start.line,
+                            column: t.span.start.column + 2 + (before + lead) as u64,
+                        });
+                    } else {
+                        annotations.insert(key, value);
+                    }
                 }
             }
         }
@@ -272,6 +297,7 @@ fn parse_statement(source: &SourceText, tokens: &[TokenWithSpan]) -> Result<Opti
                 emit: None,
                 properties,
                 annotations: annotations.clone(),
+                metric_annotations: metric_annotations.clone(),
                 as_of: Vec::new(),
             };
             match (what.as_deref(), next) {
@@ -410,6 +436,7 @@ fn parse_statement(source: &SourceText, tokens: &[TokenWithSpan]) -> Result<Opti
         emit,
         properties,
         annotations,
+        metric_annotations,
         as_of,
     }))
 }

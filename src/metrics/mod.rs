@@ -3,6 +3,8 @@
 //! are atomics; the per-partition views are published by their owner at most every
 //! `PUBLISH_EVERY`, so the hot path takes no lock.
 
+pub mod declared;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -58,6 +60,8 @@ pub struct JobMetrics {
     /// Per (input, source partition).
     times: Mutex<BTreeMap<(usize, i32), PartitionTime>>,
     checkpoint: Mutex<Option<CheckpointInfo>>,
+    /// The collectors of the metrics its SQL declares (`-- @metric`), once it starts.
+    declared: OnceLock<Vec<declared::MetricVec>>,
     /// The latest `RECENT_DEAD_LETTERS` dead letters, newest last.
     dead_letters: Mutex<VecDeque<serde_json::Value>>,
     /// Routed-batch latencies (lock-free: the prometheus crate's histograms are atomics).
@@ -79,6 +83,7 @@ impl Default for JobMetrics {
             workers: OnceLock::new(),
             times: Mutex::new(BTreeMap::new()),
             checkpoint: Mutex::new(None),
+            declared: OnceLock::new(),
             dead_letters: Mutex::new(VecDeque::new()),
             latency: histogram("velostream_job_batch_latency_seconds"),
             checkpoint_seconds: histogram("velostream_checkpoint_duration_seconds"),
@@ -165,6 +170,17 @@ impl JobMetrics {
     pub fn record_checkpoint(&self, info: CheckpointInfo) {
         self.checkpoint_seconds.observe(info.seconds.max(0.0));
         *lock(&self.checkpoint) = Some(info);
+    }
+
+    /// Declares the job's SQL-declared metrics and returns the collectors to count into: the
+    /// first call's, so a restarted run keeps counting into the same series.
+    pub fn declare(&self, collectors: Vec<declared::MetricVec>) -> &[declared::MetricVec] {
+        self.declared.get_or_init(|| collectors)
+    }
+
+    /// The SQL-declared metrics' collectors.
+    pub fn declared(&self) -> &[declared::MetricVec] {
+        self.declared.get().map_or(&[], Vec::as_slice)
     }
 
     /// Keeps a dead letter (a bad or late record, as the dead-letter file has it) among the
