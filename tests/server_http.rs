@@ -414,6 +414,25 @@ fn a_windowed_job_shows_its_watermark_per_input_partition() {
         })
         .map(|s| s.value.clone());
     assert_eq!(watermark, Some(prometheus_parse::Value::Gauge(37.0)));
+    // The open window [30 s, 40 s) is state: one group, with its key and accumulator.
+    assert_eq!(job["state_keys"], 1, "{job}");
+    assert!(job["state_bytes"].as_u64().is_some_and(|b| b > 0), "{job}");
+    let state_bytes: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| {
+            s.metric == "velostream_job_state_bytes" && s.labels.get("job") == Some("per_10s")
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    assert_eq!(
+        Some(state_bytes as u64),
+        job["state_bytes"].as_u64(),
+        "{text}"
+    );
     server.shutdown().expect("shutdown");
 }
 

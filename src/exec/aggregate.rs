@@ -389,6 +389,10 @@ impl Operator for GroupByAggregator {
         self.table.len()
     }
 
+    fn state_bytes(&self) -> usize {
+        self.table.size()
+    }
+
     fn snapshot(&mut self) -> Result<Option<OperatorState>> {
         let rows = self.table.snapshot(&self.aggregates)?;
         let mut rows = with_passing(&rows, &self.passing)?;

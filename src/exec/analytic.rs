@@ -373,4 +373,16 @@ impl Operator for AnalyticOperator {
             .sum::<usize>()
             + self.pending.len()
     }
+
+    fn state_bytes(&self) -> usize {
+        // Keys, and a fixed estimate per partition and per row waiting for LEAD.
+        self.functions
+            .iter()
+            .map(|f| {
+                f.keys.as_ref().map_or(0, GroupKeys::size)
+                    + f.partitions.len() * std::mem::size_of::<PartitionState>()
+            })
+            .sum::<usize>()
+            + self.pending.len() * std::mem::size_of::<PendingRow>()
+    }
 }

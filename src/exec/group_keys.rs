@@ -65,6 +65,13 @@ impl GroupKeys {
         }
     }
 
+    /// The bytes the interned keys hold.
+    pub fn size(&self) -> usize {
+        self.keyed
+            .as_ref()
+            .map_or(0, |k| k.values.size() + k.keys.size())
+    }
+
     /// True when no group has been seen.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -150,6 +150,17 @@ pub struct FrozenGroups {
     pub num_groups: usize,
 }
 
+impl FrozenGroups {
+    /// The bytes its arrays hold.
+    pub fn size(&self) -> usize {
+        self.keys
+            .iter()
+            .chain(self.states.iter().flatten())
+            .map(|a| a.get_array_memory_size())
+            .sum()
+    }
+}
+
 /// How a table keeps its accumulators.
 enum Accumulators {
     /// Vectorized, for results emitted when the group closes (EMIT FINAL).
@@ -182,6 +193,15 @@ impl GroupTable {
     /// Number of groups.
     pub fn len(&self) -> usize {
         self.keys.len()
+    }
+
+    /// The bytes its keys and accumulators hold.
+    pub fn size(&self) -> usize {
+        let accumulators: usize = match &self.accumulators {
+            Accumulators::Vectorized(accs) => accs.iter().map(|a| a.size()).sum(),
+            Accumulators::Changes(accs) => accs.iter().map(ChangeAccumulator::size).sum(),
+        };
+        self.keys.size() + accumulators + std::mem::size_of_val(self.group_indices.as_slice())
     }
 
     /// True when the table has no group.

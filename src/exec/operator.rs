@@ -61,6 +61,11 @@ pub trait Operator: Send {
     }
 
     /// Number of windows (or panes, or sessions) held open.
+    /// An estimate of the bytes its state holds (keys, accumulators, waiting rows).
+    fn state_bytes(&self) -> usize {
+        0
+    }
+
     fn open_windows(&self) -> usize {
         0
     }
@@ -254,6 +259,10 @@ impl Operator for DistinctOperator {
 
     fn state_size(&self) -> usize {
         self.seen.len()
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.seen.iter().map(|r| r.len() + 16).sum()
     }
 
     fn snapshot(&mut self) -> Result<Option<OperatorState>> {

@@ -242,6 +242,11 @@ impl QueryProcessor {
         self.all_operators().map(|o| o.state_size()).sum()
     }
 
+    /// An estimate of the bytes every operator's state holds.
+    pub fn state_bytes(&self) -> usize {
+        self.all_operators().map(|o| o.state_bytes()).sum()
+    }
+
     /// Windows (panes, sessions) held open.
     pub fn open_windows(&self) -> usize {
         self.all_operators().map(|o| o.open_windows()).sum()

@@ -41,7 +41,33 @@ pub enum Running {
     Avg(Vec<(f64, i64)>, Vec<bool>),
 }
 
+impl ChangeAccumulator {
+    /// The bytes its per-group state holds.
+    pub fn size(&self) -> usize {
+        match self {
+            ChangeAccumulator::Unset(_) => 0,
+            ChangeAccumulator::Running(r) => r.size(),
+            ChangeAccumulator::PerGroup { groups, .. } => groups.iter().map(|a| a.size()).sum(),
+        }
+    }
+}
+
 impl Running {
+    /// The bytes its per-group vectors hold.
+    fn size(&self) -> usize {
+        use std::mem::size_of_val;
+        match self {
+            Running::Count(v) => size_of_val(v.as_slice()),
+            Running::SumInt(v, s) | Running::MinInt(v, s) | Running::MaxInt(v, s) => {
+                size_of_val(v.as_slice()) + s.len()
+            }
+            Running::SumFloat(v, s) | Running::MinFloat(v, s) | Running::MaxFloat(v, s) => {
+                size_of_val(v.as_slice()) + s.len()
+            }
+            Running::Avg(v, s) => size_of_val(v.as_slice()) + s.len(),
+        }
+    }
+
     /// The running form of `function` over arguments of type `arg`, if it has one.
     fn for_function(function: &AggregateFunctionExpr, arg: &DataType) -> Option<Running> {
         if function.is_distinct() || function.expressions().len() != 1 {

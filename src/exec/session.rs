@@ -322,6 +322,20 @@ impl Operator for SessionAggregator {
         self.closing.len()
     }
 
+    fn state_bytes(&self) -> usize {
+        // Each open session: its accumulators, and its entry in `closing`.
+        let sessions: usize = self
+            .sessions
+            .iter()
+            .flatten()
+            .map(|s| {
+                std::mem::size_of::<Session>()
+                    + s.accumulators.iter().map(|a| a.size()).sum::<usize>()
+            })
+            .sum();
+        self.keys.size() + sessions + self.closing.len() * std::mem::size_of::<(i64, usize, i64)>()
+    }
+
     fn open_windows(&self) -> usize {
         self.closing.len()
     }

@@ -514,6 +514,18 @@ impl Operator for WindowAggregator {
         panes + self.windows.values().map(|(t, _)| t.len()).sum::<usize>()
     }
 
+    fn state_bytes(&self) -> usize {
+        let panes: usize = self
+            .panes
+            .values()
+            .map(|p| match p {
+                Pane::Open(t) => t.size(),
+                Pane::Frozen(f) => f.size(),
+            })
+            .sum();
+        panes + self.windows.values().map(|(t, _)| t.size()).sum::<usize>()
+    }
+
     fn open_windows(&self) -> usize {
         self.panes.len() + self.windows.len()
     }

@@ -25,7 +25,17 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
 #[derive(Debug, Default)]
 pub struct WorkerMetrics {
     pub state_keys: AtomicU64,
+    /// An estimate of the bytes its state holds.
+    pub state_bytes: AtomicU64,
     pub late: AtomicU64,
+}
+
+/// One partition worker's values, read at once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkerValues {
+    pub state_keys: u64,
+    pub state_bytes: u64,
+    pub late: u64,
 }
 
 /// One input partition's event time, as the job's event clock last saw it.
@@ -120,17 +130,16 @@ impl JobMetrics {
         self.workers.get().and_then(|w| w.get(index))
     }
 
-    /// Per worker: (state keys, late records).
-    pub fn worker_values(&self) -> Vec<(u64, u64)> {
+    /// Each worker's values.
+    pub fn worker_values(&self) -> Vec<WorkerValues> {
         self.workers
             .get()
             .map(|w| {
                 w.iter()
-                    .map(|m| {
-                        (
-                            m.state_keys.load(Ordering::Relaxed),
-                            m.late.load(Ordering::Relaxed),
-                        )
+                    .map(|m| WorkerValues {
+                        state_keys: m.state_keys.load(Ordering::Relaxed),
+                        state_bytes: m.state_bytes.load(Ordering::Relaxed),
+                        late: m.late.load(Ordering::Relaxed),
                     })
                     .collect()
             })
@@ -139,12 +148,17 @@ impl JobMetrics {
 
     /// State keys over every worker.
     pub fn state_keys(&self) -> u64 {
-        self.worker_values().iter().map(|(k, _)| k).sum()
+        self.worker_values().iter().map(|w| w.state_keys).sum()
     }
 
     /// Late records over every worker.
     pub fn late(&self) -> u64 {
-        self.worker_values().iter().map(|(_, l)| l).sum()
+        self.worker_values().iter().map(|w| w.late).sum()
+    }
+
+    /// State bytes (estimated) over every worker.
+    pub fn state_bytes(&self) -> u64 {
+        self.worker_values().iter().map(|w| w.state_bytes).sum()
     }
 
     /// Replaces input `input`'s partition times.

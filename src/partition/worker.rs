@@ -101,6 +101,8 @@ impl PartitionWorker {
             let processor = self.engine.processor(&self.query_id)?;
             slot.state_keys
                 .store(processor.state_size() as u64, Ordering::Relaxed);
+            slot.state_bytes
+                .store(processor.state_bytes() as u64, Ordering::Relaxed);
             slot.late.store(processor.late_records(), Ordering::Relaxed);
         }
         Ok(())

@@ -37,6 +37,8 @@ pub struct Job {
     pub partitions: u64,
     /// Keys held in state, over every worker.
     pub state_keys: u64,
+    /// An estimate of the bytes state holds, over every worker.
+    pub state_bytes: u64,
     /// The job's watermark (epoch ms), once it has event time.
     pub watermark: Option<i64>,
     pub inputs: Vec<InputPartition>,
@@ -89,6 +91,8 @@ pub struct InputPartition {
 pub struct Worker {
     pub partition: usize,
     pub state_keys: u64,
+    /// An estimate of the bytes its state holds.
+    pub state_bytes: u64,
     pub late: u64,
 }
 
@@ -323,10 +327,11 @@ impl Job {
             .worker_values()
             .into_iter()
             .enumerate()
-            .map(|(partition, (state_keys, late))| Worker {
+            .map(|(partition, w)| Worker {
                 partition,
-                state_keys,
-                late,
+                state_keys: w.state_keys,
+                state_bytes: w.state_bytes,
+                late: w.late,
             })
             .collect();
         let watermark = m.watermark_ms.load(Ordering::Relaxed);
@@ -351,6 +356,7 @@ impl Job {
             },
             partitions: m.partitions.load(Ordering::Relaxed),
             state_keys: m.state_keys(),
+            state_bytes: m.state_bytes(),
             watermark: (watermark > i64::MIN).then_some(watermark),
             inputs,
             workers,

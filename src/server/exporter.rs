@@ -95,6 +95,11 @@ pub fn families(jobs: &[&JobEntry]) -> Vec<MetricFamily> {
         "Keys (groups, windows' groups, waiting join rows) held, per partition worker.",
         GAUGE,
     );
+    let mut state_bytes = Family::new(
+        "velostream_job_state_bytes",
+        "An estimate of the bytes state holds (keys, accumulators, waiting rows), per worker.",
+        GAUGE,
+    );
     let mut latency = Family::new(
         "velostream_job_batch_latency_seconds",
         "From routing an input batch to delivering every worker's output for it.",
@@ -112,10 +117,11 @@ pub fn families(jobs: &[&JobEntry]) -> Vec<MetricFamily> {
         records_in.add(&[name()], m.records_in.load(ORDER) as f64);
         records_out.add(&[name()], m.records_out.load(ORDER) as f64);
         errors.add(&[name()], m.errors.load(ORDER) as f64);
-        for (worker, (keys, dropped)) in m.worker_values().into_iter().enumerate() {
+        for (worker, values) in m.worker_values().into_iter().enumerate() {
             let labels = [name(), ("partition", worker.to_string())];
-            state_keys.add(&labels, keys as f64);
-            late.add(&labels, dropped as f64);
+            state_keys.add(&labels, values.state_keys as f64);
+            state_bytes.add(&labels, values.state_bytes as f64);
+            late.add(&labels, values.late as f64);
         }
         let sources = super::api::sources(job.plan());
         for ((input, partition), time) in m.times() {
@@ -141,6 +147,7 @@ pub fn families(jobs: &[&JobEntry]) -> Vec<MetricFamily> {
         watermark,
         watermark_lag,
         state_keys,
+        state_bytes,
         latency,
         checkpoints,
     ]

@@ -60,6 +60,32 @@ struct Side {
 }
 
 impl Side {
+    /// The bytes its kept rows' batches, keys and indexes hold.
+    fn size(&self) -> usize {
+        use std::mem::size_of;
+        let batches: usize = self
+            .batches
+            .values()
+            .map(|s| {
+                s.batch.get_array_memory_size() + s.rows.capacity() * size_of::<Option<Kept>>()
+            })
+            .sum();
+        let keys = |keys: &mut dyn Iterator<Item = &Vec<u8>>, value: usize| -> usize {
+            keys.map(|k| k.capacity() + size_of::<Vec<u8>>() + value)
+                .sum()
+        };
+        let by_key: usize = self
+            .by_key
+            .values()
+            .map(|refs| refs.capacity() * size_of::<RowRef>())
+            .sum();
+        batches
+            + keys(&mut self.by_key.keys(), size_of::<Vec<RowRef>>())
+            + by_key
+            + keys(&mut self.by_primary_key.keys(), size_of::<RowRef>())
+            + self.by_time.len() * size_of::<(i64, RowRef)>()
+    }
+
     fn kept_mut(&mut self, at: RowRef) -> Option<&mut Kept> {
         self.batches
             .get_mut(&at.0)?
@@ -516,6 +542,10 @@ impl Operator for ChangelogJoinOperator {
 
     fn state_size(&self) -> usize {
         self.sides[0].len + self.sides[1].len
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.sides[0].size() + self.sides[1].size()
     }
 
     fn late_count(&self) -> u64 {

@@ -410,6 +410,10 @@ impl Operator for IntervalJoinOperator {
         self.sides[0].len() + self.sides[1].len()
     }
 
+    fn state_bytes(&self) -> usize {
+        self.sides[0].size() + self.sides[1].size()
+    }
+
     fn late_count(&self) -> u64 {
         self.late.count
     }

@@ -33,6 +33,13 @@ pub(super) enum KeyRows {
 }
 
 impl KeyRows {
+    /// The bytes its rows take outside the slot.
+    fn size(&self) -> usize {
+        match self {
+            KeyRows::Many(rows) => rows.capacity() * std::mem::size_of::<(At, Waiting)>(),
+            _ => 0,
+        }
+    }
     pub(super) fn insert(&mut self, at: At, waiting: Waiting) {
         match self {
             KeyRows::Empty => *self = KeyRows::One(at, waiting),
@@ -215,6 +222,22 @@ pub(super) struct KeySlot {
 impl SideState {
     pub(super) fn len(&self) -> usize {
         self.by_time.len()
+    }
+
+    /// The bytes its waiting rows' batches, keys and indexes hold.
+    pub(super) fn size(&self) -> usize {
+        let batches: usize = self
+            .batches
+            .live
+            .iter()
+            .map(|(b, _)| b.get_array_memory_size())
+            .sum();
+        let keys: usize = self
+            .keys
+            .iter()
+            .map(|k| std::mem::size_of::<KeySlot>() + k.key.capacity() + k.rows.size())
+            .sum();
+        batches + keys + self.by_time.len() * (std::mem::size_of::<((i64, u64), u32)>() + 8)
     }
 
     /// The waiting rows of `key`, if it has any.

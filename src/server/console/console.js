@@ -38,6 +38,17 @@ const $ = (id) => document.getElementById(id);
 // Formatting.
 
 const count = (n) => (n ?? 0).toLocaleString('en-US');
+// Bytes in binary units: state sizes are estimates, so one decimal is enough.
+function bytes(n) {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n ?? 0;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u += 1;
+  }
+  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`;
+}
 const rate = (r) => (r ?? 0).toLocaleString('en-US', { minimumFractionDigits: 1, maximumFractionDigits: 1 });
 
 // Event times are epoch ms; shown in UTC so that every viewer reads the same clock.
@@ -253,6 +264,7 @@ function stats(job) {
     ['errors', count(job.errors), 'errors', job.errors, job.errors > 0],
     ['late', count(job.late), 'late', job.late, job.late > 0],
     ['state keys', count(job.state_keys), 'state-keys', job.state_keys],
+    ['state size', bytes(job.state_bytes), 'state-bytes', job.state_bytes],
     ['partitions', count(job.partitions), 'partitions', job.partitions],
     ['watermark (UTC)', time(job.watermark), 'watermark', job.watermark],
   ];
@@ -322,12 +334,12 @@ function workers(list) {
   const max = Math.max(1, ...list.map((w) => w.state_keys));
   return html`
     <table class="grid compact">
-      <thead><tr><th class="num">worker</th><th class="num">state keys</th><th></th><th class="num">late</th></tr></thead>
+      <thead><tr><th class="num">worker</th><th class="num">state keys</th><th></th><th class="num">state size</th><th class="num">late</th></tr></thead>
       <tbody>${list.map((w) => html`
         <tr>
           <td class="num">${w.partition}</td><td class="num">${count(w.state_keys)}</td>
           <td class="bar-cell"><span class="bar" style="width:${((w.state_keys / max) * 100).toFixed(0)}%"></span></td>
-          <td class="num">${count(w.late)}</td>
+          <td class="num">${bytes(w.state_bytes)}</td><td class="num">${count(w.late)}</td>
         </tr>`)}</tbody>
     </table>`;
 }
