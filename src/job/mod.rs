@@ -28,7 +28,9 @@ use crate::partition::{
     default_partitions, run_partitioned, InputEvent, PartitionOptions, PartitionRun,
     DEFAULT_QUEUE_DEPTH,
 };
+use crate::sql::key_spec::Keys;
 use crate::sql::script::{parse_script, Statement, StatementKind};
+use crate::sql::window::LATE_DATA_DLQ_PATH;
 use crate::sql::{PlannedQuery, QueryPlanner};
 use arrow::datatypes::SchemaRef;
 
@@ -187,6 +189,13 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
                 "the query reads no source (FROM is missing)",
             ));
         }
+        let id = match stmt.name() {
+            Some(n) => n.to_string(),
+            None => {
+                generated += 1;
+                format!("query_{generated}")
+            }
+        };
         // Keys on the sources' declarations (watermarks, event time) apply to its queries too.
         let mut stmt = stmt.clone();
         let mut inputs = BTreeMap::new();
@@ -200,13 +209,6 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
                 stmt.properties.merge_missing(&d.properties);
             }
         }
-        let id = match stmt.name() {
-            Some(n) => n.to_string(),
-            None => {
-                generated += 1;
-                format!("query_{generated}")
-            }
-        };
         let plan = planner.plan(&stmt, &script.source, &id)?;
         for input in inputs.values() {
             if let JobInput::Upstream(name) = input {
@@ -452,8 +454,8 @@ fn run_job(
         None => None,
     };
     let mut dead_letter = DeadLetterFile::new(Arc::clone(metrics));
-    if let Some(p) = plan.properties.get("late.data.dlq.path") {
-        dead_letter.open(std::path::Path::new(p))?;
+    if let Some(p) = Keys::job(&plan.properties).text(&LATE_DATA_DLQ_PATH) {
+        dead_letter.open(std::path::Path::new(&p))?;
     }
     let output = JobOutput {
         sink: job.sink.as_ref().map(open_sink).transpose()?,

@@ -77,27 +77,6 @@ impl Properties {
         self.values.get(&format!("{name}.{key}")).cloned()
     }
 
-    /// `<name>.<key>` parsed as a boolean.
-    pub fn scoped_bool(&self, name: &str, key: &str) -> Result<Option<bool>> {
-        match self.scoped(name, key) {
-            None => Ok(None),
-            Some(v) => match v.to_lowercase().as_str() {
-                "true" | "1" | "yes" => Ok(Some(true)),
-                "false" | "0" | "no" => Ok(Some(false)),
-                _ => Err(VeloError::Config(format!(
-                    "'{name}.{key}' must be true or false, got '{v}'"
-                ))),
-            },
-        }
-    }
-
-    /// `<name>.<key>` as a comma-separated list of names (empty when unset).
-    pub fn scoped_list(&self, name: &str, key: &str) -> Vec<String> {
-        self.scoped(name, key)
-            .map(|list| list.split(',').map(|f| f.trim().to_string()).collect())
-            .unwrap_or_default()
-    }
-
     /// True when any key is scoped to `name`.
     pub fn has_scope(&self, name: &str) -> bool {
         let prefix = format!("{name}.");
