@@ -14,6 +14,7 @@ use self::durable::{CheckpointStats, CheckpointWriter};
 use self::file_readers::FileReaders;
 use self::inputs::{resolve_input, Declared, JobInput, Upstream};
 use self::kafka::{Barrier, OffsetCommitter};
+use self::keys::{check_statement_keys, Names};
 use self::output::{lock, progress_bar, record_bad, DeadLetterFile, Deliveries, JobOutput};
 use self::stream_inputs::{KafkaReader, StreamInputs};
 use self::streams::{run_streams, StreamRun};
@@ -38,6 +39,7 @@ pub mod durable;
 mod file_readers;
 mod inputs;
 mod kafka;
+mod keys;
 mod output;
 mod running;
 mod stream_inputs;
@@ -165,6 +167,13 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
             table,
         } = &stmt.kind
         {
+            check_statement_keys(
+                &script,
+                stmt,
+                Names::Declaration(name),
+                &declared,
+                &upstream,
+            )?;
             let schema = (!columns.is_empty()).then(|| {
                 std::sync::Arc::new(arrow::datatypes::Schema::new(
                     columns
@@ -196,6 +205,11 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
                 format!("query_{generated}")
             }
         };
+        let names = Names::Query {
+            sink: &id,
+            sources: &sources,
+        };
+        check_statement_keys(&script, stmt, names, &declared, &upstream)?;
         // Keys on the sources' declarations (watermarks, event time) apply to its queries too.
         let mut stmt = stmt.clone();
         let mut inputs = BTreeMap::new();
