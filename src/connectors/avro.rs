@@ -14,7 +14,7 @@ use arrow_avro::writer::format::AvroBinaryFormat;
 use arrow_avro::writer::{Encoder, WriterBuilder};
 
 use crate::error::{Result, VeloError};
-use crate::sql::Properties;
+use crate::sql::key_spec::{KeyDefault, KeyKind, KeySpec, Keys};
 
 /// How each message frames its Avro datum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,30 +34,45 @@ pub struct AvroFormat {
     pub framing: Framing,
 }
 
+/// `'<name>.avro.schema.file'`.
+pub const SCHEMA_FILE: KeySpec = KeySpec {
+    name: "avro.schema.file",
+    kind: KeyKind::Text,
+    default: KeyDefault::Note(
+        "required for an Avro source; a sink derives the schema from its result columns",
+    ),
+    doc: "The Avro schema (`.avsc` JSON): the writer schema a source's datums were written with, \
+          or the schema a sink writes (result columns matched to its fields by name).",
+};
+/// `'<name>.avro.framing'`.
+pub const FRAMING: KeySpec = KeySpec {
+    name: "avro.framing",
+    kind: KeyKind::Choice(&["none", "confluent"]),
+    default: KeyDefault::Value("none"),
+    doc: "`none`: a message is the bare datum; `confluent`: Confluent's wire format (a zero byte \
+          and a 4-byte schema id before the datum; the id is not looked up).",
+};
+
 impl AvroFormat {
-    /// Reads `'<name>.avro.schema.file'` and `'<name>.avro.framing'`. A source needs the
-    /// schema file; a sink without one writes the schema derived from its result columns.
-    pub fn from_properties(name: &str, props: &Properties, need_schema: bool) -> Result<Self> {
-        let framing = match props.scoped(name, "avro.framing").as_deref() {
-            None | Some("none") => Framing::None,
+    /// Reads `'<name>.avro.schema.file'` and `'<name>.avro.framing'` of a Kafka connector. A
+    /// source needs the schema file; a sink without one writes the schema derived from its
+    /// result columns.
+    pub fn from_properties(keys: &Keys<'_>, need_schema: bool) -> Result<Self> {
+        let framing = match keys.choice(&FRAMING)? {
             Some("confluent") => Framing::Confluent,
-            Some(other) => {
-                return Err(VeloError::Config(format!(
-                    "'{name}.avro.framing' = '{other}': expected none or confluent"
-                )))
-            }
+            _ => Framing::None,
         };
-        let schema_json = match props.scoped(name, "avro.schema.file") {
+        let schema_key = keys.full_name(&SCHEMA_FILE);
+        let schema_json = match keys.text(&SCHEMA_FILE) {
             Some(path) => std::fs::read_to_string(&path).map_err(|e| {
-                VeloError::Config(format!(
-                    "'{name}.avro.schema.file' = '{path}' cannot be read: {e}"
-                ))
+                VeloError::Config(format!("'{schema_key}' = '{path}' cannot be read: {e}"))
             })?,
             None if need_schema => {
+                let name = keys.name().unwrap_or_default();
                 return Err(VeloError::Config(format!(
                     "'{name}.format' = 'avro' needs the writer schema: \
-                     '{name}.avro.schema.file' = 'path/to/schema.avsc'"
-                )))
+                     '{schema_key}' = 'path/to/schema.avsc'"
+                )));
             }
             None => String::new(),
         };
@@ -69,7 +84,7 @@ impl AvroFormat {
             // Parse now, so a bad schema is a configuration error before the job starts.
             format
                 .arrow_schema()
-                .map_err(|e| VeloError::Config(format!("'{name}.avro.schema.file': {e}")))?;
+                .map_err(|e| VeloError::Config(format!("'{schema_key}': {e}")))?;
         }
         Ok(format)
     }

@@ -18,6 +18,10 @@ use super::decode::{decode_json, decode_with_fallback};
 use crate::error::{Result, VeloError};
 use crate::exec::event_time::{constant_millis, to_epoch_millis, EventTimeFormat};
 use crate::exec::input::now_millis;
+use crate::sql::key_spec::{
+    type_key, Connector, KeyDefault, KeyKind, KeySpec, Keys, Role, CONFIG_FILE,
+};
+use crate::sql::window::{WATERMARK_IDLE_TIMEOUT, WATERMARK_MAX_OUT_OF_ORDERNESS};
 use crate::sql::Properties;
 
 /// Rows per decoded batch.
@@ -99,6 +103,135 @@ pub struct FileSourceConfig {
     pub key_fields: Vec<String>,
 }
 
+/// `'<src>.path'`.
+pub const PATH: KeySpec = KeySpec {
+    name: "path",
+    kind: KeyKind::Text,
+    default: KeyDefault::Required,
+    doc: "A file, a directory (all its files, sorted) or a glob (`data/*.jsonl`); \
+          `velo-sql-batch --source NAME=PATH` sets it too.",
+};
+/// `'<src>.format'`.
+pub const FORMAT: KeySpec = KeySpec {
+    name: "format",
+    kind: KeyKind::Choice(&["jsonl", "json", "csv", "tsv", "ndjson", "jsonlines"]),
+    default: KeyDefault::Note("from the file extension"),
+    doc: "`jsonl`: one JSON object per line; `json`: one array of objects; `csv` (`tsv`: \
+          tab-separated).",
+};
+/// `'<src>.header'`.
+pub const HEADER: KeySpec = KeySpec {
+    name: "header",
+    kind: KeyKind::Bool,
+    default: KeyDefault::Value("true"),
+    doc: "CSV: the first line names the columns.",
+};
+/// `'<src>.delimiter'`.
+pub const DELIMITER: KeySpec = KeySpec {
+    name: "delimiter",
+    kind: KeyKind::Char,
+    default: KeyDefault::Value(","),
+    doc: "CSV: the field delimiter.",
+};
+/// `'<src>.watch'`.
+pub const WATCH: KeySpec = KeySpec {
+    name: "watch",
+    kind: KeyKind::Bool,
+    default: KeyDefault::Value("false"),
+    doc: "Follow a growing file: the job then runs until stopped.",
+};
+/// `'<src>.event.time.field'`.
+pub const EVENT_TIME_FIELD: KeySpec = KeySpec {
+    name: "event.time.field",
+    kind: KeyKind::Text,
+    default: KeyDefault::Note("ingestion time"),
+    doc: "The column holding each record's event time (`_event_time`).",
+};
+/// `'<src>.event.time.format'`.
+pub const EVENT_TIME_FORMAT: KeySpec = KeySpec {
+    name: "event.time.format",
+    kind: KeyKind::Text,
+    default: KeyDefault::Note("`epoch_millis` for numbers, `iso8601` for text"),
+    doc: "How `event.time.field` is read: `epoch_millis`, `epoch_seconds`, `iso8601`, or a \
+          strftime pattern such as `%Y-%m-%d %H:%M:%S`.",
+};
+/// `'<src>.on_error'`.
+pub const ON_ERROR: KeySpec = KeySpec {
+    name: "on_error",
+    kind: KeyKind::Choice(&["skip", "fail", "continue", "log"]),
+    default: KeyDefault::Value("skip"),
+    doc: "A record that does not decode: `skip` reports `file:line` and the reason, counts and \
+          skips it; `fail` stops the job.",
+};
+/// `'<src>.dlq.path'`.
+pub const DLQ_PATH: KeySpec = KeySpec {
+    name: "dlq.path",
+    kind: KeyKind::Text,
+    default: KeyDefault::None,
+    doc: "Each bad record is written to this file as a JSON line \
+          `{source, location, reason, record}`.",
+};
+/// `'<src>.dead_letter.path'`.
+pub const DEAD_LETTER_PATH: KeySpec = KeySpec {
+    name: "dead_letter.path",
+    kind: KeyKind::Text,
+    default: KeyDefault::None,
+    doc: "The same as `dlq.path`.",
+};
+/// `'<src>.batch.size'`.
+pub const BATCH_SIZE: KeySpec = KeySpec {
+    name: "batch.size",
+    kind: KeyKind::Integer { min: 1 },
+    default: KeyDefault::Value("8192"),
+    doc: "Records per batch; watermarks advance once per batch.",
+};
+/// `'<src>.readers'`.
+pub const READERS: KeySpec = KeySpec {
+    name: "readers",
+    kind: KeyKind::Integer { min: 1 },
+    default: KeyDefault::Value("4"),
+    doc: "Files read at once, each by its own thread (a `watch` source reads its files one after \
+          another); see [sql.md](sql.md#file_source).",
+};
+/// `'<src>.key.field'`.
+pub const KEY_FIELD: KeySpec = KeySpec {
+    name: "key.field",
+    kind: KeyKind::List,
+    default: KeyDefault::None,
+    doc: "Columns that split the rows among the files: equal values are never in two files, so \
+          a query keyed by them is fed file by file to its workers, without re-hashing \
+          ([partitions.md](partitions.md#sources-already-partitioned-by-the-key)).",
+};
+
+/// `'<src>.type' = 'file_source'`: what a file source reads.
+pub const FILE_SOURCE: Connector = Connector {
+    kind: "file_source",
+    label: "file_source",
+    role: Role::Source,
+    doc: "JSON lines, a JSON array or CSV, from a file, a directory or a glob, optionally \
+          followed as it grows.",
+    keys: &[
+        type_key(KeyDefault::Note("a source with a `path`")),
+        PATH,
+        FORMAT,
+        HEADER,
+        DELIMITER,
+        WATCH,
+        EVENT_TIME_FIELD,
+        EVENT_TIME_FORMAT,
+        WATERMARK_MAX_OUT_OF_ORDERNESS,
+        WATERMARK_IDLE_TIMEOUT,
+        ON_ERROR,
+        DLQ_PATH,
+        DEAD_LETTER_PATH,
+        BATCH_SIZE,
+        READERS,
+        KEY_FIELD,
+        CONFIG_FILE,
+    ],
+    librdkafka: false,
+};
+
 impl FileSourceConfig {
     /// Reads `'<name>.*'` keys.
     pub fn from_properties(
@@ -106,64 +239,41 @@ impl FileSourceConfig {
         props: &Properties,
         schema: Option<SchemaRef>,
     ) -> Result<Self> {
-        let path = props.scoped(name, "path").ok_or_else(|| {
+        let keys = Keys::of(props, name, &FILE_SOURCE);
+        let path = keys.text(&PATH).ok_or_else(|| {
             VeloError::Config(format!(
                 "source '{name}' needs '{name}.path' (or --source {name}=PATH)"
             ))
         })?;
-        let mut format =
-            FileFormat::from_name_or_path(props.scoped(name, "format").as_deref(), &path)?;
+        let mut format = FileFormat::from_name_or_path(keys.choice(&FORMAT)?, &path)?;
         if let FileFormat::Csv { header, delimiter } = &mut format {
-            if let Some(h) = props.scoped_bool(name, "header")? {
+            if let Some(h) = keys.bool(&HEADER)? {
                 *header = h;
             }
-            if let Some(d) = props.scoped(name, "delimiter") {
-                *delimiter = match d.as_str() {
-                    "\\t" | "tab" => b'\t',
-                    d => d.bytes().next().unwrap_or(b','),
-                };
+            if let Some(d) = keys.char(&DELIMITER)? {
+                *delimiter = d;
             }
         }
-        let on_error = match props.scoped(name, "on_error").as_deref() {
-            None | Some("skip") | Some("continue") | Some("log") => OnError::Skip,
+        let on_error = match keys.choice(&ON_ERROR)? {
             Some("fail") => OnError::Fail,
-            Some(other) => {
-                return Err(VeloError::Config(format!(
-                    "'{name}.on_error' = '{other}': expected skip or fail"
-                )))
-            }
-        };
-        let batch_size = match props.scoped(name, "batch.size") {
-            Some(b) => b.parse().map_err(|_| {
-                VeloError::Config(format!("'{name}.batch.size' must be a number, got '{b}'"))
-            })?,
-            None => DEFAULT_BATCH_SIZE,
+            _ => OnError::Skip,
         };
         Ok(FileSourceConfig {
             name: name.to_string(),
             path,
             format,
-            watch: props.scoped_bool(name, "watch")?.unwrap_or(false),
+            watch: keys.bool(&WATCH)?.unwrap_or(false),
             schema,
-            event_time_field: props.scoped(name, "event.time.field"),
-            event_time_format: EventTimeFormat::parse(
-                props.scoped(name, "event.time.format").as_deref(),
-            ),
+            event_time_field: keys.text(&EVENT_TIME_FIELD),
+            event_time_format: EventTimeFormat::parse(keys.text(&EVENT_TIME_FORMAT).as_deref()),
             on_error,
-            dead_letter_path: props
-                .scoped(name, "dlq.path")
-                .or_else(|| props.scoped(name, "dead_letter.path"))
+            dead_letter_path: keys
+                .text(&DLQ_PATH)
+                .or_else(|| keys.text(&DEAD_LETTER_PATH))
                 .map(PathBuf::from),
-            batch_size: batch_size.max(1),
-            readers: match props.scoped(name, "readers") {
-                Some(r) => r.parse::<usize>().ok().filter(|r| *r > 0).ok_or_else(|| {
-                    VeloError::Config(format!(
-                        "'{name}.readers' must be a positive whole number, got '{r}'"
-                    ))
-                })?,
-                None => DEFAULT_READERS,
-            },
-            key_fields: props.scoped_list(name, "key.field"),
+            batch_size: keys.count(&BATCH_SIZE)?.unwrap_or(DEFAULT_BATCH_SIZE),
+            readers: keys.count(&READERS)?.unwrap_or(DEFAULT_READERS),
+            key_fields: keys.list(&KEY_FIELD),
         })
     }
 }

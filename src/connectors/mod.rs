@@ -1,6 +1,7 @@
 //! Sources and sinks: where records come from and where results go.
 
 pub mod avro;
+pub mod config_keys;
 pub mod decode;
 pub mod file_sink;
 pub mod file_source;

@@ -7,9 +7,13 @@ use arrow::record_batch::RecordBatch;
 
 use super::avro::AvroFormat;
 use super::file_sink::{FileSink, StdoutSink};
-use super::kafka::{client_config, topic_of, KafkaDefaults, KafkaSink};
+use super::kafka::sink::{KAFKA_SINK, TRANSACTIONAL_ID};
+use super::kafka::{self, client_config, topic_of, KafkaDefaults, KafkaSink};
 use super::part_files::PartFileSink;
 use crate::error::{Result, VeloError};
+use crate::sql::key_spec::{
+    type_key, Connector, KeyDefault, KeyKind, KeySpec, Keys, Role, CONFIG_FILE,
+};
 use crate::sql::Properties;
 
 /// Where a query's output rows go. Delete batches (see `exec::change`) are written as deletes.
@@ -95,6 +99,70 @@ pub enum SinkConfig {
     },
 }
 
+/// `'<sink>.path'` of a file sink.
+pub const PATH: KeySpec = KeySpec {
+    name: "path",
+    kind: KeyKind::Text,
+    default: KeyDefault::Required,
+    doc: "The output file (created, parent directories too); with `exactly_once`, a directory \
+          of part files.",
+};
+/// `'<sink>.format'` of a file sink.
+pub const FORMAT: KeySpec = KeySpec {
+    name: "format",
+    kind: KeyKind::Choice(&["jsonl", "csv", "json"]),
+    default: KeyDefault::Note("`csv` when the path ends in `.csv`, else `jsonl`"),
+    doc: "`jsonl` (`json` too): one JSON object per line; `csv`: a header line, then one line \
+          per row.",
+};
+/// `'<sink>.delimiter'` of a file sink.
+pub const DELIMITER: KeySpec = KeySpec {
+    name: "delimiter",
+    kind: KeyKind::Char,
+    default: KeyDefault::Value(","),
+    doc: "CSV: the field delimiter.",
+};
+/// `'<sink>.delivery'` of a file or Kafka sink.
+pub const DELIVERY: KeySpec = KeySpec {
+    name: "delivery",
+    kind: KeyKind::Choice(&["at_least_once", "exactly_once"]),
+    default: KeyDefault::Value("at_least_once"),
+    doc: "`exactly_once`: the rows of each checkpoint are published once it is durable (a file \
+          sink's part files, a Kafka sink's transactions); needs a Kafka source and \
+          `velo-sql --state-dir` ([fault-tolerance.md](fault-tolerance.md)).",
+};
+
+/// `'<sink>.type' = 'file_sink'`.
+pub const FILE_SINK: Connector = Connector {
+    kind: "file_sink",
+    label: "file_sink",
+    role: Role::Sink,
+    doc: "JSON lines or CSV written to a file.",
+    keys: &[
+        type_key(KeyDefault::Note("a sink with a `path`")),
+        PATH,
+        FORMAT,
+        DELIMITER,
+        DELIVERY,
+        CONFIG_FILE,
+    ],
+    librdkafka: false,
+};
+
+/// `'<sink>.type' = 'stdout'`, the sink of a statement with no sink keys.
+pub const STDOUT: Connector = Connector {
+    kind: "stdout",
+    label: "stdout",
+    role: Role::Sink,
+    doc: "JSON lines on standard output: the sink of a statement with no sink keys (or \
+          `--output` for a plain SELECT in velo-sql-batch).",
+    keys: &[
+        type_key(KeyDefault::Note("a sink with neither `type` nor `path`")),
+        CONFIG_FILE,
+    ],
+    librdkafka: false,
+};
+
 impl SinkConfig {
     /// Reads the sink of `name` from properties; stdout when nothing is configured.
     pub fn from_properties(name: &str, props: &Properties, kafka: &KafkaDefaults) -> Result<Self> {
@@ -108,21 +176,16 @@ impl SinkConfig {
             }
             Some("file_sink") => Self::file(name, props),
             Some("kafka_sink") => {
-                let transactional_id = delivery(name, props)?.then(|| {
-                    props
-                        .scoped(name, "transactional.id")
+                let keys = Keys::of(props, name, &KAFKA_SINK);
+                let transactional_id = delivery(&keys)?.then(|| {
+                    keys.text(&TRANSACTIONAL_ID)
                         .unwrap_or_else(|| format!("velostream-{name}"))
                 });
-                let avro = match props.scoped(name, "format").as_deref() {
-                    None | Some("json") => None,
-                    Some("avro") => Some(AvroFormat::from_properties(name, props, false)?),
-                    Some(other) => {
-                        return Err(VeloError::Config(format!(
-                            "'{name}.format' = '{other}': a Kafka sink writes json or avro"
-                        )))
-                    }
+                let avro = match keys.choice(&kafka::sink::FORMAT)? {
+                    Some("avro") => Some(AvroFormat::from_properties(&keys, false)?),
+                    _ => None,
                 };
-                let client = client_config(name, props, kafka, &[])?;
+                let client = client_config(name, props, &KAFKA_SINK, kafka, &[])?;
                 Ok(SinkConfig::Kafka {
                     name: name.to_string(),
                     topic: topic_of(name, props),
@@ -131,7 +194,7 @@ impl SinkConfig {
                         .into_iter()
                         .map(|(k, v)| (k.to_string(), v.to_string()))
                         .collect(),
-                    key_fields: props.scoped_list(name, "key.field"),
+                    key_fields: keys.list(&kafka::sink::KEY_FIELD),
                     avro,
                     transactional_id,
                 })
@@ -143,34 +206,19 @@ impl SinkConfig {
     }
 
     fn file(name: &str, props: &Properties) -> Result<Self> {
-        let path = props
-            .scoped(name, "path")
+        let keys = Keys::of(props, name, &FILE_SINK);
+        let path = keys
+            .text(&PATH)
             .ok_or_else(|| VeloError::Config(format!("file_sink '{name}' needs '{name}.path'")))?;
-        let format = props.scoped(name, "format").unwrap_or_else(|| {
-            if path.ends_with(".csv") {
-                "csv".into()
-            } else {
-                "jsonl".into()
-            }
-        });
-        let csv = match format.as_str() {
-            "csv" => true,
-            "jsonl" | "json" => false,
-            other => {
-                return Err(VeloError::Config(format!(
-                    "'{name}.format' = '{other}': a file sink writes jsonl or csv"
-                )))
-            }
+        let csv = match keys.choice(&FORMAT)? {
+            Some(format) => format == "csv",
+            None => path.ends_with(".csv"),
         };
-        let delimiter = props
-            .scoped(name, "delimiter")
-            .and_then(|d| d.bytes().next())
-            .unwrap_or(b',');
         Ok(SinkConfig::File {
             path: PathBuf::from(path),
             csv,
-            delimiter,
-            exactly_once: delivery(name, props)?,
+            delimiter: keys.char(&DELIMITER)?.unwrap_or(b','),
+            exactly_once: delivery(&keys)?,
         })
     }
 
@@ -187,14 +235,8 @@ impl SinkConfig {
 }
 
 /// `'<name>.delivery'`: whether it asks for exactly_once (at_least_once is the default).
-fn delivery(name: &str, props: &Properties) -> Result<bool> {
-    match props.scoped(name, "delivery").as_deref() {
-        None | Some("at_least_once") => Ok(false),
-        Some("exactly_once") => Ok(true),
-        Some(other) => Err(VeloError::Config(format!(
-            "'{name}.delivery' = '{other}': expected at_least_once or exactly_once"
-        ))),
-    }
+fn delivery(keys: &Keys<'_>) -> Result<bool> {
+    Ok(keys.choice(&DELIVERY)? == Some("exactly_once"))
 }
 
 /// Opens the sink described by `config`.

@@ -14,6 +14,7 @@ use self::durable::{CheckpointStats, CheckpointWriter};
 use self::file_readers::FileReaders;
 use self::inputs::{resolve_input, Declared, JobInput, Upstream};
 use self::kafka::{Barrier, OffsetCommitter};
+use self::keys::{check_statement_keys, Names};
 use self::output::{lock, progress_bar, record_bad, DeadLetterFile, Deliveries, JobOutput};
 use self::stream_inputs::{KafkaReader, StreamInputs};
 use self::streams::{run_streams, StreamRun};
@@ -29,8 +30,10 @@ use crate::partition::{
     default_partitions, run_partitioned, InputEvent, PartitionOptions, PartitionRun,
     DEFAULT_QUEUE_DEPTH,
 };
+use crate::sql::key_spec::Keys;
 use crate::sql::metric_annotations::plan_metrics;
 use crate::sql::script::{parse_script, Statement, StatementKind};
+use crate::sql::window::LATE_DATA_DLQ_PATH;
 use crate::sql::{PlannedQuery, QueryPlanner};
 use arrow::datatypes::SchemaRef;
 
@@ -38,6 +41,7 @@ pub mod durable;
 mod file_readers;
 mod inputs;
 mod kafka;
+mod keys;
 mod output;
 mod running;
 mod stream_inputs;
@@ -167,6 +171,13 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
             table,
         } = &stmt.kind
         {
+            check_statement_keys(
+                &script,
+                stmt,
+                Names::Declaration(name),
+                &declared,
+                &upstream,
+            )?;
             let schema = (!columns.is_empty()).then(|| {
                 std::sync::Arc::new(arrow::datatypes::Schema::new(
                     columns
@@ -191,6 +202,18 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
                 "the query reads no source (FROM is missing)",
             ));
         }
+        let id = match stmt.name() {
+            Some(n) => n.to_string(),
+            None => {
+                generated += 1;
+                format!("query_{generated}")
+            }
+        };
+        let names = Names::Query {
+            sink: &id,
+            sources: &sources,
+        };
+        check_statement_keys(&script, stmt, names, &declared, &upstream)?;
         // Keys on the sources' declarations (watermarks, event time) apply to its queries too.
         let mut stmt = stmt.clone();
         let mut inputs = BTreeMap::new();
@@ -204,13 +227,6 @@ pub fn plan_script(sql: &str, options: &JobOptions) -> Result<PlannedScript> {
                 stmt.properties.merge_missing(&d.properties);
             }
         }
-        let id = match stmt.name() {
-            Some(n) => n.to_string(),
-            None => {
-                generated += 1;
-                format!("query_{generated}")
-            }
-        };
         let plan = planner.plan(&stmt, &script.source, &id)?;
         for input in inputs.values() {
             if let JobInput::Upstream(name) = input {
@@ -458,8 +474,8 @@ fn run_job(
         None => None,
     };
     let mut dead_letter = DeadLetterFile::new(Arc::clone(metrics));
-    if let Some(p) = plan.properties.get("late.data.dlq.path") {
-        dead_letter.open(std::path::Path::new(p))?;
+    if let Some(p) = Keys::job(&plan.properties).text(&LATE_DATA_DLQ_PATH) {
+        dead_letter.open(std::path::Path::new(&p))?;
     }
     let output = JobOutput {
         sink: job.sink.as_ref().map(open_sink).transpose()?,

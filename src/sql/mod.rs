@@ -7,6 +7,7 @@ mod declaration;
 pub mod functions;
 mod interval;
 mod join;
+pub mod key_spec;
 mod lower;
 pub mod metric_annotations;
 pub mod plan_shape;

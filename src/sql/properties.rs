@@ -8,6 +8,20 @@ use crate::error::{Result, VeloError};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Properties {
     values: BTreeMap<String, String>,
+    /// Where keys were written, for errors that point at them (keys set by code have none).
+    origins: BTreeMap<String, KeyOrigin>,
+}
+
+/// Where a WITH key was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOrigin {
+    /// In the SQL, the key's string at this 1-based line and column.
+    Sql { line: u64, column: u64 },
+    /// In the YAML file of `'<name>.config_file'` (the `config_file` key names the name).
+    File {
+        path: String,
+        config_file_key: String,
+    },
 }
 
 impl Properties {
@@ -16,10 +30,32 @@ impl Properties {
         self.values.insert(key.into(), value.into());
     }
 
+    /// Sets `key` to `value` as written at `origin`.
+    pub fn insert_at(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+        origin: KeyOrigin,
+    ) {
+        let key = key.into();
+        self.origins.insert(key.clone(), origin);
+        self.values.insert(key, value.into());
+    }
+
+    /// Where `key` was written, when it was.
+    pub fn origin(&self, key: &str) -> Option<&KeyOrigin> {
+        self.origins.get(key)
+    }
+
     /// Adds every key of `other` that is not set here.
     pub fn merge_missing(&mut self, other: &Properties) {
         for (k, v) in &other.values {
-            self.values.entry(k.clone()).or_insert_with(|| v.clone());
+            if !self.values.contains_key(k) {
+                self.values.insert(k.clone(), v.clone());
+                if let Some(origin) = other.origins.get(k) {
+                    self.origins.insert(k.clone(), origin.clone());
+                }
+            }
         }
     }
 
@@ -29,6 +65,8 @@ impl Properties {
     }
 
     /// The value of `<name>.<key>`; `VELOSTREAM_<NAME>_<KEY>` in the environment overrides it.
+    /// Connectors read their keys through `key_spec::Keys`, which parses them by their
+    /// declared type; this raw lookup serves dispatch on `type` and librdkafka pass-through.
     pub fn scoped(&self, name: &str, key: &str) -> Option<String> {
         let env_key = format!("VELOSTREAM_{}_{}", name, key)
             .to_uppercase()
@@ -37,27 +75,6 @@ impl Properties {
             return Some(v);
         }
         self.values.get(&format!("{name}.{key}")).cloned()
-    }
-
-    /// `<name>.<key>` parsed as a boolean.
-    pub fn scoped_bool(&self, name: &str, key: &str) -> Result<Option<bool>> {
-        match self.scoped(name, key) {
-            None => Ok(None),
-            Some(v) => match v.to_lowercase().as_str() {
-                "true" | "1" | "yes" => Ok(Some(true)),
-                "false" | "0" | "no" => Ok(Some(false)),
-                _ => Err(VeloError::Config(format!(
-                    "'{name}.{key}' must be true or false, got '{v}'"
-                ))),
-            },
-        }
-    }
-
-    /// `<name>.<key>` as a comma-separated list of names (empty when unset).
-    pub fn scoped_list(&self, name: &str, key: &str) -> Vec<String> {
-        self.scoped(name, key)
-            .map(|list| list.split(',').map(|f| f.trim().to_string()).collect())
-            .unwrap_or_default()
     }
 
     /// True when any key is scoped to `name`.
@@ -96,7 +113,14 @@ impl Properties {
                     .map_err(|e| VeloError::Config(format!("{path}: {e}")))?;
             }
             for (key, value) in keys {
-                self.values.entry(format!("{name}.{key}")).or_insert(value);
+                let key = format!("{name}.{key}");
+                if !self.values.contains_key(&key) {
+                    let origin = KeyOrigin::File {
+                        path: path.clone(),
+                        config_file_key: format!("{name}.config_file"),
+                    };
+                    self.insert_at(key, value, origin);
+                }
             }
         }
         Ok(())

@@ -9,7 +9,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
 
 use super::declaration::parse_columns;
-use super::properties::{parse_duration_ms, Properties};
+use super::properties::{parse_duration_ms, KeyOrigin, Properties};
 use super::source_text::SourceText;
 use crate::error::{Result, VeloError};
 
@@ -581,7 +581,11 @@ fn parse_with(
                 "expected '=' between a WITH key and its value",
             ));
         }
-        props.insert(token_text(key), token_text(value));
+        let at = KeyOrigin::Sql {
+            line: key.span.start.line,
+            column: key.span.start.column,
+        };
+        props.insert_at(token_text(key), token_text(value), at);
     }
     Ok((props, close))
 }

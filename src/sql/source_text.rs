@@ -126,19 +126,28 @@ pub fn position_in_message(message: &str) -> Option<(u64, u64)> {
     Some((line, column))
 }
 
-/// Edit distance, for "did you mean" suggestions.
-pub fn levenshtein(a: &str, b: &str) -> usize {
+/// Edit distance, for "did you mean" suggestions: insertions, deletions, substitutions and
+/// swaps of two adjacent chars (the commonest typo, `wacth`) each cost 1.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+    // rows[i][j]: the distance between a[..i] and b[..j].
+    let mut rows = vec![(0..=b.len()).collect::<Vec<usize>>()];
+    for i in 1..=a.len() {
+        let mut row = vec![i];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (rows[i - 1][j - 1] + cost)
+                .min(rows[i - 1][j] + 1)
+                .min(row[j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(rows[i - 2][j - 2] + 1);
+            }
+            row.push(d);
         }
-        prev = cur;
+        rows.push(row);
     }
-    prev[b.len()]
+    rows[a.len()][b.len()]
 }
 
 /// The candidate nearest to `name` (case-insensitive), if it is close enough to be a typo.
@@ -146,7 +155,7 @@ pub fn nearest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     let lower = name.to_lowercase();
     candidates
         .into_iter()
-        .map(|c| (levenshtein(&lower, &c.to_lowercase()), c))
+        .map(|c| (edit_distance(&lower, &c.to_lowercase()), c))
         .filter(|(d, c)| *d <= (c.len().max(3) / 3).max(2))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
@@ -167,5 +176,8 @@ mod tests {
         );
         assert_eq!(nearest("pricee", ["price", "symbol"]), Some("price"));
         assert_eq!(nearest("zzz", ["price", "symbol"]), None);
+        assert_eq!(edit_distance("wacth", "watch"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(nearest("wacth", ["path", "watch"]), Some("watch"));
     }
 }

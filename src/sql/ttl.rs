@@ -1,6 +1,6 @@
 //! `'state.ttl'`: how long a GROUP BY keeps a key that receives no records.
 
-use super::properties::parse_duration_ms;
+use super::key_spec::{KeyDefault, KeyKind, KeySpec, Keys};
 use super::Properties;
 use crate::error::{Result, VeloError};
 
@@ -29,32 +29,39 @@ impl StateTtl {
     }
 }
 
+/// `'state.ttl'`: how long a GROUP BY keeps an idle key.
+pub const STATE_TTL: KeySpec = KeySpec {
+    name: "state.ttl",
+    kind: KeyKind::Duration { positive: true },
+    default: KeyDefault::None,
+    doc: "A GROUP BY without a window (or a join of two streams without time bounds) drops a key \
+          that receives no records for this long; see [sql.md](sql.md#bounded-state-statettl).",
+};
+
+/// `'state.ttl.clock'`: which clock measures a key's idle time.
+pub const STATE_TTL_CLOCK: KeySpec = KeySpec {
+    name: "state.ttl.clock",
+    kind: KeyKind::Choice(&["event", "processing", "event_time", "processing_time"]),
+    default: KeyDefault::Value("event"),
+    doc: "`event`: a key's idle time is measured on the watermark; `processing`: on the wall \
+          clock. Needs `state.ttl`.",
+};
+
 /// Reads `'state.ttl'` and `'state.ttl.clock'` (None: no TTL).
 pub fn state_ttl_settings(props: &Properties) -> Result<Option<StateTtl>> {
-    let clock = match props.get("state.ttl.clock") {
-        None | Some("event") | Some("event_time") => TtlClock::Event,
-        Some("processing") | Some("processing_time") => TtlClock::Processing,
-        Some(other) => {
-            return Err(VeloError::Config(format!(
-                "'state.ttl.clock' = '{other}': expected event (the default) or processing"
-            )))
-        }
+    let keys = Keys::job(props);
+    let clock = match keys.choice(&STATE_TTL_CLOCK)? {
+        None | Some("event" | "event_time") => TtlClock::Event,
+        Some(_) => TtlClock::Processing,
     };
-    let Some(text) = props.get("state.ttl") else {
-        if props.get("state.ttl.clock").is_some() {
+    let Some(ttl_ms) = keys.duration_ms(&STATE_TTL)? else {
+        if keys.text(&STATE_TTL_CLOCK).is_some() {
             return Err(VeloError::Config(
                 "'state.ttl.clock' is set without 'state.ttl' (e.g. 'state.ttl' = '1h')".into(),
             ));
         }
         return Ok(None);
     };
-    let ttl_ms = parse_duration_ms(text)
-        .filter(|ms| *ms > 0)
-        .ok_or_else(|| {
-            VeloError::Config(format!(
-                "'state.ttl' = '{text}' is not a positive duration (e.g. 30m or 1h)"
-            ))
-        })?;
     Ok(Some(StateTtl { ttl_ms, clock }))
 }
 
@@ -97,7 +104,7 @@ mod tests {
             (vec![("state.ttl", "0s")], "positive duration"),
             (
                 vec![("state.ttl", "1h"), ("state.ttl.clock", "wall")],
-                "expected event (the default) or processing",
+                "expected event, processing, event_time or processing_time",
             ),
             (
                 vec![("state.ttl.clock", "processing")],

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::sql::sqlparser::ast::{self as sql_ast, visit_expressions_mut};
 
+use super::key_spec::{KeyDefault, KeyKind, KeySpec, Keys};
 use super::properties::{parse_duration_ms, Properties};
 use super::script::{WindowKind, WindowSpec};
 use crate::error::{Result, VeloError};
@@ -49,43 +50,71 @@ pub struct WatermarkPlan {
     pub idle_timeout_ms: Option<i64>,
 }
 
-/// Reads `'late.data.*'` keys.
+/// `'late.data.allowed_lateness'`: how long a closed window still takes records.
+pub const LATE_DATA_ALLOWED_LATENESS: KeySpec = KeySpec {
+    name: "late.data.allowed_lateness",
+    kind: KeyKind::Duration { positive: false },
+    default: KeyDefault::Value("0s"),
+    doc: "A tumbling or sliding window's state is kept this long after it closed; a record \
+          arriving then updates the window, whose rows are emitted again.",
+};
+
+/// `'late.data.strategy'`: what happens to a record later than that.
+pub const LATE_DATA_STRATEGY: KeySpec = KeySpec {
+    name: "late.data.strategy",
+    kind: KeyKind::Choice(&["drop", "dead_letter", "dead-letter", "dlq"]),
+    default: KeyDefault::Value("drop"),
+    doc: "A record later than the allowed lateness is dropped and counted (`drop`), or written \
+          with the reason to the dead-letter file (`dead_letter`).",
+};
+
+/// `'late.data.dlq.path'`: where late records go under `dead_letter`.
+pub const LATE_DATA_DLQ_PATH: KeySpec = KeySpec {
+    name: "late.data.dlq.path",
+    kind: KeyKind::Text,
+    default: KeyDefault::Note("the source's `dlq.path`"),
+    doc: "The dead-letter file of late records: one JSON object `{job, reason, record}` per line.",
+};
+
+/// `'<src>.watermark.max_out_of_orderness'`: how far the watermark trails the events.
+pub const WATERMARK_MAX_OUT_OF_ORDERNESS: KeySpec = KeySpec {
+    name: "watermark.max_out_of_orderness",
+    kind: KeyKind::Duration { positive: false },
+    default: KeyDefault::Value("0s"),
+    doc: "A partition's watermark is its highest event time minus this: records that much out \
+          of order are still on time.",
+};
+
+/// `'<src>.watermark.idle_timeout'`: when a quiet partition stops holding the watermark.
+pub const WATERMARK_IDLE_TIMEOUT: KeySpec = KeySpec {
+    name: "watermark.idle_timeout",
+    kind: KeyKind::Duration { positive: false },
+    default: KeyDefault::None,
+    doc: "A partition that brings no records for this long stops holding the query's watermark \
+          back.",
+};
+
+/// The watermark keys, which every source declares.
+pub const WATERMARK_KEYS: &[KeySpec] = &[WATERMARK_MAX_OUT_OF_ORDERNESS, WATERMARK_IDLE_TIMEOUT];
+
+/// Reads `'late.data.*'` keys: (allowed lateness ms, strategy).
 pub fn late_data_settings(props: &Properties) -> Result<(i64, LateDataStrategy)> {
-    let lateness = match props.get("late.data.allowed_lateness") {
-        Some(v) => parse_duration_ms(v).ok_or_else(|| {
-            VeloError::Config(format!(
-                "'late.data.allowed_lateness' = '{v}' is not a duration (e.g. 30s)"
-            ))
-        })?,
-        None => 0,
-    };
-    let strategy = match props.get("late.data.strategy") {
+    let keys = Keys::job(props);
+    let lateness = keys.duration_ms(&LATE_DATA_ALLOWED_LATENESS)?.unwrap_or(0);
+    let strategy = match keys.choice(&LATE_DATA_STRATEGY)? {
         None | Some("drop") => LateDataStrategy::Drop,
-        Some("dead_letter") | Some("dead-letter") | Some("dlq") => LateDataStrategy::DeadLetter,
-        Some(other) => {
-            return Err(VeloError::Config(format!(
-                "'late.data.strategy' = '{other}': expected drop or dead_letter"
-            )))
-        }
+        Some(_) => LateDataStrategy::DeadLetter,
     };
     Ok((lateness, strategy))
 }
 
 /// Reads `'<src>.watermark.*'` keys: (max out-of-orderness ms, idle timeout ms).
 pub fn watermark_settings(source: &str, props: &Properties) -> Result<(i64, Option<i64>)> {
-    let duration = |key: &str| -> Result<Option<i64>> {
-        match props.scoped(source, key) {
-            None => Ok(None),
-            Some(v) => parse_duration_ms(&v).map(Some).ok_or_else(|| {
-                VeloError::Config(format!(
-                    "'{source}.{key}' = '{v}' is not a duration (e.g. 5s)"
-                ))
-            }),
-        }
-    };
+    let keys = Keys::group(props, source, WATERMARK_KEYS, "source");
     Ok((
-        duration("watermark.max_out_of_orderness")?.unwrap_or(0),
-        duration("watermark.idle_timeout")?,
+        keys.duration_ms(&WATERMARK_MAX_OUT_OF_ORDERNESS)?
+            .unwrap_or(0),
+        keys.duration_ms(&WATERMARK_IDLE_TIMEOUT)?,
     ))
 }
 

@@ -1,34 +1,50 @@
-//! Kafka settings from WITH keys. velostream reads its own keys (`topic.name`, `format`,
-//! `event.time.field`, `dlq.topic`, `key.field`, ...); every other `'<name>.<key>'` is a
-//! librdkafka property and goes to the client as written (`bootstrap.servers`, `group.id`,
-//! `auto.offset.reset`, `acks`, `linger.ms`, ...).
+//! Kafka settings from WITH keys. velostream reads the keys its connectors declare
+//! (`topic.name`, `format`, `event.time.field`, `dlq.topic`, `key.field`, ...); every other
+//! `'<name>.<key>'` is a librdkafka property and goes to the client as written
+//! (`bootstrap.servers`, `group.id`, `auto.offset.reset`, `acks`, `linger.ms`, ...), once
+//! librdkafka has said it knows it.
 
+use std::ffi::CStr;
+use std::sync::OnceLock;
+
+use rdkafka::bindings as rdsys;
 use rdkafka::ClientConfig;
 
 use crate::error::{Result, VeloError};
+use crate::sql::key_spec::{Connector, KeyDefault, KeyKind, KeySpec, Keys};
 use crate::sql::Properties;
 
-/// Key prefixes velostream interprets itself (never passed to librdkafka).
-const OWN_KEYS: &[&str] = &[
-    "type",
-    "topic.name",
-    "topic",
-    "format",
-    "event.time.",
-    "dlq.",
-    "batch.size",
-    "key.field",
-    "on_error",
-    "watermark.",
-    "late.data.",
-    "config_file",
-    "avro.",
-    "path",
-    "commit.interval",
-    "partitions",
-    "delivery",
-    "transactional.id",
-];
+/// `'<name>.topic.name'`.
+pub const TOPIC_NAME: KeySpec = KeySpec {
+    name: "topic.name",
+    kind: KeyKind::Text,
+    default: KeyDefault::Note("the name itself"),
+    doc: "The topic.",
+};
+/// `'<name>.topic'`.
+pub const TOPIC: KeySpec = KeySpec {
+    name: "topic",
+    kind: KeyKind::Text,
+    default: KeyDefault::None,
+    doc: "The same as `topic.name`.",
+};
+/// `'<name>.partitions'`, read by `velo-sql --mock-kafka`.
+pub const PARTITIONS: KeySpec = KeySpec {
+    name: "partitions",
+    kind: KeyKind::Integer { min: 1 },
+    default: KeyDefault::Value("4"),
+    doc: "With `velo-sql --mock-kafka`: the partitions of the topic the mock cluster creates.",
+};
+/// `'<name>.bootstrap.servers'`.
+pub const BOOTSTRAP_SERVERS: KeySpec = KeySpec {
+    name: "bootstrap.servers",
+    kind: KeyKind::Client,
+    default: KeyDefault::Note("`--brokers`"),
+    doc: "The brokers (`host:port,...`).",
+};
+
+/// The keys [`topic_of`] reads, which every Kafka connector declares.
+const TOPIC_KEYS: &[KeySpec] = &[TOPIC_NAME, TOPIC];
 
 /// Where a connector finds the brokers when its WITH keys do not say.
 #[derive(Debug, Clone, Default)]
@@ -39,16 +55,18 @@ pub struct KafkaDefaults {
 
 /// The topic `name` reads or writes: `'<name>.topic.name'`, else the name itself.
 pub fn topic_of(name: &str, props: &Properties) -> String {
-    props
-        .scoped(name, "topic.name")
-        .or_else(|| props.scoped(name, "topic"))
+    let keys = Keys::group(props, name, TOPIC_KEYS, "Kafka connector");
+    keys.text(&TOPIC_NAME)
+        .or_else(|| keys.text(&TOPIC))
         .unwrap_or_else(|| name.to_string())
 }
 
-/// The librdkafka configuration of connector `name`: its pass-through keys over `base`.
+/// The librdkafka configuration of `connector` `name`: `base`, then the defaults it declares
+/// for librdkafka properties, then every `'<name>.<key>'` it does not read itself.
 pub fn client_config(
     name: &str,
     props: &Properties,
+    connector: &Connector,
     defaults: &KafkaDefaults,
     base: &[(&str, &str)],
 ) -> Result<ClientConfig> {
@@ -56,14 +74,20 @@ pub fn client_config(
     for (k, v) in base {
         config.set(*k, *v);
     }
+    for spec in connector.keys {
+        if let (KeyKind::Client, KeyDefault::Value(v)) = (spec.kind, spec.default) {
+            config.set(spec.name, v);
+        }
+    }
     let prefix = format!("{name}.");
     for (key, _) in props.iter() {
         let Some(key) = key.strip_prefix(&prefix) else {
             continue;
         };
-        if OWN_KEYS.iter().any(|own| {
-            key == own.trim_end_matches('.') || (own.ends_with('.') && key.starts_with(own))
-        }) {
+        if connector
+            .key(key)
+            .is_some_and(|k| k.kind != KeyKind::Client)
+        {
             continue;
         }
         // `scoped` applies the VELOSTREAM_<NAME>_<KEY> environment override.
@@ -86,9 +110,69 @@ pub fn client_config(
     Ok(config)
 }
 
+/// Whether librdkafka takes `key` = `value` as a client property: Err(None) when it knows no
+/// such property, Err(Some(reason)) when it refuses the value. No client is created.
+pub fn check_client_property(key: &str, value: &str) -> std::result::Result<(), Option<String>> {
+    let mut config = ClientConfig::new();
+    config.set(key, value);
+    match config.create_native_config() {
+        Ok(_) => Ok(()),
+        Err(rdkafka::error::KafkaError::ClientConfig(code, reason, _, _)) => match code {
+            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN => Err(None),
+            _ => Err(Some(reason)),
+        },
+        Err(other) => Err(Some(other.to_string())),
+    }
+}
+
+/// The names of librdkafka's client and topic properties (those with a default value), for
+/// "did you mean" suggestions.
+pub fn client_property_names() -> Vec<&'static str> {
+    static NAMES: OnceLock<Vec<String>> = OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            let mut names = Vec::new();
+            // SAFETY: each conf is created here and destroyed after its dump is copied; the
+            // dump is an array of `cnt` C strings (name, value, name, value, ...) owned by
+            // librdkafka until `rd_kafka_conf_dump_free`.
+            unsafe {
+                let conf = rdsys::rd_kafka_conf_new();
+                let topic_conf = rdsys::rd_kafka_topic_conf_new();
+                for (dump, cnt) in [
+                    {
+                        let mut cnt = 0usize;
+                        (rdsys::rd_kafka_conf_dump(conf, &mut cnt), cnt)
+                    },
+                    {
+                        let mut cnt = 0usize;
+                        (rdsys::rd_kafka_topic_conf_dump(topic_conf, &mut cnt), cnt)
+                    },
+                ] {
+                    if dump.is_null() {
+                        continue;
+                    }
+                    for i in (0..cnt).step_by(2) {
+                        let name = *dump.add(i);
+                        if !name.is_null() {
+                            names.push(CStr::from_ptr(name).to_string_lossy().into_owned());
+                        }
+                    }
+                    rdsys::rd_kafka_conf_dump_free(dump, cnt);
+                }
+                rdsys::rd_kafka_topic_conf_destroy(topic_conf);
+                rdsys::rd_kafka_conf_destroy(conf);
+            }
+            names
+        })
+        .iter()
+        .map(String::as_str)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connectors::kafka::source::KAFKA_SOURCE;
 
     #[test]
     fn own_keys_stay_librdkafka_keys_pass_through() {
@@ -104,8 +188,14 @@ mod tests {
         let defaults = KafkaDefaults {
             brokers: Some("b:9092".into()),
         };
-        let c = client_config("t", &props, &defaults, &[("enable.auto.commit", "false")])
-            .expect("config");
+        let c = client_config(
+            "t",
+            &props,
+            &KAFKA_SOURCE,
+            &defaults,
+            &[("enable.auto.commit", "false")],
+        )
+        .expect("config");
         assert_eq!(c.get("group.id"), Some("g1"));
         assert_eq!(c.get("auto.offset.reset"), Some("earliest"));
         assert_eq!(c.get("bootstrap.servers"), Some("b:9092"));
@@ -119,7 +209,29 @@ mod tests {
             "a mock-topic key, unknown to librdkafka"
         );
         assert_eq!(topic_of("t", &props), "trades");
-        let err = client_config("t", &props, &KafkaDefaults::default(), &[]);
+        let err = client_config("t", &props, &KAFKA_SOURCE, &KafkaDefaults::default(), &[]);
         assert!(err.is_err_and(|e| e.to_string().contains("t.bootstrap.servers")));
+    }
+
+    #[test]
+    fn librdkafka_says_which_properties_it_knows() {
+        assert_eq!(check_client_property("session.timeout.ms", "6000"), Ok(()));
+        assert_eq!(check_client_property("acks", "all"), Ok(()));
+        assert_eq!(
+            check_client_property("sesion.timeout.ms", "6000"),
+            Err(None)
+        );
+        assert!(matches!(
+            check_client_property("session.timeout.ms", "soon"),
+            Err(Some(_))
+        ));
+        let names = client_property_names();
+        for known in [
+            "session.timeout.ms",
+            "auto.offset.reset",
+            "queue.buffering.max.ms",
+        ] {
+            assert!(names.contains(&known), "{known} in {names:?}");
+        }
     }
 }

@@ -18,12 +18,14 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
 
+use super::config::{BOOTSTRAP_SERVERS, PARTITIONS, TOPIC, TOPIC_NAME};
 use super::source::kafka_error;
 use super::transactions::Transactions;
-use crate::connectors::avro::{AvroEncoder, AvroFormat};
-use crate::connectors::sink::{CommittedOutput, Sink, SinkProgress};
+use crate::connectors::avro::{AvroEncoder, AvroFormat, FRAMING, SCHEMA_FILE};
+use crate::connectors::sink::{CommittedOutput, Sink, SinkProgress, DELIVERY};
 use crate::error::{Result, VeloError};
 use crate::exec::change::{is_delete, with_deleted_flag};
+use crate::sql::key_spec::{type_key, Connector, KeyDefault, KeyKind, KeySpec, Role, CONFIG_FILE};
 
 /// How long a flush waits for every message to be acknowledged.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -100,6 +102,60 @@ pub struct KafkaSink {
     /// Exactly-once delivery: one transaction per checkpoint epoch.
     transactions: Option<Transactions>,
 }
+
+/// `'<sink>.format'` of a Kafka sink.
+pub const FORMAT: KeySpec = KeySpec {
+    name: "format",
+    kind: KeyKind::Choice(&["json", "avro"]),
+    default: KeyDefault::Value("json"),
+    doc: "`json`: one JSON object per row; `avro`: one bare Avro datum per row.",
+};
+/// `'<sink>.key.field'` of a Kafka sink.
+pub const KEY_FIELD: KeySpec = KeySpec {
+    name: "key.field",
+    kind: KeyKind::List,
+    default: KeyDefault::Note("the GROUP BY columns"),
+    doc: "Columns forming the message key: one column's value as text, several as a JSON object.",
+};
+/// `'<sink>.transactional.id'` of an exactly-once Kafka sink.
+pub const TRANSACTIONAL_ID: KeySpec = KeySpec {
+    name: "transactional.id",
+    kind: KeyKind::Text,
+    default: KeyDefault::Note("`velostream-<name>`"),
+    doc: "With `exactly_once`: the producer's transactional id; its marker group is \
+          `<transactional.id>.marker`.",
+};
+/// `'<sink>.acks'`, a librdkafka property velostream sets.
+pub const ACKS: KeySpec = KeySpec {
+    name: "acks",
+    kind: KeyKind::Client,
+    default: KeyDefault::Value("all"),
+    doc: "Which replicas acknowledge a message before it counts as written.",
+};
+
+/// `'<sink>.type' = 'kafka_sink'`.
+pub const KAFKA_SINK: Connector = Connector {
+    kind: "kafka_sink",
+    label: "kafka_sink",
+    role: Role::Sink,
+    doc: "A topic written by a producer, JSON or Avro; see [kafka.md](kafka.md).",
+    keys: &[
+        type_key(KeyDefault::Required),
+        TOPIC_NAME,
+        TOPIC,
+        BOOTSTRAP_SERVERS,
+        KEY_FIELD,
+        FORMAT,
+        SCHEMA_FILE,
+        FRAMING,
+        ACKS,
+        DELIVERY,
+        TRANSACTIONAL_ID,
+        PARTITIONS,
+        CONFIG_FILE,
+    ],
+    librdkafka: true,
+};
 
 impl KafkaSink {
     /// Connects a producer with `client` settings (acks=all unless they say otherwise); rows

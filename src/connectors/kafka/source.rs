@@ -15,16 +15,21 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::config::{client_config, topic_of, KafkaDefaults};
-use crate::connectors::avro::{AvroDecoder, AvroFormat};
+use super::config::{
+    client_config, topic_of, KafkaDefaults, BOOTSTRAP_SERVERS, PARTITIONS, TOPIC, TOPIC_NAME,
+};
+use crate::connectors::avro::{AvroDecoder, AvroFormat, FRAMING, SCHEMA_FILE};
 use crate::connectors::decode::{decode_json, decode_with_fallback};
 use crate::connectors::{check_key_fields, BadRecord};
 use crate::error::{Result, VeloError};
 use crate::exec::event_time::{to_epoch_millis, EventTimeFormat};
 use crate::exec::input::now_millis;
 use crate::partition::PartitionRun;
+use crate::sql::key_spec::{
+    type_key, Connector, KeyDefault, KeyKind, KeySpec, Keys, Role, CONFIG_FILE,
+};
 use crate::sql::planner::SYSTEM_COLUMNS;
-use crate::sql::properties::parse_duration_ms;
+use crate::sql::window::{WATERMARK_IDLE_TIMEOUT, WATERMARK_MAX_OUT_OF_ORDERNESS};
 use crate::sql::Properties;
 
 /// Records per batch when `'<src>.batch.size'` is not set.
@@ -53,6 +58,117 @@ pub struct KafkaSourceConfig {
     pub key_fields: Vec<String>,
 }
 
+/// `'<src>.format'`.
+pub const FORMAT: KeySpec = KeySpec {
+    name: "format",
+    kind: KeyKind::Choice(&["json", "avro"]),
+    default: KeyDefault::Value("json"),
+    doc: "`json`: one JSON object per message; `avro`: one Avro datum per message \
+          (see [kafka.md](kafka.md)).",
+};
+/// `'<src>.batch.size'`.
+pub const BATCH_SIZE: KeySpec = KeySpec {
+    name: "batch.size",
+    kind: KeyKind::Integer { min: 1 },
+    default: KeyDefault::Value("8192"),
+    doc: "Messages per batch at most; watermarks advance once per batch.",
+};
+/// `'<src>.key.field'`.
+pub const KEY_FIELD: KeySpec = KeySpec {
+    name: "key.field",
+    kind: KeyKind::List,
+    default: KeyDefault::None,
+    doc: "Columns the message key is made of (as a sink's `key.field` writes it): equal values \
+          sit in one partition, so a query keyed by them is fed partition by partition to its \
+          workers, without re-hashing \
+          ([partitions.md](partitions.md#sources-already-partitioned-by-the-key)).",
+};
+/// `'<src>.event.time.field'`.
+pub const EVENT_TIME_FIELD: KeySpec = KeySpec {
+    name: "event.time.field",
+    kind: KeyKind::Text,
+    default: KeyDefault::Note("the message timestamp"),
+    doc: "The column holding each record's event time (`_event_time`).",
+};
+/// `'<src>.event.time.format'`.
+pub const EVENT_TIME_FORMAT: KeySpec = KeySpec {
+    name: "event.time.format",
+    kind: KeyKind::Text,
+    default: KeyDefault::Note("`epoch_millis` for numbers, `iso8601` for text"),
+    doc: "How `event.time.field` is read: `epoch_millis`, `epoch_seconds`, `iso8601`, or a \
+          strftime pattern such as `%Y-%m-%d %H:%M:%S`.",
+};
+/// `'<src>.dlq.topic'`.
+pub const DLQ_TOPIC: KeySpec = KeySpec {
+    name: "dlq.topic",
+    kind: KeyKind::Text,
+    default: KeyDefault::None,
+    doc: "Where messages that do not decode go, as \
+          `{source, topic, partition, offset, reason, payload}`.",
+};
+/// `'<src>.commit.interval'`.
+pub const COMMIT_INTERVAL: KeySpec = KeySpec {
+    name: "commit.interval",
+    kind: KeyKind::Duration { positive: false },
+    default: KeyDefault::Value("1s"),
+    doc: "How often done offsets are committed (`0s`: after every batch); an idle source still \
+          commits within this interval.",
+};
+/// `'<src>.group.id'`, a librdkafka property velostream extends.
+pub const GROUP_ID: KeySpec = KeySpec {
+    name: "group.id",
+    kind: KeyKind::Client,
+    default: KeyDefault::Value("velostream"),
+    doc: "Consumer group prefix: each job consumes as group `<group.id>-<job>`, so two jobs over \
+          one topic each see every record, while instances of the same app split the partitions.",
+};
+/// `'<src>.auto.offset.reset'`, a librdkafka property velostream sets.
+pub const AUTO_OFFSET_RESET: KeySpec = KeySpec {
+    name: "auto.offset.reset",
+    kind: KeyKind::Client,
+    default: KeyDefault::Value("earliest"),
+    doc: "Where a group with no committed offset starts.",
+};
+/// `'<src>.fetch.queue.backoff.ms'`, a librdkafka property velostream sets.
+pub const FETCH_QUEUE_BACKOFF_MS: KeySpec = KeySpec {
+    name: "fetch.queue.backoff.ms",
+    kind: KeyKind::Client,
+    default: KeyDefault::Value("10"),
+    doc: "librdkafka's pause before refetching when its local queue is full: its own default \
+          (1s) stalls a consumer that drains a batch at a time.",
+};
+
+/// `'<src>.type' = 'kafka_source'`: a consumer-group member reading one topic.
+pub const KAFKA_SOURCE: Connector = Connector {
+    kind: "kafka_source",
+    label: "kafka_source",
+    role: Role::Source,
+    doc: "A topic read by a consumer group, JSON or Avro; see [kafka.md](kafka.md).",
+    keys: &[
+        type_key(KeyDefault::Required),
+        TOPIC_NAME,
+        TOPIC,
+        BOOTSTRAP_SERVERS,
+        GROUP_ID,
+        AUTO_OFFSET_RESET,
+        FORMAT,
+        SCHEMA_FILE,
+        FRAMING,
+        EVENT_TIME_FIELD,
+        EVENT_TIME_FORMAT,
+        WATERMARK_MAX_OUT_OF_ORDERNESS,
+        WATERMARK_IDLE_TIMEOUT,
+        BATCH_SIZE,
+        KEY_FIELD,
+        COMMIT_INTERVAL,
+        FETCH_QUEUE_BACKOFF_MS,
+        DLQ_TOPIC,
+        PARTITIONS,
+        CONFIG_FILE,
+    ],
+    librdkafka: true,
+};
+
 impl KafkaSourceConfig {
     /// Reads `'<name>.*'` keys. JSON payload columns must be declared (`CREATE STREAM name
     /// (cols) WITH (...)`), since a topic may be empty when the job starts; Avro ones default
@@ -63,14 +179,10 @@ impl KafkaSourceConfig {
         schema: Option<SchemaRef>,
         defaults: &KafkaDefaults,
     ) -> Result<Self> {
-        let avro = match props.scoped(name, "format").as_deref() {
-            None | Some("json") => None,
-            Some("avro") => Some(AvroFormat::from_properties(name, props, true)?),
-            Some(other) => {
-                return Err(VeloError::Config(format!(
-                    "'{name}.format' = '{other}': a Kafka source reads json or avro"
-                )))
-            }
+        let keys = Keys::of(props, name, &KAFKA_SOURCE);
+        let avro = match keys.choice(&FORMAT)? {
+            Some("avro") => Some(AvroFormat::from_properties(&keys, true)?),
+            _ => None,
         };
         let schema = match (schema, &avro) {
             (Some(schema), _) => schema,
@@ -84,28 +196,19 @@ impl KafkaSourceConfig {
                 )))
             }
         };
-        let batch_size = match props.scoped(name, "batch.size") {
-            Some(b) => b.parse().map_err(|_| {
-                VeloError::Config(format!("'{name}.batch.size' must be a number, got '{b}'"))
-            })?,
-            None => DEFAULT_BATCH_SIZE,
-        };
         let client = client_config(
             name,
             props,
+            &KAFKA_SOURCE,
             defaults,
             &[
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", "earliest"),
-                // The job drains the local queue a batch at a time; librdkafka's default (1s)
-                // pauses fetching whenever that queue is above its threshold at fetch time,
-                // which stalled reading for most of a second every few batches.
-                ("fetch.queue.backoff.ms", "10"),
             ],
         )?;
-        let key_fields = props.scoped_list(name, "key.field");
+        let key_fields = keys.list(&KEY_FIELD);
         check_key_fields(name, &key_fields, &schema)?;
+        let commit_ms = keys.duration_ms(&COMMIT_INTERVAL)?.unwrap_or(1_000);
         Ok(KafkaSourceConfig {
             key_fields,
             name: name.to_string(),
@@ -113,24 +216,11 @@ impl KafkaSourceConfig {
             client,
             schema,
             avro,
-            event_time_field: props.scoped(name, "event.time.field"),
-            event_time_format: EventTimeFormat::parse(
-                props.scoped(name, "event.time.format").as_deref(),
-            ),
-            dlq_topic: props.scoped(name, "dlq.topic"),
-            batch_size: batch_size.max(1),
-            commit_interval: match props.scoped(name, "commit.interval") {
-                Some(text) => Duration::from_millis(
-                    parse_duration_ms(&text)
-                        .filter(|ms| *ms >= 0)
-                        .ok_or_else(|| {
-                            VeloError::Config(format!(
-                                "'{name}.commit.interval' must be a duration such as 1s, got '{text}'"
-                            ))
-                        })? as u64,
-                ),
-                None => Duration::from_secs(1),
-            },
+            event_time_field: keys.text(&EVENT_TIME_FIELD),
+            event_time_format: EventTimeFormat::parse(keys.text(&EVENT_TIME_FORMAT).as_deref()),
+            dlq_topic: keys.text(&DLQ_TOPIC),
+            batch_size: keys.count(&BATCH_SIZE)?.unwrap_or(DEFAULT_BATCH_SIZE),
+            commit_interval: Duration::from_millis(commit_ms.max(0) as u64),
         })
     }
 }
