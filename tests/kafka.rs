@@ -464,3 +464,54 @@ fn a_running_app_reads_earlier_output_only_from_kafka() {
         "{err}"
     );
 }
+
+/// A Kafka source's consumer lag is the records between its position and the partition's end:
+/// 90 after a first batch of 10 of 100, none once it has read them all.
+#[test]
+fn a_kafka_sources_consumer_lag_counts_the_records_it_has_not_read() {
+    use arrow::datatypes::{DataType, Field, Schema};
+    use velostream::connectors::kafka::{KafkaDefaults, KafkaSource, KafkaSourceConfig};
+    use velostream::sql::properties::Properties;
+
+    let cluster = mock(&[("lagged", 1)]);
+    let records: Vec<(Option<String>, String)> = (0..100)
+        .map(|i| (None, serde_json::json!({ "id": i }).to_string()))
+        .collect();
+    produce(cluster.bootstrap_servers(), "lagged", &records);
+    let mut props = Properties::default();
+    for (key, value) in [
+        ("l.type", "kafka_source"),
+        ("l.topic.name", "lagged"),
+        ("l.group.id", "lag-test"),
+        ("l.batch.size", "10"),
+    ] {
+        props.insert(key, value);
+    }
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+    let defaults = KafkaDefaults {
+        brokers: Some(cluster.bootstrap_servers().to_string()),
+    };
+    let config =
+        KafkaSourceConfig::from_properties("l", &props, Some(schema), &defaults).expect("config");
+    let mut source = KafkaSource::open(config).expect("source");
+    let mut read = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while read == 0 {
+        assert!(std::time::Instant::now() < deadline, "no first batch");
+        if let Some(b) = source.next_batch(Duration::from_millis(200)).expect("poll") {
+            read += b.batch.num_rows();
+        }
+    }
+    assert_eq!(read, 10);
+    assert_eq!(source.consumer_lag().expect("lag"), vec![(0, 90)]);
+    while read < 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {read} of 100 read"
+        );
+        if let Some(b) = source.next_batch(Duration::from_millis(200)).expect("poll") {
+            read += b.batch.num_rows();
+        }
+    }
+    assert_eq!(source.consumer_lag().expect("lag"), vec![(0, 0)]);
+}

@@ -3,6 +3,8 @@
 //! Prometheus text parser); a stop drains the job, and every row is in the sink; bad SQL is a
 //! 400 with its line and column.
 
+mod kafka_support;
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -616,4 +618,55 @@ fn metrics_declared_in_sql_count_the_output_rows() {
         text.contains("# HELP big_events_total events with v over 15"),
         "{text}"
     );
+}
+
+/// A Kafka job's consumer lag per input partition, in the API and in /metrics: every partition
+/// it has read from, with its topic, none behind once it has read everything.
+#[test]
+fn a_kafka_jobs_consumer_lag_is_shown_per_partition() {
+    let mock = velostream::connectors::kafka::MockKafka::start(1).expect("mock");
+    let bootstrap = mock.bootstrap_servers().to_string();
+    let options = AppOptions {
+        brokers: Some(bootstrap.clone()),
+        ..Default::default()
+    };
+    let server = Server::start("127.0.0.1:0", options, Some(mock)).expect("server");
+    let client = Client::new(&server);
+    let sql = "CREATE STREAM ticks (symbol VARCHAR, n BIGINT) WITH ('ticks.type' = 'kafka_source', \
+               'ticks.topic.name' = 'ticks', 'ticks.group.id' = 'lag');\n\
+               CREATE STREAM copied AS SELECT symbol, n FROM ticks WITH ('copied.type' = 'stdout');";
+    let (status, deployed) = client.json("POST", "/api/v1/apps", Some(("text/plain", sql.into())));
+    assert_eq!(status, 201, "{deployed}");
+    let records: Vec<(Option<String>, String)> = (0..200)
+        .map(|i| {
+            (
+                Some(format!("K{}", i % 16)),
+                json!({"symbol": format!("K{}", i % 16), "n": i}).to_string(),
+            )
+        })
+        .collect();
+    kafka_support::produce(&bootstrap, "ticks", &records);
+    wait_until("every record and the lag of each partition", || {
+        let (_, job) = client.json("GET", "/api/v1/jobs/copied", None);
+        job["records_in"] == 200
+            && job["kafka_lag"].as_array().is_some_and(|l| {
+                l.len() == 4 && l.iter().all(|p| p["records"] == 0 && p["topic"] == "ticks")
+            })
+    });
+    let (_, text) = client.call("GET", "/metrics", None);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text");
+    let partitions: std::collections::BTreeSet<String> = scrape
+        .samples
+        .iter()
+        .filter(|s| {
+            s.metric == "velostream_kafka_consumer_lag_records"
+                && s.labels.get("job") == Some("copied")
+                && s.labels.get("topic") == Some("ticks")
+                && s.labels.get("source") == Some("ticks")
+                && s.value == prometheus_parse::Value::Gauge(0.0)
+        })
+        .filter_map(|s| s.labels.get("partition").map(str::to_string))
+        .collect();
+    assert_eq!(partitions.len(), 4, "{text}");
 }

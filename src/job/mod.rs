@@ -687,7 +687,7 @@ fn open_kafka(
         .chain(plan.side_inputs().iter().map(|s| &s.input_schema));
     let mut kafka = Vec::new();
     let mut consumers = Vec::new();
-    for (input, schema) in streams.iter().zip(schemas) {
+    for (index, (input, schema)) in streams.iter().zip(schemas).enumerate() {
         let JobInput::Kafka(config) = input else {
             continue;
         };
@@ -715,6 +715,9 @@ fn open_kafka(
             source,
             slot: kafka.len(),
             barriers,
+            input: index,
+            metrics: Arc::clone(&deliveries.metrics),
+            lag_published: None,
         });
     }
     if let Some(state) = durable {

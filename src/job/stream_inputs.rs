@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -28,7 +28,11 @@ use crate::connectors::file_source::{FileSource, FileSourceConfig};
 use crate::connectors::kafka::KafkaSource;
 use crate::error::Result;
 use crate::exec::window::event_times;
+use crate::metrics::JobMetrics;
 use crate::partition::InputEvent;
+
+/// How often a Kafka input's consumer lag is republished.
+const LAG_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a poll of Kafka waits for a first message when no input had data last round.
 const KAFKA_POLL_WAIT: Duration = Duration::from_millis(100);
@@ -41,6 +45,11 @@ pub(super) struct KafkaReader {
     pub slot: usize,
     /// To its offset committer (without durable state).
     pub barriers: Option<Sender<Barrier>>,
+    /// Its index among the job's stream inputs.
+    pub input: usize,
+    /// Where its consumer lag is published, and when it last was.
+    pub metrics: Arc<JobMetrics>,
+    pub lag_published: Option<Instant>,
 }
 
 /// Where one of the inputs is in its reading.
@@ -310,6 +319,16 @@ impl<'a> StreamInputs<'a> {
             return Ok(false);
         };
         let polled = kafka.source.next_batch(wait)?;
+        if kafka
+            .lag_published
+            .is_none_or(|at| at.elapsed() >= LAG_EVERY)
+        {
+            let lags = kafka.source.consumer_lag()?;
+            kafka
+                .metrics
+                .publish_kafka_lag(kafka.input, kafka.source.topic(), &lags);
+            kafka.lag_published = Some(Instant::now());
+        }
         // After the poll: the group join that assigns partitions happens inside it, and the
         // clock must know every partition before a batch counts.
         if let Some(change) = kafka.source.assignment_if_changed()? {

@@ -70,6 +70,8 @@ pub struct JobMetrics {
     /// Per (input, source partition).
     times: Mutex<BTreeMap<(usize, i32), PartitionTime>>,
     checkpoint: Mutex<Option<CheckpointInfo>>,
+    /// Per (input, partition): its Kafka topic and consumer lag in records.
+    kafka_lag: Mutex<BTreeMap<(usize, i32), (String, i64)>>,
     /// The collectors of the metrics its SQL declares (`-- @metric`), once it starts.
     declared: OnceLock<Vec<declared::MetricVec>>,
     /// The latest `RECENT_DEAD_LETTERS` dead letters, newest last.
@@ -93,6 +95,7 @@ impl Default for JobMetrics {
             workers: OnceLock::new(),
             times: Mutex::new(BTreeMap::new()),
             checkpoint: Mutex::new(None),
+            kafka_lag: Mutex::new(BTreeMap::new()),
             declared: OnceLock::new(),
             dead_letters: Mutex::new(VecDeque::new()),
             latency: histogram("velostream_job_batch_latency_seconds"),
@@ -168,6 +171,20 @@ impl JobMetrics {
         for (partition, time) in times {
             all.insert((input, *partition), *time);
         }
+    }
+
+    /// Replaces Kafka input `input`'s consumer lag per partition (records behind the end).
+    pub fn publish_kafka_lag(&self, input: usize, topic: &str, lags: &[(i32, i64)]) {
+        let mut all = lock(&self.kafka_lag);
+        all.retain(|(k, _), _| *k != input);
+        for (partition, lag) in lags {
+            all.insert((input, *partition), (topic.to_string(), *lag));
+        }
+    }
+
+    /// Every Kafka input partition's topic and consumer lag, by (input, partition).
+    pub fn kafka_lag(&self) -> BTreeMap<(usize, i32), (String, i64)> {
+        lock(&self.kafka_lag).clone()
     }
 
     /// Every input partition's time, by (input, partition).

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 
@@ -74,7 +74,12 @@ pub struct PartitionWorker {
     /// The job's metrics, and this worker's slot in them.
     metrics: Arc<JobMetrics>,
     index: usize,
+    /// When state bytes were last counted.
+    bytes_counted: std::cell::Cell<Option<Instant>>,
 }
+
+/// How often a worker recounts its state's bytes at most.
+const STATE_BYTES_EVERY: Duration = Duration::from_secs(1);
 
 impl PartitionWorker {
     /// A worker for one partition of `plan`, joining the loaded `tables`; its watermark comes
@@ -92,17 +97,26 @@ impl PartitionWorker {
             query_id,
             metrics,
             index,
+            bytes_counted: std::cell::Cell::new(None),
         })
     }
 
-    /// Publishes this worker's state size and late count.
+    /// Publishes this worker's state size and late count. State bytes walk some operators'
+    /// keys, so they are recounted at most every `STATE_BYTES_EVERY`.
     fn publish(&self) -> Result<()> {
         if let Some(slot) = self.metrics.worker(self.index) {
             let processor = self.engine.processor(&self.query_id)?;
             slot.state_keys
                 .store(processor.state_size() as u64, Ordering::Relaxed);
-            slot.state_bytes
-                .store(processor.state_bytes() as u64, Ordering::Relaxed);
+            if self
+                .bytes_counted
+                .get()
+                .is_none_or(|at| at.elapsed() >= STATE_BYTES_EVERY)
+            {
+                slot.state_bytes
+                    .store(processor.state_bytes() as u64, Ordering::Relaxed);
+                self.bytes_counted.set(Some(Instant::now()));
+            }
             slot.late.store(processor.late_records(), Ordering::Relaxed);
         }
         Ok(())

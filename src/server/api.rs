@@ -42,6 +42,8 @@ pub struct Job {
     /// The job's watermark (epoch ms), once it has event time.
     pub watermark: Option<i64>,
     pub inputs: Vec<InputPartition>,
+    /// Per Kafka input partition, the records between the job's position and its end.
+    pub kafka_lag: Vec<KafkaLag>,
     pub workers: Vec<Worker>,
     pub checkpoint: Option<Checkpoint>,
     /// The latest bad and late records, oldest first, as the dead-letter file has them.
@@ -84,6 +86,16 @@ pub struct InputPartition {
     pub lag_behind_newest_ms: Option<i64>,
     /// How far its watermark is behind wall-clock time.
     pub lag_behind_wall_ms: i64,
+}
+
+/// One Kafka input partition's consumer lag.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KafkaLag {
+    pub source: Option<String>,
+    pub topic: String,
+    pub partition: i32,
+    /// Records between the position read from and the partition's end.
+    pub records: i64,
 }
 
 /// One partition worker's state.
@@ -323,6 +335,16 @@ impl Job {
                 lag_behind_wall_ms: now.saturating_sub(t.watermark_ms),
             })
             .collect();
+        let kafka_lag = m
+            .kafka_lag()
+            .into_iter()
+            .map(|((input, partition), (topic, records))| KafkaLag {
+                source: sources.get(input).cloned(),
+                topic,
+                partition,
+                records,
+            })
+            .collect();
         let workers = m
             .worker_values()
             .into_iter()
@@ -359,6 +381,7 @@ impl Job {
             state_bytes: m.state_bytes(),
             watermark: (watermark > i64::MIN).then_some(watermark),
             inputs,
+            kafka_lag,
             workers,
             checkpoint: m.last_checkpoint().map(|c| Checkpoint {
                 id: c.id,

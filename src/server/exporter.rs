@@ -95,6 +95,11 @@ pub fn families(jobs: &[&JobEntry]) -> Vec<MetricFamily> {
         "Keys (groups, windows' groups, waiting join rows) held, per partition worker.",
         GAUGE,
     );
+    let mut kafka_lag = Family::new(
+        "velostream_kafka_consumer_lag_records",
+        "Records between a Kafka input partition's read position and its end.",
+        GAUGE,
+    );
     let mut state_bytes = Family::new(
         "velostream_job_state_bytes",
         "An estimate of the bytes state holds (keys, accumulators, waiting rows), per worker.",
@@ -136,6 +141,15 @@ pub fn families(jobs: &[&JobEntry]) -> Vec<MetricFamily> {
                 now.saturating_sub(time.watermark_ms) as f64 / 1000.0,
             );
         }
+        for ((input, partition), (topic, records)) in m.kafka_lag() {
+            let labels = [
+                name(),
+                ("source", sources.get(input).cloned().unwrap_or_default()),
+                ("topic", topic),
+                ("partition", partition.to_string()),
+            ];
+            kafka_lag.add(&labels, records as f64);
+        }
         latency.add_metric(&[name()], m.latency.metric());
         checkpoints.add_metric(&[name()], m.checkpoint_seconds.metric());
     }
@@ -148,6 +162,7 @@ pub fn families(jobs: &[&JobEntry]) -> Vec<MetricFamily> {
         watermark_lag,
         state_keys,
         state_bytes,
+        kafka_lag,
         latency,
         checkpoints,
     ]

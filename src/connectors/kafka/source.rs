@@ -448,6 +448,50 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// Each assigned partition's consumer lag: the records between the position this consumer
+    /// reads from and the partition's end as librdkafka last heard it from a fetch (no request
+    /// to the broker). A partition appears once a record has been read from it.
+    pub fn consumer_lag(&self) -> Result<Vec<(i32, i64)>> {
+        let positions = self.consumer.position().map_err(|e| {
+            kafka_error(
+                &format!("reading the positions of '{}'", self.config.name),
+                e,
+            )
+        })?;
+        let topic = std::ffi::CString::new(self.config.topic.as_str()).map_err(|_| {
+            VeloError::Config(format!("the topic of '{}' holds a NUL", self.config.name))
+        })?;
+        let mut lags = Vec::new();
+        for element in positions.elements_for_topic(&self.config.topic) {
+            let Offset::Offset(position) = element.offset() else {
+                continue;
+            };
+            let (mut low, mut high) = (-1i64, -1i64);
+            // SAFETY: the handle lives as long as `self.consumer`, the topic is a C string
+            // for the call's length, and librdkafka only writes the two offsets.
+            let err = unsafe {
+                rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                    self.consumer.client().native_ptr(),
+                    topic.as_ptr(),
+                    element.partition(),
+                    &mut low,
+                    &mut high,
+                )
+            };
+            if err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+                && high >= 0
+            {
+                lags.push((element.partition(), high.saturating_sub(position).max(0)));
+            }
+        }
+        Ok(lags)
+    }
+
+    /// The topic it reads.
+    pub fn topic(&self) -> &str {
+        &self.config.topic
+    }
+
     /// The consumer, for committing offsets from the output side.
     pub fn consumer(&self) -> Arc<BaseConsumer> {
         Arc::clone(&self.consumer)

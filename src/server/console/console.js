@@ -249,7 +249,7 @@ function renderJob() {
     state.planKey = key;
     $('job-plan').innerHTML = plan(job.operators, job.sources, job.name).text;
   }
-  $('job-inputs').innerHTML = inputs(job.inputs).text;
+  $('job-inputs').innerHTML = html`${inputs(job.inputs)}${kafkaLag(job.kafka_lag || [])}`.text;
   $('job-workers').innerHTML = workers(job.workers).text;
   $('job-checkpoint').innerHTML = checkpoint(job.checkpoint).text;
   $('job-dead-letters').innerHTML = deadLetters(job.dead_letters).text;
@@ -325,6 +325,17 @@ function inputs(list) {
           <td class="num">${duration(i.lag_behind_newest_ms)}</td>
           <td class="num">${duration(i.lag_behind_wall_ms)}</td>
         </tr>`)}</tbody>
+    </table>`;
+}
+
+// Records between each Kafka partition's read position and its end.
+function kafkaLag(list) {
+  if (!list.length) return html``;
+  return html`
+    <table class="grid compact" data-testid="kafka-lag-table">
+      <thead><tr><th>Kafka topic</th><th class="num">partition</th><th class="num">consumer lag (records)</th></tr></thead>
+      <tbody>${list.map((l) => html`
+        <tr><td>${l.topic}</td><td class="num">${l.partition}</td><td class="num">${count(l.records)}</td></tr>`)}</tbody>
     </table>`;
 }
 
