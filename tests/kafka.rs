@@ -466,7 +466,8 @@ fn a_running_app_reads_earlier_output_only_from_kafka() {
 }
 
 /// A Kafka source's consumer lag is the records between its position and the partition's end:
-/// 90 after a first batch of 10 of 100, none once it has read them all.
+/// after a first batch of up to 10 of 100 (a first fetch may bring fewer), the rest; none once
+/// it has read them all.
 #[test]
 fn a_kafka_sources_consumer_lag_counts_the_records_it_has_not_read() {
     use arrow::datatypes::{DataType, Field, Schema};
@@ -502,8 +503,11 @@ fn a_kafka_sources_consumer_lag_counts_the_records_it_has_not_read() {
             read += b.batch.num_rows();
         }
     }
-    assert_eq!(read, 10);
-    assert_eq!(source.consumer_lag().expect("lag"), vec![(0, 90)]);
+    assert!((1..=10).contains(&read), "a first batch of {read}");
+    assert_eq!(
+        source.consumer_lag().expect("lag"),
+        vec![(0, 100 - read as i64)]
+    );
     while read < 100 {
         assert!(
             std::time::Instant::now() < deadline,
