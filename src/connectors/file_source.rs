@@ -21,7 +21,9 @@ use crate::exec::input::now_millis;
 use crate::sql::key_spec::{
     type_key, Connector, KeyDefault, KeyKind, KeySpec, Keys, Role, CONFIG_FILE,
 };
-use crate::sql::window::{WATERMARK_IDLE_TIMEOUT, WATERMARK_MAX_OUT_OF_ORDERNESS};
+use crate::sql::window::{
+    EVENT_TIME_FORMAT, WATERMARK_IDLE_TIMEOUT, WATERMARK_MAX_OUT_OF_ORDERNESS,
+};
 use crate::sql::Properties;
 
 /// Rows per decoded batch.
@@ -146,14 +148,6 @@ pub const EVENT_TIME_FIELD: KeySpec = KeySpec {
     kind: KeyKind::Text,
     default: KeyDefault::Note("ingestion time"),
     doc: "The column holding each record's event time (`_event_time`).",
-};
-/// `'<src>.event.time.format'`.
-pub const EVENT_TIME_FORMAT: KeySpec = KeySpec {
-    name: "event.time.format",
-    kind: KeyKind::Text,
-    default: KeyDefault::Note("`epoch_millis` for numbers, `iso8601` for text"),
-    doc: "How `event.time.field` is read: `epoch_millis`, `epoch_seconds`, `iso8601`, or a \
-          strftime pattern such as `%Y-%m-%d %H:%M:%S`.",
 };
 /// `'<src>.on_error'`.
 pub const ON_ERROR: KeySpec = KeySpec {

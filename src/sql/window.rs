@@ -94,6 +94,15 @@ pub const WATERMARK_IDLE_TIMEOUT: KeySpec = KeySpec {
           back.",
 };
 
+/// `'<src>.event.time.format'`: how every source reads its event-time column.
+pub const EVENT_TIME_FORMAT: KeySpec = KeySpec {
+    name: "event.time.format",
+    kind: KeyKind::Text,
+    default: KeyDefault::Note("`epoch_millis` for numbers, `iso8601` for text"),
+    doc: "How `event.time.field` is read: `epoch_millis`, `epoch_seconds`, `iso8601`, or a \
+          strftime pattern such as `%Y-%m-%d %H:%M:%S`.",
+};
+
 /// The watermark keys, which every source declares.
 pub const WATERMARK_KEYS: &[KeySpec] = &[WATERMARK_MAX_OUT_OF_ORDERNESS, WATERMARK_IDLE_TIMEOUT];
 
