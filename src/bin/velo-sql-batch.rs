@@ -25,8 +25,8 @@ struct Args {
     /// Where a plain SELECT writes (JSON lines; .csv for CSV). Default: stdout.
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Partition workers per job (default: one per core; `-- @num_partitions: N` in a
-    /// statement overrides it).
+    /// Partition workers per job (default: from the cores and the query's shape;
+    /// `-- @num_partitions: N` in a statement overrides it).
     #[arg(long)]
     partitions: Option<usize>,
     /// Batches each queue between reader, workers and sink holds before the writer waits.

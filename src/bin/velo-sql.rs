@@ -100,7 +100,7 @@ struct RunFlags {
     /// against it (prints its bootstrap address on stderr).
     #[arg(long)]
     mock_kafka: bool,
-    /// Partition workers per job (default: one per core).
+    /// Partition workers per job (default: from the cores and the query's shape).
     #[arg(long, default_value_t = 0)]
     partitions: usize,
     /// Batches per queue between reader, workers and sink.

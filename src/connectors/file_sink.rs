@@ -1,33 +1,70 @@
-//! File and stdout sinks: JSON lines (deletes carry `"_deleted": true`) or CSV.
+//! File and stdout sinks: JSON lines (deletes carry `"_deleted": true`) or CSV. Both hand
+//! the workers a [`RowEncoder`], so rows are encoded in parallel and only written here, in
+//! order; the bytes are the same as encoding them here.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 
 use super::sink::Sink;
 use crate::error::{Result, VeloError};
 use crate::exec::change::{is_delete, with_deleted_flag};
+use crate::partition::RowEncoder;
 
-/// Writes batches as JSON lines to any writer.
-fn write_json_lines<W: Write>(out: &mut W, batch: &RecordBatch) -> Result<()> {
-    let batch = if is_delete(batch) {
-        with_deleted_flag(batch)?
+/// A batch as written: a delete batch gains its `_deleted` flag.
+fn as_written(batch: &RecordBatch) -> Result<RecordBatch> {
+    if is_delete(batch) {
+        Ok(with_deleted_flag(batch)?)
     } else {
-        batch.clone()
-    };
-    let mut writer = arrow::json::WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, arrow::json::writer::LineDelimited>(out);
-    writer.write(&batch)?;
-    writer.finish()?;
-    Ok(())
+        Ok(batch.clone())
+    }
+}
+
+/// Encodes rows as JSON lines.
+#[derive(Debug)]
+struct JsonLines;
+
+impl RowEncoder for JsonLines {
+    fn encode(&self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+        let mut writer = arrow::json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, arrow::json::writer::LineDelimited>(out);
+        writer.write(&as_written(batch)?)?;
+        writer.finish()?;
+        Ok(())
+    }
+}
+
+/// Encodes rows as CSV lines, without the header (the sink writes it once).
+#[derive(Debug)]
+struct CsvLines {
+    delimiter: u8,
+}
+
+impl CsvLines {
+    fn write(&self, batch: &RecordBatch, header: bool, out: &mut Vec<u8>) -> Result<()> {
+        let mut writer = arrow::csv::WriterBuilder::new()
+            .with_header(header)
+            .with_delimiter(self.delimiter)
+            .build(out);
+        writer.write(&as_written(batch)?)?;
+        Ok(())
+    }
+}
+
+impl RowEncoder for CsvLines {
+    fn encode(&self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+        self.write(batch, false, out)
+    }
 }
 
 /// JSON lines on standard output.
 pub struct StdoutSink {
     out: BufWriter<std::io::Stdout>,
+    scratch: Vec<u8>,
 }
 
 impl StdoutSink {
@@ -35,6 +72,7 @@ impl StdoutSink {
     pub fn new() -> Self {
         StdoutSink {
             out: BufWriter::with_capacity(1 << 16, std::io::stdout()),
+            scratch: Vec::new(),
         }
     }
 }
@@ -47,7 +85,22 @@ impl Default for StdoutSink {
 
 impl Sink for StdoutSink {
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
-        write_json_lines(&mut self.out, batch)
+        self.scratch.clear();
+        JsonLines.encode(batch, &mut self.scratch)?;
+        let bytes = std::mem::take(&mut self.scratch);
+        let written = self.write_encoded(batch, &bytes);
+        self.scratch = bytes;
+        written
+    }
+
+    fn encoder(&self) -> Option<Arc<dyn RowEncoder>> {
+        Some(Arc::new(JsonLines))
+    }
+
+    fn write_encoded(&mut self, _batch: &RecordBatch, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| VeloError::io("writing to stdout", e))
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -61,9 +114,10 @@ impl Sink for StdoutSink {
 pub struct FileSink {
     path: PathBuf,
     out: BufWriter<File>,
-    csv: bool,
-    delimiter: u8,
+    /// CSV: the delimiter (None: JSON lines).
+    csv: Option<u8>,
     wrote_header: bool,
+    scratch: Vec<u8>,
 }
 
 impl FileSink {
@@ -78,14 +132,12 @@ impl FileSink {
         Ok(FileSink {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(1 << 20, file),
-            csv,
-            delimiter,
+            csv: csv.then_some(delimiter),
             wrote_header: false,
+            scratch: Vec::new(),
         })
     }
-}
 
-impl FileSink {
     /// Flushes the buffer and syncs the file to disk.
     pub fn sync(&mut self) -> Result<()> {
         self.flush()?;
@@ -94,30 +146,103 @@ impl FileSink {
             .sync_all()
             .map_err(|e| VeloError::io(format!("syncing {}", self.path.display()), e))
     }
+
+    fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| VeloError::io(format!("writing {}", self.path.display()), e))
+    }
 }
 
 impl Sink for FileSink {
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
-        if !self.csv {
-            return write_json_lines(&mut self.out, batch);
-        }
-        let batch = if is_delete(batch) {
-            with_deleted_flag(batch)?
-        } else {
-            batch.clone()
+        let mut bytes = std::mem::take(&mut self.scratch);
+        bytes.clear();
+        let encoded = match self.encoder() {
+            Some(encoder) => encoder.encode(batch, &mut bytes),
+            None => Ok(()),
         };
-        let mut writer = arrow::csv::WriterBuilder::new()
-            .with_header(!self.wrote_header)
-            .with_delimiter(self.delimiter)
-            .build(&mut self.out);
-        writer.write(&batch)?;
-        self.wrote_header = true;
-        Ok(())
+        let written = encoded.and_then(|()| self.write_encoded(batch, &bytes));
+        self.scratch = bytes;
+        written
+    }
+
+    fn encoder(&self) -> Option<Arc<dyn RowEncoder>> {
+        Some(match self.csv {
+            Some(delimiter) => Arc::new(CsvLines { delimiter }),
+            None => Arc::new(JsonLines),
+        })
+    }
+
+    fn write_encoded(&mut self, batch: &RecordBatch, bytes: &[u8]) -> Result<()> {
+        if let (Some(delimiter), false) = (self.csv, self.wrote_header) {
+            let mut header = Vec::new();
+            CsvLines { delimiter }.write(&batch.slice(0, 0), true, &mut header)?;
+            self.write_all(&header)?;
+            self.wrote_header = true;
+        }
+        self.write_all(bytes)
     }
 
     fn flush(&mut self) -> Result<()> {
         self.out
             .flush()
             .map_err(|e| VeloError::io(format!("writing {}", self.path.display()), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn batch(from: i64) -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(StringArray::from(vec![Some("a,b"), None])),
+                Arc::new(Int64Array::from(vec![from, from + 1])),
+            ],
+        )
+        .expect("batch")
+    }
+
+    /// Writes two batches with `sink`'s own encoding, and two encoded by its encoder as a
+    /// worker would; both files' text.
+    fn both_ways(csv: bool) -> (String, String) {
+        let dir = tempfile::tempdir().expect("dir");
+        let (direct, encoded) = (dir.path().join("direct"), dir.path().join("encoded"));
+        let mut sink = FileSink::create(&direct, csv, b';').expect("sink");
+        sink.write_batch(&batch(1)).expect("write");
+        sink.write_batch(&batch(3)).expect("write");
+        sink.flush().expect("flush");
+        let mut sink = FileSink::create(&encoded, csv, b';').expect("sink");
+        let encoder = sink.encoder().expect("an encoder");
+        for b in [batch(1), batch(3)] {
+            let mut bytes = Vec::new();
+            encoder.encode(&b, &mut bytes).expect("encode");
+            sink.write_encoded(&b, &bytes).expect("write");
+        }
+        sink.flush().expect("flush");
+        let read = |p: &Path| std::fs::read_to_string(p).expect("read");
+        (read(&direct), read(&encoded))
+    }
+
+    #[test]
+    fn rows_encoded_by_a_worker_are_the_bytes_the_sink_writes_itself() {
+        let (direct, encoded) = both_ways(true);
+        assert_eq!(direct, "k;n\na,b;1\n;2\na,b;3\n;4\n");
+        assert_eq!(encoded, direct);
+        let (direct, encoded) = both_ways(false);
+        assert_eq!(
+            direct,
+            "{\"k\":\"a,b\",\"n\":1}\n{\"k\":null,\"n\":2}\n{\"k\":\"a,b\",\"n\":3}\n{\"k\":null,\"n\":4}\n"
+        );
+        assert_eq!(encoded, direct);
     }
 }

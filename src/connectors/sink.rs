@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 
@@ -11,6 +12,7 @@ use super::kafka::sink::{KAFKA_SINK, TRANSACTIONAL_ID};
 use super::kafka::{self, client_config, topic_of, KafkaDefaults, KafkaSink};
 use super::part_files::PartFileSink;
 use crate::error::{Result, VeloError};
+use crate::partition::RowEncoder;
 use crate::sql::key_spec::{
     type_key, Connector, KeyDefault, KeyKind, KeySpec, Keys, Role, CONFIG_FILE,
 };
@@ -22,6 +24,15 @@ pub trait Sink: Send {
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()>;
     /// Makes everything written so far durable/visible.
     fn flush(&mut self) -> Result<()>;
+    /// The sink's encoding of rows to bytes, for the workers to run in parallel; None for a
+    /// sink that writes batches itself.
+    fn encoder(&self) -> Option<Arc<dyn RowEncoder>> {
+        None
+    }
+    /// Writes `batch` as `bytes`, which [`Sink::encoder`]'s encoder made of it.
+    fn write_encoded(&mut self, batch: &RecordBatch, _bytes: &[u8]) -> Result<()> {
+        self.write_batch(batch)
+    }
     /// For a sink that acknowledges writes on its own (Kafka): how many rows were written and
     /// how many of the first ones are acknowledged, without waiting; an error if a write
     /// failed for good. None: only [`Sink::flush`] tells.

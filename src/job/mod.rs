@@ -11,7 +11,6 @@ use std::time::Instant;
 use arrow::record_batch::RecordBatch;
 
 use self::durable::{CheckpointStats, CheckpointWriter};
-use self::file_readers::FileReaders;
 use self::inputs::{resolve_input, Declared, JobInput, Upstream};
 use self::kafka::{Barrier, OffsetCommitter};
 use self::keys::{check_statement_keys, Names};
@@ -20,6 +19,7 @@ use self::stream_inputs::{KafkaReader, StreamInputs};
 use self::streams::{run_streams, StreamRun};
 use self::tables::{load_tables, table_inputs, TableSource};
 use crate::connectors::avro::AvroFormat;
+use crate::connectors::file_source::pool::ParallelReader;
 use crate::connectors::file_source::FileSource;
 use crate::connectors::kafka::{KafkaDefaults, KafkaSource};
 use crate::connectors::{open_sink, BadRecord, SinkConfig};
@@ -38,7 +38,6 @@ use crate::sql::{PlannedQuery, QueryPlanner};
 use arrow::datatypes::SchemaRef;
 
 pub mod durable;
-mod file_readers;
 mod inputs;
 mod kafka;
 mod keys;
@@ -488,7 +487,7 @@ fn run_job(
     };
     let mut partitions = PartitionOptions {
         partitions: match job.partitions.unwrap_or(options.partitions) {
-            0 => default_partitions(),
+            0 => default_partitions(&plan),
             n => n,
         },
         source_key: match &job.input {
@@ -503,6 +502,7 @@ fn run_job(
         restore: None,
         tables: Vec::new(),
         metrics: Arc::clone(metrics),
+        encoder: output.sink.as_ref().and_then(|s| s.encoder()),
     };
     // Bad records are found on the reading side, late ones on the output side; the
     // dead-letter file serves both, off the hot path.
@@ -620,7 +620,7 @@ fn run_file(
     // A followed file is the last one: read the files one after another then.
     let readers = if config.watch { 1 } else { config.readers };
     let stats = std::thread::scope(|scope| {
-        let mut readers = FileReaders::start(scope, source, readers)?;
+        let mut readers = ParallelReader::start(scope, source, readers)?;
         let mut queued: VecDeque<InputEvent> = VecDeque::new();
         run_partitioned(
             plan,

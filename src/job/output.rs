@@ -128,6 +128,18 @@ impl JobOutput {
         Ok(())
     }
 
+    /// Writes rows a worker encoded with the sink's encoder.
+    pub(super) fn write_encoded(&mut self, batch: RecordBatch, bytes: &[u8]) -> Result<()> {
+        self.records_out += batch.num_rows() as u64;
+        if let Some(s) = self.sink.as_mut() {
+            s.write_encoded(&batch, bytes)?;
+        }
+        if let Some(r) = self.retained.as_mut() {
+            r.push(batch);
+        }
+        Ok(())
+    }
+
     pub(super) fn flush(&mut self) -> Result<()> {
         match self.sink.as_mut() {
             Some(s) => s.flush(),
@@ -185,6 +197,12 @@ impl Deliveries<'_> {
                     metric.observe(&batch)?;
                 }
                 self.output.write(batch)
+            }
+            Delivery::Encoded { batch, bytes } => {
+                for metric in &mut self.declared {
+                    metric.observe(&batch)?;
+                }
+                self.output.write_encoded(batch, &bytes)
             }
             Delivery::Late(batch) => lock(self.dead_letter).write_late(&self.job, batch),
             Delivery::Flush => self.output.flush(),

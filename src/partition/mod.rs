@@ -7,8 +7,8 @@ pub mod router;
 pub mod worker;
 
 pub use pipeline::{
-    default_partitions, run_partitioned, Delivery, InputEvent, PartitionOptions, PartitionStats,
-    DEFAULT_QUEUE_DEPTH,
+    cores, default_partitions, run_partitioned, Delivery, InputEvent, PartitionOptions,
+    PartitionStats, RowEncoder, DEFAULT_QUEUE_DEPTH,
 };
 pub use router::{PartitionRouter, PartitionRun, Piece, Routing};
 pub use worker::PartitionWorker;

@@ -47,6 +47,16 @@ pub struct PartitionOptions {
     pub tables: Vec<Arc<LookupTable>>,
     /// The job's live metrics, which the workers, the router and the output thread update.
     pub metrics: Arc<JobMetrics>,
+    /// The sink's encoding of rows to bytes, when it has one: the workers run it on their
+    /// output, so the output thread only writes.
+    pub encoder: Option<Arc<dyn RowEncoder>>,
+}
+
+/// Turns result rows into the bytes a sink writes; a sink that has one lets the workers
+/// encode in parallel (see [`Delivery::Encoded`]).
+pub trait RowEncoder: Send + Sync + std::fmt::Debug {
+    /// Appends `batch`'s rows, encoded, to `out`.
+    fn encode(&self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()>;
 }
 
 impl PartitionOptions {
@@ -59,15 +69,33 @@ impl PartitionOptions {
             restore: None,
             tables: Vec::new(),
             metrics: Arc::default(),
+            encoder: None,
         }
     }
 }
 
-/// The number of cores, the default width of a job.
-pub fn default_partitions() -> usize {
+/// The number of cores.
+pub fn cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+}
+
+/// Cores of input decoding one worker keeps up with: a record costs the decoders (one per
+/// core, see the file source's `decode.threads`) ~4× what a keyed stage's worker spends on
+/// it, and ~2× what a stateless query's worker spends, which encodes the output too.
+/// More workers than that only add the cost of splitting every batch (docs/benchmarks.md).
+const DECODING_CORES_PER_WORKER: [usize; 2] = [4, 2];
+
+/// The width a job runs at when none is set, from the cores and the query's shape: on 2
+/// cores, one worker, beside a decoder per core.
+pub fn default_partitions(plan: &PlannedQuery) -> usize {
+    let [keyed, stateless] = DECODING_CORES_PER_WORKER;
+    let per_worker = match Routing::for_plan(plan) {
+        Routing::RoundRobin => stateless,
+        _ => keyed,
+    };
+    (cores() / per_worker).max(1)
 }
 
 /// What the input side hands the router.
@@ -124,6 +152,8 @@ pub(crate) struct SnapshotMark {
 pub enum Delivery {
     /// Result rows (a delete batch for a retraction).
     Rows(RecordBatch),
+    /// Result rows and their bytes from [`PartitionOptions::encoder`], encoded by a worker.
+    Encoded { batch: RecordBatch, bytes: Vec<u8> },
     /// Records that arrived after their window closed, with a `_late_reason` column.
     Late(RecordBatch),
     /// The input is idle: make what was delivered visible.
@@ -214,6 +244,7 @@ where
                 Arc::clone(&options.metrics),
                 i,
             )
+            .map(|w| w.encoding_with(options.encoder.clone()))
         })
         .collect::<Result<Vec<_>>>()?;
     if let Some(states) = &options.restore {
@@ -514,8 +545,14 @@ where
                     })
                 }
             };
-            for batch in out.rows {
-                deliver(Delivery::Rows(batch))?;
+            if out.encoded.is_empty() {
+                for batch in out.rows {
+                    deliver(Delivery::Rows(batch))?;
+                }
+            } else {
+                for (batch, bytes) in out.rows.into_iter().zip(out.encoded) {
+                    deliver(Delivery::Encoded { batch, bytes })?;
+                }
             }
             for batch in out.late {
                 deliver(Delivery::Late(batch))?;

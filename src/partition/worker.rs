@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 
-use super::pipeline::{CheckpointMark, SnapshotMark};
+use super::pipeline::{CheckpointMark, RowEncoder, SnapshotMark};
 use super::router::Piece;
 use crate::error::Result;
 use crate::exec::engine::StreamExecutionEngine;
@@ -45,6 +45,8 @@ pub(crate) enum WorkerInput {
 /// What a worker emitted for one epoch.
 pub(crate) struct WorkerOutput {
     pub rows: Vec<RecordBatch>,
+    /// Each of `rows` encoded by the sink's encoder, when the run has one (else empty).
+    pub encoded: Vec<Vec<u8>>,
     /// Records that arrived too late, for the dead-letter sink.
     pub late: Vec<RecordBatch>,
     pub flush: bool,
@@ -76,6 +78,8 @@ pub struct PartitionWorker {
     index: usize,
     /// When state bytes were last counted.
     bytes_counted: std::cell::Cell<Option<Instant>>,
+    /// The sink's encoder, run on this worker's output.
+    encoder: Option<Arc<dyn RowEncoder>>,
 }
 
 /// How often a worker recounts its state's bytes at most.
@@ -98,7 +102,28 @@ impl PartitionWorker {
             metrics,
             index,
             bytes_counted: std::cell::Cell::new(None),
+            encoder: None,
         })
+    }
+
+    /// This worker encodes its output rows with `encoder` (None: it hands on batches).
+    pub fn encoding_with(mut self, encoder: Option<Arc<dyn RowEncoder>>) -> Self {
+        self.encoder = encoder;
+        self
+    }
+
+    /// Each output batch encoded, when this worker has an encoder.
+    fn encode(&self, rows: &[RecordBatch]) -> Result<Vec<Vec<u8>>> {
+        let Some(encoder) = &self.encoder else {
+            return Ok(Vec::new());
+        };
+        rows.iter()
+            .map(|batch| {
+                let mut bytes = Vec::new();
+                encoder.encode(batch, &mut bytes)?;
+                Ok(bytes)
+            })
+            .collect()
     }
 
     /// Publishes this worker's state size and late count. State bytes walk some operators'
@@ -174,6 +199,7 @@ impl PartitionWorker {
                 };
                 self.publish()?;
                 Ok(WorkerOutput {
+                    encoded: self.encode(&out)?,
                     rows: out,
                     late: self.engine.take_dead_letters(id)?,
                     flush,
@@ -190,6 +216,7 @@ impl PartitionWorker {
                     Vec::new()
                 };
                 Ok(WorkerOutput {
+                    encoded: self.encode(&rows)?,
                     rows,
                     late: self.engine.take_dead_letters(id)?,
                     flush: true,

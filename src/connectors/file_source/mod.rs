@@ -1,23 +1,28 @@
 //! The file source: JSON lines, a JSON array or CSV, from a file, a directory or a glob,
-//! optionally following a growing file. Decodes with arrow-json/arrow-csv in batches; a record
-//! that does not decode is reported with file:line and skipped, and its neighbours still flow.
+//! optionally following a growing file. Files are cut into blocks of whole records
+//! (`blocks`), which decode with arrow-json/arrow-csv on any thread (`block_decoder`), here or
+//! on a pool (`pool`); a record that does not decode is reported with file:line and skipped,
+//! and its neighbours still flow.
 
+mod block_decoder;
+mod blocks;
+pub mod pool;
+
+use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray};
-use arrow::compute::concat_batches;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
+pub use self::block_decoder::BlockDecoder;
+pub use self::blocks::{Block, BlockCutter, Cut, BLOCK_BYTES};
 use super::check_key_fields;
-use super::decode::{decode_json, decode_with_fallback};
 use crate::error::{Result, VeloError};
-use crate::exec::event_time::{constant_millis, to_epoch_millis, EventTimeFormat};
-use crate::exec::input::now_millis;
+use crate::exec::event_time::EventTimeFormat;
 use crate::sql::key_spec::{
     type_key, Connector, KeyDefault, KeyKind, KeySpec, Keys, Role, CONFIG_FILE,
 };
@@ -33,6 +38,8 @@ pub const DEFAULT_BATCH_SIZE: usize = 8192;
 pub const DEFAULT_READERS: usize = 4;
 /// Lines read to infer a schema.
 const INFER_LINES: usize = 1000;
+/// How long a followed file that has nothing new waits before it is read again.
+const WATCH_POLL: Duration = Duration::from_millis(100);
 
 /// A file's format.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,9 +104,12 @@ pub struct FileSourceConfig {
     /// Where bad records are written, one JSON object per record, when set.
     pub dead_letter_path: Option<PathBuf>,
     pub batch_size: usize,
-    /// Files read at once, each by its own thread, their batches taken in turn
-    /// (`'<src>.readers'`, default 4; a followed file is read alone).
+    /// Files read at once, a block from each in turn (`'<src>.readers'`, default 4; a
+    /// followed file is read alone).
     pub readers: usize,
+    /// Threads that decode the blocks cut from the files (`'<src>.decode.threads'`, default
+    /// one per core). The output does not depend on it.
+    pub decode_threads: usize,
     /// Columns the files split the rows by (`'<src>.key.field'`): equal values are never in
     /// two files, so a query keyed by them is fed file by file.
     pub key_fields: Vec<String>,
@@ -184,8 +194,16 @@ pub const READERS: KeySpec = KeySpec {
     name: "readers",
     kind: KeyKind::Integer { min: 1 },
     default: KeyDefault::Value("4"),
-    doc: "Files read at once, each by its own thread (a `watch` source reads its files one after \
-          another); see [sql.md](sql.md#file_source).",
+    doc: "Files read at once, a block from each in turn (a `watch` source reads its files one \
+          after another); see [sql.md](sql.md#file_source).",
+};
+/// `'<src>.decode.threads'`.
+pub const DECODE_THREADS: KeySpec = KeySpec {
+    name: "decode.threads",
+    kind: KeyKind::Integer { min: 1 },
+    default: KeyDefault::Note("one per core"),
+    doc: "Threads that decode a file's blocks (1 MiB of whole records each) in parallel; \
+          the blocks are handed on in file order, so the output is the same for any count.",
 };
 /// `'<src>.key.field'`.
 pub const KEY_FIELD: KeySpec = KeySpec {
@@ -220,6 +238,7 @@ pub const FILE_SOURCE: Connector = Connector {
         DEAD_LETTER_PATH,
         BATCH_SIZE,
         READERS,
+        DECODE_THREADS,
         KEY_FIELD,
         CONFIG_FILE,
     ],
@@ -267,6 +286,9 @@ impl FileSourceConfig {
                 .map(PathBuf::from),
             batch_size: keys.count(&BATCH_SIZE)?.unwrap_or(DEFAULT_BATCH_SIZE),
             readers: keys.count(&READERS)?.unwrap_or(DEFAULT_READERS),
+            decode_threads: keys
+                .count(&DECODE_THREADS)?
+                .unwrap_or_else(crate::partition::cores),
             key_fields: keys.list(&KEY_FIELD),
         })
     }
@@ -324,35 +346,19 @@ pub fn expand_paths(path: &str) -> Result<Vec<PathBuf>> {
     Ok(vec![p.to_path_buf()])
 }
 
-/// Reads the configured files in order, batch by batch.
+/// Reads the configured files in order: cuts each into blocks of whole records
+/// ([`BlockCutter`]) and decodes them ([`BlockDecoder`]), here or on a pool
+/// (`pool::ParallelReader`).
 pub struct FileSource {
     config: FileSourceConfig,
     files: Vec<PathBuf>,
     /// Each file's place in the whole source's file list (differs after `split`).
     indices: Vec<usize>,
-    /// Full data schema (declared or inferred).
-    schema: SchemaRef,
-    /// The data columns the query needs (decoding skips the rest).
-    projection: SchemaRef,
-    /// System columns the query needs.
-    system_columns: Vec<String>,
-    current: Option<OpenFile>,
+    decoder: BlockDecoder,
+    current: Option<BlockCutter>,
     next_file: usize,
-    /// The line buffer, reused for every batch.
-    chunk: LineChunk,
-    errors: u64,
-}
-
-struct OpenFile {
-    path: PathBuf,
-    index: usize,
-    reader: BufReader<File>,
-    /// Lines consumed so far (the next line's number is this + 1).
-    line: u64,
-    /// A trailing line without newline, kept while following a growing file.
-    partial: Vec<u8>,
-    /// For a JSON array file: the decoded elements not yet emitted.
-    json_values: Option<std::vec::IntoIter<serde_json::Value>>,
+    /// Decoded batches not yet handed out by `next_batch`.
+    decoded: VecDeque<SourceBatch>,
 }
 
 impl FileSource {
@@ -365,28 +371,42 @@ impl FileSource {
             None => Arc::new(infer_schema(&files, &config.format)?),
         };
         check_key_fields(&config.name, &config.key_fields, &schema)?;
-        Ok(FileSource {
+        let decoder = BlockDecoder {
+            source: config.name.clone(),
+            format: config.format.clone(),
             projection: Arc::clone(&schema),
             schema,
+            system_columns: Vec::new(),
+            event_time_field: config.event_time_field.clone(),
+            event_time_format: config.event_time_format.clone(),
+            on_error: config.on_error.clone(),
+            batch_size: config.batch_size,
+        };
+        Ok(FileSource {
             indices: (0..files.len()).collect(),
             files,
             config,
-            system_columns: Vec::new(),
+            decoder,
             current: None,
             next_file: 0,
-            chunk: LineChunk::new(DEFAULT_BATCH_SIZE),
-            errors: 0,
+            decoded: VecDeque::new(),
         })
     }
 
     /// The full data schema of the files.
     pub fn schema(&self) -> &SchemaRef {
-        &self.schema
+        &self.decoder.schema
+    }
+
+    /// The source's settings.
+    pub fn config(&self) -> &FileSourceConfig {
+        &self.config
     }
 
     /// Decode only these columns (data or system) from now on.
     pub fn set_projection(&mut self, wanted: &Schema) {
         let data: Vec<Field> = self
+            .decoder
             .schema
             .fields()
             .iter()
@@ -396,8 +416,8 @@ impl FileSource {
             })
             .map(|f| f.as_ref().clone())
             .collect();
-        self.projection = Arc::new(Schema::new(data));
-        self.system_columns = wanted
+        self.decoder.projection = Arc::new(Schema::new(data));
+        self.decoder.system_columns = wanted
             .fields()
             .iter()
             .filter(|f| crate::sql::planner::is_system_column(f.name()))
@@ -405,9 +425,9 @@ impl FileSource {
             .collect();
     }
 
-    /// Records that failed to decode so far.
-    pub fn error_count(&self) -> u64 {
-        self.errors
+    /// How this source's blocks decode (the same for every share after `split`).
+    pub fn decoder(&self) -> &BlockDecoder {
+        &self.decoder
     }
 
     /// Deals the files to `readers` sources, file `i` to reader `i mod readers`, each with
@@ -421,13 +441,10 @@ impl FileSource {
                     config: self.config.clone(),
                     files: picked.iter().map(|&i| self.files[i].clone()).collect(),
                     indices: picked.iter().map(|&i| self.indices[i]).collect(),
-                    schema: Arc::clone(&self.schema),
-                    projection: Arc::clone(&self.projection),
-                    system_columns: self.system_columns.clone(),
+                    decoder: self.decoder.clone(),
                     current: None,
                     next_file: 0,
-                    chunk: LineChunk::new(DEFAULT_BATCH_SIZE),
-                    errors: 0,
+                    decoded: VecDeque::new(),
                 }
             })
             .collect()
@@ -442,350 +459,110 @@ impl FileSource {
             .sum()
     }
 
-    /// The next batch; `None` at the end of a bounded input. A followed file (`watch`) never
-    /// ends: when no new data has arrived it returns an empty batch after a short wait.
-    pub fn next_batch(&mut self) -> Result<Option<SourceBatch>> {
+    /// The next block of records, in file order. `Waiting` only for a followed (`watch`)
+    /// last file that has no new complete record; `End` once every file is read.
+    pub fn next_block(&mut self) -> Result<Cut> {
         loop {
             if self.current.is_none() {
                 if self.next_file >= self.files.len() {
-                    return Ok(None);
+                    return Ok(Cut::End);
                 }
                 let path = self.files[self.next_file].clone();
-                let file = File::open(&path)
-                    .map_err(|e| VeloError::io(format!("opening {}", path.display()), e))?;
-                self.current = Some(OpenFile {
-                    path,
-                    index: self.indices[self.next_file],
-                    reader: BufReader::with_capacity(1 << 20, file),
-                    line: 0,
-                    partial: Vec::new(),
-                    json_values: None,
-                });
+                let index = self.indices[self.next_file];
                 self.next_file += 1;
+                if self.config.format == FileFormat::Json {
+                    return Ok(Cut::Block(json_array_block(path, index)?));
+                }
+                let (quoted, header) = match self.config.format {
+                    FileFormat::Csv { header, .. } => (true, header),
+                    _ => (false, false),
+                };
+                self.current = Some(BlockCutter::open(path, index, quoted, header)?);
             }
-            let last_file = self.next_file >= self.files.len();
-            let follow = self.config.watch && last_file;
-            let Some(file) = self.current.as_mut() else {
+            let follow = self.config.watch && self.next_file >= self.files.len();
+            let Some(cutter) = self.current.as_mut() else {
                 continue;
             };
-            let chunk = &mut self.chunk;
-            match self.config.format {
-                FileFormat::Json => read_json_array(file, chunk, self.config.batch_size)?,
-                FileFormat::Csv { header, .. } => {
-                    read_lines(file, chunk, self.config.batch_size, follow, header)?
-                }
-                FileFormat::Jsonl => {
-                    read_lines(file, chunk, self.config.batch_size, follow, false)?
-                }
+            match cutter.next(follow)? {
+                Cut::End => self.current = None,
+                cut => return Ok(cut),
             }
-            if chunk.is_empty() {
-                if chunk.at_end && !follow {
-                    self.current = None;
-                    continue;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-                let file = file.index;
-                let empty = RecordBatch::new_empty(self.output_schema());
-                return Ok(Some(SourceBatch {
-                    file,
-                    batch: empty,
-                    bad_records: Vec::new(),
-                    bytes: 0,
-                }));
+        }
+    }
+
+    /// The file a `Waiting` cut waits on (its place in the whole list).
+    pub fn waiting_file(&self) -> usize {
+        self.next_file
+            .checked_sub(1)
+            .and_then(|i| self.indices.get(i).copied())
+            .unwrap_or(0)
+    }
+
+    /// The next batch, decoded on this thread; `None` at the end of a bounded input. A
+    /// followed file (`watch`) never ends: when no new data has arrived it returns an empty
+    /// batch after a short wait.
+    pub fn next_batch(&mut self) -> Result<Option<SourceBatch>> {
+        loop {
+            if let Some(batch) = self.decoded.pop_front() {
+                return Ok(Some(batch));
             }
-            let path = file.path.clone();
-            let file_index = file.index;
-            let (batch, lines_ok, bad) = self.decode(&self.chunk, &path)?;
-            self.errors += bad.len() as u64;
-            if let (OnError::Fail, Some(b)) = (&self.config.on_error, bad.first()) {
-                return Err(VeloError::BadRecord {
-                    location: b.location.clone(),
-                    reason: b.reason.clone(),
-                });
+            match self.next_block()? {
+                Cut::Block(block) => self.decoded.extend(self.decoder.decode(&block)?),
+                Cut::Waiting => return Ok(Some(self.idle_batch())),
+                Cut::End => return Ok(None),
             }
-            let batch = self.add_system_columns(batch, &lines_ok, &path, file_index)?;
-            return Ok(Some(SourceBatch {
-                file: file_index,
-                batch,
-                bad_records: bad,
-                bytes: self.chunk.bytes,
-            }));
+        }
+    }
+
+    /// What a followed file that has nothing new hands out, after a short wait.
+    pub fn idle_batch(&self) -> SourceBatch {
+        std::thread::sleep(WATCH_POLL);
+        SourceBatch {
+            file: self.waiting_file(),
+            batch: RecordBatch::new_empty(self.output_schema()),
+            bad_records: Vec::new(),
+            bytes: 0,
         }
     }
 
     /// Schema of emitted batches: projected data columns plus requested system columns.
     pub fn output_schema(&self) -> SchemaRef {
-        let mut fields: Vec<Field> = self
-            .projection
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        for name in &self.system_columns {
-            let t = crate::sql::planner::SYSTEM_COLUMNS
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t.clone())
-                .unwrap_or(DataType::Utf8);
-            fields.push(Field::new(name, t, true));
-        }
-        Arc::new(Schema::new(fields))
+        self.decoder.output_schema()
     }
+}
 
-    /// Decodes a chunk in one go; if that fails, line by line to find and skip the bad ones.
-    /// Returns the batch, the line numbers of its rows, and the bad records.
-    fn decode(
-        &self,
-        chunk: &LineChunk,
-        path: &Path,
-    ) -> Result<(RecordBatch, Vec<u64>, Vec<BadRecord>)> {
-        let decoded = decode_with_fallback(
-            &self.projection,
-            &chunk.data,
-            &chunk.ends,
-            "not a record",
-            |data, ends| self.decode_bytes(data, ends.len()),
-        )?;
-        let ok_lines = decoded.kept.iter().map(|&i| chunk.numbers[i]).collect();
-        let bad = decoded
-            .failed
-            .into_iter()
-            .map(|(i, reason)| {
-                let number = chunk.numbers[i];
-                let location = match self.config.format {
-                    FileFormat::Json => format!("{}:[{}]", path.display(), number - 1),
-                    _ => format!("{}:{}", path.display(), number),
-                };
-                let raw = String::from_utf8_lossy(chunk.line(i)).trim_end().to_string();
-                tracing::warn!(source = %self.config.name, %location, %reason, "skipping bad record");
-                BadRecord {
-                    location,
-                    reason,
-                    raw,
-                }
+/// A JSON array file, read whole, as one block of its elements, one per line.
+fn json_array_block(path: PathBuf, index: usize) -> Result<Block> {
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| VeloError::io(format!("reading {}", path.display()), e))?;
+    let values = match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(serde_json::Value::Array(items)) => items,
+        Ok(single @ serde_json::Value::Object(_)) => vec![single],
+        Ok(_) => {
+            return Err(VeloError::BadRecord {
+                location: path.display().to_string(),
+                reason: "a json file must hold an array of objects".into(),
             })
-            .collect();
-        Ok((decoded.batch, ok_lines, bad))
-    }
-
-    /// Decodes newline-separated records (`rows` of them) into one batch.
-    fn decode_bytes(&self, data: &[u8], rows: usize) -> std::result::Result<RecordBatch, String> {
-        let batch_size = rows.max(1);
-        let mut batches = Vec::new();
-        match &self.config.format {
-            FileFormat::Csv { delimiter, .. } => {
-                let full = Arc::clone(&self.schema);
-                let projection: Vec<usize> = self
-                    .projection
-                    .fields()
-                    .iter()
-                    .filter_map(|f| full.index_of(f.name()).ok())
-                    .collect();
-                let mut decoder = arrow::csv::ReaderBuilder::new(full)
-                    .with_header(false)
-                    .with_delimiter(*delimiter)
-                    .with_batch_size(batch_size)
-                    .with_projection(projection)
-                    .build_decoder();
-                let mut offset = 0;
-                loop {
-                    let read = decoder.decode(&data[offset..]).map_err(|e| e.to_string())?;
-                    offset += read;
-                    if read == 0 || offset >= data.len() {
-                        // Signal end of input so a last record without newline completes.
-                        decoder.decode(&[]).map_err(|e| e.to_string())?;
-                    }
-                    if let Some(b) = decoder.flush().map_err(|e| e.to_string())? {
-                        batches.push(b);
-                    }
-                    if read == 0 || offset >= data.len() {
-                        break;
-                    }
-                }
-            }
-            _ => return decode_json(&self.projection, data, rows),
         }
-        match batches.len() {
-            1 => Ok(batches.remove(0)),
-            _ => concat_batches(&self.projection, &batches).map_err(|e| e.to_string()),
+        Err(e) => {
+            return Err(VeloError::BadRecord {
+                location: format!("{}:{}", path.display(), e.line()),
+                reason: e.to_string(),
+            })
         }
+    };
+    let mut data = Vec::with_capacity(text.len());
+    for v in values {
+        data.extend_from_slice(v.to_string().as_bytes());
+        data.push(b'\n');
     }
-
-    fn add_system_columns(
-        &self,
-        batch: RecordBatch,
-        lines: &[u64],
-        path: &Path,
-        file_index: usize,
-    ) -> Result<RecordBatch> {
-        if self.system_columns.is_empty() {
-            return Ok(batch);
-        }
-        let n = batch.num_rows();
-        let now = now_millis();
-        let mut columns = batch.columns().to_vec();
-        for name in &self.system_columns {
-            let col: ArrayRef = match name.as_str() {
-                "_offset" => Arc::new(Int64Array::from_iter_values(
-                    lines.iter().map(|l| *l as i64),
-                )),
-                "_partition" => Arc::new(Int32Array::from_value(file_index as i32, n)),
-                "_topic" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                    path.display().to_string(),
-                    n,
-                ))),
-                "_event_time" => match &self.config.event_time_field {
-                    Some(field) => {
-                        // set_projection always decodes the event-time field.
-                        let array = batch.column_by_name(field).cloned().ok_or_else(|| {
-                            VeloError::Config(format!(
-                                "event-time field '{field}' is not a column of source '{}'",
-                                self.config.name
-                            ))
-                        })?;
-                        let millis =
-                            to_epoch_millis(&array, self.config.event_time_format.as_ref())?;
-                        let filled: Int64Array =
-                            millis.iter().map(|v| Some(v.unwrap_or(now))).collect();
-                        Arc::new(filled)
-                    }
-                    None => constant_millis(now, n),
-                },
-                "_timestamp" => constant_millis(now, n),
-                _ => arrow::array::new_null_array(&DataType::Utf8, n),
-            };
-            columns.push(col);
-        }
-        Ok(RecordBatch::try_new(self.output_schema(), columns)?)
-    }
-}
-
-/// Lines read from a file: one buffer, where each line ends, and each line's number.
-struct LineChunk {
-    data: Vec<u8>,
-    /// Exclusive end offset of each line in `data` (newline included).
-    ends: Vec<usize>,
-    /// 1-based line number (or array index + 1) of each line.
-    numbers: Vec<u64>,
-    bytes: u64,
-    at_end: bool,
-}
-
-impl LineChunk {
-    fn new(capacity: usize) -> Self {
-        LineChunk {
-            data: Vec::with_capacity(capacity * 64),
-            ends: Vec::with_capacity(capacity),
-            numbers: Vec::with_capacity(capacity),
-            bytes: 0,
-            at_end: false,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// Empties the chunk, keeping its buffers for the next read.
-    fn clear(&mut self) {
-        self.data.clear();
-        self.ends.clear();
-        self.numbers.clear();
-        self.bytes = 0;
-        self.at_end = false;
-    }
-
-    fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    fn line(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.data[start..self.ends[i]]
-    }
-}
-
-/// Reads up to `max` non-blank lines (skipping a CSV header on line 1).
-fn read_lines(
-    file: &mut OpenFile,
-    chunk: &mut LineChunk,
-    max: usize,
-    follow: bool,
-    header: bool,
-) -> Result<()> {
-    chunk.clear();
-    while chunk.len() < max {
-        let start = chunk.data.len();
-        chunk.data.append(&mut file.partial);
-        let n = file
-            .reader
-            .read_until(b'\n', &mut chunk.data)
-            .map_err(|e| VeloError::io(format!("reading {}", file.path.display()), e))?;
-        chunk.bytes += n as u64;
-        if chunk.data.len() == start {
-            chunk.at_end = true;
-            break;
-        }
-        if chunk.data.last() != Some(&b'\n') {
-            if follow {
-                // The writer has not finished this line yet: keep it for the next read.
-                file.partial = chunk.data.split_off(start);
-                chunk.at_end = true;
-                break;
-            }
-            chunk.data.push(b'\n');
-        }
-        file.line += 1;
-        let blank = chunk.data[start..].iter().all(|b| b.is_ascii_whitespace());
-        if blank || (header && file.line == 1) {
-            chunk.data.truncate(start);
-            continue;
-        }
-        chunk.ends.push(chunk.data.len());
-        chunk.numbers.push(file.line);
-    }
-    Ok(())
-}
-
-/// Reads a JSON array file once, then hands out its elements as lines of JSON.
-fn read_json_array(file: &mut OpenFile, chunk: &mut LineChunk, max: usize) -> Result<()> {
-    chunk.clear();
-    if file.json_values.is_none() {
-        let mut text = String::new();
-        file.reader
-            .read_to_string(&mut text)
-            .map_err(|e| VeloError::io(format!("reading {}", file.path.display()), e))?;
-        chunk.bytes = text.len() as u64;
-        let values: Vec<serde_json::Value> = match serde_json::from_str::<serde_json::Value>(&text)
-        {
-            Ok(serde_json::Value::Array(items)) => items,
-            Ok(single @ serde_json::Value::Object(_)) => vec![single],
-            Ok(_) => {
-                return Err(VeloError::BadRecord {
-                    location: file.path.display().to_string(),
-                    reason: "a json file must hold an array of objects".into(),
-                })
-            }
-            Err(e) => {
-                return Err(VeloError::BadRecord {
-                    location: format!("{}:{}", file.path.display(), e.line()),
-                    reason: e.to_string(),
-                })
-            }
-        };
-        file.json_values = Some(values.into_iter());
-    }
-    if let Some(values) = file.json_values.as_mut() {
-        for v in values.by_ref().take(max) {
-            file.line += 1;
-            chunk.data.extend_from_slice(v.to_string().as_bytes());
-            chunk.data.push(b'\n');
-            chunk.ends.push(chunk.data.len());
-            chunk.numbers.push(file.line);
-        }
-    }
-    chunk.at_end = chunk.is_empty();
-    Ok(())
+    Ok(Block {
+        file: index,
+        path: Arc::new(path),
+        data,
+        first_line: 1,
+        bytes: text.len() as u64,
+    })
 }
 
 /// Infers a schema from the first lines of the first file.
