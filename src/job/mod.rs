@@ -632,7 +632,7 @@ fn run_file(
                 if stopped() {
                     return Ok(Some(InputEvent::Stop));
                 }
-                let Some((chunk, files)) = readers.next()? else {
+                let Some((chunk, files)) = readers.next_batch()? else {
                     return Ok(None);
                 };
                 summary.records_in += chunk.batch.num_rows() as u64;

@@ -12,7 +12,8 @@ use arrow::record_batch::RecordBatch;
 use memchr::{memchr, memchr2_iter, memchr_iter};
 
 use super::blocks::Block;
-use super::{BadRecord, FileFormat, OnError, SourceBatch};
+use super::plain_csv::PlainCsv;
+use super::{BadRecord, FileFormat, FileSourceConfig, OnError, SourceBatch};
 use crate::connectors::decode::{decode_json, decode_with_fallback};
 use crate::error::{Result, VeloError};
 use crate::exec::event_time::{constant_millis, to_epoch_millis, EventTimeFormat};
@@ -21,18 +22,20 @@ use crate::exec::input::now_millis;
 /// What a file source's blocks decode into, and how.
 #[derive(Debug, Clone)]
 pub struct BlockDecoder {
-    pub(super) source: String,
-    pub(super) format: FileFormat,
+    source: String,
+    format: FileFormat,
     /// The files' full data schema.
     pub(super) schema: SchemaRef,
     /// The data columns decoded.
-    pub(super) projection: SchemaRef,
+    projection: SchemaRef,
     /// System columns added after the data columns.
-    pub(super) system_columns: Vec<String>,
-    pub(super) event_time_field: Option<String>,
-    pub(super) event_time_format: Option<EventTimeFormat>,
-    pub(super) on_error: OnError,
-    pub(super) batch_size: usize,
+    system_columns: Vec<String>,
+    event_time_field: Option<String>,
+    event_time_format: Option<EventTimeFormat>,
+    on_error: OnError,
+    batch_size: usize,
+    /// The fast path for plain CSV, when the format and the decoded columns allow it.
+    plain: Option<PlainCsv>,
 }
 
 /// The records of a block: where each starts and ends, and the line it starts on.
@@ -44,6 +47,36 @@ struct Records {
 }
 
 impl BlockDecoder {
+    /// Decodes `config`'s files of `schema`, every data column and no system column.
+    pub(super) fn new(config: &FileSourceConfig, schema: SchemaRef) -> Self {
+        let mut decoder = BlockDecoder {
+            source: config.name.clone(),
+            format: config.format.clone(),
+            projection: Arc::clone(&schema),
+            schema,
+            system_columns: Vec::new(),
+            event_time_field: config.event_time_field.clone(),
+            event_time_format: config.event_time_format.clone(),
+            on_error: config.on_error.clone(),
+            batch_size: config.batch_size,
+            plain: None,
+        };
+        decoder.set_projection(Arc::clone(&decoder.schema), Vec::new());
+        decoder
+    }
+
+    /// Decodes only the `projection` data columns, then adds `system_columns`.
+    pub(super) fn set_projection(&mut self, projection: SchemaRef, system_columns: Vec<String>) {
+        self.plain = match self.format {
+            FileFormat::Csv { delimiter, .. } => {
+                PlainCsv::new(&self.schema, &projection, delimiter)
+            }
+            _ => None,
+        };
+        self.projection = projection;
+        self.system_columns = system_columns;
+    }
+
     /// Decodes `block` into batches of at most `batch_size` rows, in record order.
     pub fn decode(&self, block: &Block) -> Result<Vec<SourceBatch>> {
         let quoted = matches!(self.format, FileFormat::Csv { .. });
@@ -139,6 +172,9 @@ impl BlockDecoder {
         let FileFormat::Csv { delimiter, .. } = &self.format else {
             return decode_json(&self.projection, data, rows);
         };
+        if let Some(batch) = self.plain.as_ref().and_then(|p| p.decode(data, rows)) {
+            return Ok(batch);
+        }
         let projection: Vec<usize> = self
             .projection
             .fields()

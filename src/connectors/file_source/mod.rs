@@ -6,6 +6,7 @@
 
 mod block_decoder;
 mod blocks;
+mod plain_csv;
 pub mod pool;
 
 use std::collections::VecDeque;
@@ -371,17 +372,7 @@ impl FileSource {
             None => Arc::new(infer_schema(&files, &config.format)?),
         };
         check_key_fields(&config.name, &config.key_fields, &schema)?;
-        let decoder = BlockDecoder {
-            source: config.name.clone(),
-            format: config.format.clone(),
-            projection: Arc::clone(&schema),
-            schema,
-            system_columns: Vec::new(),
-            event_time_field: config.event_time_field.clone(),
-            event_time_format: config.event_time_format.clone(),
-            on_error: config.on_error.clone(),
-            batch_size: config.batch_size,
-        };
+        let decoder = BlockDecoder::new(&config, schema);
         Ok(FileSource {
             indices: (0..files.len()).collect(),
             files,
@@ -416,13 +407,14 @@ impl FileSource {
             })
             .map(|f| f.as_ref().clone())
             .collect();
-        self.decoder.projection = Arc::new(Schema::new(data));
-        self.decoder.system_columns = wanted
+        let system_columns = wanted
             .fields()
             .iter()
             .filter(|f| crate::sql::planner::is_system_column(f.name()))
             .map(|f| f.name().clone())
             .collect();
+        self.decoder
+            .set_projection(Arc::new(Schema::new(data)), system_columns);
     }
 
     /// How this source's blocks decode (the same for every share after `split`).

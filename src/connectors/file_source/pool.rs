@@ -87,7 +87,7 @@ impl ParallelReader {
 
     /// The next batch in order, and the files being read when that set changed (each is an
     /// input partition the watermark waits for). None once every file is read.
-    pub fn next(&mut self) -> Result<Option<(SourceBatch, Option<Vec<i32>>)>> {
+    pub fn next_batch(&mut self) -> Result<Option<(SourceBatch, Option<Vec<i32>>)>> {
         loop {
             if let Some((reader, batch)) = self.pending.pop_front() {
                 if self.reading[reader] != Some(batch.file) {
