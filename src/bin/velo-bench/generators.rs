@@ -1,4 +1,5 @@
-//! Deterministic input generators: the trades stream and Nexmark's bid stream, as in-memory
+//! Deterministic input generators: the trades stream, Nexmark's bid stream and the One Billion
+//! Row Challenge's measurements, as in-memory
 //! Arrow batches (engine-only runs) or as CSV / JSON-lines files (end-to-end runs). Both forms
 //! come from the same row generator, so a file and its batches hold the same records.
 
@@ -47,6 +48,8 @@ pub enum Stream {
     Auction,
     /// `symbols(symbol, sector)`, a table for the trades stream (engine-only runs).
     Symbols,
+    /// The One Billion Row Challenge's `measurements(station, temperature)`.
+    Measurements,
 }
 
 impl Stream {
@@ -58,12 +61,13 @@ impl Stream {
             Stream::Person => "person",
             Stream::Auction => "auction",
             Stream::Symbols => "symbols",
+            Stream::Measurements => "measurements",
         }
     }
 
     /// The schema of the in-memory batches. Trades match what the file source infers from the
     /// CSV (price as DOUBLE), so one SQL text serves both modes; bids match the declaration
-    /// `bid_declaration` gives the end-to-end script.
+    /// `declaration` gives the end-to-end script, and so do measurements.
     pub fn schema(self) -> SchemaRef {
         let fields = match self {
             Stream::Person => return crate::nexmark::person_schema(),
@@ -88,12 +92,17 @@ impl Stream {
                 ),
                 Field::new("extra", DataType::Utf8, true),
             ],
+            Stream::Measurements => vec![
+                Field::new("station", DataType::Utf8, true),
+                Field::new("temperature", DataType::Float64, true),
+            ],
         };
         Arc::new(Schema::new(fields))
     }
 
-    /// The `CREATE STREAM` an end-to-end script needs before its query (None: inferred).
-    pub fn declaration(self) -> Option<String> {
+    /// The `CREATE STREAM` an end-to-end script needs before its query over a `format` file
+    /// (None: inferred).
+    pub fn declaration(self, format: Format) -> Option<String> {
         match self {
             Stream::Trades | Stream::Symbols => None,
             // Inference would read date_time as text; the declaration keeps it a timestamp.
@@ -102,6 +111,16 @@ impl Stream {
                  url VARCHAR, date_time TIMESTAMP, extra VARCHAR);\n"
                     .to_string(),
             ),
+            // 1BRC's file has no header and `;` between the fields.
+            Stream::Measurements => Some(format!(
+                "CREATE STREAM measurements (station VARCHAR, temperature DOUBLE){};\n",
+                match format {
+                    Format::Csv =>
+                        " WITH ('measurements.header' = 'false', \
+                                    'measurements.delimiter' = ';')",
+                    Format::Jsonl => "",
+                }
+            )),
             // The engine-only batches carry `_event_time`; a file's comes from date_time.
             Stream::Person | Stream::Auction => {
                 let schema = file_schema(self);
@@ -183,6 +202,81 @@ impl Trades {
 
 fn symbol_names(keys: u64) -> Vec<String> {
     (0..keys.max(1)).map(|k| format!("SYM{k:04}")).collect()
+}
+
+/// The One Billion Row Challenge's weather stations.
+pub const STATIONS: usize = 400;
+
+/// The measurements generator (1BRC): a uniformly drawn station of `STATIONS`, and its mean
+/// temperature plus Gaussian noise (σ = 10 °C, as 1BRC's generator draws), in tenths of a
+/// degree within ±99.9.
+struct Measurements {
+    rng: SplitMix,
+    means: Vec<f64>,
+}
+
+impl Measurements {
+    fn new(seed: u64) -> Self {
+        let mut rng = SplitMix(seed ^ 0x1B8C);
+        let means = (0..STATIONS).map(|_| -20.0 + rng.unit() * 50.0).collect();
+        Measurements {
+            rng: SplitMix(seed),
+            means,
+        }
+    }
+
+    /// The next (station, tenths of a degree).
+    fn next(&mut self) -> (usize, i64) {
+        let station = (self.rng.next() % STATIONS as u64) as usize;
+        // Box–Muller: 1 - u is in (0, 1], so its logarithm is finite.
+        let (u, v) = (self.rng.unit(), self.rng.unit());
+        let normal = (-2.0 * (1.0 - u).ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+        let tenths = ((self.means[station] + 10.0 * normal) * 10.0).round() as i64;
+        (station, tenths.clamp(-999, 999))
+    }
+}
+
+/// `STATIONS` distinct pronounceable names (2 to 4 syllables, some of them two words), drawn
+/// from `seed`.
+fn station_names(seed: u64) -> Vec<String> {
+    const SYLLABLES: [&str; 32] = [
+        "ba", "ka", "lo", "mi", "ra", "ten", "vi", "zu", "an", "dor", "el", "fa", "gu", "ho", "is",
+        "jo", "ku", "lan", "mar", "no", "os", "pe", "qui", "ri", "san", "to", "ul", "ve", "wa",
+        "xo", "ya", "ze",
+    ];
+    let mut rng = SplitMix(seed ^ 0x57A7_1045);
+    let mut names = Vec::with_capacity(STATIONS);
+    let mut seen = std::collections::HashSet::new();
+    while names.len() < STATIONS {
+        let mut name = String::new();
+        for i in 0..2 + rng.next() % 3 {
+            if i == 2 && rng.next().is_multiple_of(4) {
+                name.push(' ');
+            }
+            name.push_str(SYLLABLES[(rng.next() % SYLLABLES.len() as u64) as usize]);
+        }
+        // Capitalise each word.
+        let name: String = name
+            .split(' ')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        if seen.insert(name.clone()) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// Tenths of a degree as text with one decimal (`-5` → `-0.5`).
+fn tenths_text(t: i64) -> String {
+    let sign = if t < 0 { "-" } else { "" };
+    format!("{sign}{}.{}", t.abs() / 10, t.abs() % 10)
 }
 
 /// One Nexmark bid.
@@ -301,6 +395,26 @@ pub fn batches(
         Stream::Person => return crate::nexmark::people(rows, seed, batch_size),
         Stream::Auction => return crate::nexmark::auctions(rows, seed, batch_size),
         Stream::Symbols => return crate::nexmark::symbols(keys),
+        Stream::Measurements => {
+            let names = station_names(seed);
+            let mut generator = Measurements::new(seed);
+            while left > 0 {
+                let n = left.min(batch_size);
+                left -= n;
+                let mut station = StringBuilder::with_capacity(n, n * 8);
+                let mut temperature = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let (s, t) = generator.next();
+                    station.append_value(&names[s]);
+                    temperature.push(t as f64 / 10.0);
+                }
+                let columns: Vec<ArrayRef> = vec![
+                    Arc::new(station.finish()),
+                    Arc::new(Float64Array::from(temperature)),
+                ];
+                out.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
+            }
+        }
         Stream::Trades => {
             let names = symbol_names(keys);
             let mut generator = Trades::new(keys, seed);
@@ -405,7 +519,8 @@ pub fn write_file(
     Ok(())
 }
 
-/// Writes `rows` records of `stream` to `out`, one per line (CSV with a header line).
+/// Writes `rows` records of `stream` to `out`, one per line (CSV with a header line, except
+/// measurements: 1BRC's `station;temperature` lines).
 pub fn write_records(
     stream: Stream,
     rows: u64,
@@ -435,6 +550,21 @@ pub fn write_records(
                     let mut writer = arrow::json::LineDelimitedWriter::new(&mut *out);
                     writer.write_batches(&rows.iter().collect::<Vec<_>>())?;
                     writer.finish()?;
+                }
+            }
+        }
+        Stream::Measurements => {
+            let names = station_names(seed);
+            let mut generator = Measurements::new(seed);
+            for _ in 0..rows {
+                let (s, t) = generator.next();
+                let (station, temperature) = (&names[s], tenths_text(t));
+                match format {
+                    Format::Csv => writeln!(out, "{station};{temperature}")?,
+                    Format::Jsonl => writeln!(
+                        out,
+                        r#"{{"station":"{station}","temperature":{temperature}}}"#
+                    )?,
                 }
             }
         }
@@ -490,7 +620,7 @@ mod tests {
 
     #[test]
     fn batches_are_deterministic_and_sized() -> BenchResult<()> {
-        for stream in [Stream::Trades, Stream::Bid] {
+        for stream in [Stream::Trades, Stream::Bid, Stream::Measurements] {
             let a = batches(stream, 20_000, 10, 7, 8192)?;
             let b = batches(stream, 20_000, 10, 7, 8192)?;
             assert_eq!(a, b);
@@ -500,6 +630,38 @@ mod tests {
             );
             assert_eq!(a[0].schema(), stream.schema());
         }
+        Ok(())
+    }
+
+    #[test]
+    fn measurements_are_1brc_lines() -> BenchResult<()> {
+        let names = station_names(42);
+        assert_eq!(names.len(), STATIONS);
+        assert!(names.iter().all(|n| !n.is_empty() && !n.contains(';')));
+        let mut text = Vec::new();
+        write_records(Stream::Measurements, 50_000, 0, Format::Csv, 42, &mut text)?;
+        let text = String::from_utf8(text)?;
+        let batch = &batches(Stream::Measurements, 50_000, 0, 42, 50_000)?[0];
+        let temperatures = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .ok_or("temperature is not a double")?;
+        let mut stations = std::collections::HashSet::new();
+        for (i, line) in text.lines().enumerate() {
+            let (station, temperature) = line.split_once(';').ok_or("no ';'")?;
+            let (_, decimals) = temperature.split_once('.').ok_or("no decimal point")?;
+            assert_eq!(decimals.len(), 1, "{line}");
+            let t: f64 = temperature.parse()?;
+            assert!((-99.9..=99.9).contains(&t), "{line}");
+            // The file and the batches hold the same values.
+            assert_eq!(t, temperatures.value(i));
+            stations.insert(station.to_string());
+        }
+        assert_eq!(stations.len(), STATIONS);
+        assert_eq!(tenths_text(-5), "-0.5");
+        assert_eq!(tenths_text(-999), "-99.9");
+        assert_eq!(tenths_text(7), "0.7");
         Ok(())
     }
 

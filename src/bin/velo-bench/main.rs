@@ -69,7 +69,8 @@ impl WorkloadArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Write a deterministic input file (trades: symbol, price, quantity, ts; or Nexmark bids).
+    /// Write a deterministic input file (trades: symbol, price, quantity, ts; Nexmark bids; or
+    /// 1BRC's measurements: station;temperature).
     Generate {
         /// Number of rows.
         #[arg(long, default_value_t = 1_000_000)]
@@ -206,6 +207,8 @@ enum Mode {
 enum StreamArg {
     Trades,
     Bid,
+    /// The One Billion Row Challenge's `station;temperature` lines (no header).
+    Measurements,
 }
 
 impl From<StreamArg> for Stream {
@@ -213,6 +216,7 @@ impl From<StreamArg> for Stream {
         match s {
             StreamArg::Trades => Stream::Trades,
             StreamArg::Bid => Stream::Bid,
+            StreamArg::Measurements => Stream::Measurements,
         }
     }
 }

@@ -87,6 +87,15 @@ pub const SCENARIOS: &[Scenario] = &[
               WITH ('trades.watermark.max_out_of_orderness' = '2s')",
     },
     Scenario {
+        name: "onebrc",
+        stream: Stream::Measurements,
+        side: None,
+        table: None,
+        // The One Billion Row Challenge: each station's minimum, mean and maximum.
+        sql: "SELECT station, MIN(temperature) AS min_temp, AVG(temperature) AS mean_temp, \
+              MAX(temperature) AS max_temp FROM measurements GROUP BY station EMIT FINAL",
+    },
+    Scenario {
         name: "nexmark_q0",
         stream: Stream::Bid,
         side: None,
@@ -325,7 +334,9 @@ pub fn run_engine(
         },
         |delivery| {
             match delivery {
-                Delivery::Rows(b) => output_rows += b.num_rows() as u64,
+                Delivery::Rows(b) | Delivery::Encoded { batch: b, .. } => {
+                    output_rows += b.num_rows() as u64
+                }
                 Delivery::Late(b) => late_rows += b.num_rows() as u64,
                 Delivery::Flush | Delivery::Checkpoint { .. } | Delivery::Snapshot { .. } => {}
             }
@@ -475,7 +486,7 @@ pub fn run_e2e(
             stream.source_name().to_string(),
             input.display().to_string(),
         );
-        declarations.push_str(&stream.declaration().unwrap_or_default());
+        declarations.push_str(&stream.declaration(format).unwrap_or_default());
     }
     let output = dir.join(format!("{}.p{partitions}.out.jsonl", scenario.name));
     let options = JobOptions {
