@@ -304,6 +304,11 @@ def bench(args):
             path.unlink()
 
 
+def rate(per_s):
+    """A rate as 1.23M or 45.6K."""
+    return f"{per_s / 1e6:.2f}M" if per_s >= 1e5 else f"{per_s / 1e3:.1f}K"
+
+
 def report(args, engines, best):
     """Markdown tables of the best runs: wall, CPU per input record, peak RSS, output rows/s."""
     velo = engines[-len(PEERS) - 1]
@@ -333,7 +338,7 @@ def report(args, engines, best):
         table("CPU time per input record, ns (user + system, all threads)",
               lambda b: f"{b['cpu_s'] * 1e9 / b['input_rows']:.0f}", lambda b: b["cpu_s"], "cheapest"),
         table("Peak RSS, MB", lambda b: f"{b['peak_rss_kb'] / 1024:.0f}"),
-        table("Output rows per second (of the best wall time)", lambda b: f"{b['output_rows'] / b['wall_s'] / 1e6:.2f}M"),
+        table("Output rows per second (of the best wall time)", lambda b: rate(b["output_rows"] / b["wall_s"])),
     ]) + "\n"
 
 

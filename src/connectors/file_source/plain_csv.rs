@@ -129,9 +129,19 @@ impl PlainCsv {
         order: &[Option<usize>],
         builders: &mut [(usize, Builder)],
     ) -> Option<()> {
-        let mut fields = line.split(self.delimiter as char);
+        // Fields are a few bytes long: a plain scan finds their ends faster than a search.
+        let bytes = line.as_bytes();
+        let mut start = 0;
         for slot in order {
-            let field = fields.next()?;
+            if start > bytes.len() {
+                return None;
+            }
+            let end = bytes[start..]
+                .iter()
+                .position(|&b| b == self.delimiter)
+                .map_or(bytes.len(), |i| start + i);
+            let field = &line[start..end];
+            start = end + 1;
             let Some(b) = slot else { continue };
             // arrow-csv reads an empty field as NULL, whatever the type.
             match &mut builders[*b].1 {
@@ -143,10 +153,8 @@ impl PlainCsv {
                 Builder::Utf8(b) => b.append_value(field),
             }
         }
-        match fields.next() {
-            None => Some(()),
-            Some(_) => None,
-        }
+        // A delimiter after the last field: the record has more fields than the file.
+        (start > bytes.len()).then_some(())
     }
 }
 
