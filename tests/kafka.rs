@@ -194,6 +194,46 @@ fn a_poisoned_message_goes_to_the_dead_letter_topic() {
 }
 
 #[test]
+fn a_batch_decoded_by_four_threads_keeps_its_order_and_loses_only_its_bad_messages() {
+    with_timeout(Duration::from_secs(120), || {
+        let kafka = mock(&[("trades", 1), ("copy", 1)]);
+        let bootstrap = kafka.bootstrap_servers().to_string();
+        let bad = [10, 3000, 5990];
+        let mut input: Vec<_> = (0..6000).map(trade).collect();
+        for &at in &bad {
+            input[at as usize].1 = format!("{{\"id\": {at}x, not json");
+        }
+        produce(&bootstrap, "trades", &input);
+        let sql = source("g-decode-threads").replace(
+            "'trades.commit.interval' = '0s'",
+            "'trades.commit.interval' = '0s', 'trades.decode.threads' = '4'",
+        ) + "CREATE STREAM copy AS SELECT id FROM trades \
+             WITH ('copy.type' = 'kafka_sink', 'copy.topic.name' = 'copy');";
+        let (stop, app) = start_app(sql, &bootstrap, 1);
+        let good: Vec<i64> = (0..6000).filter(|id| !bad.contains(id)).collect();
+        let out = consume(&bootstrap, "copy", Duration::from_secs(60), |o| {
+            o.len() >= good.len()
+        });
+        let summaries = stop_app(stop, app);
+        let ids: Vec<i64> = out
+            .iter()
+            .map(|(_, v)| v.as_ref().expect("a record")["id"].as_i64().expect("id"))
+            .collect();
+        assert_eq!(ids, good, "every good message, in topic order");
+        let locations: Vec<&str> = summaries[0]
+            .bad_records
+            .iter()
+            .map(|b| b.location.as_str())
+            .collect();
+        let want: Vec<String> = bad
+            .iter()
+            .map(|o| format!("topic trades partition 0 offset {o}"))
+            .collect();
+        assert_eq!(locations, want);
+    });
+}
+
+#[test]
 fn a_restarted_job_resumes_from_committed_offsets_and_loses_nothing() {
     with_timeout(Duration::from_secs(180), || {
         let kafka = mock(&[("trades", 4), ("copy", 2)]);

@@ -29,12 +29,7 @@ struct JsonLines;
 
 impl RowEncoder for JsonLines {
     fn encode(&self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
-        let mut writer = arrow::json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow::json::writer::LineDelimited>(out);
-        writer.write(&as_written(batch)?)?;
-        writer.finish()?;
-        Ok(())
+        super::json_lines::encode(&as_written(batch)?, out)
     }
 }
 
@@ -87,10 +82,9 @@ impl Sink for StdoutSink {
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
         self.scratch.clear();
         JsonLines.encode(batch, &mut self.scratch)?;
-        let bytes = std::mem::take(&mut self.scratch);
-        let written = self.write_encoded(batch, &bytes);
-        self.scratch = bytes;
-        written
+        self.out
+            .write_all(&self.scratch)
+            .map_err(|e| VeloError::io("writing to stdout", e))
     }
 
     fn encoder(&self) -> Option<Arc<dyn RowEncoder>> {
@@ -116,6 +110,8 @@ pub struct FileSink {
     out: BufWriter<File>,
     /// CSV: the delimiter (None: JSON lines).
     csv: Option<u8>,
+    /// Encodes rows as this file holds them, here or on the workers.
+    encoder: Arc<dyn RowEncoder>,
     wrote_header: bool,
     scratch: Vec<u8>,
 }
@@ -133,6 +129,10 @@ impl FileSink {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(1 << 20, file),
             csv: csv.then_some(delimiter),
+            encoder: match csv {
+                true => Arc::new(CsvLines { delimiter }),
+                false => Arc::new(JsonLines),
+            },
             wrote_header: false,
             scratch: Vec::new(),
         })
@@ -158,20 +158,16 @@ impl Sink for FileSink {
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
         let mut bytes = std::mem::take(&mut self.scratch);
         bytes.clear();
-        let encoded = match self.encoder() {
-            Some(encoder) => encoder.encode(batch, &mut bytes),
-            None => Ok(()),
-        };
-        let written = encoded.and_then(|()| self.write_encoded(batch, &bytes));
+        let written = self
+            .encoder
+            .encode(batch, &mut bytes)
+            .and_then(|()| self.write_encoded(batch, &bytes));
         self.scratch = bytes;
         written
     }
 
     fn encoder(&self) -> Option<Arc<dyn RowEncoder>> {
-        Some(match self.csv {
-            Some(delimiter) => Arc::new(CsvLines { delimiter }),
-            None => Arc::new(JsonLines),
-        })
+        Some(Arc::clone(&self.encoder))
     }
 
     fn write_encoded(&mut self, batch: &RecordBatch, bytes: &[u8]) -> Result<()> {

@@ -5,6 +5,7 @@ pub mod config_keys;
 pub mod decode;
 pub mod file_sink;
 pub mod file_source;
+pub mod json_lines;
 pub mod kafka;
 pub mod part_files;
 pub mod sink;

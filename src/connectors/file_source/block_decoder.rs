@@ -12,7 +12,7 @@ use arrow::record_batch::RecordBatch;
 use memchr::{memchr, memchr2_iter, memchr_iter};
 
 use super::blocks::Block;
-use super::plain_csv::PlainCsv;
+use super::plain_csv::{plain_bytes, PlainCsv};
 use super::{BadRecord, FileFormat, FileSourceConfig, OnError, SourceBatch};
 use crate::connectors::decode::{decode_json, decode_with_fallback};
 use crate::error::{Result, VeloError};
@@ -92,7 +92,13 @@ impl BlockDecoder {
     /// Decodes the block's records (`quoted`: newlines inside quotes do not end one); true
     /// beside the batches when a record of several lines failed.
     fn decode_records(&self, block: &Block, quoted: bool) -> Result<(Vec<SourceBatch>, bool)> {
-        let records = split_records(&block.data, quoted, block.first_line);
+        // One scan says whether the block may take the plain path, and skips the quote
+        // tracking of a CSV block without quotes.
+        let plain = plain_bytes(&block.data);
+        if let Some(batches) = self.decode_plain_block(block, plain)? {
+            return Ok((batches, false));
+        }
+        let records = split_records(&block.data, quoted && !plain, block.first_line);
         let mut out = Vec::with_capacity(records.ends.len() / self.batch_size.max(1) + 1);
         let mut split_quote = false;
         let mut scratch = Vec::new();
@@ -100,7 +106,8 @@ impl BlockDecoder {
         while from < records.ends.len() {
             let to = (from + self.batch_size).min(records.ends.len());
             let (data, ends) = records.chunk(&block.data, from, to, &mut scratch);
-            let (batch, bad) = self.decode_chunk(block, data, &ends, &records.lines[from..to])?;
+            let lines = &records.lines[from..to];
+            let (batch, bad) = self.decode_chunk(block, data, &ends, lines, plain)?;
             split_quote |= quoted && bad.iter().any(|b| b.raw.contains('\n'));
             if let (OnError::Fail, Some(b)) = (&self.on_error, bad.first()) {
                 if !split_quote {
@@ -129,18 +136,51 @@ impl BlockDecoder {
         Ok((out, split_quote))
     }
 
+    /// Decodes a block of plain CSV (`plain`: it has [`plain_bytes`]) in one pass, without
+    /// splitting it into records first; None when the block is not all plain records.
+    fn decode_plain_block(&self, block: &Block, plain: bool) -> Result<Option<Vec<SourceBatch>>> {
+        let Some(batches) = self
+            .plain
+            .as_ref()
+            .filter(|_| plain)
+            .and_then(|p| p.decode_block(&block.data, self.batch_size))
+        else {
+            return Ok(None);
+        };
+        // No quotes and no blank lines: record `i` is on line `first_line + i`.
+        let mut line = block.first_line;
+        let mut out = Vec::with_capacity(batches.len());
+        for (i, batch) in batches.into_iter().enumerate() {
+            let rows = batch.num_rows() as u64;
+            let lines: Vec<u64> = match self.system_columns.is_empty() {
+                true => Vec::new(),
+                false => (line..line + rows).collect(),
+            };
+            line += rows;
+            out.push(SourceBatch {
+                batch: self.add_system_columns(batch, &lines, block)?,
+                file: block.file,
+                bad_records: Vec::new(),
+                bytes: if i == 0 { block.bytes } else { 0 },
+            });
+        }
+        Ok((!out.is_empty()).then_some(out))
+    }
+
     /// Decodes one chunk of records (`data`, record `i` ending at `ends[i]`, starting on line
-    /// `lines[i]`) into a batch with its system columns, and its bad records.
+    /// `lines[i]`; `plain`: its block has [`plain_bytes`]) into a batch with its system
+    /// columns, and its bad records.
     fn decode_chunk(
         &self,
         block: &Block,
         data: &[u8],
         ends: &[usize],
         lines: &[u64],
+        plain: bool,
     ) -> Result<(RecordBatch, Vec<BadRecord>)> {
         let decoded =
             decode_with_fallback(&self.projection, data, ends, "not a record", |d, e| {
-                self.decode_bytes(d, e.len())
+                self.decode_bytes(d, e, plain)
             })?;
         let bad = decoded
             .failed
@@ -167,12 +207,20 @@ impl BlockDecoder {
         Ok((batch, bad))
     }
 
-    /// Decodes newline-separated records (`rows` of them) into one batch.
-    fn decode_bytes(&self, data: &[u8], rows: usize) -> std::result::Result<RecordBatch, String> {
+    /// Decodes newline-separated records (record `i` ends at `ends[i]`) into one batch;
+    /// `plain`: `data` has [`plain_bytes`].
+    fn decode_bytes(
+        &self,
+        data: &[u8],
+        ends: &[usize],
+        plain: bool,
+    ) -> std::result::Result<RecordBatch, String> {
+        let rows = ends.len();
         let FileFormat::Csv { delimiter, .. } = &self.format else {
             return decode_json(&self.projection, data, rows);
         };
-        if let Some(batch) = self.plain.as_ref().and_then(|p| p.decode(data, rows)) {
+        let fast = self.plain.as_ref().filter(|_| plain);
+        if let Some(batch) = fast.and_then(|p| p.decode(data, ends)) {
             return Ok(batch);
         }
         let projection: Vec<usize> = self

@@ -483,7 +483,7 @@ impl FileSource {
     }
 
     /// The file a `Waiting` cut waits on (its place in the whole list).
-    pub fn waiting_file(&self) -> usize {
+    fn waiting_file(&self) -> usize {
         self.next_file
             .checked_sub(1)
             .and_then(|i| self.indices.get(i).copied())

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Builder, Int64Builder, StringBuilder};
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use memchr::{memchr2, memchr_iter};
+use memchr::memchr2;
 
 /// A column's type, of those the plain path reads.
 #[derive(Debug, Clone, Copy)]
@@ -30,18 +30,12 @@ pub(super) struct PlainCsv {
     projection: SchemaRef,
 }
 
-/// One decoded column being built.
-enum Builder {
-    Int64(Int64Builder),
-    Float64(Float64Builder),
-    Utf8(StringBuilder),
-}
-
 impl PlainCsv {
     /// The plain reader of `schema`'s files decoded to `projection`, if every decoded column
     /// is one it reads.
     pub(super) fn new(schema: &Schema, projection: &SchemaRef, delimiter: u8) -> Option<Self> {
-        if delimiter == b'"' || delimiter == b'\n' || delimiter == b'\r' {
+        let special = [b'"', b'\n', b'\r'];
+        if special.contains(&delimiter) || schema.fields().is_empty() {
             return None;
         }
         let mut columns = Vec::with_capacity(schema.fields().len());
@@ -67,129 +61,259 @@ impl PlainCsv {
         })
     }
 
-    /// Decodes `rows` records, each ending with a newline, laid back to back in `data`; None
-    /// when they are not plain CSV of this layout.
-    pub(super) fn decode(&self, data: &[u8], rows: usize) -> Option<RecordBatch> {
-        if memchr2(b'"', b'\r', data).is_some() {
+    /// Decodes the records laid back to back in `data` (record `i` ends with the newline
+    /// before `ends[i]`), which has [`plain_bytes`]; None when they are not plain CSV of this
+    /// layout.
+    pub(super) fn decode(&self, data: &[u8], ends: &[usize]) -> Option<RecordBatch> {
+        let text = std::str::from_utf8(data).ok()?;
+        let (batch, read) = self.read(text, 0, ends.len())?;
+        (read == data.len()).then_some(batch)
+    }
+
+    /// Decodes a whole block (records each ending with a newline, with [`plain_bytes`]) into
+    /// batches of `batch_size` records; None when any record is not plain, or is blank (a
+    /// blank line is no record, which the general path knows).
+    pub(super) fn decode_block(&self, data: &[u8], batch_size: usize) -> Option<Vec<RecordBatch>> {
+        let text = std::str::from_utf8(data).ok()?;
+        let mut batches = Vec::new();
+        let mut at = 0;
+        while at < data.len() {
+            let (batch, read) = self.read(text, at, batch_size.max(1))?;
+            batches.push(batch);
+            at = read;
+        }
+        Some(batches)
+    }
+
+    /// Reads up to `rows` records of `text` from byte `at`: the batch, and where the next
+    /// record starts. None when a record is not plain.
+    ///
+    /// It finds every field's end first, then parses one column at a time: each column is a
+    /// tight loop of one type, with no per-field dispatch.
+    fn read(&self, text: &str, at: usize, rows: usize) -> Option<(RecordBatch, usize)> {
+        let data = text.as_bytes();
+        let fields = self.columns.len();
+        if rows == 0 {
             return None;
         }
-        let text = std::str::from_utf8(data).ok()?;
-        let mut builders: Vec<(usize, Builder)> = self
-            .columns
-            .iter()
-            .flatten()
-            .map(|&(slot, kind)| {
-                let builder = match kind {
-                    Kind::Int64 => Builder::Int64(Int64Builder::with_capacity(rows)),
-                    Kind::Float64 => Builder::Float64(Float64Builder::with_capacity(rows)),
-                    Kind::Utf8 => Builder::Utf8(StringBuilder::with_capacity(rows, rows * 8)),
-                };
-                (slot, builder)
-            })
-            .collect();
-        // The builders in file column order, for the columns decoded.
-        let order: Vec<Option<usize>> = {
-            let mut next = 0;
-            self.columns
-                .iter()
-                .map(|c| {
-                    c.map(|_| {
-                        next += 1;
-                        next - 1
-                    })
-                })
-                .collect()
-        };
-        let mut start = 0;
-        let mut count = 0;
-        for end in memchr_iter(b'\n', data) {
-            self.record(&text[start..end], &order, &mut builders)?;
-            start = end + 1;
-            count += 1;
+        // Field `i` (record i / fields, column i % fields) ends at ends[i].
+        let mut ends: Vec<usize> = Vec::with_capacity(rows.min(data.len() / 2 + 1) * fields);
+        let mut column = 0;
+        for end in Separators::new(data, at, self.delimiter) {
+            // Too few fields end at a newline, too many at a delimiter.
+            if (data[end] == b'\n') != (column == fields - 1) {
+                return None;
+            }
+            ends.push(end);
+            column += 1;
+            if column == fields {
+                column = 0;
+                if ends.len() == rows * fields {
+                    break;
+                }
+            }
         }
-        if count != rows || start != data.len() {
+        if column != 0 {
+            return None;
+        }
+        let read = ends.len() / fields;
+        let next = ends.last().map_or(at, |e| e + 1);
+        let field = |i: usize| {
+            let start = match i {
+                0 => at,
+                _ => ends[i - 1] + 1,
+            };
+            &text[start..ends[i]]
+        };
+        if fields == 1 && (0..read).any(|i| field(i).bytes().all(|b| b.is_ascii_whitespace())) {
             return None;
         }
         let mut columns: Vec<Option<ArrayRef>> = vec![None; self.projection.fields().len()];
-        for (slot, builder) in builders {
-            columns[slot] = Some(match builder {
-                Builder::Int64(mut b) => Arc::new(b.finish()),
-                Builder::Float64(mut b) => Arc::new(b.finish()),
-                Builder::Utf8(mut b) => Arc::new(b.finish()),
-            });
+        for (f, decoded) in self.columns.iter().enumerate() {
+            let Some((slot, kind)) = decoded else {
+                continue;
+            };
+            let values = (f..ends.len()).step_by(fields).map(field);
+            // arrow-csv reads an empty field as NULL, whatever the type.
+            let array: ArrayRef = match kind {
+                Kind::Int64 => {
+                    let mut b = Int64Builder::with_capacity(read);
+                    for v in values {
+                        match v.is_empty() {
+                            true => b.append_null(),
+                            false => b.append_value(plain_int(v)?),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                Kind::Float64 => {
+                    let mut b = Float64Builder::with_capacity(read);
+                    for v in values {
+                        match v.is_empty() {
+                            true => b.append_null(),
+                            false => b.append_value(plain_float(v)?),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                Kind::Utf8 => {
+                    let bytes = next.saturating_sub(at) / fields;
+                    let mut b = StringBuilder::with_capacity(read, bytes);
+                    for v in values {
+                        match v.is_empty() {
+                            true => b.append_null(),
+                            false => b.append_value(v),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+            };
+            columns[*slot] = Some(array);
         }
         let columns = columns.into_iter().collect::<Option<Vec<_>>>()?;
-        RecordBatch::try_new(Arc::clone(&self.projection), columns).ok()
+        let batch = RecordBatch::try_new(Arc::clone(&self.projection), columns);
+        Some((batch.ok()?, next))
+    }
+}
+
+/// The places of the delimiter and of newlines in `data`, found eight bytes at a time: a
+/// record of a few short fields has a separator every few bytes, too close together for a
+/// search that starts over at each.
+struct Separators<'a> {
+    data: &'a [u8],
+    /// The start of the word `mask` marks.
+    word: usize,
+    /// One high bit per separator byte of the word, not yet handed out.
+    mask: u64,
+    delimiters: u64,
+}
+
+const LOW_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+const NEWLINES: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+
+impl<'a> Separators<'a> {
+    /// Separators of `data` from byte `at` on.
+    fn new(data: &'a [u8], at: usize, delimiter: u8) -> Self {
+        let delimiters = u64::from_ne_bytes([delimiter; 8]);
+        let mut separators = Separators {
+            data,
+            word: at,
+            mask: 0,
+            delimiters,
+        };
+        separators.mask = separators.mask_at(at);
+        separators
     }
 
-    /// Appends one record's decoded fields; None when it is not plain.
-    fn record(
-        &self,
-        line: &str,
-        order: &[Option<usize>],
-        builders: &mut [(usize, Builder)],
-    ) -> Option<()> {
-        // Fields are a few bytes long: a plain scan finds their ends faster than a search.
-        let bytes = line.as_bytes();
-        let mut start = 0;
-        for slot in order {
-            if start > bytes.len() {
+    /// The separators of the (up to) eight bytes from `at`.
+    fn mask_at(&self, at: usize) -> u64 {
+        let Some(bytes) = self.data.get(at..at + 8) else {
+            let tail = self.data.get(at..).unwrap_or_default();
+            return tail
+                .iter()
+                .enumerate()
+                .filter(|(_, &b)| b == b'\n' || u64::from(b) == self.delimiters & 0xff)
+                .fold(0, |m, (i, _)| m | 0x80 << (8 * i));
+        };
+        let mut word = [0u8; 8];
+        word.copy_from_slice(bytes);
+        let word = u64::from_le_bytes(word);
+        zero_bytes(word ^ self.delimiters) | zero_bytes(word ^ NEWLINES)
+    }
+}
+
+impl Iterator for Separators<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        while self.mask == 0 {
+            self.word += 8;
+            if self.word >= self.data.len() {
                 return None;
             }
-            let end = bytes[start..]
-                .iter()
-                .position(|&b| b == self.delimiter)
-                .map_or(bytes.len(), |i| start + i);
-            let field = &line[start..end];
-            start = end + 1;
-            let Some(b) = slot else { continue };
-            // arrow-csv reads an empty field as NULL, whatever the type.
-            match &mut builders[*b].1 {
-                Builder::Int64(b) if field.is_empty() => b.append_null(),
-                Builder::Int64(b) => b.append_value(plain_int(field)?),
-                Builder::Float64(b) if field.is_empty() => b.append_null(),
-                Builder::Float64(b) => b.append_value(plain_float(field)?),
-                Builder::Utf8(b) if field.is_empty() => b.append_null(),
-                Builder::Utf8(b) => b.append_value(field),
-            }
+            self.mask = self.mask_at(self.word);
         }
-        // A delimiter after the last field: the record has more fields than the file.
-        (start > bytes.len()).then_some(())
+        let at = self.word + (self.mask.trailing_zeros() / 8) as usize;
+        self.mask &= self.mask - 1;
+        Some(at)
     }
+}
+
+/// The high bit of each zero byte of `word`, exactly (no borrow runs into the next byte).
+fn zero_bytes(word: u64) -> u64 {
+    !(((word & LOW_BITS) + LOW_BITS) | word | LOW_BITS)
+}
+
+/// True when `data` has no quote and no carriage return, the bytes the plain path leaves to
+/// arrow-csv.
+pub(super) fn plain_bytes(data: &[u8]) -> bool {
+    memchr2(b'"', b'\r', data).is_none()
 }
 
 /// `-?[0-9]{1,18}`: an integer no BIGINT overflows on.
 fn plain_int(field: &str) -> Option<i64> {
-    let (negative, digits) = match field.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, field),
+    // Bytes, not str patterns: a char pattern costs a call per field.
+    let (negative, digits) = match field.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        all => (false, all),
     };
     if digits.is_empty() || digits.len() > 18 {
         return None;
     }
     let mut value: i64 = 0;
-    for b in digits.bytes() {
-        if !b.is_ascii_digit() {
+    for &b in digits {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
             return None;
         }
-        value = value * 10 + i64::from(b - b'0');
+        value = value * 10 + i64::from(digit);
     }
     Some(if negative { -value } else { value })
 }
 
 /// `-?[0-9]+(\.[0-9]+)?`, parsed with correct rounding as arrow-csv's parser does.
 fn plain_float(field: &str) -> Option<f64> {
-    let digits = field.strip_prefix('-').unwrap_or(field);
-    let (whole, fraction) = match digits.split_once('.') {
-        Some((w, f)) => (w, Some(f)),
-        None => (digits, None),
+    let (negative, digits) = match field.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        all => (false, all),
     };
-    let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !plain(whole) || fraction.is_some_and(|f| !plain(f)) {
+    // The digits as one integer (exact while there are at most 15 of them), and how many
+    // follow the point.
+    let mut mantissa: u64 = 0;
+    let mut whole = 0;
+    let mut fraction: Option<usize> = None;
+    for &b in digits {
+        let digit = b.wrapping_sub(b'0');
+        if digit <= 9 {
+            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(digit));
+            match &mut fraction {
+                Some(n) => *n += 1,
+                None => whole += 1,
+            }
+        } else if b == b'.' && fraction.is_none() {
+            fraction = Some(0);
+        } else {
+            return None;
+        }
+    }
+    if whole == 0 || fraction == Some(0) {
         return None;
+    }
+    let fraction = fraction.unwrap_or(0);
+    // Clinger's fast path: a mantissa below 2^53 and a power of ten up to 10^22 are both
+    // exact doubles, so one correctly rounded division is the correctly rounded value.
+    if whole + fraction <= 15 && fraction < POWERS_OF_TEN.len() {
+        let value = mantissa as f64 / POWERS_OF_TEN[fraction];
+        return Some(if negative { -value } else { value });
     }
     field.parse().ok()
 }
+
+/// 10^0 ..= 10^22, each exact as a double.
+const POWERS_OF_TEN: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
 
 #[cfg(test)]
 mod tests {
@@ -262,11 +386,53 @@ mod tests {
                 data.extend_from_slice(r.join(",").as_bytes());
                 data.push(b'\n');
             }
-            if let Some(batch) = plain.decode(&data, records.len()) {
+            let ends: Vec<usize> = data
+                .iter()
+                .enumerate()
+                .filter(|(_, &b)| b == b'\n')
+                .map(|(i, _)| i + 1)
+                .collect();
+            let batch = plain_bytes(&data).then(|| plain.decode(&data, &ends)).flatten();
+            if let Some(batch) = batch {
                 let reference = arrow_csv(&schema, &[0, 1, 3], &data);
                 prop_assert_eq!(Some(batch), reference);
             }
         }
+    }
+
+    proptest! {
+        /// The fast path's division rounds as the full parser does, on both sides of its
+        /// 15-digit bound.
+        #[test]
+        fn plain_floats_are_the_correctly_rounded_value(
+            text in "-?[0-9]{1,12}(\\.[0-9]{1,12})?"
+        ) {
+            let want: f64 = text.parse().expect("a float");
+            let got = plain_float(&text).expect("plain");
+            prop_assert_eq!(got.to_bits(), want.to_bits());
+        }
+    }
+
+    #[test]
+    fn a_block_is_read_in_batches_of_the_batch_size() {
+        let schema = schema();
+        let projection = Arc::new(schema.project(&[0, 3]).expect("projection"));
+        let plain = PlainCsv::new(&schema, &projection, b',').expect("plain layout");
+        let data = b"a,1,x,1\nb,2,y,2\nc,3,z,3\nd,4,w,4\ne,5,v,5\n";
+        let batches = plain.decode_block(data, 2).expect("plain");
+        let rows: Vec<usize> = batches.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(rows, [2, 2, 1]);
+        let whole = arrow::compute::concat_batches(&projection, &batches).expect("concat");
+        assert_eq!(Some(whole), arrow_csv(&schema, &[0, 3], data));
+        // A blank line is no record: the general path, which skips it, reads this block.
+        assert!(plain.decode_block(b"a,1,x,1\n\nb,2,y,2\n", 2).is_none());
+        let one = Schema::new(vec![Field::new("s", DataType::Utf8, true)]);
+        let plain = PlainCsv::new(&one, &Arc::new(one.clone()), b',').expect("plain layout");
+        assert!(plain.decode_block(b"a\n  \nb\n", 8).is_none());
+        assert_eq!(
+            plain.decode_block(b"a\nb\n", 8).expect("plain")[0].num_rows(),
+            2
+        );
     }
 
     #[test]
@@ -275,10 +441,11 @@ mod tests {
         let projection = Arc::new(schema.project(&[0, 1, 3]).expect("projection"));
         let plain = PlainCsv::new(&schema, &projection, b',').expect("plain layout");
         let data = b"a,1.25,x,-7\n,,,\nb c,3,y,123456789012345678\n";
-        let batch = plain.decode(data, 3).expect("plain");
+        let batch = plain.decode(data, &[12, 16, 44]).expect("plain");
         assert_eq!(Some(batch), arrow_csv(&schema, &[0, 1, 3], data));
-        assert!(plain.decode(b"a,1e5,x,1\n", 1).is_none());
-        assert!(plain.decode(b"a,1,x\n", 1).is_none());
-        assert!(plain.decode(b"a,1,x,1\r\n", 1).is_none());
+        assert!(plain.decode(b"a,1e5,x,1\n", &[10]).is_none());
+        assert!(plain.decode(b"a,1,x\n", &[6]).is_none());
+        assert!(!plain_bytes(b"a,1,x,1\r\n"));
+        assert!(!plain_bytes(b"a,\"1\",x,1\n"));
     }
 }

@@ -369,13 +369,7 @@ impl KafkaSink {
         }
         let mut payload = std::mem::take(&mut self.payload);
         payload.clear();
-        {
-            let mut writer = arrow::json::WriterBuilder::new()
-                .with_explicit_nulls(true)
-                .build::<_, arrow::json::writer::LineDelimited>(&mut payload);
-            writer.write(batch)?;
-            writer.finish()?;
-        }
+        crate::connectors::json_lines::encode(batch, &mut payload)?;
         let mut start = 0;
         let mut row = 0;
         for (i, byte) in payload.iter().enumerate() {

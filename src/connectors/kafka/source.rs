@@ -19,7 +19,7 @@ use super::config::{
     client_config, topic_of, KafkaDefaults, BOOTSTRAP_SERVERS, PARTITIONS, TOPIC, TOPIC_NAME,
 };
 use crate::connectors::avro::{AvroDecoder, AvroFormat, FRAMING, SCHEMA_FILE};
-use crate::connectors::decode::{decode_json, decode_with_fallback};
+use crate::connectors::decode::{decode_in_runs, decode_json};
 use crate::connectors::{check_key_fields, BadRecord};
 use crate::error::{Result, VeloError};
 use crate::exec::event_time::{to_epoch_millis, EventTimeFormat};
@@ -53,6 +53,8 @@ pub struct KafkaSourceConfig {
     /// Where payloads that do not decode are sent, when set.
     pub dlq_topic: Option<String>,
     pub batch_size: usize,
+    /// Threads that decode a polled batch at once (`'<src>.decode.threads'`).
+    pub decode_threads: usize,
     /// How often done offsets are committed (`'<src>.commit.interval'`, default 1s).
     pub commit_interval: Duration,
     /// The columns the message key is made of (`'<src>.key.field'`): the producer's
@@ -74,6 +76,14 @@ pub const BATCH_SIZE: KeySpec = KeySpec {
     kind: KeyKind::Integer { min: 1 },
     default: KeyDefault::Value("8192"),
     doc: "Messages per batch at most; watermarks advance once per batch.",
+};
+/// `'<src>.decode.threads'`.
+pub const DECODE_THREADS: KeySpec = KeySpec {
+    name: "decode.threads",
+    kind: KeyKind::Integer { min: 1 },
+    default: KeyDefault::Note("one per core"),
+    doc: "Threads that decode a polled batch at once, each a run of its messages (of at least \
+          1024); the runs are joined back in poll order, so the output is the same for any count.",
 };
 /// `'<src>.key.field'`.
 pub const KEY_FIELD: KeySpec = KeySpec {
@@ -153,6 +163,7 @@ pub const KAFKA_SOURCE: Connector = Connector {
         WATERMARK_MAX_OUT_OF_ORDERNESS,
         WATERMARK_IDLE_TIMEOUT,
         BATCH_SIZE,
+        DECODE_THREADS,
         KEY_FIELD,
         COMMIT_INTERVAL,
         FETCH_QUEUE_BACKOFF_MS,
@@ -214,6 +225,9 @@ impl KafkaSourceConfig {
             event_time_format: EventTimeFormat::parse(keys.text(&EVENT_TIME_FORMAT).as_deref()),
             dlq_topic: keys.text(&DLQ_TOPIC),
             batch_size: keys.count(&BATCH_SIZE)?.unwrap_or(DEFAULT_BATCH_SIZE),
+            decode_threads: keys
+                .count(&DECODE_THREADS)?
+                .unwrap_or_else(crate::partition::cores),
             commit_interval: Duration::from_millis(commit_ms.max(0) as u64),
         })
     }
@@ -246,6 +260,17 @@ pub struct AssignmentChange {
     pub revoked: Vec<i32>,
 }
 
+/// The fewest messages a decode thread takes from a batch: fewer cost more to hand over than
+/// they take to decode.
+const MIN_DECODE_RUN: usize = 1024;
+
+/// Decodes one run of a batch's payloads.
+enum PayloadDecoder {
+    Json,
+    /// Avro, with a decoder of its own (it holds partial rows while decoding).
+    Avro(Box<AvroDecoder>),
+}
+
 /// One message's metadata, kept while its payload waits in the decode buffer.
 struct Meta {
     partition: i32,
@@ -263,8 +288,8 @@ pub struct KafkaSource {
     dlq: Option<ThreadedProducer<DefaultProducerContext>>,
     /// Payload columns the query reads (plus the event-time field).
     projection: SchemaRef,
-    /// Decodes Avro payloads into `projection`; None for JSON.
-    avro: Option<AvroDecoder>,
+    /// One per decode thread, each decoding its run of a batch into `projection`.
+    decoders: Vec<PayloadDecoder>,
     /// System columns the query reads, appended after the payload columns.
     system_columns: Vec<String>,
     buffer: Vec<u8>,
@@ -315,20 +340,22 @@ impl KafkaSource {
             None => None,
         };
         let projection = Arc::clone(&config.schema);
-        let avro = match &config.avro {
-            Some(format) => Some(AvroDecoder::new(
-                format,
-                Arc::clone(&projection),
-                config.batch_size,
-            )?),
-            None => None,
-        };
+        let decoders = (0..config.decode_threads.max(1))
+            .map(|_| match &config.avro {
+                Some(format) => Ok(PayloadDecoder::Avro(Box::new(AvroDecoder::new(
+                    format,
+                    Arc::clone(&projection),
+                    config.batch_size,
+                )?))),
+                None => Ok(PayloadDecoder::Json),
+            })
+            .collect::<Result<_>>()?;
         Ok(KafkaSource {
             config,
             consumer: Arc::new(consumer),
             dlq,
             projection,
-            avro,
+            decoders,
             system_columns: SYSTEM_COLUMNS.iter().map(|(n, _)| n.to_string()).collect(),
             buffer: Vec::new(),
             ends: Vec::new(),
@@ -511,8 +538,10 @@ impl KafkaSource {
             }
         }
         self.projection = Arc::new(Schema::new(fields));
-        if let Some(decoder) = &mut self.avro {
-            decoder.set_target(Arc::clone(&self.projection));
+        for decoder in &mut self.decoders {
+            if let PayloadDecoder::Avro(avro) = decoder {
+                avro.set_target(Arc::clone(&self.projection));
+            }
         }
         self.system_columns = SYSTEM_COLUMNS
             .iter()
@@ -562,13 +591,14 @@ impl KafkaSource {
                 tombstones.push((self.metas.len(), key));
             }
             let headers = self.wants_headers.then(|| headers_json(&message));
+            let json = !self.is_avro();
             push_message(
                 &mut self.buffer,
                 &mut self.ends,
                 &mut self.metas,
                 &message,
                 headers,
-                self.avro.is_none(),
+                json,
             );
         }
         if next_offsets.is_empty() {
@@ -623,21 +653,24 @@ impl KafkaSource {
         Ok(())
     }
 
-    /// Decodes the buffered payloads in one go; if that fails, one by one to find the bad ones.
+    /// Decodes the buffered payloads, in runs on the decode threads at once; a run that fails
+    /// is decoded one by one to find the bad ones.
     fn decode(&mut self) -> Result<(RecordBatch, Vec<usize>, Vec<BadRecord>)> {
         let projection = &self.projection;
-        let avro = &mut self.avro;
-        let decoded = decode_with_fallback(
+        let not_one_record = match self.is_avro() {
+            true => "not one Avro record",
+            false => "not a JSON object",
+        };
+        let decoded = decode_in_runs(
             projection,
             &self.buffer,
             &self.ends,
-            match avro {
-                Some(_) => "not one Avro record",
-                None => "not a JSON object",
-            },
-            |data, ends| match avro {
-                Some(decoder) => decoder.decode(data, ends),
-                None => decode_json(projection, data, ends.len()),
+            not_one_record,
+            &mut self.decoders,
+            MIN_DECODE_RUN,
+            |decoder, data, ends| match decoder {
+                PayloadDecoder::Avro(avro) => avro.decode(data, ends),
+                PayloadDecoder::Json => decode_json(projection, data, ends.len()),
             },
         )?;
         let mut bad = Vec::with_capacity(decoded.failed.len());
@@ -672,12 +705,12 @@ impl KafkaSource {
             "reason": reason,
         });
         // A binary (Avro) payload travels as base64, so not one byte of it is lost.
-        let (field, text) = match self.avro {
-            Some(_) => (
+        let (field, text) = match self.is_avro() {
+            true => (
                 "payload_base64",
                 base64::engine::general_purpose::STANDARD.encode(payload),
             ),
-            None => (
+            false => (
                 "payload",
                 String::from_utf8_lossy(payload).trim_end().to_string(),
             ),
@@ -713,6 +746,10 @@ impl KafkaSource {
         producer
             .flush(Duration::from_secs(30))
             .map_err(|e| kafka_error(&format!("flushing dead-letter topic '{topic}'"), e))
+    }
+
+    fn is_avro(&self) -> bool {
+        matches!(self.decoders.first(), Some(PayloadDecoder::Avro(_)))
     }
 
     fn add_system_columns(&self, batch: RecordBatch, kept: &[usize]) -> Result<RecordBatch> {
