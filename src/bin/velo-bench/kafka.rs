@@ -123,7 +123,12 @@ pub const KAFKA_JOBS: &[(&str, &str)] = &[
 /// (the clock runs from the job's start, group join included, until it is done: for `filter`,
 /// every input offset committed, so every output acknowledged; for `tumbling`, every window
 /// in the output topic). Up to 200,000 rows: the mock stalls consumers of a larger backlog.
-pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) -> BenchResult<()> {
+pub fn measure(
+    job: &str,
+    (rows, keys, seed): (u64, u64, u64),
+    partitions: usize,
+    decode_threads: Option<usize>,
+) -> BenchResult<()> {
     let sql = KAFKA_JOBS
         .iter()
         .find(|(name, _)| *name == job)
@@ -182,11 +187,14 @@ pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) ->
     let bare_seconds = first_read.map_or(0.0, |t| t.elapsed().as_secs_f64());
     drop(bare);
 
+    let threads = decode_threads
+        .map(|n| format!(", 'trades.decode.threads' = '{n}'"))
+        .unwrap_or_default();
     let app = format!(
         "CREATE STREAM trades (symbol VARCHAR, price DOUBLE, quantity BIGINT, ts BIGINT) \
          WITH ('trades.type' = 'kafka_source', 'trades.topic.name' = 'trades', \
          'trades.group.id' = 'bench', 'trades.commit.interval' = '100ms', \
-         'trades.event.time.field' = 'ts', 'trades.watermark.max_out_of_orderness' = '2s');\n{sql}"
+         'trades.event.time.field' = 'ts', 'trades.watermark.max_out_of_orderness' = '2s'{threads});\n{sql}"
     );
     let stop = Arc::new(AtomicBool::new(false));
     let options = AppOptions {
@@ -228,7 +236,8 @@ pub fn measure(job: &str, rows: u64, keys: u64, seed: u64, partitions: usize) ->
         .sum::<u64>();
     let rate = |n: u64, s: f64| n as f64 / s.max(f64::EPSILON);
     println!(
-        "kafka {job} ({trades} JSON trades on {INPUT_PARTITIONS} partitions; {partitions} job partitions)"
+        "kafka {job} ({trades} JSON trades on {INPUT_PARTITIONS} partitions; {partitions} job partitions; decode threads: {})",
+        decode_threads.map_or("one per core".to_string(), |n| n.to_string())
     );
     println!(
         "  producer fills the topic:   {:>9.0} records/s ({produce_seconds:.2}s)",

@@ -160,6 +160,9 @@ enum Command {
         /// Partition workers of the job.
         #[arg(long, default_value_t = 1)]
         partitions: usize,
+        /// The source's `decode.threads` (default: its own, one per core).
+        #[arg(long)]
+        decode_threads: Option<usize>,
         #[command(flatten)]
         workload: WorkloadArgs,
     },
@@ -421,13 +424,13 @@ fn dispatch(args: Args) -> BenchResult<()> {
         Command::Kafka {
             job,
             partitions,
+            decode_threads,
             workload,
         } => kafka::measure(
             &job,
-            workload.rows,
-            workload.keys,
-            workload.seed,
+            (workload.rows, workload.keys, workload.seed),
             partitions,
+            decode_threads,
         ),
         Command::Run {
             scenarios,
