@@ -35,7 +35,8 @@ impl PlainCsv {
     /// is one it reads.
     pub(super) fn new(schema: &Schema, projection: &SchemaRef, delimiter: u8) -> Option<Self> {
         let special = [b'"', b'\n', b'\r'];
-        if special.contains(&delimiter) || schema.fields().is_empty() {
+        // A delimiter beyond ASCII could be the middle of a character.
+        if special.contains(&delimiter) || !delimiter.is_ascii() || schema.fields().is_empty() {
             return None;
         }
         let mut columns = Vec::with_capacity(schema.fields().len());
@@ -108,7 +109,7 @@ impl PlainCsv {
             column += 1;
             if column == fields {
                 column = 0;
-                if ends.len() == rows * fields {
+                if ends.len() == rows.saturating_mul(fields) {
                     break;
                 }
             }

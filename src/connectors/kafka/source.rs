@@ -340,7 +340,12 @@ impl KafkaSource {
             None => None,
         };
         let projection = Arc::clone(&config.schema);
-        let decoders = (0..config.decode_threads.max(1))
+        // More decoders than a batch has runs would never decode anything.
+        let threads = config
+            .decode_threads
+            .min(config.batch_size / MIN_DECODE_RUN)
+            .max(1);
+        let decoders = (0..threads)
             .map(|_| match &config.avro {
                 Some(format) => Ok(PayloadDecoder::Avro(Box::new(AvroDecoder::new(
                     format,
