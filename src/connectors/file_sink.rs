@@ -56,6 +56,14 @@ impl RowEncoder for CsvLines {
     }
 }
 
+/// How a file sink encodes rows: CSV lines (the header apart) or JSON lines.
+pub fn row_encoder(csv: bool, delimiter: u8) -> Arc<dyn RowEncoder> {
+    match csv {
+        true => Arc::new(CsvLines { delimiter }),
+        false => Arc::new(JsonLines),
+    }
+}
+
 /// JSON lines on standard output.
 pub struct StdoutSink {
     out: BufWriter<std::io::Stdout>,
@@ -129,10 +137,7 @@ impl FileSink {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(1 << 20, file),
             csv: csv.then_some(delimiter),
-            encoder: match csv {
-                true => Arc::new(CsvLines { delimiter }),
-                false => Arc::new(JsonLines),
-            },
+            encoder: row_encoder(csv, delimiter),
             wrote_header: false,
             scratch: Vec::new(),
         })

@@ -7,12 +7,14 @@
 //! visible parts in name order see every result row exactly once.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 
-use super::file_sink::FileSink;
+use super::file_sink::{row_encoder, FileSink};
 use super::sink::Sink;
 use crate::error::{Result, VeloError};
+use crate::partition::RowEncoder;
 
 /// A directory of part files, each made visible when its checkpoint completes.
 pub struct PartFileSink {
@@ -86,15 +88,31 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| VeloError::io(format!("syncing {}", dir.display()), e))
 }
 
-impl Sink for PartFileSink {
-    fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+impl PartFileSink {
+    /// The part being written.
+    fn current(&mut self) -> Result<&mut FileSink> {
         match self.current.as_mut() {
-            Some((_, file)) => file.write_batch(batch),
+            Some((_, file)) => Ok(file),
             None => Err(VeloError::Execution(format!(
                 "the exactly-once sink {} was written before its first epoch began",
                 self.dir.display()
             ))),
         }
+    }
+}
+
+impl Sink for PartFileSink {
+    fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.current()?.write_batch(batch)
+    }
+
+    /// Every part is encoded as a file sink encodes its file, so the workers may do it.
+    fn encoder(&self) -> Option<Arc<dyn RowEncoder>> {
+        Some(row_encoder(self.csv, self.delimiter))
+    }
+
+    fn write_encoded(&mut self, batch: &RecordBatch, bytes: &[u8]) -> Result<()> {
+        self.current()?.write_encoded(batch, bytes)
     }
 
     /// Writes the current part's rows through to disk; it stays hidden until its commit.
@@ -218,6 +236,30 @@ mod tests {
                     "part-0000000003.jsonl".to_string(),
                     "{\"v\":3}\n{\"v\":4}\n".to_string()
                 ),
+            ]
+        );
+    }
+
+    #[test]
+    fn rows_encoded_by_the_workers_give_each_csv_part_its_own_header() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut sink = PartFileSink::create(dir.path(), true, b',').expect("sink");
+        let encoder = sink.encoder().expect("an encoder");
+        sink.begin_epochs(None, 1).expect("begin");
+        let write = |sink: &mut PartFileSink, values: &[i64]| {
+            let mut bytes = Vec::new();
+            encoder.encode(&rows(values), &mut bytes).expect("encode");
+            sink.write_encoded(&rows(values), &bytes).expect("write");
+        };
+        write(&mut sink, &[1, 2]);
+        sink.commit_epoch(1).expect("commit");
+        write(&mut sink, &[3]);
+        sink.commit_epoch(2).expect("commit");
+        assert_eq!(
+            visible(dir.path()),
+            vec![
+                ("part-0000000001.csv".to_string(), "v\n1\n2\n".to_string()),
+                ("part-0000000002.csv".to_string(), "v\n3\n".to_string()),
             ]
         );
     }
