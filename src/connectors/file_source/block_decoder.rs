@@ -92,13 +92,12 @@ impl BlockDecoder {
     /// Decodes the block's records (`quoted`: newlines inside quotes do not end one); true
     /// beside the batches when a record of several lines failed.
     fn decode_records(&self, block: &Block, quoted: bool) -> Result<(Vec<SourceBatch>, bool)> {
-        // One scan says whether the block may take the plain path, and skips the quote
-        // tracking of a CSV block without quotes.
-        let plain = plain_bytes(&block.data);
+        // Whether the plain CSV path may read the block, or its chunks: one scan per block.
+        let plain = self.plain.is_some() && plain_bytes(&block.data);
         if let Some(batches) = self.decode_plain_block(block, plain)? {
             return Ok((batches, false));
         }
-        let records = split_records(&block.data, quoted && !plain, block.first_line);
+        let records = split_records(&block.data, quoted, block.first_line);
         let mut out = Vec::with_capacity(records.ends.len() / self.batch_size.max(1) + 1);
         let mut split_quote = false;
         let mut scratch = Vec::new();
@@ -180,7 +179,7 @@ impl BlockDecoder {
     ) -> Result<(RecordBatch, Vec<BadRecord>)> {
         let decoded =
             decode_with_fallback(&self.projection, data, ends, "not a record", |d, e| {
-                self.decode_bytes(d, e, plain)
+                self.decode_bytes(d, e.len(), plain)
             })?;
         let bad = decoded
             .failed
@@ -207,20 +206,19 @@ impl BlockDecoder {
         Ok((batch, bad))
     }
 
-    /// Decodes newline-separated records (record `i` ends at `ends[i]`) into one batch;
-    /// `plain`: `data` has [`plain_bytes`].
+    /// Decodes newline-separated records (`rows` of them) into one batch; `plain`: `data` has
+    /// [`plain_bytes`].
     fn decode_bytes(
         &self,
         data: &[u8],
-        ends: &[usize],
+        rows: usize,
         plain: bool,
     ) -> std::result::Result<RecordBatch, String> {
-        let rows = ends.len();
         let FileFormat::Csv { delimiter, .. } = &self.format else {
             return decode_json(&self.projection, data, rows);
         };
         let fast = self.plain.as_ref().filter(|_| plain);
-        if let Some(batch) = fast.and_then(|p| p.decode(data, ends)) {
+        if let Some(batch) = fast.and_then(|p| p.decode(data, rows)) {
             return Ok(batch);
         }
         let projection: Vec<usize> = self
