@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Builder, Int64Builder, StringBuilder};
-use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::array::{ArrayRef, PrimitiveBuilder, StringBuilder};
+use arrow::datatypes::{ArrowPrimitiveType, DataType, Float64Type, Int64Type, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use memchr::memchr2;
 
@@ -136,26 +136,8 @@ impl PlainCsv {
             let values = (f..ends.len()).step_by(fields).map(field);
             // arrow-csv reads an empty field as NULL, whatever the type.
             let array: ArrayRef = match kind {
-                Kind::Int64 => {
-                    let mut b = Int64Builder::with_capacity(read);
-                    for v in values {
-                        match v.is_empty() {
-                            true => b.append_null(),
-                            false => b.append_value(plain_int(v)?),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
-                Kind::Float64 => {
-                    let mut b = Float64Builder::with_capacity(read);
-                    for v in values {
-                        match v.is_empty() {
-                            true => b.append_null(),
-                            false => b.append_value(plain_float(v)?),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
+                Kind::Int64 => primitive_column::<Int64Type>(values, read, plain_int)?,
+                Kind::Float64 => primitive_column::<Float64Type>(values, read, plain_float)?,
                 Kind::Utf8 => {
                     let bytes = next.saturating_sub(at) / fields;
                     let mut b = StringBuilder::with_capacity(read, bytes);
@@ -174,6 +156,23 @@ impl PlainCsv {
         let batch = RecordBatch::try_new(Arc::clone(&self.projection), columns);
         Some((batch.ok()?, next))
     }
+}
+
+/// A column of `rows` numbers parsed by `parse` (an empty field is NULL); None when one is
+/// not plain.
+fn primitive_column<'a, T: ArrowPrimitiveType>(
+    values: impl Iterator<Item = &'a str>,
+    rows: usize,
+    parse: fn(&str) -> Option<T::Native>,
+) -> Option<ArrayRef> {
+    let mut b = PrimitiveBuilder::<T>::with_capacity(rows);
+    for v in values {
+        match v.is_empty() {
+            true => b.append_null(),
+            false => b.append_value(parse(v)?),
+        }
+    }
+    Some(Arc::new(b.finish()))
 }
 
 /// The places of the delimiter and of newlines in `data`, found eight bytes at a time: a
