@@ -163,7 +163,7 @@ impl PlainCsv {
 fn primitive_column<'a, T: ArrowPrimitiveType>(
     values: impl Iterator<Item = &'a str>,
     rows: usize,
-    parse: fn(&str) -> Option<T::Native>,
+    parse: impl Fn(&str) -> Option<T::Native>,
 ) -> Option<ArrayRef> {
     let mut b = PrimitiveBuilder::<T>::with_capacity(rows);
     for v in values {
