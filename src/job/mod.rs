@@ -509,10 +509,6 @@ fn run_job(
     let dead_letter = Mutex::new(dead_letter);
     // Every table is whole before the first stream record is read.
     partitions.tables = load_tables(&plan, &job.tables, outputs, &mut summary, &dead_letter)?;
-    if durable.is_some() {
-        // Restored state is split by key hash, whichever source partitions fed it.
-        partitions.source_key.clear();
-    }
     let mut declared = std::mem::take(&mut job.metrics);
     let collectors = metrics.declare(declared.iter().map(DeclaredMetric::collector).collect());
     for (metric, collector) in declared.iter_mut().zip(collectors) {

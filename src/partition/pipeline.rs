@@ -219,7 +219,13 @@ where
         Routing::Single(reason) if options.partitions > 1 => Some(*reason),
         _ => None,
     };
-    let router = PartitionRouter::new(routing, options.partitions, &options.source_key);
+    // A restore places each key in the worker its hash names, not where its source partition
+    // went: a restored run routes by hash, or a key's rows would reach two workers.
+    let source_key: &[String] = match options.restore {
+        Some(_) => &[],
+        None => &options.source_key,
+    };
+    let router = PartitionRouter::new(routing, options.partitions, source_key);
     let direct = router.is_direct();
     let n = router.partitions();
     let depth = options.queue_depth.max(1);
