@@ -343,6 +343,35 @@ pub fn server_log(dir: &std::path::Path, instance: &str) -> String {
     std::fs::read_to_string(dir.join(format!("{instance}.log"))).unwrap_or_default()
 }
 
+/// `log` made short enough for a failure message to hold it whole: no colour codes, no
+/// targets, and a job's sink description left out.
+pub fn compact_log(log: &str) -> String {
+    let mut out = String::with_capacity(log.len() / 2);
+    for line in log.lines() {
+        let mut plain = String::with_capacity(line.len());
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // An escape sequence ends with its first letter.
+                for e in chars.by_ref() {
+                    if e.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                plain.push(c);
+            }
+        }
+        let plain = match (plain.find(" sink=Some("), plain.rfind(") partitions=")) {
+            (Some(a), Some(b)) if a < b => format!("{}{}", &plain[..a], &plain[b + 1..]),
+            _ => plain,
+        };
+        out.push_str(&plain.replace("velostream::", ""));
+        out.push('\n');
+    }
+    out
+}
+
 /// A one-broker mock cluster with `topics` (name, partitions).
 pub fn mock(topics: &[(&str, i32)]) -> MockKafka {
     let mock = MockKafka::start(1).expect("mock cluster");

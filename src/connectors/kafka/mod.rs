@@ -5,6 +5,7 @@ pub mod config;
 pub mod mock;
 pub mod sink;
 pub mod source;
+pub mod start_positions;
 pub mod table;
 pub mod transactions;
 

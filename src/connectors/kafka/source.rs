@@ -18,6 +18,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use super::config::{
     client_config, topic_of, KafkaDefaults, BOOTSTRAP_SERVERS, PARTITIONS, TOPIC, TOPIC_NAME,
 };
+use super::start_positions::{Admit, StartPositions};
 use crate::connectors::avro::{AvroDecoder, AvroFormat, FRAMING, SCHEMA_FILE};
 use crate::connectors::decode::{decode_in_runs, decode_json};
 use crate::connectors::{check_key_fields, BadRecord};
@@ -299,9 +300,9 @@ pub struct KafkaSource {
     assigned: Vec<i32>,
     /// The query reads `_headers`.
     wants_headers: bool,
-    /// Checkpoint positions not applied yet: a partition's records are dropped until its
-    /// seek takes (a seek fails until the partition is assigned and fetching).
-    start_at: BTreeMap<i32, i64>,
+    /// A checkpoint's positions: each record before its partition's is dropped (a seek
+    /// fails until the partition is assigned and fetching, and may not hold).
+    start_at: StartPositions,
     /// Reading a table: the tombstones of the batch being read, with the message count before
     /// each (None: a stream, whose tombstones carry no record).
     pub(super) tombstones: Option<Vec<(usize, Option<String>)>>,
@@ -367,7 +368,7 @@ impl KafkaSource {
             metas: Vec::new(),
             assigned: Vec::new(),
             wants_headers: true,
-            start_at: BTreeMap::new(),
+            start_at: StartPositions::default(),
             tombstones: None,
         })
     }
@@ -436,10 +437,10 @@ impl KafkaSource {
     }
 
     /// Reads each partition that `positions` names from that next offset (a checkpoint's)
-    /// instead of the group's committed one, once it is assigned; until then its records are
-    /// dropped.
+    /// instead of the group's committed one, once it is assigned; until then, and whenever
+    /// the consumer hands out a record from before it, its records are dropped.
     pub fn start_at(&mut self, positions: BTreeMap<i32, i64>) {
-        self.start_at = positions;
+        self.start_at = StartPositions::new(positions);
     }
 
     /// Seeks the assigned partitions still waiting for their start position; a partition
@@ -457,20 +458,20 @@ impl KafkaSource {
             .map(|e| e.partition())
             .collect();
         let (consumer, topic) = (&self.consumer, &self.config.topic);
-        self.start_at.retain(|partition, offset| {
-            if !assigned.contains(partition) {
-                return true;
+        for (partition, offset) in self.start_at.seeks() {
+            if !assigned.contains(&partition) {
+                continue;
             }
             // A timeout makes the seek synchronous: once it returns, no record fetched
             // before it is handed out (a zero timeout would seek in the background).
-            match consumer.seek(topic, *partition, Offset::Offset(*offset), SEEK_TIMEOUT) {
-                Ok(()) => {
-                    tracing::info!(%topic, partition, offset, "reading from the checkpoint's offset");
-                    false
-                }
-                Err(_) => true,
+            if consumer
+                .seek(topic, partition, Offset::Offset(offset), SEEK_TIMEOUT)
+                .is_ok()
+            {
+                tracing::info!(%topic, partition, offset, "reading from the checkpoint's offset");
+                self.start_at.sought(partition);
             }
-        });
+        }
         Ok(())
     }
 
@@ -563,7 +564,7 @@ impl KafkaSource {
         self.ends.clear();
         self.metas.clear();
         let mut next_offsets = BTreeMap::new();
-        if !self.start_at.is_empty() {
+        if self.start_at.seeking() {
             self.apply_start_positions()?;
         }
         let deadline = Instant::now() + wait;
@@ -584,9 +585,19 @@ impl KafkaSource {
                 }
                 None => break,
             };
-            if self.start_at.contains_key(&message.partition()) {
-                // Read from the group's offset, before the checkpoint's took over.
-                continue;
+            match self.start_at.admit(message.partition(), message.offset()) {
+                Admit::Take => {}
+                Admit::Wait => continue,
+                Admit::Behind => {
+                    // Counted in the restored state already.
+                    tracing::warn!(
+                        topic = %self.config.topic,
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        "a record from before the checkpoint's offset after the seek: dropped, seeking again"
+                    );
+                    continue;
+                }
             }
             next_offsets.insert(message.partition(), message.offset() + 1);
             if let (Some(tombstones), None) = (&mut self.tombstones, message.payload()) {
