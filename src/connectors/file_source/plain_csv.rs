@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, PrimitiveBuilder, StringBuilder};
+use arrow::array::{ArrayRef, BooleanBufferBuilder, PrimitiveBuilder, StringArray};
+use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{ArrowPrimitiveType, DataType, Float64Type, Int64Type, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use memchr::memchr2;
@@ -118,12 +119,14 @@ impl PlainCsv {
         }
         let read = ends.len() / fields;
         let next = ends.last().map_or(at, |e| e + 1);
+        // Field `i`'s bytes: from the separator before it to its own.
+        let span = |i: usize| match i {
+            0 => (at, ends[0]),
+            _ => (ends[i - 1] + 1, ends[i]),
+        };
         let field = |i: usize| {
-            let start = match i {
-                0 => at,
-                _ => ends[i - 1] + 1,
-            };
-            &text[start..ends[i]]
+            let (start, end) = span(i);
+            &text[start..end]
         };
         if fields == 1 && (0..read).any(|i| field(i).bytes().all(|b| b.is_ascii_whitespace())) {
             return None;
@@ -138,17 +141,7 @@ impl PlainCsv {
             let array: ArrayRef = match kind {
                 Kind::Int64 => primitive_column::<Int64Type>(values, read, plain_int)?,
                 Kind::Float64 => primitive_column::<Float64Type>(values, read, plain_float)?,
-                Kind::Utf8 => {
-                    let bytes = next.saturating_sub(at) / fields;
-                    let mut b = StringBuilder::with_capacity(read, bytes);
-                    for v in values {
-                        match v.is_empty() {
-                            true => b.append_null(),
-                            false => b.append_value(v),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
+                Kind::Utf8 => string_column(text, (f..ends.len()).step_by(fields).map(span), read)?,
             };
             columns[*slot] = Some(array);
         }
@@ -174,6 +167,59 @@ fn primitive_column<'a, T: ArrowPrimitiveType>(
     }
     Some(Arc::new(b.finish()))
 }
+
+/// A column of `rows` strings, the `spans` of `text` (an empty one is NULL), copied into one
+/// buffer. A value of up to [`WIDE`] bytes is copied as a fixed [`WIDE`] bytes, running past
+/// its end into room kept for that: a call to `memcpy` per value costs more than the copy.
+fn string_column(
+    text: &str,
+    spans: impl Iterator<Item = (usize, usize)> + Clone,
+    rows: usize,
+) -> Option<ArrayRef> {
+    let data = text.as_bytes();
+    let bytes: usize = spans.clone().map(|(start, end)| end - start).sum();
+    let mut buffer = vec![0u8; bytes + WIDE];
+    let mut offsets: Vec<i32> = Vec::with_capacity(rows + 1);
+    offsets.push(0);
+    let mut nulls: Option<BooleanBufferBuilder> = None;
+    let mut at = 0;
+    for (row, (start, end)) in spans.enumerate() {
+        let value = text.get(start..end)?;
+        let len = value.len();
+        match (len <= WIDE)
+            .then(|| data.get(start..start + WIDE))
+            .flatten()
+        {
+            Some(wide) => buffer[at..at + WIDE].copy_from_slice(wide),
+            None => buffer[at..at + len].copy_from_slice(value.as_bytes()),
+        }
+        at += len;
+        offsets.push(i32::try_from(at).ok()?);
+        if len == 0 {
+            // arrow-csv reads an empty field as NULL.
+            nulls
+                .get_or_insert_with(|| {
+                    let mut n = BooleanBufferBuilder::new(rows);
+                    n.append_n(row, true);
+                    n
+                })
+                .append(false);
+        } else if let Some(n) = nulls.as_mut() {
+            n.append(true);
+        }
+    }
+    buffer.truncate(bytes);
+    let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+    let nulls = nulls.map(|mut n| NullBuffer::new(n.finish()));
+    // SAFETY: the buffer is the values back to back, each a `&str`, so it is UTF-8 and every
+    // offset falls between two of them (a char boundary); the offsets rise from 0 to its end.
+    Some(Arc::new(unsafe {
+        StringArray::new_unchecked(offsets, Buffer::from_vec(buffer), nulls)
+    }))
+}
+
+/// The bytes a short string value is copied in.
+const WIDE: usize = 16;
 
 /// The places of the delimiter and of newlines in `data`, found eight bytes at a time: a
 /// record of a few short fields has a separator every few bytes, too close together for a
@@ -350,6 +396,8 @@ mod tests {
         prop_oneof![
             3 => "-?[0-9]{1,3}(\\.[0-9]{1,4})?",
             2 => "[a-z ]{0,6}",
+            // Past the 16 bytes a short string is copied in, with two-byte characters.
+            1 => "[a-zé☃ ]{7,30}",
             1 => "-?[0-9]{17,20}",
             1 => prop_oneof![
                 Just("1e5".to_string()),
@@ -440,5 +488,21 @@ mod tests {
         assert!(plain.decode(b"a,1,x\n", 1).is_none());
         assert!(!plain_bytes(b"a,1,x,1\r\n"));
         assert!(!plain_bytes(b"a,\"1\",x,1\n"));
+    }
+
+    #[test]
+    fn strings_short_and_long_empty_and_wide_are_read_as_arrow_csv_reads_them() {
+        let schema = Schema::new(vec![
+            Field::new("i", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]);
+        let projection = Arc::new(schema.clone());
+        let plain = PlainCsv::new(&schema, &projection, b',').expect("plain layout");
+        // 16 bytes, 17, empty (NULL), wide characters, long, and the last record's end.
+        let data =
+            "1,abcdefghijklmnop\n2,abcdefghijklmnopq\n3,\n4,é☃é\n5,Petropavlovsk-Kamchatsky\n6,x\n";
+        let batch = plain.decode(data.as_bytes(), 6).expect("plain");
+        assert_eq!(batch.column(1).null_count(), 1);
+        assert_eq!(Some(batch), arrow_csv(&schema, &[0, 1], data.as_bytes()));
     }
 }
