@@ -41,8 +41,11 @@ struct CsvLines {
 
 impl CsvLines {
     fn write(&self, batch: &RecordBatch, header: bool, out: &mut Vec<u8>) -> Result<()> {
+        if !header {
+            return super::csv_lines::encode(&as_written(batch)?, self.delimiter, out);
+        }
         let mut writer = arrow::csv::WriterBuilder::new()
-            .with_header(header)
+            .with_header(true)
             .with_delimiter(self.delimiter)
             .build(out);
         writer.write(&as_written(batch)?)?;

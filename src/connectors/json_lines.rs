@@ -3,15 +3,11 @@
 //! output, a typed loop per column with no per-value dispatch; any other column type goes to
 //! arrow-json. The test below checks that both write the same bytes.
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, GenericStringArray, OffsetSizeTrait, PrimitiveArray,
-};
-use arrow::datatypes::{
-    ArrowPrimitiveType, DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
-    Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
-};
+use arrow::array::{Array, GenericStringArray, OffsetSizeTrait, PrimitiveArray};
+use arrow::datatypes::ArrowPrimitiveType;
 use arrow::record_batch::RecordBatch;
 
+use super::plain_columns::{column, write_integer, Column};
 use crate::error::Result;
 
 /// Appends `batch`'s rows to `out` as JSON lines (`{"name":value,...}\n`, a NULL as `null`).
@@ -27,23 +23,6 @@ pub fn encode(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A column the plain path writes.
-enum Column<'a> {
-    Int8(&'a PrimitiveArray<Int8Type>),
-    Int16(&'a PrimitiveArray<Int16Type>),
-    Int32(&'a PrimitiveArray<Int32Type>),
-    Int64(&'a PrimitiveArray<Int64Type>),
-    UInt8(&'a PrimitiveArray<UInt8Type>),
-    UInt16(&'a PrimitiveArray<UInt16Type>),
-    UInt32(&'a PrimitiveArray<UInt32Type>),
-    UInt64(&'a PrimitiveArray<UInt64Type>),
-    Float32(&'a PrimitiveArray<Float32Type>),
-    Float64(&'a PrimitiveArray<Float64Type>),
-    Boolean(&'a BooleanArray),
-    Utf8(&'a GenericStringArray<i32>),
-    LargeUtf8(&'a GenericStringArray<i64>),
 }
 
 /// Each column with the `"name":` before it (`,"name":` after the first), when every column
@@ -65,25 +44,6 @@ fn plain_columns(batch: &RecordBatch) -> Option<Vec<(Vec<u8>, Column<'_>)>> {
             Some((name, column(array)?))
         })
         .collect()
-}
-
-fn column(array: &ArrayRef) -> Option<Column<'_>> {
-    Some(match array.data_type() {
-        DataType::Int8 => Column::Int8(array.as_primitive()),
-        DataType::Int16 => Column::Int16(array.as_primitive()),
-        DataType::Int32 => Column::Int32(array.as_primitive()),
-        DataType::Int64 => Column::Int64(array.as_primitive()),
-        DataType::UInt8 => Column::UInt8(array.as_primitive()),
-        DataType::UInt16 => Column::UInt16(array.as_primitive()),
-        DataType::UInt32 => Column::UInt32(array.as_primitive()),
-        DataType::UInt64 => Column::UInt64(array.as_primitive()),
-        DataType::Float32 => Column::Float32(array.as_primitive()),
-        DataType::Float64 => Column::Float64(array.as_primitive()),
-        DataType::Boolean => Column::Boolean(array.as_boolean()),
-        DataType::Utf8 => Column::Utf8(array.as_string()),
-        DataType::LargeUtf8 => Column::LargeUtf8(array.as_string()),
-        _ => return None,
-    })
 }
 
 fn encode_plain(batch: &RecordBatch, columns: &[(Vec<u8>, Column<'_>)], out: &mut Vec<u8>) {
@@ -124,12 +84,10 @@ where
     T: ArrowPrimitiveType,
     T::Native: lexical_core::ToLexical,
 {
-    if array.is_null(row) {
-        out.extend_from_slice(b"null");
-        return;
+    match array.is_null(row) {
+        true => out.extend_from_slice(b"null"),
+        false => write_integer(array.value(row), out),
     }
-    let mut buffer = [0u8; lexical_core::BUFFER_SIZE];
-    out.extend_from_slice(lexical_core::write(array.value(row), &mut buffer));
 }
 
 /// A float type, as the plain path writes it.
@@ -190,8 +148,8 @@ mod tests {
     use std::sync::Arc;
 
     use arrow::array::{
-        Float32Array, Float64Array, Int32Array, Int64Array, LargeStringArray, StringArray,
-        TimestampMillisecondArray, UInt64Array,
+        ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array,
+        LargeStringArray, StringArray, TimestampMillisecondArray, UInt64Array,
     };
     use arrow::datatypes::{Field, Schema};
     use proptest::prelude::*;

@@ -2,12 +2,14 @@
 
 pub mod avro;
 pub mod config_keys;
+pub mod csv_lines;
 pub mod decode;
 pub mod file_sink;
 pub mod file_source;
 pub mod json_lines;
 pub mod kafka;
 pub mod part_files;
+mod plain_columns;
 pub mod sink;
 
 pub use file_sink::{FileSink, StdoutSink};

@@ -1,0 +1,313 @@
+//! Rows as CSV lines, the bytes arrow-csv writes without a header: a NULL as an empty field,
+//! and a field quoted only when it holds the delimiter, a quote or a line break, its quotes
+//! doubled. A batch of plain columns (integers, floats, booleans, strings) is written row by
+//! row straight into the output; any other goes to arrow-csv, as does a batch of one column
+//! (arrow-csv quotes a record's only field when it is empty) and a delimiter a number or a
+//! boolean can hold. The tests below check that both write the same bytes.
+
+use arrow::array::{Array, BooleanArray, GenericStringArray, OffsetSizeTrait, PrimitiveArray};
+use arrow::datatypes::ArrowPrimitiveType;
+use arrow::record_batch::RecordBatch;
+
+use super::plain_columns::{column, write_integer, Column};
+use crate::error::Result;
+
+/// Appends `batch`'s rows to `out` as CSV lines separated by `delimiter`.
+pub fn encode(batch: &RecordBatch, delimiter: u8, out: &mut Vec<u8>) -> Result<()> {
+    match plain_columns(batch, delimiter) {
+        Some(columns) => encode_plain(batch.num_rows(), &columns, delimiter, out),
+        None => {
+            let mut writer = arrow::csv::WriterBuilder::new()
+                .with_header(false)
+                .with_delimiter(delimiter)
+                .build(out);
+            writer.write(batch)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every column, when the plain path writes them all.
+fn plain_columns(batch: &RecordBatch, delimiter: u8) -> Option<Vec<Column<'_>>> {
+    // Bytes of numbers, NaN, inf, true and false: a field holding the delimiter is quoted.
+    let numeric = delimiter.is_ascii_alphanumeric() || b"+-.".contains(&delimiter);
+    if batch.num_columns() < 2 || numeric || !delimiter.is_ascii() {
+        return None;
+    }
+    batch.columns().iter().map(column).collect()
+}
+
+fn encode_plain(rows: usize, columns: &[Column<'_>], delimiter: u8, out: &mut Vec<u8>) {
+    // A guess at the line length, so `out` grows once or twice per batch, not per row.
+    out.reserve(rows * columns.len() * 10);
+    for row in 0..rows {
+        for (i, column) in columns.iter().enumerate() {
+            if i > 0 {
+                out.push(delimiter);
+            }
+            match column {
+                Column::Int8(a) => integer(*a, row, out),
+                Column::Int16(a) => integer(*a, row, out),
+                Column::Int32(a) => integer(*a, row, out),
+                Column::Int64(a) => integer(*a, row, out),
+                Column::UInt8(a) => integer(*a, row, out),
+                Column::UInt16(a) => integer(*a, row, out),
+                Column::UInt32(a) => integer(*a, row, out),
+                Column::UInt64(a) => integer(*a, row, out),
+                Column::Float32(a) => float(*a, row, out),
+                Column::Float64(a) => float(*a, row, out),
+                Column::Boolean(a) => boolean(a, row, out),
+                Column::Utf8(a) => string(*a, row, delimiter, out),
+                Column::LargeUtf8(a) => string(*a, row, delimiter, out),
+            }
+        }
+        out.push(b'\n');
+    }
+}
+
+fn integer<T>(array: &PrimitiveArray<T>, row: usize, out: &mut Vec<u8>)
+where
+    T: ArrowPrimitiveType,
+    T::Native: lexical_core::ToLexical,
+{
+    if !array.is_null(row) {
+        write_integer(array.value(row), out);
+    }
+}
+
+/// A float as arrow-csv writes one (the shortest digits that read back to it, `NaN`, `inf`).
+fn float<T>(array: &PrimitiveArray<T>, row: usize, out: &mut Vec<u8>)
+where
+    T: ArrowPrimitiveType,
+    T::Native: ryu::Float,
+{
+    if !array.is_null(row) {
+        out.extend_from_slice(ryu::Buffer::new().format(array.value(row)).as_bytes());
+    }
+}
+
+fn boolean(array: &BooleanArray, row: usize, out: &mut Vec<u8>) {
+    match (array.is_null(row), array.value(row)) {
+        (true, _) => {}
+        (false, true) => out.extend_from_slice(b"true"),
+        (false, false) => out.extend_from_slice(b"false"),
+    }
+}
+
+fn string<O: OffsetSizeTrait>(
+    array: &GenericStringArray<O>,
+    row: usize,
+    delimiter: u8,
+    out: &mut Vec<u8>,
+) {
+    if array.is_null(row) {
+        return;
+    }
+    let value = array.value(row).as_bytes();
+    let quoted = value
+        .iter()
+        .any(|&b| b == delimiter || b == b'"' || b == b'\n' || b == b'\r');
+    if !quoted {
+        out.extend_from_slice(value);
+        return;
+    }
+    out.push(b'"');
+    for &b in value {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        ArrayRef, Float32Array, Float64Array, Int64Array, LargeStringArray, StringArray,
+        TimestampMillisecondArray, UInt64Array,
+    };
+    use arrow::datatypes::{Field, Schema};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What arrow-csv writes of `batch`, without a header.
+    fn arrow_csv(batch: &RecordBatch, delimiter: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut writer = arrow::csv::WriterBuilder::new()
+            .with_header(false)
+            .with_delimiter(delimiter)
+            .build(&mut out);
+        writer.write(batch).expect("arrow-csv");
+        drop(writer);
+        out
+    }
+
+    fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+            .collect();
+        let arrays = columns.into_iter().map(|(_, a)| a).collect();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("batch")
+    }
+
+    fn both(b: &RecordBatch, delimiter: u8) -> (String, String) {
+        let mut plain = Vec::new();
+        encode(b, delimiter, &mut plain).expect("encode");
+        let arrow = arrow_csv(b, delimiter);
+        (
+            String::from_utf8_lossy(&plain).into_owned(),
+            String::from_utf8_lossy(&arrow).into_owned(),
+        )
+    }
+
+    #[test]
+    fn edge_values_are_written_as_arrow_csv_writes_them() {
+        let b = batch(vec![
+            (
+                "f",
+                Arc::new(Float64Array::from(vec![
+                    Some(0.1 + 0.2),
+                    Some(-0.0),
+                    Some(1e16),
+                    Some(f64::NAN),
+                    Some(f64::NEG_INFINITY),
+                    None,
+                    Some(1.5e-7),
+                ])),
+            ),
+            (
+                "g",
+                Arc::new(Float32Array::from(vec![
+                    Some(0.1),
+                    Some(f32::INFINITY),
+                    None,
+                    Some(3.0),
+                    Some(1e20),
+                    Some(-2.5),
+                    Some(f32::MAX),
+                ])),
+            ),
+            (
+                "s",
+                Arc::new(StringArray::from(vec![
+                    Some("plain"),
+                    Some("a \"q\" b"),
+                    Some("comma, here"),
+                    Some("line\nbreak\r"),
+                    None,
+                    Some(""),
+                    Some("é ☃ ; \t"),
+                ])),
+            ),
+            (
+                "n",
+                Arc::new(Int64Array::from(vec![
+                    Some(i64::MIN),
+                    Some(i64::MAX),
+                    None,
+                    Some(0),
+                    Some(-1),
+                    Some(42),
+                    Some(7),
+                ])),
+            ),
+            (
+                "u",
+                Arc::new(UInt64Array::from(vec![
+                    Some(u64::MAX),
+                    None,
+                    Some(0),
+                    Some(1),
+                    Some(2),
+                    Some(3),
+                    Some(4),
+                ])),
+            ),
+            (
+                "b",
+                Arc::new(BooleanArray::from(vec![
+                    Some(true),
+                    Some(false),
+                    None,
+                    Some(true),
+                    Some(true),
+                    Some(false),
+                    None,
+                ])),
+            ),
+            (
+                "l",
+                Arc::new(LargeStringArray::from(vec![
+                    Some("x"),
+                    None,
+                    Some("\"y\""),
+                    Some(""),
+                    Some("z;w"),
+                    Some("w"),
+                    Some("v"),
+                ])),
+            ),
+        ]);
+        for delimiter in [b',', b';', b'\t', b'|'] {
+            let (plain, arrow) = both(&b, delimiter);
+            assert_eq!(plain, arrow, "delimiter {:?}", delimiter as char);
+        }
+    }
+
+    #[test]
+    fn one_column_other_types_and_numeric_delimiters_are_left_to_arrow_csv() {
+        let one = batch(vec![(
+            "s",
+            Arc::new(StringArray::from(vec![Some(""), None, Some("a")])),
+        )]);
+        assert!(plain_columns(&one, b',').is_none());
+        let (plain, arrow) = both(&one, b',');
+        assert_eq!(plain, arrow);
+        let timed = batch(vec![
+            ("id", Arc::new(Int64Array::from(vec![1, 2]))),
+            (
+                "ts",
+                Arc::new(TimestampMillisecondArray::from(vec![0, 1_700_000_000_000])),
+            ),
+        ]);
+        assert!(plain_columns(&timed, b',').is_none());
+        let numbers = batch(vec![
+            ("f", Arc::new(Float64Array::from(vec![1.5, -2.0]))),
+            ("n", Arc::new(Int64Array::from(vec![10, -3]))),
+        ]);
+        for delimiter in [b'.', b'-', b'1', b'e'] {
+            assert!(plain_columns(&numbers, delimiter).is_none());
+            let (plain, arrow) = both(&numbers, delimiter);
+            assert_eq!(plain, arrow);
+        }
+    }
+
+    proptest! {
+        /// Whatever the values, the plain path writes arrow-csv's bytes.
+        #[test]
+        fn the_plain_path_writes_what_arrow_csv_writes(
+            rows in prop::collection::vec(
+                (
+                    prop::option::of(any::<i64>()),
+                    prop::option::of(any::<f64>()),
+                    prop::option::of("[a-z,;\"\n\r é]{0,6}"),
+                ),
+                0..20,
+            ),
+            delimiter in prop::sample::select(vec![b',', b';', b'\t', b'|', b' '])
+        ) {
+            let b = batch(vec![
+                ("i", Arc::new(rows.iter().map(|r| r.0).collect::<Int64Array>())),
+                ("f", Arc::new(rows.iter().map(|r| r.1).collect::<Float64Array>())),
+                ("s", Arc::new(rows.iter().map(|r| r.2.clone()).collect::<StringArray>())),
+            ]);
+            let (plain, arrow) = both(&b, delimiter);
+            prop_assert_eq!(plain, arrow);
+        }
+    }
+}
