@@ -143,8 +143,8 @@ def run_peer(engine, workload, path, output, threads):
     print(json.dumps({"wall_s": wall, "cpu_s": cpu_s, "base_rss_kb": base_rss_kb}))
 
 
-def velo_script(workload, path, output):
-    """velostream's script: the declared source, and the query as a CSAS to a JSON-lines file."""
+def velo_script(workload, path, output, fmt):
+    """velostream's script: the declared source, and the query as a CSAS to a file in `fmt` (csv, jsonl)."""
     w = WORKLOADS[workload]
     name = w["input"]
     spec = INPUTS[name]
@@ -156,7 +156,7 @@ def velo_script(workload, path, output):
         f"{name}.header": str(spec["header"]).lower(),
         f"{name}.delimiter": spec["delimiter"],
     }
-    sink = {"out.type": "file_sink", "out.path": str(output), "out.format": "jsonl", **w["with"]}
+    sink = {"out.type": "file_sink", "out.path": str(output), "out.format": fmt, **w["with"]}
     keys = lambda d: ", ".join(f"'{k}' = '{v}'" for k, v in d.items())  # noqa: E731
     return f"CREATE STREAM {name} ({columns}) WITH ({keys(source)});\nCREATE STREAM out AS {w['velo']}\nWITH ({keys(sink)});\n"
 
@@ -253,12 +253,13 @@ def bench(args):
             # The engines take turns, so that each meets the same moments of machine noise.
             for engine in engines:
                 velo = dict(velos).get(engine)
-                output = data / "out" / f"{engine}.{workload}.{'jsonl' if velo else 'csv'}"
+                jsonl = bool(velo) and args.velo_format == "jsonl"
+                output = data / "out" / f"{engine}.{workload}.{'jsonl' if jsonl else 'csv'}"
                 output.unlink(missing_ok=True)
                 log = data / "out" / f"{engine}.{workload}.log"
                 if velo:
                     script = data / "out" / f"{engine}.{workload}.sql"
-                    script.write_text(velo_script(workload, path, output))
+                    script.write_text(velo_script(workload, path, output, args.velo_format))
                     width = ["--partitions", str(args.velo_partitions)] if args.velo_partitions else []
                     cmd = [velo, str(script), *width, "--no-progress"]
                     wall, cpu_s, rss, _ = measure(cmd, log)
@@ -268,7 +269,7 @@ def bench(args):
                     process_wall, _, rss, out = measure(cmd, log, env)
                     inner = json.loads(out.strip().splitlines()[-1])
                     wall, cpu_s, base_rss = inner["wall_s"], inner["cpu_s"], inner["base_rss_kb"]
-                result = read_result(output, w["key"], bool(velo))
+                result = read_result(output, w["key"], jsonl)
                 output_rows = result if isinstance(result, int) else len(result)
                 reference = results.setdefault(workload, (engine, result))
                 wrong = differences(reference[1], result)
@@ -330,7 +331,8 @@ def report(args, engines, best):
     intro = (
         f"{args.rows:,} input rows, best of {args.repeat} (by wall time), {args.threads} threads per peer, "
         f"velostream at {f'{args.velo_partitions} partitions' if args.velo_partitions else 'its default width'}, "
-        f"{os.cpu_count()} cores. velostream writes JSON lines, the peers CSV; every result is a file."
+        f"{os.cpu_count()} cores. velostream writes {'JSON lines' if args.velo_format == 'jsonl' else 'CSV'}, the peers CSV; "
+        "every result is a file."
     )
     return "\n\n".join([
         intro,
@@ -358,6 +360,8 @@ def main():
     p.add_argument("--velo-partitions", type=int,
                    help="velostream's partitions (default: its own default, which decodes on one thread per core)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--velo-format", choices=["csv", "jsonl"], default="csv",
+                   help="what velostream writes: CSV as the peers do (default), or JSON lines")
     p.add_argument("--workload", dest="workloads", action="append", choices=list(WORKLOADS), help="repeatable; default all")
     p.add_argument("--json", help="write every run to this file")
     p.add_argument("--clean", action="store_true", help="delete the input files at the end")
