@@ -125,14 +125,11 @@ fn string<O: OffsetSizeTrait>(
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{
-        ArrayRef, Float32Array, Float64Array, Int64Array, LargeStringArray, StringArray,
-        TimestampMillisecondArray, UInt64Array,
-    };
-    use arrow::datatypes::{Field, Schema};
+    use arrow::array::{Float64Array, Int64Array, StringArray, TimestampMillisecondArray};
     use proptest::prelude::*;
 
     use super::*;
+    use crate::connectors::plain_columns::fixtures::{batch, edge_values};
 
     /// What arrow-csv writes of `batch`, without a header.
     fn arrow_csv(batch: &RecordBatch, delimiter: u8) -> Vec<u8> {
@@ -144,15 +141,6 @@ mod tests {
         writer.write(batch).expect("arrow-csv");
         drop(writer);
         out
-    }
-
-    fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
-        let fields: Vec<Field> = columns
-            .iter()
-            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
-            .collect();
-        let arrays = columns.into_iter().map(|(_, a)| a).collect();
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("batch")
     }
 
     fn both(b: &RecordBatch, delimiter: u8) -> (String, String) {
@@ -167,92 +155,7 @@ mod tests {
 
     #[test]
     fn edge_values_are_written_as_arrow_csv_writes_them() {
-        let b = batch(vec![
-            (
-                "f",
-                Arc::new(Float64Array::from(vec![
-                    Some(0.1 + 0.2),
-                    Some(-0.0),
-                    Some(1e16),
-                    Some(f64::NAN),
-                    Some(f64::NEG_INFINITY),
-                    None,
-                    Some(1.5e-7),
-                ])),
-            ),
-            (
-                "g",
-                Arc::new(Float32Array::from(vec![
-                    Some(0.1),
-                    Some(f32::INFINITY),
-                    None,
-                    Some(3.0),
-                    Some(1e20),
-                    Some(-2.5),
-                    Some(f32::MAX),
-                ])),
-            ),
-            (
-                "s",
-                Arc::new(StringArray::from(vec![
-                    Some("plain"),
-                    Some("a \"q\" b"),
-                    Some("comma, here"),
-                    Some("line\nbreak\r"),
-                    None,
-                    Some(""),
-                    Some("é ☃ ; \t"),
-                ])),
-            ),
-            (
-                "n",
-                Arc::new(Int64Array::from(vec![
-                    Some(i64::MIN),
-                    Some(i64::MAX),
-                    None,
-                    Some(0),
-                    Some(-1),
-                    Some(42),
-                    Some(7),
-                ])),
-            ),
-            (
-                "u",
-                Arc::new(UInt64Array::from(vec![
-                    Some(u64::MAX),
-                    None,
-                    Some(0),
-                    Some(1),
-                    Some(2),
-                    Some(3),
-                    Some(4),
-                ])),
-            ),
-            (
-                "b",
-                Arc::new(BooleanArray::from(vec![
-                    Some(true),
-                    Some(false),
-                    None,
-                    Some(true),
-                    Some(true),
-                    Some(false),
-                    None,
-                ])),
-            ),
-            (
-                "l",
-                Arc::new(LargeStringArray::from(vec![
-                    Some("x"),
-                    None,
-                    Some("\"y\""),
-                    Some(""),
-                    Some("z;w"),
-                    Some("w"),
-                    Some("v"),
-                ])),
-            ),
-        ]);
+        let b = edge_values();
         for delimiter in [b',', b';', b'\t', b'|'] {
             let (plain, arrow) = both(&b, delimiter);
             assert_eq!(plain, arrow, "delimiter {:?}", delimiter as char);

@@ -148,13 +148,12 @@ mod tests {
     use std::sync::Arc;
 
     use arrow::array::{
-        ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array,
-        LargeStringArray, StringArray, TimestampMillisecondArray, UInt64Array,
+        Float64Array, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
     };
-    use arrow::datatypes::{Field, Schema};
     use proptest::prelude::*;
 
     use super::*;
+    use crate::connectors::plain_columns::fixtures::{batch, edge_values};
 
     /// What arrow-json writes of `batch`.
     fn arrow_json(batch: &RecordBatch) -> Vec<u8> {
@@ -167,15 +166,6 @@ mod tests {
         out
     }
 
-    fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
-        let fields: Vec<Field> = columns
-            .iter()
-            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
-            .collect();
-        let arrays = columns.into_iter().map(|(_, a)| a).collect();
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("batch")
-    }
-
     fn plain_and_arrow(b: &RecordBatch) -> (Vec<u8>, Vec<u8>) {
         let mut plain = Vec::new();
         encode(b, &mut plain).expect("encode");
@@ -184,100 +174,7 @@ mod tests {
 
     #[test]
     fn edge_values_are_written_as_arrow_json_writes_them() {
-        let b = batch(vec![
-            (
-                "f",
-                Arc::new(Float64Array::from(vec![
-                    Some(0.1 + 0.2),
-                    Some(-0.0),
-                    Some(1e16),
-                    Some(f64::NAN),
-                    Some(f64::INFINITY),
-                    None,
-                    Some(5.0),
-                    Some(1.5e-7),
-                ])),
-            ),
-            (
-                "g",
-                Arc::new(Float32Array::from(vec![
-                    Some(0.1),
-                    Some(f32::NEG_INFINITY),
-                    None,
-                    Some(3.0),
-                    Some(1e20),
-                    Some(-2.5),
-                    Some(f32::MAX),
-                    Some(0.0),
-                ])),
-            ),
-            (
-                "s \"quoted\"\n",
-                Arc::new(StringArray::from(vec![
-                    Some("plain"),
-                    Some("a \"q\" b"),
-                    Some("back\\slash"),
-                    Some("tab\tnew\nline\u{1}"),
-                    None,
-                    Some(""),
-                    Some("é ☃ \u{7f}"),
-                    Some("/"),
-                ])),
-            ),
-            (
-                "n",
-                Arc::new(Int64Array::from(vec![
-                    Some(i64::MIN),
-                    Some(i64::MAX),
-                    None,
-                    Some(0),
-                    Some(-1),
-                    Some(42),
-                    Some(7),
-                    Some(8),
-                ])),
-            ),
-            (
-                "u",
-                Arc::new(UInt64Array::from(vec![
-                    Some(u64::MAX),
-                    None,
-                    Some(0),
-                    Some(1),
-                    Some(2),
-                    Some(3),
-                    Some(4),
-                    Some(5),
-                ])),
-            ),
-            (
-                "b",
-                Arc::new(BooleanArray::from(vec![
-                    Some(true),
-                    Some(false),
-                    None,
-                    Some(true),
-                    Some(true),
-                    Some(false),
-                    None,
-                    Some(false),
-                ])),
-            ),
-            (
-                "l",
-                Arc::new(LargeStringArray::from(vec![
-                    Some("x"),
-                    None,
-                    Some("\"y\""),
-                    Some(""),
-                    Some("z"),
-                    Some("w"),
-                    Some("v"),
-                    Some("u"),
-                ])),
-            ),
-        ]);
-        let (plain, arrow) = plain_and_arrow(&b);
+        let (plain, arrow) = plain_and_arrow(&edge_values());
         assert_eq!(
             String::from_utf8_lossy(&plain),
             String::from_utf8_lossy(&arrow)

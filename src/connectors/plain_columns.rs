@@ -49,3 +49,117 @@ pub(super) fn write_integer<N: lexical_core::ToLexical>(value: N, out: &mut Vec<
     let mut buffer = [0u8; lexical_core::BUFFER_SIZE];
     out.extend_from_slice(lexical_core::write(value, &mut buffer));
 }
+
+/// Batches the encoders' tests compare with arrow's writers.
+#[cfg(test)]
+pub(super) mod fixtures {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, LargeStringArray,
+        StringArray, UInt64Array,
+    };
+    use arrow::datatypes::{Field, Schema};
+    use arrow::record_batch::RecordBatch;
+
+    /// A batch of `columns` (name, values), every field nullable.
+    pub fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+            .collect();
+        let arrays = columns.into_iter().map(|(_, a)| a).collect();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("batch")
+    }
+
+    /// Eight rows of every plain type at its edges: extreme integers, non-finite and
+    /// shortest-digit floats, NULLs, and strings with quotes, separators, escapes and wide
+    /// characters (a column name, too, that JSON must escape).
+    pub fn edge_values() -> RecordBatch {
+        let floats = [
+            0.1 + 0.2,
+            -0.0,
+            1e16,
+            f64::NAN,
+            f64::INFINITY,
+            0.0,
+            5.0,
+            1.5e-7,
+        ];
+        let floats = floats
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| (i != 5).then_some(f));
+        let singles = [0.1, f32::NEG_INFINITY, 0.0, 3.0, 1e20, -2.5, f32::MAX, 0.0];
+        let singles = singles
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| (i != 2).then_some(f));
+        let strings = [
+            Some("plain"),
+            Some("a \"q\" b"),
+            Some("back\\slash, comma"),
+            Some("tab\tnew\nline\u{1}\r"),
+            None,
+            Some(""),
+            Some("é ☃ ; \u{7f}"),
+            Some("/"),
+        ];
+        let large = [
+            Some("x"),
+            None,
+            Some("\"y\""),
+            Some(""),
+            Some("z;w"),
+            Some("w|v"),
+            Some("v"),
+            Some("u"),
+        ];
+        let booleans = [
+            Some(true),
+            Some(false),
+            None,
+            Some(true),
+            Some(true),
+            Some(false),
+            None,
+            Some(false),
+        ];
+        batch(vec![
+            ("f", Arc::new(floats.collect::<Float64Array>())),
+            ("g", Arc::new(singles.collect::<Float32Array>())),
+            (
+                "s \"quoted\"\n",
+                Arc::new(StringArray::from(strings.to_vec())),
+            ),
+            (
+                "n",
+                Arc::new(Int64Array::from(vec![
+                    Some(i64::MIN),
+                    Some(i64::MAX),
+                    None,
+                    Some(0),
+                    Some(-1),
+                    Some(42),
+                    Some(7),
+                    Some(8),
+                ])),
+            ),
+            (
+                "u",
+                Arc::new(UInt64Array::from(vec![
+                    Some(u64::MAX),
+                    None,
+                    Some(0),
+                    Some(1),
+                    Some(2),
+                    Some(3),
+                    Some(4),
+                    Some(5),
+                ])),
+            ),
+            ("b", Arc::new(BooleanArray::from(booleans.to_vec()))),
+            ("l", Arc::new(LargeStringArray::from(large.to_vec()))),
+        ])
+    }
+}
