@@ -129,7 +129,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::connectors::plain_columns::fixtures::{batch, edge_values};
+    use crate::connectors::plain_columns::fixtures::{batch, edge_values, generated};
 
     /// What arrow-csv writes of `batch`, without a header.
     fn arrow_csv(batch: &RecordBatch, delimiter: u8) -> Vec<u8> {
@@ -204,11 +204,7 @@ mod tests {
             ),
             delimiter in prop::sample::select(vec![b',', b';', b'\t', b'|', b' '])
         ) {
-            let b = batch(vec![
-                ("i", Arc::new(rows.iter().map(|r| r.0).collect::<Int64Array>())),
-                ("f", Arc::new(rows.iter().map(|r| r.1).collect::<Float64Array>())),
-                ("s", Arc::new(rows.iter().map(|r| r.2.clone()).collect::<StringArray>())),
-            ]);
+            let b = generated(&rows);
             let (plain, arrow) = both(&b, delimiter);
             prop_assert_eq!(plain, arrow);
         }

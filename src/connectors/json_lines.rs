@@ -147,13 +147,11 @@ fn encode_str(s: &str, out: &mut Vec<u8>) {
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{
-        Float64Array, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
-    };
+    use arrow::array::{Int32Array, TimestampMillisecondArray};
     use proptest::prelude::*;
 
     use super::*;
-    use crate::connectors::plain_columns::fixtures::{batch, edge_values};
+    use crate::connectors::plain_columns::fixtures::{batch, edge_values, generated};
 
     /// What arrow-json writes of `batch`.
     fn arrow_json(batch: &RecordBatch) -> Vec<u8> {
@@ -208,11 +206,7 @@ mod tests {
                 0..20,
             )
         ) {
-            let b = batch(vec![
-                ("i", Arc::new(rows.iter().map(|r| r.0).collect::<Int64Array>())),
-                ("f", Arc::new(rows.iter().map(|r| r.1).collect::<Float64Array>())),
-                ("s", Arc::new(rows.iter().map(|r| r.2.clone()).collect::<StringArray>())),
-            ]);
+            let b = generated(&rows);
             let (plain, arrow) = plain_and_arrow(&b);
             prop_assert_eq!(plain, arrow);
         }

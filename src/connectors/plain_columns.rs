@@ -72,6 +72,24 @@ pub(super) mod fixtures {
         RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("batch")
     }
 
+    /// Generated rows as a batch of columns `i` (BIGINT), `f` (DOUBLE) and `s` (VARCHAR).
+    pub fn generated(rows: &[(Option<i64>, Option<f64>, Option<String>)]) -> RecordBatch {
+        batch(vec![
+            (
+                "i",
+                Arc::new(rows.iter().map(|r| r.0).collect::<Int64Array>()),
+            ),
+            (
+                "f",
+                Arc::new(rows.iter().map(|r| r.1).collect::<Float64Array>()),
+            ),
+            (
+                "s",
+                Arc::new(rows.iter().map(|r| r.2.clone()).collect::<StringArray>()),
+            ),
+        ])
+    }
+
     /// Eight rows of every plain type at its edges: extreme integers, non-finite and
     /// shortest-digit floats, NULLs, and strings with quotes, separators, escapes and wide
     /// characters (a column name, too, that JSON must escape).
