@@ -44,10 +44,13 @@ pub(super) fn column(array: &ArrayRef) -> Option<Column<'_>> {
     })
 }
 
-/// Appends an integer's decimal digits, as arrow writes them.
+/// Appends an integer's decimal digits, as arrow writes them. They are written in place, in
+/// room of the type's widest form: a copy from a buffer of their own is a `memcpy` call.
 pub(super) fn write_integer<N: lexical_core::ToLexical>(value: N, out: &mut Vec<u8>) {
-    let mut buffer = [0u8; lexical_core::BUFFER_SIZE];
-    out.extend_from_slice(lexical_core::write(value, &mut buffer));
+    let at = out.len();
+    out.resize(at + N::FORMATTED_SIZE_DECIMAL, 0);
+    let written = lexical_core::write(value, &mut out[at..]).len();
+    out.truncate(at + written);
 }
 
 /// Batches the encoders' tests compare with arrow's writers.

@@ -7,6 +7,7 @@
 mod block_decoder;
 mod blocks;
 mod plain_csv;
+mod plain_numbers;
 pub mod pool;
 
 use std::collections::VecDeque;

@@ -13,6 +13,8 @@ use arrow::datatypes::{ArrowPrimitiveType, DataType, Float64Type, Int64Type, Sch
 use arrow::record_batch::RecordBatch;
 use memchr::memchr2;
 
+use super::plain_numbers::{plain_float, plain_int, zero_bytes};
+
 /// A column's type, of those the plain path reads.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -100,9 +102,9 @@ impl PlainCsv {
         // Field `i` (record i / fields, column i % fields) ends at ends[i].
         let mut ends: Vec<usize> = Vec::with_capacity(rows.min(data.len() / 2 + 1) * fields);
         let mut column = 0;
-        for end in Separators::new(data, at, self.delimiter) {
+        for (end, newline) in Separators::new(data, at, self.delimiter) {
             // Too few fields end at a newline, too many at a delimiter.
-            if (data[end] == b'\n') != (column == fields - 1) {
+            if newline != (column == fields - 1) {
                 return None;
             }
             ends.push(end);
@@ -136,12 +138,12 @@ impl PlainCsv {
             let Some((slot, kind)) = decoded else {
                 continue;
             };
-            let values = (f..ends.len()).step_by(fields).map(field);
+            let spans = (f..ends.len()).step_by(fields).map(span);
             // arrow-csv reads an empty field as NULL, whatever the type.
             let array: ArrayRef = match kind {
-                Kind::Int64 => primitive_column::<Int64Type>(values, read, plain_int)?,
-                Kind::Float64 => primitive_column::<Float64Type>(values, read, plain_float)?,
-                Kind::Utf8 => string_column(text, (f..ends.len()).step_by(fields).map(span), read)?,
+                Kind::Int64 => primitive_column::<Int64Type>(data, spans, read, plain_int)?,
+                Kind::Float64 => primitive_column::<Float64Type>(data, spans, read, plain_float)?,
+                Kind::Utf8 => string_column(text, spans, read)?,
             };
             columns[*slot] = Some(array);
         }
@@ -151,18 +153,19 @@ impl PlainCsv {
     }
 }
 
-/// A column of `rows` numbers parsed by `parse` (an empty field is NULL); None when one is
-/// not plain.
-fn primitive_column<'a, T: ArrowPrimitiveType>(
-    values: impl Iterator<Item = &'a str>,
+/// A column of `rows` numbers, the `spans` of `data` parsed by `parse` (an empty one is
+/// NULL); None when one is not plain.
+fn primitive_column<T: ArrowPrimitiveType>(
+    data: &[u8],
+    spans: impl Iterator<Item = (usize, usize)>,
     rows: usize,
-    parse: impl Fn(&str) -> Option<T::Native>,
+    parse: impl Fn(&[u8], usize, usize) -> Option<T::Native>,
 ) -> Option<ArrayRef> {
     let mut b = PrimitiveBuilder::<T>::with_capacity(rows);
-    for v in values {
-        match v.is_empty() {
+    for (start, end) in spans {
+        match start == end {
             true => b.append_null(),
-            false => b.append_value(parse(v)?),
+            false => b.append_value(parse(data, start, end)?),
         }
     }
     Some(Arc::new(b.finish()))
@@ -223,70 +226,73 @@ const WIDE: usize = 16;
 
 /// The places of the delimiter and of newlines in `data`, found eight bytes at a time: a
 /// record of a few short fields has a separator every few bytes, too close together for a
-/// search that starts over at each.
+/// search that starts over at each. Each comes with whether it is a newline.
 struct Separators<'a> {
     data: &'a [u8],
     /// The start of the word `mask` marks.
     word: usize,
     /// One high bit per separator byte of the word, not yet handed out.
     mask: u64,
-    delimiters: u64,
+    /// The bits of `mask` that are newlines.
+    newlines: u64,
+    delimiter: u8,
 }
 
-const LOW_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
 const NEWLINES: u64 = 0x0a0a_0a0a_0a0a_0a0a;
 
 impl<'a> Separators<'a> {
     /// Separators of `data` from byte `at` on.
     fn new(data: &'a [u8], at: usize, delimiter: u8) -> Self {
-        let delimiters = u64::from_ne_bytes([delimiter; 8]);
         let mut separators = Separators {
             data,
             word: at,
             mask: 0,
-            delimiters,
+            newlines: 0,
+            delimiter,
         };
-        separators.mask = separators.mask_at(at);
+        (separators.mask, separators.newlines) = separators.mask_at(at);
         separators
     }
 
-    /// The separators of the (up to) eight bytes from `at`.
-    fn mask_at(&self, at: usize) -> u64 {
+    /// The separators of the (up to) eight bytes from `at`, and the newlines among them.
+    fn mask_at(&self, at: usize) -> (u64, u64) {
         let Some(bytes) = self.data.get(at..at + 8) else {
             let tail = self.data.get(at..).unwrap_or_default();
-            return tail
-                .iter()
-                .enumerate()
-                .filter(|(_, &b)| b == b'\n' || u64::from(b) == self.delimiters & 0xff)
-                .fold(0, |m, (i, _)| m | 0x80 << (8 * i));
+            let marks = |wanted: &dyn Fn(u8) -> bool| {
+                tail.iter()
+                    .enumerate()
+                    .filter(|(_, &b)| wanted(b))
+                    .fold(0, |m, (i, _)| m | 0x80 << (8 * i))
+            };
+            let newlines = marks(&|b| b == b'\n');
+            return (newlines | marks(&|b| b == self.delimiter), newlines);
         };
         let mut word = [0u8; 8];
         word.copy_from_slice(bytes);
         let word = u64::from_le_bytes(word);
-        zero_bytes(word ^ self.delimiters) | zero_bytes(word ^ NEWLINES)
+        let newlines = zero_bytes(word ^ NEWLINES);
+        let delimiters = zero_bytes(word ^ u64::from_ne_bytes([self.delimiter; 8]));
+        (delimiters | newlines, newlines)
     }
 }
 
 impl Iterator for Separators<'_> {
-    type Item = usize;
+    /// A separator's place, and whether it is a newline.
+    type Item = (usize, bool);
 
-    fn next(&mut self) -> Option<usize> {
+    fn next(&mut self) -> Option<(usize, bool)> {
         while self.mask == 0 {
             self.word += 8;
             if self.word >= self.data.len() {
                 return None;
             }
-            self.mask = self.mask_at(self.word);
+            (self.mask, self.newlines) = self.mask_at(self.word);
         }
         let at = self.word + (self.mask.trailing_zeros() / 8) as usize;
-        self.mask &= self.mask - 1;
-        Some(at)
+        let lowest = self.mask & self.mask.wrapping_neg();
+        self.mask ^= lowest;
+        Some((at, self.newlines & lowest != 0))
     }
-}
-
-/// The high bit of each zero byte of `word`, exactly (no borrow runs into the next byte).
-fn zero_bytes(word: u64) -> u64 {
-    !(((word & LOW_BITS) + LOW_BITS) | word | LOW_BITS)
 }
 
 /// True when `data` has no quote and no carriage return, the bytes the plain path leaves to
@@ -294,71 +300,6 @@ fn zero_bytes(word: u64) -> u64 {
 pub(super) fn plain_bytes(data: &[u8]) -> bool {
     memchr2(b'"', b'\r', data).is_none()
 }
-
-/// `-?[0-9]{1,18}`: an integer no BIGINT overflows on.
-fn plain_int(field: &str) -> Option<i64> {
-    // Bytes, not str patterns: a char pattern costs a call per field.
-    let (negative, digits) = match field.as_bytes() {
-        [b'-', rest @ ..] => (true, rest),
-        all => (false, all),
-    };
-    if digits.is_empty() || digits.len() > 18 {
-        return None;
-    }
-    let mut value: i64 = 0;
-    for &b in digits {
-        let digit = b.wrapping_sub(b'0');
-        if digit > 9 {
-            return None;
-        }
-        value = value * 10 + i64::from(digit);
-    }
-    Some(if negative { -value } else { value })
-}
-
-/// `-?[0-9]+(\.[0-9]+)?`, parsed with correct rounding as arrow-csv's parser does.
-fn plain_float(field: &str) -> Option<f64> {
-    let (negative, digits) = match field.as_bytes() {
-        [b'-', rest @ ..] => (true, rest),
-        all => (false, all),
-    };
-    // The digits as one integer (exact while there are at most 15 of them), and how many
-    // follow the point.
-    let mut mantissa: u64 = 0;
-    let mut whole = 0;
-    let mut fraction: Option<usize> = None;
-    for &b in digits {
-        let digit = b.wrapping_sub(b'0');
-        if digit <= 9 {
-            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(digit));
-            match &mut fraction {
-                Some(n) => *n += 1,
-                None => whole += 1,
-            }
-        } else if b == b'.' && fraction.is_none() {
-            fraction = Some(0);
-        } else {
-            return None;
-        }
-    }
-    if whole == 0 || fraction == Some(0) {
-        return None;
-    }
-    let fraction = fraction.unwrap_or(0);
-    // Clinger's fast path: a mantissa below 2^53 and a power of ten up to 10^22 are both
-    // exact doubles, so one correctly rounded division is the correctly rounded value.
-    if whole + fraction <= 15 && fraction < POWERS_OF_TEN.len() {
-        let value = mantissa as f64 / POWERS_OF_TEN[fraction];
-        return Some(if negative { -value } else { value });
-    }
-    field.parse().ok()
-}
-
-/// 10^0 ..= 10^22, each exact as a double.
-const POWERS_OF_TEN: [f64; 23] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
-    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
-];
 
 #[cfg(test)]
 mod tests {
@@ -438,19 +379,6 @@ mod tests {
                 let reference = arrow_csv(&schema, &[0, 1, 3], &data);
                 prop_assert_eq!(Some(batch), reference);
             }
-        }
-    }
-
-    proptest! {
-        /// The fast path's division rounds as the full parser does, on both sides of its
-        /// 15-digit bound.
-        #[test]
-        fn plain_floats_are_the_correctly_rounded_value(
-            text in "-?[0-9]{1,12}(\\.[0-9]{1,12})?"
-        ) {
-            let want: f64 = text.parse().expect("a float");
-            let got = plain_float(&text).expect("plain");
-            prop_assert_eq!(got.to_bits(), want.to_bits());
         }
     }
 

@@ -1,0 +1,274 @@
+//! Numbers of the plain CSV path, parsed eight digits at a time. A field is given as its span
+//! of the block, so the eight bytes that end at its last digit can be loaded as one word
+//! (the bytes before the field are masked off): no loop per digit, and no branch on the
+//! field's length beyond "up to 8" or "up to 16". A field too near the block's start for
+//! that goes the byte-at-a-time way.
+
+/// `data[start..end]` as `-?[0-9]{1,18}`: an integer no BIGINT overflows on.
+#[inline]
+pub(super) fn plain_int(data: &[u8], start: usize, end: usize) -> Option<i64> {
+    let field = data.get(start..end)?;
+    let (negative, first) = match field.first() {
+        Some(b'-') => (true, start + 1),
+        _ => (false, start),
+    };
+    let digits = end - first;
+    if digits == 0 || digits > 18 {
+        return None;
+    }
+    let value = digits_value(data, first, end).or_else(|| digits_one_by_one(&data[first..end]))?;
+    // At most 18 digits: below 10^18, within an i64.
+    let value = value as i64;
+    Some(if negative { -value } else { value })
+}
+
+/// `data[start..end]` as `-?[0-9]+(\.[0-9]+)?`, with correct rounding (as arrow-csv's parser).
+#[inline]
+pub(super) fn plain_float(data: &[u8], start: usize, end: usize) -> Option<f64> {
+    if end.checked_sub(start)? <= 8 {
+        if let Some(value) = short_float(data, start, end) {
+            return Some(value);
+        }
+    }
+    any_float(data, start, end)
+}
+
+/// A float field of 1 to 8 bytes, read as one word: the dot is found in it and taken out,
+/// and the digits left are one integer. None when it is not a plain float, or lies too near
+/// the block's start for a word (the general path decides).
+#[inline]
+fn short_float(data: &[u8], start: usize, end: usize) -> Option<f64> {
+    let bytes: [u8; 8] = data.get(end.checked_sub(8)?..end)?.try_into().ok()?;
+    let mut word = u64::from_le_bytes(bytes);
+    let negative = *data.get(start)? == b'-';
+    // The digits and the dot: the word's top `number` bytes.
+    let number = (end - start)
+        .checked_sub(usize::from(negative))
+        .filter(|&n| n > 0)?;
+    let dots = zero_bytes(word ^ DOTS) & !low_bytes(8 - number);
+    let (digits, fraction) = match dots.count_ones() {
+        0 => (number, 0),
+        1 => {
+            let dot = (dots.trailing_zeros() / 8) as usize;
+            // The bytes below the dot move up one, over it.
+            word = (word & !low_bytes(dot + 1)) | ((word & low_bytes(dot)) << 8);
+            let fraction = 7 - dot;
+            // At least one digit on either side of the dot.
+            if fraction == 0 || fraction + 1 == number {
+                return None;
+            }
+            (number - 1, fraction)
+        }
+        _ => return None,
+    };
+    let mantissa = digits_of_word(word, digits)?;
+    let value = mantissa as f64 / POWERS_OF_TEN[fraction];
+    Some(if negative { -value } else { value })
+}
+
+/// A float field of any length.
+fn any_float(data: &[u8], start: usize, end: usize) -> Option<f64> {
+    let field = data.get(start..end)?;
+    let (negative, first) = match field.first() {
+        Some(b'-') => (true, start + 1),
+        _ => (false, start),
+    };
+    let (whole_end, fraction) = match data[first..end].iter().rposition(|&b| b == b'.') {
+        Some(dot) => (first + dot, end - (first + dot + 1)),
+        None => (end, 0),
+    };
+    let whole = whole_end - first;
+    if whole == 0 || (whole_end < end && fraction == 0) {
+        return None;
+    }
+    // Clinger's fast path: a mantissa below 2^53 and a power of ten up to 10^22 are both
+    // exact doubles, so one correctly rounded division is the correctly rounded value.
+    if whole + fraction > 15 {
+        let digits = |from: usize, to: usize| data[from..to].iter().all(u8::is_ascii_digit);
+        if !digits(first, whole_end) || !digits(end - fraction, end) {
+            return None;
+        }
+        return std::str::from_utf8(field).ok()?.parse().ok();
+    }
+    let number = |from: usize, to: usize| {
+        digits_value(data, from, to).or_else(|| digits_one_by_one(data.get(from..to)?))
+    };
+    let mut mantissa = number(first, whole_end)?;
+    if fraction > 0 {
+        mantissa = mantissa * POWERS_OF_TEN_U64[fraction] + number(end - fraction, end)?;
+    }
+    let value = mantissa as f64 / POWERS_OF_TEN[fraction];
+    Some(if negative { -value } else { value })
+}
+
+/// The value of the 1 to 16 ASCII digits `data[start..end]`, read as one or two words; None
+/// when one is not a digit, or the words would start before `data` does.
+#[inline]
+fn digits_value(data: &[u8], start: usize, end: usize) -> Option<u64> {
+    match end.checked_sub(start)? {
+        0 => None,
+        n @ 1..=8 => word_value(data, end, n),
+        n @ 9..=16 => {
+            Some(word_value(data, end - 8, n - 8)? * 100_000_000 + word_value(data, end, 8)?)
+        }
+        _ => None,
+    }
+}
+
+/// The value of the `n` (1 to 8) digits that end at `data[end]`, from the word of the eight
+/// bytes before `end`, its first `8 - n` set to `'0'`.
+#[inline]
+fn word_value(data: &[u8], end: usize, n: usize) -> Option<u64> {
+    let bytes: [u8; 8] = data.get(end.checked_sub(8)?..end)?.try_into().ok()?;
+    digits_of_word(u64::from_le_bytes(bytes), n)
+}
+
+/// The value of the `n` (1 to 8) digits that are the top bytes of `word`; its low `8 - n`
+/// bytes are set to `'0'`.
+#[inline]
+fn digits_of_word(word: u64, n: usize) -> Option<u64> {
+    // Little-endian: the first of the eight bytes is the word's low byte, so the bytes
+    // before the digits are its low `8 - n` bytes.
+    let before = low_bytes(8 - n);
+    let word = (word & !before) | (ZEROS & before);
+    // Every byte 0x30..=0x39: its high nibble is 3, and adding 6 leaves it 3.
+    let nibbles = (word & HIGH_NIBBLES) | ((word.wrapping_add(SIXES) & HIGH_NIBBLES) >> 4);
+    if nibbles != THREES {
+        return None;
+    }
+    // Pairs of digits, then fours, then the eight: each step joins neighbours, the earlier
+    // (more significant) one in the lower byte.
+    let v = word - ZEROS;
+    let v = (v.wrapping_mul(10) + (v >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let v = (v.wrapping_mul(100) + (v >> 16)) & 0x0000_ffff_0000_ffff;
+    Some((v.wrapping_mul(10_000) + (v >> 32)) & 0xffff_ffff)
+}
+
+/// A mask of the low `n` (0 to 8) bytes of a word.
+#[inline]
+fn low_bytes(n: usize) -> u64 {
+    u64::MAX.checked_shr(64 - 8 * n as u32).unwrap_or(0)
+}
+
+/// The high bit of each zero byte of `word`, exactly (no borrow runs into the next byte).
+#[inline]
+pub(super) fn zero_bytes(word: u64) -> u64 {
+    !(((word & LOW_BITS) + LOW_BITS) | word | LOW_BITS)
+}
+
+const LOW_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+const DOTS: u64 = 0x2e2e_2e2e_2e2e_2e2e;
+
+/// The value of 1 to 18 ASCII digits, one at a time.
+fn digits_one_by_one(digits: &[u8]) -> Option<u64> {
+    let mut value: u64 = 0;
+    for &b in digits {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value = value * 10 + u64::from(digit);
+    }
+    Some(value)
+}
+
+const ZEROS: u64 = 0x3030_3030_3030_3030;
+const SIXES: u64 = 0x0606_0606_0606_0606;
+const THREES: u64 = 0x3333_3333_3333_3333;
+const HIGH_NIBBLES: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+
+/// 10^0 ..= 10^22, each exact as a double.
+const POWERS_OF_TEN: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// 10^0 ..= 10^15, the fraction digits the fast path takes.
+const POWERS_OF_TEN_U64: [u64; 16] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+    10_000_000_000,
+    100_000_000_000,
+    1_000_000_000_000,
+    10_000_000_000_000,
+    100_000_000_000_000,
+    1_000_000_000_000_000,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `text` parsed at the end of a block, after `pad` bytes of another field, and at its
+    /// very start (where words cannot be loaded and digits go one by one).
+    fn placed(text: &str, pad: usize) -> Vec<(Vec<u8>, usize, usize)> {
+        let mut after = vec![b'7'; pad];
+        after.extend_from_slice(text.as_bytes());
+        vec![
+            (after, pad, pad + text.len()),
+            (text.as_bytes().to_vec(), 0, text.len()),
+        ]
+    }
+
+    proptest! {
+        /// The fast path's division rounds as the full parser does, on both sides of its
+        /// 15-digit bound.
+        #[test]
+        fn plain_floats_are_the_correctly_rounded_value(
+            text in "-?[0-9]{1,12}(\\.[0-9]{1,12})?", pad in 0usize..20
+        ) {
+            let want: f64 = text.parse().expect("a float");
+            for (data, start, end) in placed(&text, pad) {
+                let got = plain_float(&data, start, end).expect("plain");
+                prop_assert_eq!(got.to_bits(), want.to_bits());
+            }
+        }
+
+        /// Integers of up to 18 digits read as `str::parse` reads them, wherever they lie.
+        #[test]
+        fn plain_ints_are_their_value(text in "-?[0-9]{1,18}", pad in 0usize..20) {
+            let want: i64 = text.parse().expect("an integer");
+            for (data, start, end) in placed(&text, pad) {
+                prop_assert_eq!(plain_int(&data, start, end), Some(want));
+            }
+        }
+
+        /// Any other text is not a plain number: the plain path hands its chunk to arrow-csv.
+        #[test]
+        fn other_text_is_not_a_plain_number(text in "[-+0-9.e :/a]{0,20}", pad in 0usize..20) {
+            let int_like = text.strip_prefix('-').unwrap_or(&text);
+            let is_int = !int_like.is_empty()
+                && int_like.len() <= 18
+                && int_like.bytes().all(|b| b.is_ascii_digit());
+            let (whole, fraction) = int_like.split_once('.').unwrap_or((int_like, "1"));
+            let is_float = !whole.is_empty()
+                && !fraction.is_empty()
+                && whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit());
+            for (data, start, end) in placed(&text, pad) {
+                prop_assert_eq!(plain_int(&data, start, end).is_some(), is_int);
+                prop_assert_eq!(plain_float(&data, start, end).is_some(), is_float, "{}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn digits_next_to_other_bytes_are_read_alone() {
+        let data = b"x9;12345678901234567;-0.5;1.;.5;1.2.3";
+        assert_eq!(plain_int(data, 1, 2), Some(9));
+        assert_eq!(plain_int(data, 3, 20), Some(12_345_678_901_234_567));
+        assert_eq!(plain_float(data, 21, 25), Some(-0.5));
+        assert_eq!(plain_float(data, 26, 28), None);
+        assert_eq!(plain_float(data, 29, 31), None);
+        assert_eq!(plain_float(data, 32, 37), None);
+        assert_eq!(plain_int(data, 0, 2), None);
+    }
+}
