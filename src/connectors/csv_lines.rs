@@ -103,8 +103,8 @@ const WIDE: usize = 16;
 
 /// A float type the CSV encoder writes.
 trait CsvFloat: zmij::Float + Copy {
-    /// Whether Żmij may write this value with a positive exponent: below this bound (under
-    /// where Żmij switches to exponents, 1e16 for doubles and 1e13 for singles) it never does.
+    /// Whether Żmij may write this value with a positive exponent. It switches to exponents
+    /// at 1e16 for doubles and at about 1e13 for singles; the bounds here are a power lower.
     fn may_have_positive_exponent(self) -> bool;
 }
 
