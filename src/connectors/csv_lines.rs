@@ -9,7 +9,7 @@ use arrow::array::{Array, BooleanArray, GenericStringArray, OffsetSizeTrait, Pri
 use arrow::datatypes::ArrowPrimitiveType;
 use arrow::record_batch::RecordBatch;
 
-use super::plain_columns::{column, write_integer, Column};
+use super::plain_columns::{column, wide_window, write_integer, Column, WIDE};
 use crate::error::Result;
 
 /// Appends `batch`'s rows to `out` as CSV lines separated by `delimiter`.
@@ -98,9 +98,6 @@ fn string_bytes<O: OffsetSizeTrait>(array: &GenericStringArray<O>, rows: usize) 
 /// The most bytes a float's text takes: the shortest digits, sign, point and exponent.
 const FLOAT_TEXT: usize = 24;
 
-/// The bytes a short string is copied in.
-const WIDE: usize = 16;
-
 /// A float type the CSV encoder writes.
 trait CsvFloat: zmij::Float + Copy {
     /// Whether Żmij may write this value with a positive exponent. It switches to exponents
@@ -158,13 +155,12 @@ fn push_value<O: OffsetSizeTrait>(
 ) {
     let start = array.value_offsets()[row].as_usize();
     let at = out.len();
-    let wide = array.value_data().get(start..start + WIDE);
-    match wide.and_then(|w| <&[u8; WIDE]>::try_from(w).ok()) {
-        Some(wide) if value.len() <= WIDE => {
+    match wide_window(array.value_data(), start, value.len()) {
+        Some(wide) => {
             out.extend_from_slice(wide);
             out.truncate(at + value.len());
         }
-        _ => out.extend_from_slice(value),
+        None => out.extend_from_slice(value),
     }
 }
 

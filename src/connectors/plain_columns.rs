@@ -44,6 +44,17 @@ pub(super) fn column(array: &ArrayRef) -> Option<Column<'_>> {
     })
 }
 
+/// The bytes a short string is copied in: a fixed-size copy is a few moves, where a copy of
+/// the value's own length is a call to `memcpy`.
+pub(crate) const WIDE: usize = 16;
+
+/// The [`WIDE`] bytes of `bytes` from `start`, to copy a value of `len` bytes there from: None
+/// when the value is longer or the bytes end too soon (copy it at its own length).
+pub(crate) fn wide_window(bytes: &[u8], start: usize, len: usize) -> Option<&[u8; WIDE]> {
+    let window = bytes.get(start..start.checked_add(WIDE)?)?;
+    (len <= WIDE).then(|| window.try_into().ok()).flatten()
+}
+
 /// Appends an integer's decimal digits, as arrow writes them. They are written in place, in
 /// room of the type's widest form: a copy from a buffer of their own is a `memcpy` call.
 pub(super) fn write_integer<N: lexical_core::ToLexical>(value: N, out: &mut Vec<u8>) {

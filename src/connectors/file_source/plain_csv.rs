@@ -14,6 +14,7 @@ use arrow::record_batch::RecordBatch;
 use memchr::memchr2;
 
 use super::plain_numbers::{plain_float, plain_int, zero_bytes};
+use crate::connectors::plain_columns::{wide_window, WIDE};
 
 /// A column's type, of those the plain path reads.
 #[derive(Debug, Clone, Copy)]
@@ -189,10 +190,7 @@ fn string_column(
     for (row, (start, end)) in spans.enumerate() {
         let value = text.get(start..end)?;
         let len = value.len();
-        match (len <= WIDE)
-            .then(|| data.get(start..start + WIDE))
-            .flatten()
-        {
+        match wide_window(data, start, len) {
             Some(wide) => buffer[at..at + WIDE].copy_from_slice(wide),
             None => buffer[at..at + len].copy_from_slice(value.as_bytes()),
         }
@@ -220,9 +218,6 @@ fn string_column(
         StringArray::new_unchecked(offsets, Buffer::from_vec(buffer), nulls)
     }))
 }
-
-/// The bytes a short string value is copied in.
-const WIDE: usize = 16;
 
 /// The places of the delimiter and of newlines in `data`, found eight bytes at a time: a
 /// record of a few short fields has a separator every few bytes, too close together for a

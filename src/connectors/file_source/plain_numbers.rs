@@ -12,11 +12,10 @@ pub(super) fn plain_int(data: &[u8], start: usize, end: usize) -> Option<i64> {
         Some(b'-') => (true, start + 1),
         _ => (false, start),
     };
-    let digits = end - first;
-    if digits == 0 || digits > 18 {
+    if !(1..=18).contains(&(end - first)) {
         return None;
     }
-    let value = digits_value(data, first, end).or_else(|| digits_one_by_one(&data[first..end]))?;
+    let value = digits(data, first, end)?;
     // At most 18 digits: below 10^18, within an i64.
     let value = value as i64;
     Some(if negative { -value } else { value })
@@ -90,15 +89,19 @@ fn any_float(data: &[u8], start: usize, end: usize) -> Option<f64> {
         }
         return std::str::from_utf8(field).ok()?.parse().ok();
     }
-    let number = |from: usize, to: usize| {
-        digits_value(data, from, to).or_else(|| digits_one_by_one(data.get(from..to)?))
-    };
-    let mut mantissa = number(first, whole_end)?;
+    let mut mantissa = digits(data, first, whole_end)?;
     if fraction > 0 {
-        mantissa = mantissa * POWERS_OF_TEN_U64[fraction] + number(end - fraction, end)?;
+        mantissa = mantissa * POWERS_OF_TEN_U64[fraction] + digits(data, end - fraction, end)?;
     }
     let value = mantissa as f64 / POWERS_OF_TEN[fraction];
     Some(if negative { -value } else { value })
+}
+
+/// The value of the 1 to 18 ASCII digits `data[start..end]`: by words where they can be
+/// loaded, else one by one.
+#[inline]
+fn digits(data: &[u8], start: usize, end: usize) -> Option<u64> {
+    digits_value(data, start, end).or_else(|| digits_one_by_one(data.get(start..end)?))
 }
 
 /// The value of the 1 to 16 ASCII digits `data[start..end]`, read as one or two words; None
