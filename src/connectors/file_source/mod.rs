@@ -6,6 +6,7 @@
 
 mod block_decoder;
 mod blocks;
+mod field_ends;
 mod plain_csv;
 mod plain_numbers;
 pub mod pool;

@@ -13,7 +13,8 @@ use arrow::datatypes::{ArrowPrimitiveType, DataType, Float64Type, Int64Type, Sch
 use arrow::record_batch::RecordBatch;
 use memchr::memchr2;
 
-use super::plain_numbers::{plain_float, plain_int, zero_bytes};
+use super::field_ends::field_ends;
+use super::plain_numbers::{plain_float, plain_int};
 use crate::connectors::plain_columns::{wide_window, WIDE};
 
 /// A column's type, of those the plain path reads.
@@ -92,7 +93,7 @@ impl PlainCsv {
     /// Reads up to `rows` records of `text` from byte `at`: the batch, and where the next
     /// record starts. None when a record is not plain.
     ///
-    /// It finds every field's end first, then parses one column at a time: each column is a
+    /// It finds every field's end first ([`field_ends`]), then parses one column at a time: each column is a
     /// tight loop of one type, with no per-field dispatch.
     fn read(&self, text: &str, at: usize, rows: usize) -> Option<(RecordBatch, usize)> {
         let data = text.as_bytes();
@@ -100,26 +101,7 @@ impl PlainCsv {
         if rows == 0 {
             return None;
         }
-        // Field `i` (record i / fields, column i % fields) ends at ends[i].
-        let mut ends: Vec<usize> = Vec::with_capacity(rows.min(data.len() / 2 + 1) * fields);
-        let mut column = 0;
-        for (end, newline) in Separators::new(data, at, self.delimiter) {
-            // Too few fields end at a newline, too many at a delimiter.
-            if newline != (column == fields - 1) {
-                return None;
-            }
-            ends.push(end);
-            column += 1;
-            if column == fields {
-                column = 0;
-                if ends.len() == rows.saturating_mul(fields) {
-                    break;
-                }
-            }
-        }
-        if column != 0 {
-            return None;
-        }
+        let ends = field_ends(data, at, self.delimiter, fields, rows)?;
         let read = ends.len() / fields;
         let next = ends.last().map_or(at, |e| e + 1);
         // Field `i`'s bytes: from the separator before it to its own.
@@ -217,77 +199,6 @@ fn string_column(
     Some(Arc::new(unsafe {
         StringArray::new_unchecked(offsets, Buffer::from_vec(buffer), nulls)
     }))
-}
-
-/// The places of the delimiter and of newlines in `data`, found eight bytes at a time: a
-/// record of a few short fields has a separator every few bytes, too close together for a
-/// search that starts over at each. Each comes with whether it is a newline.
-struct Separators<'a> {
-    data: &'a [u8],
-    /// The start of the word `mask` marks.
-    word: usize,
-    /// One high bit per separator byte of the word, not yet handed out.
-    mask: u64,
-    /// The bits of `mask` that are newlines.
-    newlines: u64,
-    delimiter: u8,
-}
-
-const NEWLINES: u64 = 0x0a0a_0a0a_0a0a_0a0a;
-
-impl<'a> Separators<'a> {
-    /// Separators of `data` from byte `at` on.
-    fn new(data: &'a [u8], at: usize, delimiter: u8) -> Self {
-        let mut separators = Separators {
-            data,
-            word: at,
-            mask: 0,
-            newlines: 0,
-            delimiter,
-        };
-        (separators.mask, separators.newlines) = separators.mask_at(at);
-        separators
-    }
-
-    /// The separators of the (up to) eight bytes from `at`, and the newlines among them.
-    fn mask_at(&self, at: usize) -> (u64, u64) {
-        let Some(bytes) = self.data.get(at..at + 8) else {
-            let tail = self.data.get(at..).unwrap_or_default();
-            let marks = |wanted: &dyn Fn(u8) -> bool| {
-                tail.iter()
-                    .enumerate()
-                    .filter(|(_, &b)| wanted(b))
-                    .fold(0, |m, (i, _)| m | 0x80 << (8 * i))
-            };
-            let newlines = marks(&|b| b == b'\n');
-            return (newlines | marks(&|b| b == self.delimiter), newlines);
-        };
-        let mut word = [0u8; 8];
-        word.copy_from_slice(bytes);
-        let word = u64::from_le_bytes(word);
-        let newlines = zero_bytes(word ^ NEWLINES);
-        let delimiters = zero_bytes(word ^ u64::from_ne_bytes([self.delimiter; 8]));
-        (delimiters | newlines, newlines)
-    }
-}
-
-impl Iterator for Separators<'_> {
-    /// A separator's place, and whether it is a newline.
-    type Item = (usize, bool);
-
-    fn next(&mut self) -> Option<(usize, bool)> {
-        while self.mask == 0 {
-            self.word += 8;
-            if self.word >= self.data.len() {
-                return None;
-            }
-            (self.mask, self.newlines) = self.mask_at(self.word);
-        }
-        let at = self.word + (self.mask.trailing_zeros() / 8) as usize;
-        let lowest = self.mask & self.mask.wrapping_neg();
-        self.mask ^= lowest;
-        Some((at, self.newlines & lowest != 0))
-    }
 }
 
 /// True when `data` has no quote and no carriage return, the bytes the plain path leaves to
