@@ -5,9 +5,12 @@
 //! row format, appended only when a batch brings new groups, so keys can be read back (all
 //! of them, or chosen groups) without giving them up.
 
-use arrow::array::ArrayRef;
+use arrow::array::{Array, ArrayRef, AsArray, StringArray, StringViewArray};
+use arrow::buffer::ScalarBuffer;
 use arrow::compute::cast;
-use arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
@@ -16,7 +19,10 @@ use crate::error::{Result, VeloError};
 
 /// The keyed part of a key table: the interner and the stored keys.
 struct Keyed {
+    /// The key columns' types, as stored.
     schema: SchemaRef,
+    /// The types the interner reads them as ([`interned_schema`]).
+    interned: SchemaRef,
     values: Box<dyn GroupValues>,
     converter: RowConverter,
     keys: Rows,
@@ -46,10 +52,12 @@ impl GroupKeys {
                 .collect(),
         )?;
         let keys = converter.empty_rows(0, 0);
+        let interned = interned_schema(key_schema);
         Ok(GroupKeys {
             keyed: Some(Keyed {
                 schema: key_schema.clone(),
-                values: new_group_values(key_schema.clone(), &GroupOrdering::None)?,
+                values: new_group_values(interned.clone(), &GroupOrdering::None)?,
+                interned,
                 converter,
                 keys,
             }),
@@ -91,27 +99,14 @@ impl GroupKeys {
             groups.resize(num_rows, 0);
             return Ok(());
         };
-        // The interner reads columns as its schema's types; a differing column is cast, not
-        // misread.
-        let cast_columns;
-        let columns = if key_columns
-            .iter()
-            .zip(k.schema.fields())
-            .all(|(c, f)| c.data_type() == f.data_type())
-        {
-            key_columns
-        } else {
-            cast_columns = key_columns
-                .iter()
-                .zip(k.schema.fields())
-                .map(|(c, f)| Ok(cast(c, f.data_type())?))
-                .collect::<Result<Vec<_>>>()?;
-            &cast_columns
-        };
+        // The interner and the stored keys read columns as their schemas' types; a differing
+        // column is cast, not misread.
+        let interned = cast_to(key_columns, &k.interned)?;
         let before = k.values.len();
-        k.values.intern(columns, groups)?;
+        k.values.intern(&interned, groups)?;
         if k.values.len() > before {
-            k.store_new_keys(columns, groups, before)?;
+            let stored = cast_to(key_columns, &k.schema)?;
+            k.store_new_keys(&stored, groups, before)?;
         }
         Ok(())
     }
@@ -140,6 +135,77 @@ impl GroupKeys {
             self.global_seen = true;
         }
     }
+}
+
+/// The types an interner reads `key_schema`'s columns as: a string column (not a large one)
+/// as a string view,
+/// whose table (DataFusion's `ArrowBytesViewMap`) compares a value of up to 12 bytes as one
+/// 16-byte view, where the string table calls `memcmp` for a value of over 8.
+fn interned_schema(key_schema: &SchemaRef) -> SchemaRef {
+    let fields = key_schema.fields().iter().map(|f| match f.data_type() {
+        DataType::Utf8 => Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View)),
+        _ => Arc::clone(f),
+    });
+    Arc::new(Schema::new(fields.collect::<Vec<_>>()))
+}
+
+/// `columns` as `schema`'s types, cast where one differs.
+fn cast_to(columns: &[ArrayRef], schema: &SchemaRef) -> Result<Vec<ArrayRef>> {
+    columns
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| match (c.data_type(), f.data_type()) {
+            (from, to) if from == to => Ok(Arc::clone(c)),
+            (DataType::Utf8, DataType::Utf8View) => match string_views(c.as_string::<i32>()) {
+                Some(views) => Ok(Arc::new(views) as ArrayRef),
+                None => Ok(cast(c, f.data_type())?),
+            },
+            (_, to) => Ok(cast(c, to)?),
+        })
+        .collect()
+}
+
+/// `strings` as string views of its own buffer, no bytes copied; None when the buffer is
+/// too large for a view's offset. Arrow's conversion calls a function per value, which costs
+/// more than the view: a value of up to 12 bytes is masked out of a 16-byte load.
+fn string_views(strings: &StringArray) -> Option<StringViewArray> {
+    let data = strings.value_data();
+    u32::try_from(data.len()).ok()?;
+    let views: Vec<u128> = strings
+        .value_offsets()
+        .windows(2)
+        .map(|w| {
+            let (start, end) = (w[0] as usize, w[1] as usize);
+            let len = end - start;
+            if len > 12 {
+                let prefix = data[start..start + 4]
+                    .try_into()
+                    .map_or(0, u32::from_le_bytes);
+                // Buffer 0 (the only one), from `start`.
+                return len as u128 | (prefix as u128) << 32 | (start as u128) << 96;
+            }
+            let bytes = match data.get(start..start + 16) {
+                Some(window) => window.try_into().map_or(0, u128::from_le_bytes),
+                None => {
+                    let mut bytes = [0u8; 16];
+                    bytes[..len].copy_from_slice(&data[start..end]);
+                    u128::from_le_bytes(bytes)
+                }
+            };
+            let inline = bytes & ((1u128 << (8 * len)) - 1);
+            len as u128 | inline << 32
+        })
+        .collect();
+    // SAFETY: each view is its value's length, then either the value (up to 12 bytes, zero
+    // padded) or its first 4 bytes, buffer 0 and its offset there: the layout views have.
+    // The values are those of a valid string array, so UTF-8, and lie within the buffer.
+    Some(unsafe {
+        StringViewArray::new_unchecked(
+            ScalarBuffer::from(views),
+            vec![strings.values().clone()],
+            strings.nulls().cloned(),
+        )
+    })
 }
 
 impl Keyed {
@@ -178,7 +244,7 @@ impl Keyed {
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{Array, Int32Array, Int64Array, StringArray};
+    use arrow::array::{Int32Array, Int64Array};
     use arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
@@ -202,6 +268,30 @@ mod tests {
         keys.intern(columns, columns[0].len(), &mut groups)
             .expect("intern");
         groups
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn string_views_are_arrows_views(
+            values in proptest::collection::vec(
+                proptest::option::of("[a-zé]{0,20}"), 0..40),
+            from in 0usize..5,
+        ) {
+            let array = StringArray::from(values.clone());
+            // A sliced array's offsets do not start at 0.
+            let sliced = array.slice(from.min(values.len()), values.len() - from.min(values.len()));
+            for strings in [&array, &sliced] {
+                let mine = string_views(strings).expect("views");
+                let arrows = StringViewArray::from(strings);
+                proptest::prop_assert_eq!(&mine, &arrows);
+                // Equal views, not only equal values: the interner compares views.
+                for (i, (a, b)) in mine.views().iter().zip(arrows.views()).enumerate() {
+                    if strings.is_valid(i) {
+                        proptest::prop_assert_eq!(a, b);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
