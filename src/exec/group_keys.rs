@@ -1,15 +1,16 @@
 //! Maps group-key values to dense group indices: the key table of every GROUP BY.
 //!
 //! Interning uses DataFusion's `GroupValues`, which has specialised tables for one string or
-//! primitive column and for several columns; the key of each group is also kept in Arrow's
-//! row format, appended only when a batch brings new groups, so keys can be read back (all
-//! of them, or chosen groups) without giving them up.
+//! primitive column and for several columns (a string key is interned as a string view, whose
+//! table is the faster); the key of each group is also kept in Arrow's row format, appended
+//! only when a batch brings new groups, so keys can be read back (all of them, or chosen
+//! groups) without giving them up.
+
+use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, StringArray, StringViewArray};
 use arrow::buffer::ScalarBuffer;
 use arrow::compute::cast;
-use std::sync::Arc;
-
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
@@ -138,9 +139,8 @@ impl GroupKeys {
 }
 
 /// The types an interner reads `key_schema`'s columns as: a string column (not a large one)
-/// as a string view,
-/// whose table (DataFusion's `ArrowBytesViewMap`) compares a value of up to 12 bytes as one
-/// 16-byte view, where the string table calls `memcmp` for a value of over 8.
+/// as a string view, whose table (DataFusion's `ArrowBytesViewMap`) compares a value of up to
+/// 12 bytes as one 16-byte view, where the string table calls `memcmp` for a value of over 8.
 fn interned_schema(key_schema: &SchemaRef) -> SchemaRef {
     let fields = key_schema.fields().iter().map(|f| match f.data_type() {
         DataType::Utf8 => Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View)),

@@ -93,8 +93,8 @@ impl PlainCsv {
     /// Reads up to `rows` records of `text` from byte `at`: the batch, and where the next
     /// record starts. None when a record is not plain.
     ///
-    /// It finds every field's end first ([`field_ends`]), then parses one column at a time: each column is a
-    /// tight loop of one type, with no per-field dispatch.
+    /// It finds every field's end first ([`field_ends`]), then parses one column at a time:
+    /// each column is a tight loop of one type, with no per-field dispatch.
     fn read(&self, text: &str, at: usize, rows: usize) -> Option<(RecordBatch, usize)> {
         let data = text.as_bytes();
         let fields = self.columns.len();
