@@ -158,7 +158,7 @@ fn low_bytes(n: usize) -> u64 {
 
 /// The high bit of each zero byte of `word`, exactly (no borrow runs into the next byte).
 #[inline]
-pub(super) fn zero_bytes(word: u64) -> u64 {
+fn zero_bytes(word: u64) -> u64 {
     !(((word & LOW_BITS) + LOW_BITS) | word | LOW_BITS)
 }
 
