@@ -115,6 +115,11 @@ impl Sink for StdoutSink {
     }
 }
 
+/// The bytes a file sink gathers before it writes: a batch's bytes as large go straight to
+/// the file, since gathering them is a copy of every byte. Small batches (a trickle of
+/// changes) are gathered into writes of this size.
+const FILE_BUFFER: usize = 1 << 16;
+
 /// A JSON-lines or CSV file.
 pub struct FileSink {
     path: PathBuf,
@@ -138,7 +143,7 @@ impl FileSink {
             .map_err(|e| VeloError::io(format!("creating {}", path.display()), e))?;
         Ok(FileSink {
             path: path.to_path_buf(),
-            out: BufWriter::with_capacity(1 << 20, file),
+            out: BufWriter::with_capacity(FILE_BUFFER, file),
             csv: csv.then_some(delimiter),
             encoder: row_encoder(csv, delimiter),
             wrote_header: false,

@@ -6,7 +6,7 @@
 
 mod block_decoder;
 mod blocks;
-mod field_ends;
+mod field_starts;
 mod plain_csv;
 mod plain_numbers;
 pub mod pool;

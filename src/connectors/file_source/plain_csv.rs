@@ -7,13 +7,13 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanBufferBuilder, PrimitiveBuilder, StringArray};
+use arrow::array::{ArrayRef, BooleanBufferBuilder, PrimitiveArray, StringArray};
 use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{ArrowPrimitiveType, DataType, Float64Type, Int64Type, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use memchr::memchr2;
 
-use super::field_ends::field_ends;
+use super::field_starts::field_starts;
 use super::plain_numbers::{plain_float, plain_int};
 use crate::connectors::plain_columns::{wide_window, WIDE};
 
@@ -93,27 +93,31 @@ impl PlainCsv {
     /// Reads up to `rows` records of `text` from byte `at`: the batch, and where the next
     /// record starts. None when a record is not plain.
     ///
-    /// It finds every field's end first ([`field_ends`]), then parses one column at a time:
-    /// each column is a tight loop of one type, with no per-field dispatch.
+    /// It finds where every field starts first ([`field_starts`]), then parses one column
+    /// at a time: each column is a tight loop of one type, with no per-field dispatch.
     fn read(&self, text: &str, at: usize, rows: usize) -> Option<(RecordBatch, usize)> {
         let data = text.as_bytes();
         let fields = self.columns.len();
         if rows == 0 {
             return None;
         }
-        let ends = field_ends(data, at, self.delimiter, fields, rows)?;
-        let read = ends.len() / fields;
-        let next = ends.last().map_or(at, |e| e + 1);
-        // Field `i`'s bytes: from the separator before it to its own.
-        let span = |i: usize| match i {
-            0 => (at, ends[0]),
-            _ => (ends[i - 1] + 1, ends[i]),
+        let starts = field_starts(data, at, self.delimiter, fields, rows)?;
+        let read = (starts.len() - 1) / fields;
+        let next = *starts.last()?;
+        // Field `f`'s spans, record by record: from its start to the separator that ends it.
+        // (`starts` has `read * fields + 1` entries.)
+        let starts = starts.as_slice();
+        let spans = |f: usize| {
+            (0..read).map(move |r| {
+                let i = r * fields + f;
+                (starts[i], starts[i + 1] - 1)
+            })
         };
-        let field = |i: usize| {
-            let (start, end) = span(i);
-            &text[start..end]
+        let blank = |(s, e): (usize, usize)| {
+            data.get(s..e)
+                .is_some_and(|f| f.iter().all(u8::is_ascii_whitespace))
         };
-        if fields == 1 && (0..read).any(|i| field(i).bytes().all(|b| b.is_ascii_whitespace())) {
+        if fields == 1 && spans(0).any(blank) {
             return None;
         }
         let mut columns: Vec<Option<ArrayRef>> = vec![None; self.projection.fields().len()];
@@ -121,18 +125,54 @@ impl PlainCsv {
             let Some((slot, kind)) = decoded else {
                 continue;
             };
-            let spans = (f..ends.len()).step_by(fields).map(span);
             // arrow-csv reads an empty field as NULL, whatever the type.
             let array: ArrayRef = match kind {
-                Kind::Int64 => primitive_column::<Int64Type>(data, spans, read, plain_int)?,
-                Kind::Float64 => primitive_column::<Float64Type>(data, spans, read, plain_float)?,
-                Kind::Utf8 => string_column(text, spans, read)?,
+                Kind::Int64 => primitive_column::<Int64Type>(data, spans(f), read, plain_int)?,
+                Kind::Float64 => {
+                    primitive_column::<Float64Type>(data, spans(f), read, plain_float)?
+                }
+                Kind::Utf8 => string_column(data, spans(f), read)?,
             };
             columns[*slot] = Some(array);
         }
         let columns = columns.into_iter().collect::<Option<Vec<_>>>()?;
         let batch = RecordBatch::try_new(Arc::clone(&self.projection), columns);
         Some((batch.ok()?, next))
+    }
+}
+
+/// The validity of a column's values, kept only once one is NULL: most columns have none.
+struct Validity {
+    rows: usize,
+    bits: Option<BooleanBufferBuilder>,
+}
+
+impl Validity {
+    fn new(rows: usize) -> Self {
+        Validity { rows, bits: None }
+    }
+
+    /// Notes value `row`, the next one: NULL when `null`.
+    #[inline(always)]
+    fn push(&mut self, row: usize, null: bool) {
+        match &mut self.bits {
+            Some(bits) => bits.append(!null),
+            None if null => self.first_null(row),
+            None => {}
+        }
+    }
+
+    /// Notes value `row`, the first NULL: the values before it were all valid.
+    #[cold]
+    fn first_null(&mut self, row: usize) {
+        let mut bits = BooleanBufferBuilder::new(self.rows);
+        bits.append_n(row, true);
+        bits.append(false);
+        self.bits = Some(bits);
+    }
+
+    fn finish(self) -> Option<NullBuffer> {
+        self.bits.map(|mut bits| NullBuffer::new(bits.finish()))
     }
 }
 
@@ -144,60 +184,56 @@ fn primitive_column<T: ArrowPrimitiveType>(
     rows: usize,
     parse: impl Fn(&[u8], usize, usize) -> Option<T::Native>,
 ) -> Option<ArrayRef> {
-    let mut b = PrimitiveBuilder::<T>::with_capacity(rows);
-    for (start, end) in spans {
-        match start == end {
-            true => b.append_null(),
-            false => b.append_value(parse(data, start, end)?),
+    let mut values = vec![T::Native::default(); rows];
+    let mut validity = Validity::new(rows);
+    for (row, (value, (start, end))) in values.iter_mut().zip(spans).enumerate() {
+        let null = start == end;
+        validity.push(row, null);
+        if !null {
+            *value = parse(data, start, end)?;
         }
     }
-    Some(Arc::new(b.finish()))
+    Some(Arc::new(PrimitiveArray::<T>::new(
+        ScalarBuffer::from(values),
+        validity.finish(),
+    )))
 }
 
-/// A column of `rows` strings, the `spans` of `text` (an empty one is NULL), copied into one
+/// A column of `rows` strings, the `spans` of `data` (an empty one is NULL), copied into one
 /// buffer. A value of up to [`WIDE`] bytes is copied as a fixed [`WIDE`] bytes, running past
 /// its end into room kept for that: a call to `memcpy` per value costs more than the copy.
+/// `data` is UTF-8, and every span lies between ASCII separators, so each is UTF-8 too.
 fn string_column(
-    text: &str,
+    data: &[u8],
     spans: impl Iterator<Item = (usize, usize)> + Clone,
     rows: usize,
 ) -> Option<ArrayRef> {
-    let data = text.as_bytes();
     let bytes: usize = spans.clone().map(|(start, end)| end - start).sum();
     let mut buffer = vec![0u8; bytes + WIDE];
     let mut offsets: Vec<i32> = Vec::with_capacity(rows + 1);
     offsets.push(0);
-    let mut nulls: Option<BooleanBufferBuilder> = None;
+    let mut validity = Validity::new(rows);
     let mut at = 0;
     for (row, (start, end)) in spans.enumerate() {
-        let value = text.get(start..end)?;
-        let len = value.len();
+        let len = end - start;
         match wide_window(data, start, len) {
-            Some(wide) => buffer[at..at + WIDE].copy_from_slice(wide),
-            None => buffer[at..at + len].copy_from_slice(value.as_bytes()),
+            Some(wide) => buffer.get_mut(at..at + WIDE)?.copy_from_slice(wide),
+            None => buffer
+                .get_mut(at..at + len)?
+                .copy_from_slice(data.get(start..end)?),
         }
         at += len;
         offsets.push(i32::try_from(at).ok()?);
-        if len == 0 {
-            // arrow-csv reads an empty field as NULL.
-            nulls
-                .get_or_insert_with(|| {
-                    let mut n = BooleanBufferBuilder::new(rows);
-                    n.append_n(row, true);
-                    n
-                })
-                .append(false);
-        } else if let Some(n) = nulls.as_mut() {
-            n.append(true);
-        }
+        // arrow-csv reads an empty field as NULL.
+        validity.push(row, len == 0);
     }
     buffer.truncate(bytes);
     let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
-    let nulls = nulls.map(|mut n| NullBuffer::new(n.finish()));
-    // SAFETY: the buffer is the values back to back, each a `&str`, so it is UTF-8 and every
-    // offset falls between two of them (a char boundary); the offsets rise from 0 to its end.
+    // SAFETY: the buffer is the spans back to back, each UTF-8 (see above), so it is UTF-8
+    // and every offset falls between two of them (a char boundary); the offsets rise from 0
+    // to its end.
     Some(Arc::new(unsafe {
-        StringArray::new_unchecked(offsets, Buffer::from_vec(buffer), nulls)
+        StringArray::new_unchecked(offsets, Buffer::from_vec(buffer), validity.finish())
     }))
 }
 

@@ -1,4 +1,4 @@
-//! Where the fields of plain CSV records end: the first step of the plain reader, and the
+//! Where the fields of plain CSV records start: the first step of the plain reader, and the
 //! one that reads every byte. The bytes are compared 64 at a time against the delimiter and
 //! the newline, giving a bit per byte; the separators are then read off those bits. A record
 //! of a few short fields has a separator every few bytes, too close together for a search
@@ -7,11 +7,12 @@
 /// The bytes compared at once.
 const CHUNK: usize = 64;
 
-/// The end of each field of up to `rows` records of `data` from byte `at`, field `i` of
-/// the result being field `i % fields` of record `i / fields`; `data` holds whole records
-/// from `at` on, each ending with a newline. None when a record has more or fewer than
-/// `fields` fields.
-pub(super) fn field_ends(
+/// Where each field of up to `rows` records of `data` from byte `at` starts, and then where
+/// the next record starts: field `i` of the records (field `i % fields` of record
+/// `i / fields`) is `data[starts[i]..starts[i + 1] - 1]`, up to the delimiter or newline
+/// that ends it. `data` holds whole records from `at` on, each ending with a newline. None
+/// when a record has more or fewer than `fields` fields.
+pub(super) fn field_starts(
     data: &[u8],
     at: usize,
     delimiter: u8,
@@ -19,8 +20,9 @@ pub(super) fn field_ends(
     rows: usize,
 ) -> Option<Vec<usize>> {
     let last = fields.checked_sub(1)?;
-    let wanted = rows.saturating_mul(fields);
-    let mut ends: Vec<usize> = Vec::with_capacity(wanted.min(data.len().saturating_sub(at)));
+    let wanted = rows.saturating_mul(fields).saturating_add(1);
+    let mut starts: Vec<usize> = Vec::with_capacity(wanted.min(data.len().saturating_sub(at) + 1));
+    starts.push(at);
     let mut column = 0;
     let mut chunk = at;
     'chunks: while chunk < data.len() {
@@ -32,10 +34,10 @@ pub(super) fn field_ends(
             if (newlines >> bit & 1 != 0) != (column == last) {
                 return None;
             }
-            ends.push(chunk + bit as usize);
+            starts.push(chunk + bit as usize + 1);
             if column == last {
                 column = 0;
-                if ends.len() == wanted {
+                if starts.len() == wanted {
                     break 'chunks;
                 }
             } else {
@@ -44,7 +46,7 @@ pub(super) fn field_ends(
         }
         chunk += CHUNK;
     }
-    (column == 0).then_some(ends)
+    (column == 0).then_some(starts)
 }
 
 /// One bit per byte of the (up to) [`CHUNK`] bytes of `data` from `at`, bit `i` for byte
@@ -108,7 +110,7 @@ mod tests {
 
     use super::*;
 
-    /// The ends by a plain walk over the bytes.
+    /// The starts by a plain walk over the bytes.
     fn walked(
         data: &[u8],
         at: usize,
@@ -116,7 +118,7 @@ mod tests {
         fields: usize,
         rows: usize,
     ) -> Option<Vec<usize>> {
-        let mut ends = Vec::new();
+        let mut starts = vec![at];
         let mut column = 0;
         for (i, &b) in data.iter().enumerate().skip(at) {
             if b != b'\n' && b != delimiter {
@@ -125,34 +127,42 @@ mod tests {
             if (b == b'\n') != (column == fields - 1) {
                 return None;
             }
-            ends.push(i);
+            starts.push(i + 1);
             column = (column + 1) % fields;
-            if column == 0 && ends.len() == rows * fields {
+            if column == 0 && starts.len() == rows * fields + 1 {
                 break;
             }
         }
-        (column == 0).then_some(ends)
+        (column == 0).then_some(starts)
     }
 
     #[test]
-    fn fields_end_at_delimiters_and_records_at_newlines() {
+    fn fields_start_after_delimiters_and_records_after_newlines() {
         let data = b"a,1\nbb,22\nccc,333\n";
         assert_eq!(
-            field_ends(data, 0, b',', 2, 10),
-            Some(vec![1, 3, 6, 9, 13, 17])
+            field_starts(data, 0, b',', 2, 10),
+            Some(vec![0, 2, 4, 7, 10, 14, 18])
         );
         // Two records, then where the third starts.
-        assert_eq!(field_ends(data, 0, b',', 2, 2), Some(vec![1, 3, 6, 9]));
-        assert_eq!(field_ends(data, 10, b',', 2, 10), Some(vec![13, 17]));
         assert_eq!(
-            field_ends(b"a,1,x\n", 0, b',', 2, 10),
+            field_starts(data, 0, b',', 2, 2),
+            Some(vec![0, 2, 4, 7, 10])
+        );
+        assert_eq!(field_starts(data, 10, b',', 2, 10), Some(vec![10, 14, 18]));
+        assert_eq!(
+            field_starts(data, 18, b',', 2, 10),
+            Some(vec![18]),
+            "no record"
+        );
+        assert_eq!(
+            field_starts(b"a,1,x\n", 0, b',', 2, 10),
             None,
             "too many fields"
         );
-        assert_eq!(field_ends(b"a\n", 0, b',', 2, 10), None, "too few fields");
+        assert_eq!(field_starts(b"a\n", 0, b',', 2, 10), None, "too few fields");
         assert_eq!(
-            field_ends(b"a\0b\n", 0, 0, 2, 10),
-            Some(vec![1, 3]),
+            field_starts(b"a\0b\n", 0, 0, 2, 10),
+            Some(vec![0, 2, 4]),
             "NUL delimiter"
         );
     }
@@ -176,7 +186,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn the_ends_are_those_a_walk_finds(
+        fn the_starts_are_those_a_walk_finds(
             records in proptest::collection::vec(
                 proptest::collection::vec("[a-c0-9]{0,20}", 1..5), 0..60),
             fields in 1usize..5,
@@ -190,7 +200,7 @@ mod tests {
             }
             let at = at.min(data.len());
             prop_assert_eq!(
-                field_ends(&data, at, b',', fields, rows),
+                field_starts(&data, at, b',', fields, rows),
                 walked(&data, at, b',', fields, rows)
             );
         }
