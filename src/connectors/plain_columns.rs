@@ -111,7 +111,7 @@ pub(crate) fn short_decimal(value: f64, out: &mut Vec<u8>) -> bool {
     // The point and four fractional digits; the trailing zeros, all but one, cut off.
     let fraction = four_digits((scaled % DECIMAL_SCALE) as u32);
     let places = 4 - (fraction.leading_zeros() / 8).min(3) as usize;
-    let fraction_text = u64::from(b'.') | u64::from(fraction | ASCII_ZEROS as u32) << 8;
+    let fraction_text = u64::from(b'.') | (u64::from(fraction | ASCII_ZEROS as u32) << 8);
     let sign = usize::from(value.is_sign_negative());
     let at = out.len();
     out.extend_from_slice(&[b'-'; 24]);
@@ -125,20 +125,20 @@ pub(crate) fn short_decimal(value: f64, out: &mut Vec<u8>) -> bool {
 /// The eight decimal digits of `n` (below 10⁸) as the bytes of a word, the first in the low
 /// byte: each step splits every lane of the word into two of half its width, at once.
 fn eight_digits(n: u32) -> u64 {
-    let fours = u64::from(n / 10_000) | u64::from(n % 10_000) << 32;
+    let fours = u64::from(n / 10_000) | (u64::from(n % 10_000) << 32);
     // x / 100 is (x * 10486) >> 20 below 10⁴, and x / 10 is (x * 103) >> 10 below 100.
-    let hundreds = (fours * 10486 >> 20) & 0x0000_007f_0000_007f;
-    let pairs = hundreds | (fours - hundreds * 100) << 16;
-    let tens = (pairs * 103 >> 10) & 0x000f_000f_000f_000f;
-    tens | (pairs - tens * 10) << 8
+    let hundreds = ((fours * 10486) >> 20) & 0x0000_007f_0000_007f;
+    let pairs = hundreds | ((fours - hundreds * 100) << 16);
+    let tens = ((pairs * 103) >> 10) & 0x000f_000f_000f_000f;
+    tens | ((pairs - tens * 10) << 8)
 }
 
 /// The four decimal digits of `n` (below 10⁴) as the bytes of a word, the first in the low
 /// byte (as [`eight_digits`]).
 fn four_digits(n: u32) -> u32 {
-    let pairs = n / 100 | (n % 100) << 16;
-    let tens = (pairs * 103 >> 10) & 0x000f_000f;
-    tens | (pairs - tens * 10) << 8
+    let pairs = (n / 100) | ((n % 100) << 16);
+    let tens = ((pairs * 103) >> 10) & 0x000f_000f;
+    tens | ((pairs - tens * 10) << 8)
 }
 
 /// Batches the encoders' tests compare with arrow's writers.
@@ -301,7 +301,7 @@ mod tests {
         assert_eq!(short(-0.0012).as_deref(), Some("-0.0012"));
         assert_eq!(short(5.0).as_deref(), Some("5.0"));
         assert_eq!(short(0.0001).as_deref(), Some("0.0001"));
-        assert_eq!(short(99_999_999.9999).as_deref(), Some("99999999.9999"));
+        assert_eq!(short(99_999_999.999_9).as_deref(), Some("99999999.9999"));
         assert_eq!(short(1200.5).as_deref(), Some("1200.5"));
         // Powers of two, whose gap to the double below is half the one above.
         assert_eq!(short(1024.0).as_deref(), Some("1024.0"));
