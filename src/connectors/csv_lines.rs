@@ -132,7 +132,7 @@ impl CsvFloat for f64 {
 /// A float as arrow-csv writes one, with ryu: the shortest digits that read back to it, `NaN`,
 /// `inf`. Żmij finds the same digits in about half the time; it writes a positive exponent
 /// with a `+` (`1e+16`), which ryu leaves out. A short decimal, as prices are, is written
-/// by [`short_decimal`] in a fraction of Żmij's time.
+/// by [`short_decimal`], in about four fifths of Żmij's instructions.
 fn float<T>(array: &PrimitiveArray<T>, row: usize, out: &mut Vec<u8>)
 where
     T: ArrowPrimitiveType,
