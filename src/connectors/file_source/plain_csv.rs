@@ -184,14 +184,24 @@ fn primitive_column<T: ArrowPrimitiveType>(
     rows: usize,
     parse: impl Fn(&[u8], usize, usize) -> Option<T::Native>,
 ) -> Option<ArrayRef> {
-    let mut values = vec![T::Native::default(); rows];
+    let mut values = Vec::with_capacity(rows);
     let mut validity = Validity::new(rows);
-    for (row, (value, (start, end))) in values.iter_mut().zip(spans).enumerate() {
+    let mut plain = true;
+    // Extending from the spans, whose count is known, writes the values with no capacity
+    // check and no zeroing first. A value that is not plain is noted, not returned at.
+    values.extend(spans.enumerate().map(|(row, (start, end))| {
         let null = start == end;
         validity.push(row, null);
-        if !null {
-            *value = parse(data, start, end)?;
+        match null {
+            true => T::Native::default(),
+            false => parse(data, start, end).unwrap_or_else(|| {
+                plain = false;
+                T::Native::default()
+            }),
         }
+    }));
+    if !plain {
+        return None;
     }
     Some(Arc::new(PrimitiveArray::<T>::new(
         ScalarBuffer::from(values),
