@@ -1,8 +1,8 @@
-//! Numbers of the plain CSV path, parsed eight digits at a time. A field is given as its span
-//! of the block, so the eight bytes that end at its last digit can be loaded as one word
-//! (the bytes before the field are masked off): no loop per digit, and no branch on the
-//! field's length beyond "up to 8" or "up to 16". A field too near the block's start for
-//! that goes the byte-at-a-time way.
+//! Numbers of the plain CSV path, parsed eight digits at a time, or sixteen (with the dot of a
+//! float) in one SSE2 register. A field is given as its span of the block, so the 8 or 16
+//! bytes that end at its last digit can be loaded at once (the bytes before the field are
+//! masked off): no loop per digit, and no branch on the field's length beyond "up to 8" or
+//! "up to 16". A field too near the block's start for that goes the byte-at-a-time way.
 
 /// `data[start..end]` as `-?[0-9]{1,18}`: an integer no BIGINT overflows on.
 #[inline]
