@@ -183,19 +183,22 @@ fn string<O: OffsetSizeTrait>(
     }
     let value = array.value(row).as_bytes();
     let start = array.value_offsets()[row].as_usize();
-    if let Some(wide) = wide_window(array.value_data(), start, value.len()) {
-        if special_bytes(wide, delimiter) & ((1 << value.len()) - 1) == 0 {
-            let at = out.len();
-            out.extend_from_slice(wide);
-            out.truncate(at + value.len());
-            return;
-        }
-    }
-    let quoted = value
-        .iter()
-        .any(|&b| b == delimiter || b == b'"' || b == b'\n' || b == b'\r');
+    let wide = wide_window(array.value_data(), start, value.len());
+    let quoted = match wide {
+        Some(wide) => special_bytes(wide, delimiter) & ((1 << value.len()) - 1) != 0,
+        None => value
+            .iter()
+            .any(|&b| b == delimiter || b == b'"' || b == b'\n' || b == b'\r'),
+    };
     if !quoted {
-        out.extend_from_slice(value);
+        let at = out.len();
+        match wide {
+            Some(wide) => {
+                out.extend_from_slice(wide);
+                out.truncate(at + value.len());
+            }
+            None => out.extend_from_slice(value),
+        }
         return;
     }
     out.push(b'"');

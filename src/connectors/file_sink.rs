@@ -115,9 +115,9 @@ impl Sink for StdoutSink {
     }
 }
 
-/// The bytes a file sink gathers before it writes: a batch's bytes as large go straight to
-/// the file, since gathering them is a copy of every byte. Small batches (a trickle of
-/// changes) are gathered into writes of this size.
+/// The bytes a file sink gathers before it writes. A batch's bytes of at least this size go
+/// straight to the file, since gathering them would copy every byte; smaller batches (a
+/// trickle of changes) are gathered into writes of this size.
 const FILE_BUFFER: usize = 1 << 16;
 
 /// A JSON-lines or CSV file.

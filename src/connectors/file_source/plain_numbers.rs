@@ -51,9 +51,8 @@ fn scalar_float(data: &[u8], start: usize, end: usize) -> Option<f64> {
 #[inline]
 fn vector_float(data: &[u8], start: usize, end: usize) -> Option<f64> {
     use std::arch::x86_64::{
-        _mm_and_si128, _mm_andnot_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_loadu_si128,
-        _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_setr_epi8,
-        _mm_slli_si128, _mm_sub_epi8,
+        _mm_and_si128, _mm_andnot_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_movemask_epi8,
+        _mm_or_si128, _mm_set1_epi8, _mm_slli_si128,
     };
     let negative = *data.get(start)? == b'-';
     // The digits and the dot, after the sign.
@@ -64,12 +63,10 @@ fn vector_float(data: &[u8], start: usize, end: usize) -> Option<f64> {
     let bytes: &[u8; 16] = data.get(end.checked_sub(16)?..end)?.try_into().ok()?;
     // SAFETY: SSE2 is part of every x86-64 target, and the load reads the 16 bytes of `bytes`.
     unsafe {
-        let text = _mm_loadu_si128(bytes.as_ptr().cast());
-        let index = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        let kept = _mm_cmpgt_epi8(index, _mm_set1_epi8(15 - len as i8));
+        let field = FieldLanes::new(bytes, len);
         let dots = _mm_movemask_epi8(_mm_and_si128(
-            _mm_cmpeq_epi8(text, _mm_set1_epi8(b'.' as i8)),
-            kept,
+            _mm_cmpeq_epi8(field.text, _mm_set1_epi8(b'.' as i8)),
+            field.kept,
         )) as u32;
         // At most one dot, with a digit on either side.
         if dots & dots.wrapping_sub(1) != 0 {
@@ -86,18 +83,17 @@ fn vector_float(data: &[u8], start: usize, end: usize) -> Option<f64> {
         if len - usize::from(dots != 0) > 15 {
             return None;
         }
-        let digits = _mm_and_si128(_mm_sub_epi8(text, _mm_set1_epi8(b'0' as i8)), kept);
-        let digit = _mm_cmpeq_epi8(_mm_min_epu8(digits, _mm_set1_epi8(9)), digits);
-        if _mm_movemask_epi8(digit) as u32 | dots != 0xffff {
+        if field.digits_bits | dots != 0xffff {
             return None;
         }
+        let digits = field.digits;
         // Lanes up to the dot's take their left neighbour's digit: the dot is gone, and the
         // digits are one number. (No dot: no lane moves.)
         let dot = match dots {
             0 => -1,
             _ => dots.trailing_zeros() as i8,
         };
-        let moved = _mm_cmpgt_epi8(_mm_set1_epi8(dot + 1), index);
+        let moved = _mm_cmpgt_epi8(_mm_set1_epi8(dot + 1), lane_numbers());
         let joined = _mm_or_si128(
             _mm_and_si128(moved, _mm_slli_si128::<1>(digits)),
             _mm_andnot_si128(moved, digits),
@@ -205,26 +201,60 @@ fn digits_value(data: &[u8], start: usize, end: usize) -> Option<u64> {
 #[cfg(target_arch = "x86_64")]
 #[inline]
 fn long_value(data: &[u8], end: usize, n: usize) -> Option<u64> {
-    use std::arch::x86_64::{
-        _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_loadu_si128, _mm_min_epu8,
-        _mm_movemask_epi8, _mm_set1_epi8, _mm_setr_epi8, _mm_sub_epi8,
-    };
     let bytes: &[u8; 16] = data.get(end.checked_sub(16)?..end)?.try_into().ok()?;
     // SAFETY: SSE2 is part of every x86-64 target, and the load reads the 16 bytes of `bytes`.
     let (high, low) = unsafe {
+        let field = FieldLanes::new(bytes, n);
+        if field.digits_bits != 0xffff {
+            return None;
+        }
+        sixteen_lanes_value(field.digits)
+    };
+    Some(u64::from(high) * 100_000_000 + u64::from(low))
+}
+
+/// Each lane's own number, 0 to 15.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn lane_numbers() -> std::arch::x86_64::__m128i {
+    std::arch::x86_64::_mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+}
+
+/// The 16 bytes that end at a field's end, as SSE2 lanes, for the field's last `len` bytes.
+#[cfg(target_arch = "x86_64")]
+struct FieldLanes {
+    /// The bytes as they are.
+    text: std::arch::x86_64::__m128i,
+    /// All ones in the field's lanes (the last `len`), zero before them.
+    kept: std::arch::x86_64::__m128i,
+    /// Each of the field's bytes less `'0'`; zero before the field.
+    digits: std::arch::x86_64::__m128i,
+    /// A bit per lane that is a digit, or lies before the field.
+    digits_bits: u32,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl FieldLanes {
+    /// The lanes of `bytes` for a field of its last `len` (1 to 16) bytes.
+    #[inline]
+    unsafe fn new(bytes: &[u8; 16], len: usize) -> Self {
+        use std::arch::x86_64::{
+            _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_loadu_si128, _mm_min_epu8,
+            _mm_movemask_epi8, _mm_set1_epi8, _mm_sub_epi8,
+        };
         let text = _mm_loadu_si128(bytes.as_ptr().cast());
-        // The bytes before the digits count as zeros: byte `i` is kept when `i > 15 - n`.
-        let index = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        let kept = _mm_cmpgt_epi8(index, _mm_set1_epi8(15 - n as i8));
+        // Byte `i` is the field's when `i > 15 - len`.
+        let kept = _mm_cmpgt_epi8(lane_numbers(), _mm_set1_epi8(15 - len as i8));
         let digits = _mm_and_si128(_mm_sub_epi8(text, _mm_set1_epi8(b'0' as i8)), kept);
         // A digit is at most 9 as an unsigned byte; anything else wraps above it.
         let digit = _mm_cmpeq_epi8(_mm_min_epu8(digits, _mm_set1_epi8(9)), digits);
-        if _mm_movemask_epi8(digit) != 0xffff {
-            return None;
+        FieldLanes {
+            text,
+            kept,
+            digits,
+            digits_bits: _mm_movemask_epi8(digit) as u32,
         }
-        sixteen_lanes_value(digits)
-    };
-    Some(u64::from(high) * 100_000_000 + u64::from(low))
+    }
 }
 
 /// The number whose 16 digits are the lanes of `digits` (each 0 to 9), the first in lane 0, as
