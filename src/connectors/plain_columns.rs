@@ -90,6 +90,7 @@ const ASCII_ZEROS: u64 = 0x3030_3030_3030_3030;
 /// It takes about 150 instructions a value, where Żmij and the copy out of its buffer take
 /// about 190: the digits are made at once in words, with no branch on them, and stored
 /// straight into `out`.
+#[inline(always)]
 pub(crate) fn short_decimal(value: f64, out: &mut Vec<u8>) -> bool {
     let magnitude = value.abs();
     if !(1e-4..1e8).contains(&magnitude) {
