@@ -9,7 +9,9 @@ use arrow::array::{Array, BooleanArray, GenericStringArray, OffsetSizeTrait, Pri
 use arrow::datatypes::ArrowPrimitiveType;
 use arrow::record_batch::RecordBatch;
 
-use super::plain_columns::{column, short_decimal, wide_window, write_integer, Column, WIDE};
+use super::plain_columns::{
+    column, short_decimal, wide_window, write_integer, Column, PlainInteger, WIDE,
+};
 use crate::error::Result;
 
 /// Appends `batch`'s rows to `out` as CSV lines separated by `delimiter`.
@@ -68,7 +70,7 @@ fn encode_plain(rows: usize, columns: &[Column<'_>], delimiter: u8, out: &mut Ve
 fn integer<T>(array: &PrimitiveArray<T>, row: usize, out: &mut Vec<u8>)
 where
     T: ArrowPrimitiveType,
-    T::Native: lexical_core::ToLexical,
+    T::Native: PlainInteger,
 {
     if !array.is_null(row) {
         write_integer(array.value(row), out);

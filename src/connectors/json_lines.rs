@@ -7,7 +7,7 @@ use arrow::array::{Array, GenericStringArray, OffsetSizeTrait, PrimitiveArray};
 use arrow::datatypes::ArrowPrimitiveType;
 use arrow::record_batch::RecordBatch;
 
-use super::plain_columns::{column, write_integer, Column};
+use super::plain_columns::{column, write_integer, Column, PlainInteger};
 use crate::error::Result;
 
 /// Appends `batch`'s rows to `out` as JSON lines (`{"name":value,...}\n`, a NULL as `null`).
@@ -82,7 +82,7 @@ fn encode_plain(batch: &RecordBatch, columns: &[(Vec<u8>, Column<'_>)], out: &mu
 fn integer<T>(array: &PrimitiveArray<T>, row: usize, out: &mut Vec<u8>)
 where
     T: ArrowPrimitiveType,
-    T::Native: lexical_core::ToLexical,
+    T::Native: PlainInteger,
 {
     match array.is_null(row) {
         true => out.extend_from_slice(b"null"),

@@ -55,22 +55,139 @@ pub(crate) fn wide_window(bytes: &[u8], start: usize, len: usize) -> Option<&[u8
     (len <= WIDE).then(|| window.try_into().ok()).flatten()
 }
 
-/// Appends an integer's decimal digits, as arrow writes them. They are written in place, in
-/// room of the type's widest form: a copy from a buffer of their own is a `memcpy` call. The
-/// room is made by copying [`INTEGER_ROOM`]'s bytes, a copy of a size fixed for the type
-/// (a few moves), where `resize` calls `memset`.
-pub(super) fn write_integer<N: lexical_core::ToLexical>(value: N, out: &mut Vec<u8>) {
+/// An integer type the plain encoders write.
+pub(super) trait PlainInteger: Copy {
+    /// Whether the value is below zero, and its magnitude.
+    fn sign_and_magnitude(self) -> (bool, u64);
+}
+
+macro_rules! plain_integer {
+    (signed: $($signed:ty),*; unsigned: $($unsigned:ty),*) => {
+        $(impl PlainInteger for $signed {
+            #[inline(always)]
+            fn sign_and_magnitude(self) -> (bool, u64) {
+                (self < 0, u64::from(self.unsigned_abs()))
+            }
+        })*
+        $(impl PlainInteger for $unsigned {
+            #[inline(always)]
+            fn sign_and_magnitude(self) -> (bool, u64) {
+                (false, u64::from(self))
+            }
+        })*
+    };
+}
+
+plain_integer!(signed: i8, i16, i32, i64; unsigned: u8, u16, u32, u64);
+
+/// Magnitudes below this have at most 16 digits, which [`sixteen_digits`] makes at once.
+const SIXTEEN_DIGITS: u64 = 10_000_000_000_000_000;
+
+/// Appends an integer's decimal digits, as arrow writes them: a `-` when it is negative, then
+/// the digits of its magnitude with no leading zeros.
+///
+/// Below 10¹⁶ in magnitude (every timestamp in milliseconds or microseconds, say) the 16
+/// digits are made at once in SSE2 lanes and the leading zeros shifted out, in about 50
+/// instructions where lexical takes about 120 for a 13-digit value. They are stored in
+/// place, in room made by copying a fixed-size array (a few moves), where `resize` calls
+/// `memset` and a copy of their own length calls `memcpy`.
+#[inline(always)]
+pub(super) fn write_integer<N: PlainInteger>(value: N, out: &mut Vec<u8>) {
+    let (negative, magnitude) = value.sign_and_magnitude();
+    let Some((text, len)) = sixteen_digits(magnitude) else {
+        return write_long_integer(negative, magnitude, out);
+    };
     let at = out.len();
-    match INTEGER_ROOM.get(..N::FORMATTED_SIZE_DECIMAL) {
-        Some(room) => out.extend_from_slice(room),
-        None => out.resize(at + N::FORMATTED_SIZE_DECIMAL, 0),
+    out.extend_from_slice(&[b'-'; 17]);
+    let start = at + usize::from(negative);
+    out[start..start + 16].copy_from_slice(&text);
+    out.truncate(start + len);
+}
+
+/// [`write_integer`] for magnitudes of 10¹⁶ and above, by lexical. Out of line, so that the
+/// common case inlined into the row loops keeps its registers.
+#[cold]
+#[inline(never)]
+fn write_long_integer(negative: bool, magnitude: u64, out: &mut Vec<u8>) {
+    if negative {
+        out.push(b'-');
     }
-    let written = lexical_core::write(value, &mut out[at..]).len();
+    let at = out.len();
+    out.extend_from_slice(&[0; 20]);
+    let written = lexical_core::write(magnitude, &mut out[at..]).len();
     out.truncate(at + written);
 }
 
-/// Room for the widest integer of 64 bits (a sign and 20 digits).
-const INTEGER_ROOM: [u8; 24] = [0; 24];
+/// The digits of `magnitude` when it is below 10¹⁶, as the bytes of 16 (the first its first
+/// digit, those after the last any) and how many there are; None above.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn sixteen_digits(magnitude: u64) -> Option<([u8; 16], usize)> {
+    if magnitude >= SIXTEEN_DIGITS {
+        return None;
+    }
+    // SAFETY: SSE2 is part of every x86-64 target.
+    let (text, leading_zeros) = unsafe { sixteen_lanes_text(magnitude) };
+    // One digit stays when all are zeros: the 16th lane is never counted.
+    let len = 16 - leading_zeros;
+    Some(((text >> (8 * leading_zeros)).to_le_bytes(), len))
+}
+
+/// [`sixteen_digits`] by lexical, for the other targets.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn sixteen_digits(magnitude: u64) -> Option<([u8; 16], usize)> {
+    if magnitude >= SIXTEEN_DIGITS {
+        return None;
+    }
+    let mut text = [0; 20];
+    let len = lexical_core::write(magnitude, &mut text).len();
+    let mut digits = [0; 16];
+    digits.copy_from_slice(&text[..16]);
+    Some((digits, len))
+}
+
+/// The 16 ASCII digits of `n` (below 10¹⁶), the first in the low byte, and how many of the
+/// first 15 are leading zeros.
+///
+/// Each step splits every lane into two lanes of half its width, quotient and remainder, at
+/// once (eights into fours, fours into pairs, pairs into digits), the quotient first. Every
+/// division is a multiply and a shift of the same width in all lanes: with a shift of its own
+/// per lane, LLVM widens the lanes and takes three times the instructions.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn sixteen_lanes_text(n: u64) -> (u128, usize) {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_mul_epu32, _mm_mulhi_epu16, _mm_mullo_epi16,
+        _mm_or_si128, _mm_set1_epi16, _mm_set1_epi32, _mm_set1_epi8, _mm_set_epi64x,
+        _mm_slli_epi16, _mm_slli_epi32, _mm_slli_epi64, _mm_srli_epi16, _mm_srli_epi64,
+        _mm_storeu_si128, _mm_sub_epi16, _mm_sub_epi32,
+    };
+    // Two 64-bit lanes of eight digits each.
+    let eights = _mm_set_epi64x((n % 100_000_000) as i64, (n / 100_000_000) as i64);
+    // x / 10⁴ is (x * 0xd1b71759) >> 45 below 10⁸.
+    let quotients = _mm_srli_epi64::<45>(_mm_mul_epu32(
+        eights,
+        _mm_set1_epi32(0xd1b7_1759_u32 as i32),
+    ));
+    let remainders = _mm_sub_epi32(eights, _mm_mul_epu32(quotients, _mm_set1_epi32(10_000)));
+    let fours = _mm_or_si128(quotients, _mm_slli_epi64::<32>(remainders));
+    // x / 100 is (x * 5243) >> 19 below 10⁴.
+    let quotients = _mm_srli_epi16::<3>(_mm_mulhi_epu16(fours, _mm_set1_epi16(5243)));
+    let remainders = _mm_sub_epi16(fours, _mm_mullo_epi16(quotients, _mm_set1_epi16(100)));
+    let pairs = _mm_or_si128(quotients, _mm_slli_epi32::<16>(remainders));
+    // x / 10 is (x * 6554) >> 16 below 100.
+    let quotients = _mm_mulhi_epu16(pairs, _mm_set1_epi16(6554));
+    let remainders = _mm_sub_epi16(pairs, _mm_mullo_epi16(quotients, _mm_set1_epi16(10)));
+    let digits = _mm_or_si128(quotients, _mm_slli_epi16::<8>(remainders));
+    let zeros = _mm_set1_epi8(b'0' as i8);
+    let text = _mm_or_si128(digits, zeros);
+    let zero_lanes = _mm_movemask_epi8(_mm_cmpeq_epi8(text, zeros)) as u32;
+    let leading_zeros = (!zero_lanes | 0x8000).trailing_zeros() as usize;
+    let mut bytes = [0u8; 16];
+    _mm_storeu_si128(bytes.as_mut_ptr().cast(), text);
+    (u128::from_le_bytes(bytes), leading_zeros)
+}
 
 /// The fractional digits [`short_decimal`] writes at most, as the scale they make.
 const DECIMAL_SCALE: u64 = 10_000;
@@ -327,6 +444,52 @@ mod tests {
         }
     }
 
+    /// What [`write_integer`] writes of `value`, after a byte already there.
+    fn integer<N: PlainInteger>(value: N) -> String {
+        let mut out = vec![b'x'];
+        write_integer(value, &mut out);
+        assert_eq!(out[0], b'x');
+        String::from_utf8_lossy(&out[1..]).into_owned()
+    }
+
+    #[test]
+    fn integers_are_written_as_rust_formats_them() {
+        let mut edges = vec![i64::MIN, i64::MIN + 1, i64::MAX, 0, -1];
+        for power in 0..19 {
+            let p = 10i64.pow(power);
+            edges.extend([p - 1, p, p + 1, -p + 1, -p, -p - 1]);
+        }
+        for value in edges {
+            assert_eq!(integer(value), value.to_string());
+        }
+        for value in [
+            0,
+            9,
+            10,
+            9_999_999_999_999_999,
+            10_000_000_000_000_000,
+            u64::MAX,
+        ] {
+            assert_eq!(integer(value), value.to_string());
+        }
+        assert_eq!(integer(i8::MIN), "-128");
+        assert_eq!(integer(i16::MIN), "-32768");
+        assert_eq!(integer(i32::MIN), "-2147483648");
+        assert_eq!(integer(u8::MAX), "255");
+        assert_eq!(integer(u32::MAX), "4294967295");
+    }
+
+    #[test]
+    fn integers_keep_what_is_already_written() {
+        let mut out = b"a,".to_vec();
+        write_integer(-42i64, &mut out);
+        out.push(b',');
+        write_integer(1_704_067_198_236i64, &mut out);
+        out.push(b',');
+        write_integer(12_345_678_901_234_567_890u64, &mut out);
+        assert_eq!(out, b"a,-42,1704067198236,12345678901234567890");
+    }
+
     proptest! {
         /// The digits made in a word are those of the number's own text.
         #[test]
@@ -335,6 +498,17 @@ mod tests {
             prop_assert_eq!(String::from_utf8_lossy(&eight), format!("{n:08}"));
             let four = (four_digits(n % 10_000) | ASCII_ZEROS as u32).to_le_bytes();
             prop_assert_eq!(String::from_utf8_lossy(&four), format!("{:04}", n % 10_000));
+        }
+
+        /// Any integer, of any number of digits, is written as Rust formats it.
+        #[test]
+        fn any_integer_is_written_as_rust_formats_it(bits: u64, digits in 1u32..20) {
+            let value = bits % 10u64.pow(digits);
+            prop_assert_eq!(integer(value), value.to_string());
+            prop_assert_eq!(integer(bits as i64), (bits as i64).to_string());
+            let negated = (value as i64).wrapping_neg();
+            prop_assert_eq!(integer(negated), negated.to_string());
+            prop_assert_eq!(integer(value as i32), (value as i32).to_string());
         }
 
         /// Every decimal of up to four places in range, and every product of a price and a
