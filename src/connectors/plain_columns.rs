@@ -87,8 +87,9 @@ const SIXTEEN_DIGITS: u64 = 10_000_000_000_000_000;
 /// the digits of its magnitude with no leading zeros.
 ///
 /// Below 10¹⁶ in magnitude (every timestamp in milliseconds or microseconds, say) the 16
-/// digits are made at once in SSE2 lanes and the leading zeros shifted out, in about 50
-/// instructions where lexical takes about 120 for a 13-digit value. They are stored in
+/// digits are made at once in SSE2 lanes and the leading zeros shifted out: about 87
+/// instructions in the encoders' row loops, where lexical took about 119 for a 13-digit
+/// value (counted by cachegrind, docs/benchmarks.md). They are stored in
 /// place, in room made by copying a fixed-size array (a few moves), where `resize` calls
 /// `memset` and a copy of their own length calls `memcpy`.
 #[inline(always)]
